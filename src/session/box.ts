@@ -1,0 +1,147 @@
+import type { BufferBudget } from './buffer-budget.js';
+import type { Clock, TimerHandle } from './clock.js';
+import { HashmailError } from './errors.js';
+import { MessageQueue } from './message-queue.js';
+import { Slot, type Lease } from './slot.js';
+import { TokenBucket } from './token-bucket.js';
+
+export interface RateLimit {
+  intervalMs: number;
+  burst: number;
+}
+
+export interface BoxOptions {
+  /** Bytes a box holds for a reader that is absent or slow; then writers wait. */
+  bufferBytes: number;
+  /** Per-box token bucket, or null for none. */
+  rateLimit: RateLimit | null;
+  /** Wait for a taken slot before "occupied". */
+  acquireWaitMs: number;
+}
+
+/** Why a box went away; decides what its holders and waiters are told. */
+export type CloseReason = 'deleted' | 'stale' | 'shutdown';
+
+/**
+ * One direction of a session: what is written to SID `x` goes to whoever
+ * reads `x`. It has one read slot, one write slot and a bounded queue. A
+ * legacy half takes one slot; a v2 party takes the read slot of `x` and the
+ * write slot of `x ^ 1`.
+ */
+export class Box {
+  readonly readSlot: Slot;
+  readonly writeSlot: Slot;
+  private readonly queue: MessageQueue;
+  private readonly bucket: TokenBucket | null;
+  private rateWait: { timer: TimerHandle; resolve(): void; reject(err: HashmailError): void } | null = null;
+  private closed = false;
+  /** Messages handed to readers; sampled for the in-use / standby metrics. */
+  delivered = 0;
+
+  constructor(
+    readonly sid: Buffer,
+    private readonly options: BoxOptions,
+    budget: BufferBudget,
+    private readonly clock: Clock,
+    onSlotsChange: (box: Box) => void,
+  ) {
+    const changed = (): void => onSlotsChange(this);
+    this.readSlot = new Slot('READ_OCCUPIED', clock, changed);
+    this.writeSlot = new Slot('WRITE_OCCUPIED', clock, changed);
+    this.queue = new MessageQueue(options.bufferBytes, budget);
+    this.bucket = options.rateLimit
+      ? new TokenBucket(options.rateLimit.intervalMs, options.rateLimit.burst, clock)
+      : null;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Both slots free: the stale timer runs. */
+  get idle(): boolean {
+    return !this.readSlot.taken && !this.writeSlot.taken;
+  }
+
+  get queuedMessages(): number {
+    return this.queue.size;
+  }
+
+  get queuedBytes(): number {
+    return this.queue.byteLength;
+  }
+
+  attachReader(signal?: AbortSignal): Promise<Lease> {
+    return this.readSlot.acquire(this.options.acquireWaitMs, signal);
+  }
+
+  attachWriter(signal?: AbortSignal): Promise<Lease> {
+    return this.writeSlot.acquire(this.options.acquireWaitMs, signal);
+  }
+
+  /** Frees a slot at once; a wait the holder had pending ends with CANCELLED. */
+  detach(lease: Lease): void {
+    if (lease.slot.lease !== lease) return;
+    const cancelled = new HashmailError('CANCELLED');
+    if (lease.slot === this.readSlot) {
+      this.queue.cancelReader(cancelled);
+    } else {
+      this.queue.cancelWriter(cancelled);
+      this.cancelRateWait(cancelled);
+    }
+    lease.slot.release(lease);
+  }
+
+  /** Writes one message: one rate-limit token, then room in the queue. */
+  async write(msg: Buffer): Promise<void> {
+    if (this.bucket) {
+      for (let wait = this.bucket.tryTake(); wait > 0; wait = this.bucket.tryTake()) {
+        await this.sleepForToken(wait);
+      }
+    }
+    while (!this.queue.tryPush(msg)) await this.queue.waitForSpace();
+  }
+
+  /** Takes the next message; each message is handed out exactly once. */
+  async read(): Promise<Buffer> {
+    let msg = this.queue.shift();
+    while (msg === undefined) {
+      await this.queue.waitForMessage();
+      msg = this.queue.shift();
+    }
+    this.delivered++;
+    return msg;
+  }
+
+  /** Tears the box down, telling holders and waiters what the legacy server told them. */
+  close(reason: CloseReason): void {
+    if (this.closed) return;
+    this.closed = true;
+    const shutdown = reason === 'shutdown' ? new HashmailError('SERVER_SHUTTING_DOWN') : null;
+    const readerErr = shutdown ?? new HashmailError('BOX_DELETED_EOF');
+    const writerErr = shutdown ?? new HashmailError('BOX_DELETED_PIPE');
+    const waiterErr = shutdown ?? new HashmailError('STREAM_SHUTTING_DOWN');
+    this.queue.close(readerErr, writerErr);
+    this.cancelRateWait(writerErr);
+    this.readSlot.close(readerErr, waiterErr);
+    this.writeSlot.close(writerErr, waiterErr);
+  }
+
+  private sleepForToken(ms: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.rateWait = null;
+        resolve();
+      }, ms);
+      this.rateWait = { timer, resolve, reject };
+    });
+  }
+
+  private cancelRateWait(err: HashmailError): void {
+    const wait = this.rateWait;
+    if (!wait) return;
+    this.rateWait = null;
+    this.clock.clearTimeout(wait.timer);
+    wait.reject(err);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * One error type with stable codes, mapped once. Every transport reports the
+ * same failure with the same text, gRPC status and HTTP status. Texts marked
+ * "legacy" are part of the v1 wire contract: deployed clients match them by
+ * substring ("stream not found", "stream occupied"), so they never change.
+ */
+
+/** gRPC status codes we emit (numeric, so the session layer imports no transport). */
+export const GrpcCode = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
+export type GrpcCodeValue = (typeof GrpcCode)[keyof typeof GrpcCode];
+
+interface ErrorSpec {
+  grpc: GrpcCodeValue;
+  http: number;
+  /** Fixed text; codes whose text varies (limits, detail) take it at construction. */
+  text?: string;
+}
+
+const ERROR_TABLE = {
+  // legacy texts (spec section 3)
+  DESC_REQUIRED: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'cipher box descriptor required' },
+  STREAM_ID_REQUIRED: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'stream_id required' },
+  AUTH_REQUIRED: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'auth type required' },
+  STREAM_EXISTS: { grpc: GrpcCode.ALREADY_EXISTS, http: 409, text: 'stream already active' },
+  STREAM_NOT_FOUND: { grpc: GrpcCode.NOT_FOUND, http: 404, text: 'stream not found' },
+  READ_OCCUPIED: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 429, text: 'read stream occupied' },
+  WRITE_OCCUPIED: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 429, text: 'write stream occupied' },
+  STREAM_SHUTTING_DOWN: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'stream shutting down' },
+  BOX_DELETED_EOF: { grpc: GrpcCode.UNKNOWN, http: 500, text: 'EOF' },
+  BOX_DELETED_PIPE: { grpc: GrpcCode.UNKNOWN, http: 500, text: 'io: read/write on closed pipe' },
+  SERVER_SHUTTING_DOWN: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'server shutting down' },
+  // ours
+  INVALID_STREAM_ID: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'stream_id must be 64 bytes' },
+  MALFORMED_REQUEST: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400 },
+  MESSAGE_TOO_LARGE: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 413 },
+  LIMIT_REACHED: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 429 },
+  CANCELLED: { grpc: GrpcCode.CANCELLED, http: 499, text: 'cancelled' },
+  METHOD_NOT_ALLOWED: { grpc: GrpcCode.UNIMPLEMENTED, http: 405, text: 'Method Not Allowed' },
+  PATH_NOT_FOUND: { grpc: GrpcCode.NOT_FOUND, http: 404, text: 'Not Found' },
+  UNSUPPORTED_VERSION: { grpc: GrpcCode.FAILED_PRECONDITION, http: 400 },
+  PEER_OCCUPIED: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 429, text: 'stream occupied' },
+  INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, text: 'internal error' },
+} satisfies Record<string, ErrorSpec>;
+
+export type HashmailErrorCode = keyof typeof ERROR_TABLE;
+
+export class HashmailError extends Error {
+  readonly code: HashmailErrorCode;
+  readonly grpcCode: GrpcCodeValue;
+  readonly httpStatus: number;
+
+  constructor(code: HashmailErrorCode, message?: string) {
+    const spec: ErrorSpec = ERROR_TABLE[code];
+    super(message ?? spec.text ?? code);
+    this.name = 'HashmailError';
+    this.code = code;
+    this.grpcCode = spec.grpc;
+    this.httpStatus = spec.http;
+  }
+
+  /** The body of a gRPC-gateway style error: `{"code":..,"message":..,"details":[]}`. */
+  toStatusJson(): { code: number; message: string; details: never[] } {
+    return { code: this.grpcCode, message: this.message, details: [] };
+  }
+}
+
+/** A limit that keeps one client from hurting others was hit; the text names the config key. */
+export function limitReached(configKey: string, limit: number): HashmailError {
+  return new HashmailError('LIMIT_REACHED', `limit reached: ${configKey} (${limit})`);
+}
+
+/** Anything thrown that is not ours becomes INTERNAL, without leaking its text. */
+export function asHashmailError(err: unknown): HashmailError {
+  return err instanceof HashmailError ? err : new HashmailError('INTERNAL');
+}

@@ -1,0 +1,117 @@
+import type { BufferBudget } from './buffer-budget.js';
+import type { HashmailError } from './errors.js';
+
+interface Pending {
+  resolve(): void;
+  reject(err: HashmailError): void;
+}
+
+/**
+ * The bounded FIFO of one box: messages written but not yet handed to a
+ * reader. Holds at most `capacityBytes` (one message larger than that is let
+ * in alone, so any allowed message size passes); past that the single writer
+ * waits, which the transport turns into flow-control push-back. One writer and
+ * one reader at a time, so at most one of each is ever waiting.
+ */
+export class MessageQueue {
+  private items: Buffer[] = [];
+  private head = 0;
+  private bytes = 0;
+  private waitingReader: Pending | null = null;
+  private waitingWriter: Pending | null = null;
+  private closedWith: { reader: HashmailError; writer: HashmailError } | null = null;
+
+  constructor(
+    private readonly capacityBytes: number,
+    private readonly budget: BufferBudget,
+  ) {}
+
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
+  get byteLength(): number {
+    return this.bytes;
+  }
+
+  /** Enqueues and returns true, or returns false when full (call waitForSpace). */
+  tryPush(msg: Buffer): boolean {
+    if (this.closedWith) throw this.closedWith.writer;
+    if (this.bytes > 0 && this.bytes + msg.length > this.capacityBytes) return false;
+    this.budget.reserve(msg.length);
+    this.items.push(msg);
+    this.bytes += msg.length;
+    const reader = this.waitingReader;
+    if (reader) {
+      this.waitingReader = null;
+      reader.resolve();
+    }
+    return true;
+  }
+
+  /** Takes the next message, or undefined when empty (call waitForMessage). */
+  shift(): Buffer | undefined {
+    if (this.closedWith) throw this.closedWith.reader;
+    if (this.head === this.items.length) return undefined;
+    const msg = this.items[this.head];
+    this.items[this.head++] = EMPTY;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= COMPACT_AFTER_ITEMS) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    this.bytes -= msg.length;
+    this.budget.release(msg.length);
+    const writer = this.waitingWriter;
+    if (writer) {
+      this.waitingWriter = null;
+      writer.resolve();
+    }
+    return msg;
+  }
+
+  waitForSpace(): Promise<void> {
+    if (this.closedWith) return Promise.reject(this.closedWith.writer);
+    return new Promise((resolve, reject) => {
+      this.waitingWriter = { resolve, reject };
+    });
+  }
+
+  waitForMessage(): Promise<void> {
+    if (this.closedWith) return Promise.reject(this.closedWith.reader);
+    return new Promise((resolve, reject) => {
+      this.waitingReader = { resolve, reject };
+    });
+  }
+
+  /** The reader or writer left: its pending wait ends with `err`. */
+  cancelReader(err: HashmailError): void {
+    const reader = this.waitingReader;
+    this.waitingReader = null;
+    reader?.reject(err);
+  }
+
+  cancelWriter(err: HashmailError): void {
+    const writer = this.waitingWriter;
+    this.waitingWriter = null;
+    writer?.reject(err);
+  }
+
+  /** Drops every message (returning their bytes to the budget) and fails waits. */
+  close(readerErr: HashmailError, writerErr: HashmailError): void {
+    if (this.closedWith) return;
+    this.closedWith = { reader: readerErr, writer: writerErr };
+    this.budget.release(this.bytes);
+    this.bytes = 0;
+    this.items = [];
+    this.head = 0;
+    this.cancelReader(readerErr);
+    this.cancelWriter(writerErr);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+/** Compacts the backing array once this many consumed slots lead it. */
+const COMPACT_AFTER_ITEMS = 1024;

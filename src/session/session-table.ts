@@ -1,0 +1,152 @@
+import { Box, type BoxOptions, type CloseReason } from './box.js';
+import { BufferBudget } from './buffer-budget.js';
+import { systemClock, type Clock, type TimerHandle } from './clock.js';
+import { HashmailError, limitReached } from './errors.js';
+import { Session } from './session.js';
+import { boxIndex, boxKey, checkSid, sessionKey } from './sid.js';
+
+export interface SessionTableOptions extends BoxOptions {
+  /** Boxes in total; past it creation fails with RESOURCE_EXHAUSTED. */
+  maxBoxes: number;
+  /** Boxes created from one source address (the legacy protocol has no auth). */
+  maxBoxesPerAddress: number;
+  /** Bytes queued across all boxes. */
+  maxBufferedBytes: number;
+  /** A box nobody holds is torn down after this long; negative disables. */
+  staleTimeoutMs: number;
+}
+
+/** Hooks for metrics and logs; the table calls them, never the other way round. */
+export interface SessionTableObserver {
+  boxCreated?(box: Box): void;
+  boxClosed?(box: Box, reason: CloseReason): void;
+  limitHit?(configKey: string): void;
+}
+
+interface BoxEntry {
+  box: Box;
+  session: Session;
+  owner: string;
+  staleTimer: TimerHandle | null;
+}
+
+/**
+ * Every session this relay owns, and their boxes. Enforces box limits and the
+ * stale timeout; the slots and queues themselves live in Box.
+ */
+export class SessionTable {
+  private readonly entries = new Map<string, BoxEntry>();
+  private readonly sessionsByKey = new Map<string, Session>();
+  private readonly boxesPerOwner = new Map<string, number>();
+  readonly budget: BufferBudget;
+  private shuttingDown = false;
+
+  constructor(
+    private readonly options: SessionTableOptions,
+    private readonly observer: SessionTableObserver = {},
+    private readonly clock: Clock = systemClock,
+  ) {
+    this.budget = new BufferBudget(options.maxBufferedBytes);
+  }
+
+  get boxCount(): number {
+    return this.entries.size;
+  }
+
+  get sessionCount(): number {
+    return this.sessionsByKey.size;
+  }
+
+  sessions(): IterableIterator<Session> {
+    return this.sessionsByKey.values();
+  }
+
+  /** NewCipherBox: creates the box for `sid`; ALREADY_EXISTS if it has one. */
+  createBox(sid: Uint8Array, owner: string): Box {
+    if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
+    const id = checkSid(sid);
+    const key = boxKey(id);
+    if (this.entries.has(key)) throw new HashmailError('STREAM_EXISTS');
+    if (this.entries.size >= this.options.maxBoxes) {
+      this.observer.limitHit?.('limits.maxBoxes');
+      throw limitReached('limits.maxBoxes', this.options.maxBoxes);
+    }
+    const owned = this.boxesPerOwner.get(owner) ?? 0;
+    if (owned >= this.options.maxBoxesPerAddress) {
+      this.observer.limitHit?.('limits.maxBoxesPerAddress');
+      throw limitReached('limits.maxBoxesPerAddress', this.options.maxBoxesPerAddress);
+    }
+    const skey = sessionKey(id);
+    let session = this.sessionsByKey.get(skey);
+    if (!session) {
+      session = new Session(skey);
+      this.sessionsByKey.set(skey, session);
+    }
+    const box = new Box(Buffer.from(id), this.options, this.budget, this.clock, (b) => this.slotsChanged(b));
+    session.boxes[boxIndex(id)] = box;
+    const entry: BoxEntry = { box, session, owner, staleTimer: null };
+    this.entries.set(key, entry);
+    this.boxesPerOwner.set(owner, owned + 1);
+    this.armStaleTimer(entry);
+    this.observer.boxCreated?.(box);
+    return box;
+  }
+
+  /** The box for `sid`, or "stream not found". */
+  findBox(sid: Uint8Array): Box {
+    const entry = this.entries.get(boxKey(checkSid(sid)));
+    if (!entry) throw new HashmailError('STREAM_NOT_FOUND');
+    return entry.box;
+  }
+
+  /** DelCipherBox: tears the box down; "stream not found" if there is none. */
+  deleteBox(sid: Uint8Array): void {
+    const entry = this.entries.get(boxKey(checkSid(sid)));
+    if (!entry) throw new HashmailError('STREAM_NOT_FOUND');
+    this.remove(entry, 'deleted');
+  }
+
+  /** Ends every stream with UNAVAILABLE "server shutting down"; refuses new boxes. */
+  shutdown(): void {
+    this.shuttingDown = true;
+    for (const entry of [...this.entries.values()]) this.remove(entry, 'shutdown');
+  }
+
+  private remove(entry: BoxEntry, reason: CloseReason): void {
+    const key = boxKey(entry.box.sid);
+    if (this.entries.get(key) !== entry) return;
+    this.entries.delete(key);
+    if (entry.staleTimer) this.clock.clearTimeout(entry.staleTimer);
+    const left = (this.boxesPerOwner.get(entry.owner) ?? 1) - 1;
+    if (left > 0) this.boxesPerOwner.set(entry.owner, left);
+    else this.boxesPerOwner.delete(entry.owner);
+    const { session } = entry;
+    session.boxes[boxIndex(entry.box.sid)] = null;
+    if (session.boxCount === 0) this.sessionsByKey.delete(session.key);
+    entry.box.close(reason);
+    this.observer.boxClosed?.(entry.box, reason);
+  }
+
+  /**
+   * Legacy stale rule: the timer runs from creation, stops while either slot
+   * is taken and restarts when both are free again.
+   */
+  private slotsChanged(box: Box): void {
+    const entry = this.entries.get(boxKey(box.sid));
+    if (!entry || entry.box !== box) return;
+    if (box.idle) this.armStaleTimer(entry);
+    else if (entry.staleTimer) {
+      this.clock.clearTimeout(entry.staleTimer);
+      entry.staleTimer = null;
+    }
+  }
+
+  private armStaleTimer(entry: BoxEntry): void {
+    if (this.options.staleTimeoutMs < 0) return;
+    if (entry.staleTimer) this.clock.clearTimeout(entry.staleTimer);
+    entry.staleTimer = this.clock.setTimeout(() => {
+      entry.staleTimer = null;
+      this.remove(entry, 'stale');
+    }, this.options.staleTimeoutMs);
+  }
+}
