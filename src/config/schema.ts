@@ -1,0 +1,89 @@
+/**
+ * Every configuration key, its default, unit and meaning, in one place. The
+ * schema is the documentation's source: docs/configuration.md and
+ * config/hashmail.json are checked against it by test/unit/config.test.ts.
+ * Defaults are sized for a 2-core / 24 GiB machine.
+ */
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+/** `HOST:PORT`, `[v6]:PORT`; port 0 picks a free port (tests). */
+export const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0..65535');
+
+const ms = (def: number, what: string) => z.number().int().default(def).describe(`${what} (milliseconds)`);
+const count = (def: number, what: string) => z.number().int().positive().default(def).describe(what);
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        listen: hostPort.default('0.0.0.0:8443').describe('Public listener: gRPC (HTTP/2) and REST/WebSocket (HTTP/1.1) on one port'),
+        adminListen: hostPort.default('127.0.0.1:9090').describe('Admin listener: /healthz, /readyz, /metrics. Keep it private'),
+        insecure: z.boolean().default(false).describe('Plain text (h2c with prior knowledge + HTTP/1.1) instead of TLS, e.g. behind a TLS-terminating balancer'),
+        dataDir: z.string().min(1).default('.data').describe('Directory for state that outlives a restart (the generated self-signed certificate)'),
+        tlsCertFile: z.string().default('').describe('PEM certificate chain; empty: a self-signed certificate is generated once in dataDir'),
+        tlsKeyFile: z.string().default('').describe('PEM private key for tlsCertFile'),
+        trustProxy: z.boolean().default(false).describe('Take the client address from the PROXY protocol header (v1/v2) or X-Forwarded-For of the balancer in front'),
+        shutdownGraceMs: ms(5000, 'How long SIGTERM waits for connections to close after ending every stream'),
+      })
+      .strict()
+      .prefault({}),
+    mailbox: z
+      .object({
+        bufferBytes: z.number().int().min(0).max(64 * MiB).default(64 * 1024).describe('Bytes a box holds for an absent or slow reader before the writer is pushed back (flow control). At least 64 KiB for legacy clients'),
+        maxMessageBytes: z.number().int().positive().max(64 * MiB).default(4 * MiB).describe('Largest message (payload bytes); larger ones fail with RESOURCE_EXHAUSTED'),
+        rateLimitIntervalMs: ms(20, 'Per-box token bucket: one token per message is earned every this often; 0 disables the limit'),
+        rateLimitBurst: count(1000, 'Per-box token bucket size (messages); the bucket starts full'),
+        staleTimeoutMs: ms(3_600_000, 'A box with neither slot taken is torn down after this long, counted from creation; negative disables'),
+        acquireWaitMs: z.number().int().min(0).default(250).describe('How long a caller waits for a taken read/write slot before "stream occupied" (milliseconds)'),
+      })
+      .strict()
+      .prefault({}),
+    websocket: z
+      .object({
+        pingIntervalMs: z.number().int().min(0).default(30_000).describe('Server ping ("are you there?") interval; 0 disables pings (milliseconds)'),
+        pongTimeoutMs: z.number().int().min(0).default(15_000).describe('Drop a connection that sent nothing (pong or data) this long after a ping; 0 never drops (milliseconds)'),
+      })
+      .strict()
+      .prefault({}),
+    grpc: z
+      .object({
+        keepaliveMinPingIntervalMs: z.number().int().min(0).default(10_000).describe('Client keepalive pings closer together than this earn GOAWAY "too many pings" (legacy clients ping every 2 min) (milliseconds)'),
+        keepaliveTimeMs: z.number().int().min(1000).default(120_000).describe('Server keepalive ping interval on idle connections (milliseconds)'),
+        keepaliveTimeoutMs: z.number().int().min(1000).default(20_000).describe('Close a connection whose keepalive ping is not answered within this (milliseconds)'),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxBoxes: count(1_000_000, 'Boxes (SIDs) in total; about 2 per LNC connection'),
+        maxBoxesPerAddress: count(2_000, 'Boxes created from one client address (the legacy protocol lets anyone create boxes)'),
+        maxConnectionsPerAddress: count(2_000, 'Open TCP connections from one client address'),
+        maxStreamsPerConnection: count(1_000, 'Concurrent HTTP/2 streams (gRPC calls) on one connection'),
+        maxBufferedBytes: z.number().int().positive().default(4096 * MiB).describe('Bytes held in box queues across the process; past it writers wait (bytes)'),
+        maxConnections: count(200_000, 'Open connections in total on the public listener'),
+      })
+      .strict()
+      .prefault({}),
+    metrics: z
+      .object({
+        sessionRateWindowMs: z.number().int().min(1000).default(60_000).describe('Window over which session read rates are measured for the active/standby/inuse gauges (milliseconds)'),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').describe('Log level'),
+        format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('json, pretty, or auto (pretty on a terminal, json otherwise)'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,35 @@
+/**
+ * Counters the hot path bumps as plain integers; the metrics module reads
+ * them at scrape time. Keeping prom-client off the per-message path keeps
+ * that path a few increments long.
+ */
+import type { HashmailErrorCode } from '../session/errors.js';
+
+export type TransportName = 'grpc' | 'websocket' | 'rest';
+export type HalfKind = 'read' | 'write';
+
+export class RelayStats {
+  messagesRelayed = 0;
+  bytesRelayed = 0;
+  rateLimitedWaits = 0;
+  /** Attached halves by transport and kind (gauges). */
+  readonly attached: Record<TransportName, Record<HalfKind, number>> = {
+    grpc: { read: 0, write: 0 },
+    websocket: { read: 0, write: 0 },
+    rest: { read: 0, write: 0 },
+  };
+  /** Errors reported to callers, by stable code. */
+  readonly errors = new Map<HashmailErrorCode, number>();
+  /** Limits hit, by config key. */
+  readonly limitsHit = new Map<string, number>();
+  /** Connections refused or closed by the connection limits, by config key. */
+  connectionsOpen = 0;
+
+  countError(code: HashmailErrorCode): void {
+    this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+  }
+
+  countLimit(configKey: string): void {
+    this.limitsHit.set(configKey, (this.limitsHit.get(configKey) ?? 0) + 1);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * The legacy (v1) operations on the relay's session table, shared by every v1
+ * transport so that gRPC and WebSocket say the same thing for the same
+ * failure. A half (RecvStream on `x` or SendStream to `x`) holds one slot of
+ * box `x`; transports only move bytes in and out of it.
+ */
+import type { Box } from '../session/box.js';
+import { HashmailError } from '../session/errors.js';
+import type { Lease } from '../session/slot.js';
+import type { SessionTable } from '../session/session-table.js';
+import { checkSid } from '../session/sid.js';
+import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
+
+/** Who is calling: the transport (for metrics) and the client address (for per-address limits). */
+export interface CallInfo {
+  transport: TransportName;
+  address: string;
+}
+
+export interface BoxRequest {
+  /** null when the request carries no `desc`. */
+  desc: { streamId: Buffer } | null;
+  /** The `auth` oneof was set. */
+  hasAuth: boolean;
+}
+
+/** Legacy validation order: desc, then stream_id, then auth (spec section 3). */
+function validateBoxRequest(req: BoxRequest): Buffer {
+  if (!req.desc) throw new HashmailError('DESC_REQUIRED');
+  if (req.desc.streamId.length === 0) throw new HashmailError('STREAM_ID_REQUIRED');
+  if (!req.hasAuth) throw new HashmailError('AUTH_REQUIRED');
+  return checkSid(req.desc.streamId);
+}
+
+abstract class Half {
+  private released = false;
+
+  constructor(
+    protected readonly box: Box,
+    private readonly lease: Lease,
+    private readonly kind: HalfKind,
+    private readonly call: CallInfo,
+    protected readonly stats: RelayStats,
+  ) {
+    stats.attached[call.transport][kind]++;
+  }
+
+  /**
+   * `fn` runs once if the box is torn down (delete, stale, shutdown) while
+   * this half holds its slot, so an idle stream can be ended with the reason.
+   */
+  onBoxClosed(fn: (err: HashmailError) => void): void {
+    this.lease.onClosed = fn;
+  }
+
+  /** Frees the slot at once; a pending read or write ends with CANCELLED. Idempotent. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.stats.attached[this.call.transport][this.kind]--;
+    this.box.detach(this.lease);
+  }
+}
+
+export class ReceiveHalf extends Half {
+  /** Next message for this reader; each message is handed out once. */
+  async next(): Promise<Buffer> {
+    const msg = await this.box.read();
+    this.stats.messagesRelayed++;
+    this.stats.bytesRelayed += msg.length;
+    return msg;
+  }
+}
+
+export class SendHalf extends Half {
+  constructor(
+    box: Box,
+    lease: Lease,
+    call: CallInfo,
+    stats: RelayStats,
+    private readonly maxMessageBytes: number,
+  ) {
+    super(box, lease, 'write', call, stats);
+  }
+
+  /** Resolves once the message is queued: waits for a rate-limit token and queue room. */
+  write(msg: Buffer): Promise<void> {
+    if (msg.length > this.maxMessageBytes) {
+      return Promise.reject(
+        new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit mailbox.maxMessageBytes (${this.maxMessageBytes})`),
+      );
+    }
+    return this.box.write(msg);
+  }
+}
+
+export interface LegacyMailboxOptions {
+  maxMessageBytes: number;
+}
+
+export class LegacyMailbox {
+  constructor(
+    private readonly table: SessionTable,
+    private readonly stats: RelayStats,
+    private readonly options: LegacyMailboxOptions,
+  ) {}
+
+  /** NewCipherBox. ALREADY_EXISTS "stream already active" if the SID has a box. */
+  newCipherBox(req: BoxRequest, call: CallInfo): void {
+    const sid = validateBoxRequest(req);
+    this.table.createBox(sid, call.address);
+  }
+
+  /** DelCipherBox: tears the box down, ending its streams. */
+  delCipherBox(req: BoxRequest): void {
+    this.table.deleteBox(validateBoxRequest(req));
+  }
+
+  /**
+   * RecvStream: takes the read slot of the box `streamId` names, waiting up to
+   * the acquire wait if it is taken. `signal` aborts the wait (CANCELLED).
+   */
+  async openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<ReceiveHalf> {
+    const box = this.table.findBox(checkSid(streamId));
+    const lease = await box.attachReader(signal);
+    return new ReceiveHalf(box, lease, 'read', call, this.stats);
+  }
+
+  /** SendStream: the first message's desc names the box; takes its write slot. */
+  async openSend(desc: { streamId: Buffer } | null, call: CallInfo, signal?: AbortSignal): Promise<SendHalf> {
+    if (!desc) throw new HashmailError('DESC_REQUIRED');
+    const box = this.table.findBox(checkSid(desc.streamId));
+    const lease = await box.attachWriter(signal);
+    return new SendHalf(box, lease, call, this.stats, this.options.maxMessageBytes);
+  }
+}
