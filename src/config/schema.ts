@@ -52,7 +52,6 @@ export const configSchema = z
       .prefault({}),
     grpc: z
       .object({
-        keepaliveMinPingIntervalMs: z.number().int().min(0).default(10_000).describe('Client keepalive pings closer together than this earn GOAWAY "too many pings" (legacy clients ping every 2 min) (milliseconds)'),
         keepaliveTimeMs: z.number().int().min(1000).default(120_000).describe('Server keepalive ping interval on idle connections (milliseconds)'),
         keepaliveTimeoutMs: z.number().int().min(1000).default(20_000).describe('Close a connection whose keepalive ping is not answered within this (milliseconds)'),
       })

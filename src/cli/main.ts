@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+/**
+ * `hashmail <command>`: dispatches to one module per subcommand. Every
+ * command has --help; usage errors exit 2.
+ */
+import { runPipe } from './pipe.js';
+import { runServe } from './serve.js';
+
+const COMMANDS: Record<string, { summary: string; run(argv: string[]): Promise<number> }> = {
+  serve: { summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)', run: runServe },
+  pipe: { summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party', run: runPipe },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `Usage: hashmail <command> [flags]\n\nCommands:\n${lines.join('\n')}\n\nRun 'hashmail <command> --help' for the flags of a command.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`hashmail: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`hashmail: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

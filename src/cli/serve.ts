@@ -1,0 +1,95 @@
+/**
+ * `hashmail serve`: the single-node mailbox (relay + legacy gateway +
+ * in-memory directory). Flags override environment variables, which
+ * override the config file, which overrides the defaults.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config/load.js';
+import { createLogger } from '../observe/logger.js';
+import { startSingleNode } from '../relay/single-node.js';
+
+export const SERVE_USAGE = `Usage: hashmail serve [flags]
+
+Runs the whole mailbox in one process: gRPC hashmailrpc.HashMail and the
+REST/WebSocket gateway on one public port, health and metrics on the admin port.
+
+Flags:
+  --listen HOST:PORT        public listener (config server.listen, default 0.0.0.0:8443)
+  --admin-listen HOST:PORT  /healthz, /readyz, /metrics (config server.adminListen, default 127.0.0.1:9090)
+  --insecure                plain text: h2c and HTTP/1.1 on the port, no TLS (config server.insecure)
+  --data-dir DIR            state kept across restarts, e.g. the generated certificate (config server.dataDir, default .data)
+  --config FILE             JSON config file (see config/hashmail.json and docs/configuration.md)
+  --trust-proxy             client address from PROXY protocol / X-Forwarded-For (config server.trustProxy)
+  --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
+  -h, --help                this help
+
+Every config key can also be set by environment variable, e.g.
+HASHMAIL_LIMITS__MAX_BOXES=500000 (see docs/configuration.md).
+SIGTERM or SIGINT: every stream ends with UNAVAILABLE "server shutting down", then the process exits.
+`;
+
+export async function runServe(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        listen: { type: 'string' },
+        'admin-listen': { type: 'string' },
+        insecure: { type: 'boolean' },
+        'data-dir': { type: 'string' },
+        config: { type: 'string' },
+        'trust-proxy': { type: 'boolean' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`hashmail serve: ${(err as Error).message}\n\n${SERVE_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(SERVE_USAGE);
+    return 0;
+  }
+  const server: Record<string, unknown> = {};
+  if (values.listen !== undefined) server.listen = values.listen;
+  if (values['admin-listen'] !== undefined) server.adminListen = values['admin-listen'];
+  if (values.insecure) server.insecure = true;
+  if (values['data-dir'] !== undefined) server.dataDir = values['data-dir'];
+  if (values['trust-proxy']) server.trustProxy = true;
+  const flags: Record<string, Record<string, unknown>> = { server };
+  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
+
+  let config;
+  try {
+    config = loadConfig({ file: values.config, flags });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hashmail serve: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const logger = createLogger(config.log);
+  const node = await startSingleNode(config, logger);
+  logger.info({ listen: node.listen, adminListen: node.adminListen, tls: !config.server.insecure }, 'serving');
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, 'shutting down');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await node.stop();
+  logger.info('stopped');
+  logger.flush();
+  return 0;
+}

@@ -1,0 +1,162 @@
+/**
+ * Prometheus metrics on a private registry, served by the admin listener.
+ * Everything relay-specific is read at scrape time from RelayStats and the
+ * SessionTable, so the per-message path never calls prom-client; only the
+ * gRPC transport reports per call, through cached label children.
+ *
+ * No label is ever a SID, address or anything else a client controls: every
+ * label value comes from a fixed set in the code (transport, half kind,
+ * error code, config key, gRPC method of our own services).
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Clock } from '../session/clock.js';
+import type { SessionTable } from '../session/session-table.js';
+import { GrpcServerMetrics, type GrpcCallMetrics, type GrpcType } from './grpc-metrics.js';
+import { SessionActivitySampler, type SessionActivityCounts } from './session-activity.js';
+import type { HalfKind, RelayStats, TransportName } from './stats.js';
+
+export type { GrpcCallMetrics, GrpcType } from './grpc-metrics.js';
+export type { SessionActivityCounts } from './session-activity.js';
+
+export interface MetricsDeps {
+  stats: RelayStats;
+  table: SessionTable;
+  /** Window for the active/standby/inuse session gauges (config metrics.sessionRateWindowMs). */
+  sessionRateWindowMs: number;
+  /** Open WebSocket connections; can also be bound later with setOpenSockets(). */
+  openSockets?: () => number;
+  /** Time source of the session-rate sampler; unit tests pass a fake one. */
+  clock?: Clock;
+}
+
+export class Metrics {
+  private readonly registry = new Registry();
+  private readonly sampler: SessionActivitySampler;
+  private readonly grpc: GrpcServerMetrics;
+  private openSockets: () => number;
+
+  constructor(deps: MetricsDeps) {
+    const { stats, table } = deps;
+    this.openSockets = deps.openSockets ?? (() => 0);
+    this.sampler = new SessionActivitySampler(table, deps.sessionRateWindowMs, deps.clock);
+    collectDefaultMetrics({ register: this.registry });
+    this.grpc = new GrpcServerMetrics(this.registry);
+
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    };
+    // Counters mirror RelayStats, which only grows; reset-then-inc publishes its exact value.
+    const counter = (name: string, help: string, read: () => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    };
+    const labelledCounter = <L extends string>(
+      name: string,
+      help: string,
+      label: L,
+      read: () => ReadonlyMap<string, number>,
+    ): void => {
+      new Counter<L>({
+        name,
+        help,
+        labelNames: [label],
+        registers,
+        collect() {
+          this.reset();
+          for (const [value, count] of read()) this.inc({ [label]: value } as Record<L, string>, count);
+        },
+      });
+    };
+
+    // Legacy names (spec section 5): dashboards for the Go server chart these.
+    gauge('hashmail_mailbox_count', 'Mailboxes (cipher boxes, one per SID) that exist.', () => table.boxCount);
+    const activity = (pick: (c: SessionActivityCounts) => number) => () => pick(this.sampler.current());
+    gauge(
+      'hashmail_mailbox_active_sessions',
+      'Sessions (SID pairs) that existed at the end of the last rate window.',
+      activity((c) => c.active),
+    );
+    gauge(
+      'hashmail_mailbox_standby_sessions',
+      'Sessions read from at above 0 and below 0.5 messages/s over the last rate window.',
+      activity((c) => c.standby),
+    );
+    gauge(
+      'hashmail_mailbox_inuse_sessions',
+      'Sessions read from at 0.5 messages/s or more over the last rate window.',
+      activity((c) => c.inUse),
+    );
+
+    // Ours.
+    new Gauge<'transport' | 'kind'>({
+      name: 'hashmail_attached_halves',
+      help: 'Stream halves (readers, writers) attached to a box, by transport and kind.',
+      labelNames: ['transport', 'kind'],
+      registers,
+      collect() {
+        for (const transport of Object.keys(stats.attached) as TransportName[]) {
+          for (const kind of Object.keys(stats.attached[transport]) as HalfKind[]) {
+            this.set({ transport, kind }, stats.attached[transport][kind]);
+          }
+        }
+      },
+    });
+    counter('hashmail_messages_relayed_total', 'Messages handed from a writer to a reader.', () => stats.messagesRelayed);
+    counter('hashmail_bytes_relayed_total', 'Payload bytes handed from a writer to a reader.', () => stats.bytesRelayed);
+    labelledCounter('hashmail_errors_total', 'Errors reported to clients, by stable error code.', 'code', () => stats.errors);
+    gauge('hashmail_buffered_bytes', 'Bytes queued in boxes across the process.', () => table.budget.usedBytes);
+    counter(
+      'hashmail_rate_limited_waits_total',
+      'Writes that waited for a rate-limit token.',
+      () => stats.rateLimitedWaits,
+    );
+    labelledCounter('hashmail_limit_hits_total', 'Requests refused by a limit, by config key.', 'limit', () => stats.limitsHit);
+    gauge('hashmail_sessions', 'Sessions (SID pairs) that exist now.', () => table.sessionCount);
+    gauge('hashmail_open_connections', 'Client connections open on the public listener.', () => stats.connectionsOpen);
+    gauge('hashmail_websocket_connections', 'WebSocket connections open.', () => this.openSockets());
+  }
+
+  /** Binds the WebSocket connection count once the transport exists. */
+  setOpenSockets(openSockets: () => number): void {
+    this.openSockets = openSockets;
+  }
+
+  /** Starts the session-rate sampler (one unref'd timer per window). */
+  start(): void {
+    this.sampler.start();
+  }
+
+  stop(): void {
+    this.sampler.stop();
+  }
+
+  /** Closes the current rate window now; tests call it instead of waiting for the timer. */
+  sampleNow(): SessionActivityCounts {
+    return this.sampler.sampleNow();
+  }
+
+  /** For the gRPC transport: counts a started call and returns its per-message reporter. */
+  grpcCall(service: string, method: string, type: GrpcType): GrpcCallMetrics {
+    return this.grpc.call(service, method, type);
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * `hashmail serve`: relay, legacy transports and the (implicit, in-process)
+ * directory in one process. Builds every part from the validated Config,
+ * starts the listeners, and shuts down in order on stop().
+ */
+import http, { type IncomingMessage } from 'node:http';
+import { Server as GrpcServer, ServerCredentials, type ServerUnaryCall } from '@grpc/grpc-js';
+import type { Config } from '../config/schema.js';
+import { startAdminServer } from '../observe/admin-server.js';
+import type { Logger } from '../observe/logger.js';
+import { subsystemLogger } from '../observe/logger.js';
+import { Metrics } from '../observe/metrics.js';
+import { RelayStats } from '../observe/stats.js';
+import { SessionTable } from '../session/session-table.js';
+import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
+import { PublicListener } from '../transport/public-listener.js';
+import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
+import { loadTlsMaterial } from '../transport/tls-material.js';
+import { LegacyMailbox } from './legacy-mailbox.js';
+
+/** Room for the CipherBox framing around the largest allowed payload. */
+const GRPC_MESSAGE_OVERHEAD_BYTES = 1024;
+/** nghttp2 memory per HTTP/2 connection (MB); enough for several 4 MiB messages in flight. */
+const HTTP2_SESSION_MEMORY_MB = 64;
+/** HTTP/1.1 requests must send their headers within this. */
+const HTTP_HEADERS_TIMEOUT_MS = 10_000;
+
+export interface RunningNode {
+  /** Actual `HOST:PORT` of the public and admin listeners (port 0 resolved). */
+  listen: string;
+  adminListen: string;
+  /** Ends every stream with UNAVAILABLE "server shutting down", then closes. */
+  stop(): Promise<void>;
+}
+
+/** The client address for limits: the socket's (already PROXY-corrected), or a trusted X-Forwarded-For. */
+function forwardedFor(value: string | string[] | undefined): string | null {
+  const raw = Array.isArray(value) ? value.join(',') : value;
+  if (!raw) return null;
+  const hops = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  // The rightmost hop is the one our trusted balancer added; earlier ones are client-supplied.
+  return hops.length > 0 ? hops[hops.length - 1] : null;
+}
+
+/** `ipv4:1.2.3.4:5`, `1.2.3.4:5`, `[::1]:5` -> host. */
+function hostOfPeer(peer: string): string {
+  const bare = peer.replace(/^ipv[46]:/, '');
+  const bracket = /^\[(.*)\]:\d+$/.exec(bare);
+  if (bracket) return bracket[1];
+  const i = bare.lastIndexOf(':');
+  return i > 0 && bare.indexOf(':') === i ? bare.slice(0, i) : bare;
+}
+
+export async function startSingleNode(config: Config, logger: Logger): Promise<RunningNode> {
+  const stats = new RelayStats();
+  const m = config.mailbox;
+  const table = new SessionTable(
+    {
+      bufferBytes: m.bufferBytes,
+      rateLimit: m.rateLimitIntervalMs > 0 ? { intervalMs: m.rateLimitIntervalMs, burst: m.rateLimitBurst } : null,
+      acquireWaitMs: m.acquireWaitMs,
+      maxBoxes: config.limits.maxBoxes,
+      maxBoxesPerAddress: config.limits.maxBoxesPerAddress,
+      maxBufferedBytes: config.limits.maxBufferedBytes,
+      staleTimeoutMs: m.staleTimeoutMs,
+    },
+    {
+      limitHit: (key) => {
+        stats.countLimit(key);
+        logger.warn({ limit: key }, 'limit reached');
+      },
+    },
+  );
+  const mailbox = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes });
+  const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
+
+  const grpcServer = new GrpcServer({
+    // grpc-js enforces no minimum client ping interval, so litd's 2-minute
+    // keepalive pings never earn GOAWAY "too many pings".
+    'grpc.keepalive_time_ms': config.grpc.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': config.grpc.keepaliveTimeoutMs,
+    'grpc.max_receive_message_length': m.maxMessageBytes + GRPC_MESSAGE_OVERHEAD_BYTES,
+    'grpc.max_send_message_length': -1,
+    'grpc.max_concurrent_streams': config.limits.maxStreamsPerConnection,
+    'grpc-node.max_session_memory': HTTP2_SESSION_MEMORY_MB,
+  });
+  const trustProxy = config.server.trustProxy;
+  grpcServer.addService(
+    hashMailServerService,
+    legacyGrpcHandlers({
+      mailbox,
+      logger: subsystemLogger(logger, 'grpc'),
+      stats,
+      metrics,
+      clientAddress: (call) => {
+        const xff = trustProxy ? forwardedFor((call as ServerUnaryCall<unknown, unknown>).metadata.get('x-forwarded-for').map(String)) : null;
+        return xff ?? hostOfPeer(call.getPeer());
+      },
+    }),
+  );
+  const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
+
+  const gateway = new HttpGateway({
+    mailbox,
+    config,
+    logger: subsystemLogger(logger, 'ws'),
+    stats,
+    clientAddress: (req: IncomingMessage) => (trustProxy ? forwardedFor(req.headers['x-forwarded-for']) : null) ?? req.socket.remoteAddress ?? 'unknown',
+  });
+  metrics.setOpenSockets(() => gateway.openSockets);
+  const httpServer = http.createServer({ requestTimeout: 0, headersTimeout: HTTP_HEADERS_TIMEOUT_MS });
+  httpServer.on('request', (req, res) => gateway.handleRequest(req, res));
+  httpServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
+  httpServer.on('clientError', (err, socket) => {
+    logger.debug({ err: err.message }, 'bad HTTP request');
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  let tlsMaterial = null;
+  if (!config.server.insecure) {
+    tlsMaterial = loadTlsMaterial({ certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile, dataDir: config.server.dataDir });
+    logger.info(
+      { certificate: tlsMaterial.certPath, sha256: tlsMaterial.fingerprint256, generated: tlsMaterial.generated },
+      tlsMaterial.generated ? 'generated self-signed TLS certificate' : 'TLS certificate loaded',
+    );
+  }
+  const listener = new PublicListener({
+    listen: config.server.listen,
+    tls: tlsMaterial,
+    trustProxy,
+    maxConnections: config.limits.maxConnections,
+    maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
+    grpc: injector,
+    http: httpServer,
+    stats,
+    logger: subsystemLogger(logger, 'listener'),
+  });
+
+  let state: 'starting' | 'serving' | 'draining' = 'starting';
+  const admin = await startAdminServer({
+    listen: config.server.adminListen,
+    metrics,
+    logger,
+    health: () => ({ live: state !== 'starting', ready: state === 'serving', detail: { state } }),
+  });
+  let listen: string;
+  try {
+    listen = await listener.start();
+  } catch (err) {
+    await admin.close();
+    throw err;
+  }
+  metrics.start();
+  state = 'serving';
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      state = 'draining';
+      await Promise.race([listener.stopAccepting(), Promise.resolve()]);
+      // Every stream ends with UNAVAILABLE "server shutting down", so clients retry at once.
+      table.shutdown();
+      gateway.shutdown();
+      injector.drain(config.server.shutdownGraceMs);
+      await waitFor(() => listener.openConnections === 0, config.server.shutdownGraceMs);
+      injector.destroy();
+      listener.destroyAll();
+      httpServer.close();
+      grpcServer.forceShutdown();
+      metrics.stop();
+      await admin.close();
+    })());
+
+  return { listen, adminListen: admin.address, stop };
+}
+
+/** Polls `done` until true or `timeoutMs` passes (shutdown only; bounded). */
+async function waitFor(done: () => boolean, timeoutMs: number): Promise<void> {
+  const POLL_MS = 50;
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, POLL_MS));
+}

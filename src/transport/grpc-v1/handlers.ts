@@ -1,0 +1,215 @@
+/**
+ * gRPC transport for the legacy `hashmailrpc.HashMail` service: decodes,
+ * calls the relay's LegacyMailbox, encodes. No protocol decisions here.
+ */
+import type {
+  sendUnaryData,
+  ServerReadableStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+  ServiceDefinition,
+  UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import type { Logger } from '../../observe/logger.js';
+import type { RelayStats } from '../../observe/stats.js';
+import type { CallInfo, LegacyMailbox } from '../../relay/legacy-mailbox.js';
+import { asHashmailError, HashmailError } from '../../session/errors.js';
+import { shortHash } from '../../session/sid.js';
+import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
+import { hashMailService, type CipherInitResp } from './service.js';
+
+export type GrpcCallType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
+
+/** Per-call metric hooks (implemented by observe/metrics.ts). */
+export interface GrpcCallMetrics {
+  received(): void;
+  sent(): void;
+  done(code: number): void;
+}
+export interface GrpcMetricsHook {
+  grpcCall(service: string, method: string, type: GrpcCallType): GrpcCallMetrics;
+}
+
+const SERVICE_NAME = 'hashmailrpc.HashMail';
+
+/**
+ * Server side of the service: a request that fails to decode becomes a
+ * HashmailError value the handler answers with INVALID_ARGUMENT, instead of
+ * grpc-js's bare INTERNAL "Error deserializing request".
+ */
+function tolerant<T>(decode: (b: Buffer) => T): (b: Buffer) => T | HashmailError {
+  return (b) => {
+    try {
+      return decode(b);
+    } catch (err) {
+      return asHashmailError(err);
+    }
+  };
+}
+
+export const hashMailServerService: ServiceDefinition = {
+  NewCipherBox: { ...hashMailService.newCipherBox, requestDeserialize: tolerant(hashMailService.newCipherBox.requestDeserialize) },
+  DelCipherBox: { ...hashMailService.delCipherBox, requestDeserialize: tolerant(hashMailService.delCipherBox.requestDeserialize) },
+  SendStream: { ...hashMailService.sendStream, requestDeserialize: tolerant(hashMailService.sendStream.requestDeserialize) },
+  RecvStream: { ...hashMailService.recvStream, requestDeserialize: tolerant(hashMailService.recvStream.requestDeserialize) },
+};
+
+export interface GrpcV1Deps {
+  mailbox: LegacyMailbox;
+  logger: Logger;
+  stats: RelayStats;
+  metrics: GrpcMetricsHook;
+  /** Client address for per-address limits: from the call's peer (or a trusted X-Forwarded-For). */
+  clientAddress(call: ServerUnaryCall<unknown, unknown> | ServerReadableStream<unknown, unknown> | ServerWritableStream<unknown, unknown>): string;
+}
+
+interface GrpcStatus {
+  code: number;
+  details: string;
+}
+
+export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementation {
+  const { mailbox, logger, stats, metrics } = deps;
+
+  const toStatus = (err: unknown, method: string): GrpcStatus => {
+    const e = asHashmailError(err);
+    stats.countError(e.code);
+    if (e.code === 'INTERNAL') logger.error({ err, method }, 'internal error in call');
+    else logger.debug({ method, code: e.code }, 'call failed');
+    return { code: e.grpcCode, details: e.message };
+  };
+
+  const unary =
+    (method: 'NewCipherBox' | 'DelCipherBox', run: (req: CipherBoxAuth, info: CallInfo) => void) =>
+    (call: ServerUnaryCall<CipherBoxAuth | HashmailError, CipherInitResp>, callback: sendUnaryData<unknown>): void => {
+      const m = metrics.grpcCall(SERVICE_NAME, method, 'unary');
+      m.received();
+      try {
+        if (call.request instanceof HashmailError) throw call.request;
+        run(call.request, { transport: 'grpc', address: deps.clientAddress(call) });
+        m.sent();
+        m.done(0);
+        callback(null, { success: true });
+      } catch (err) {
+        const status = toStatus(err, method);
+        m.done(status.code);
+        callback(status);
+      }
+    };
+
+  return {
+    NewCipherBox: unary('NewCipherBox', (req, info) => mailbox.newCipherBox(req, info)),
+    DelCipherBox: unary('DelCipherBox', (req) => mailbox.delCipherBox(req)),
+
+    RecvStream: (call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): void => {
+      void receive(call);
+    },
+
+    SendStream: (call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): void => {
+      void send(call, callback);
+    },
+  };
+
+  async function receive(call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): Promise<void> {
+    const m = metrics.grpcCall(SERVICE_NAME, 'RecvStream', 'server_stream');
+    m.received();
+    const gone = new AbortController();
+    call.once('cancelled', () => gone.abort());
+    let ended = false;
+    const end = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      if (gone.signal.aborted) {
+        m.done(1);
+        return;
+      }
+      const status = toStatus(err, 'RecvStream');
+      m.done(status.code);
+      call.emit('error', status);
+    };
+    let half;
+    try {
+      if (call.request instanceof HashmailError) throw call.request;
+      const desc = call.request;
+      half = await mailbox.openReceive(desc.streamId, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
+      logger.debug({ sid: shortHash(desc.streamId) }, 'grpc reader attached');
+      half.onBoxClosed(end);
+      const encode = cipherBoxEncoder(desc);
+      for (;;) {
+        const msg = await half.next();
+        m.sent();
+        if (!call.write(encode(msg))) await drained(call, gone.signal);
+      }
+    } catch (err) {
+      end(err);
+    } finally {
+      half?.release();
+    }
+  }
+
+  async function send(call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): Promise<void> {
+    const m = metrics.grpcCall(SERVICE_NAME, 'SendStream', 'client_stream');
+    const gone = new AbortController();
+    call.once('cancelled', () => gone.abort());
+    let finished = false;
+    const finish = (err: unknown): void => {
+      if (finished) return;
+      finished = true;
+      if (err === null) {
+        m.done(0);
+        callback(null, { streamId: Buffer.alloc(0) });
+        return;
+      }
+      if (gone.signal.aborted) {
+        m.done(1);
+        return;
+      }
+      const status = toStatus(err, 'SendStream');
+      m.done(status.code);
+      callback(status);
+      // Stop reading: the call is over whatever the client still sends.
+      call.destroy();
+    };
+    let half;
+    try {
+      // Async iteration pulls one message at a time, so a write waiting for
+      // room leaves the rest in HTTP/2 flow control: that is the push-back.
+      for await (const box of call as AsyncIterable<CipherBox | HashmailError>) {
+        m.received();
+        if (box instanceof HashmailError) throw box;
+        if (!half) {
+          half = await mailbox.openSend(box.desc, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
+          logger.debug({ sid: shortHash(box.desc?.streamId ?? Buffer.alloc(0)) }, 'grpc writer attached');
+          half.onBoxClosed(finish);
+        }
+        await half.write(box.msg);
+      }
+      finish(null);
+    } catch (err) {
+      finish(err);
+    } finally {
+      half?.release();
+    }
+  }
+}
+
+/** Resolves on 'drain'; rejects CANCELLED if the caller goes away first. */
+function drained(call: ServerWritableStream<unknown, unknown>, gone: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cleanup = (): void => {
+      call.off('drain', onDrain);
+      gone.removeEventListener('abort', onGone);
+    };
+    const onDrain = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onGone = (): void => {
+      cleanup();
+      reject(new HashmailError('CANCELLED'));
+    };
+    if (gone.aborted) return onGone();
+    call.on('drain', onDrain);
+    gone.addEventListener('abort', onGone, { once: true });
+  });
+}

@@ -1,0 +1,206 @@
+/**
+ * The one public port. Accepts sockets itself, applies the connection limits,
+ * reads an optional PROXY header, terminates TLS (ALPN h2 / http/1.1), and
+ * hands each connection to grpc-js (HTTP/2) or the http.Server (HTTP/1.1,
+ * REST and WebSocket). In plain text the 24-byte HTTP/2 client preface tells
+ * h2c from HTTP/1.1. No second hop, no internal port.
+ */
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { ConnectionInjector } from '@grpc/grpc-js';
+import type { Logger } from '../observe/logger.js';
+import type { RelayStats } from '../observe/stats.js';
+import { limitReached } from '../session/errors.js';
+import { parseProxyHeader } from './proxy-protocol.js';
+
+/** A connection that sends nothing decisive within this is closed (slowloris guard). */
+export const PREFACE_TIMEOUT_MS = 10_000;
+/** Bytes that decide the protocol: "PRI" opens only the HTTP/2 preface. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+const SNIFF_BYTES = 3;
+const MAX_PREFACE_BYTES = 4096;
+
+export interface PublicListenerOptions {
+  listen: string;
+  /** PEM material for TLS, or null for plain text. */
+  tls: { cert: Buffer; key: Buffer } | null;
+  trustProxy: boolean;
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  grpc: ConnectionInjector;
+  http: HttpServer;
+  stats: RelayStats;
+  logger: Logger;
+}
+
+export function splitHostPort(hostPort: string): { host: string; port: number } {
+  const i = hostPort.lastIndexOf(':');
+  return { host: hostPort.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(hostPort.slice(i + 1)) };
+}
+
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+export class PublicListener {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly perAddress = new Map<string, number>();
+  private readonly secureContext: tls.SecureContext | null;
+  /** Answers every gRPC call of a connection over a limit with RESOURCE_EXHAUSTED. */
+  private readonly refusals = http2.createServer();
+  private refusalText = '';
+
+  constructor(private readonly options: PublicListenerOptions) {
+    this.secureContext = options.tls ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key }) : null;
+    this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
+    this.refusals.on('stream', (stream) => {
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8', 'grpc-message': encodeURIComponent(this.refusalText) },
+        { endStream: true },
+      );
+      stream.session?.close();
+    });
+  }
+
+  async start(): Promise<string> {
+    const { host, port } = splitHostPort(this.options.listen);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port, backlog: 4096 }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = this.server.address() as net.AddressInfo;
+    return formatHostPort(addr.address, addr.port);
+  }
+
+  /** Stops accepting; open connections stay until destroyAll(). */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  destroyAll(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.refusals.close();
+  }
+
+  get openConnections(): number {
+    return this.sockets.size;
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.on('error', (err) => this.options.logger.debug({ err: err.message }, 'client socket error'));
+    this.sockets.add(socket);
+    this.options.stats.connectionsOpen++;
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.options.stats.connectionsOpen--;
+    });
+    const timer = setTimeout(() => socket.destroy(), PREFACE_TIMEOUT_MS);
+    timer.unref();
+    let buffered: Buffer = Buffer.alloc(0);
+    let address: string | null = this.options.trustProxy ? null : (socket.remoteAddress ?? 'unknown');
+
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      if (address === null) {
+        const proxy = parseProxyHeader(buffered);
+        if (proxy.kind === 'more' && buffered.length < MAX_PREFACE_BYTES) return;
+        if (proxy.kind === 'invalid' || proxy.kind === 'more') {
+          this.options.logger.warn({ reason: proxy.kind === 'invalid' ? proxy.reason : 'PROXY header too long' }, 'bad PROXY header, connection closed');
+          socket.destroy();
+          return;
+        }
+        address = proxy.kind === 'header' ? (proxy.address ?? socket.remoteAddress ?? 'unknown') : (socket.remoteAddress ?? 'unknown');
+        if (proxy.kind === 'header') buffered = buffered.subarray(proxy.length);
+        if (buffered.length === 0) return;
+      }
+      // With TLS the first bytes are a ClientHello; the protocol is decided after the handshake.
+      if (!this.secureContext && buffered.length < SNIFF_BYTES && buffered.equals(H2_PREFACE.subarray(0, buffered.length))) return;
+      socket.off('data', onData);
+      socket.pause();
+      clearTimeout(timer);
+      if (buffered.length > 0) socket.unshift(buffered);
+      this.admitted(socket, address);
+    };
+    socket.on('data', onData);
+  }
+
+  /** Connection limits, then TLS, then the protocol handoff. */
+  private admitted(socket: net.Socket, address: string): void {
+    overrideRemoteAddress(socket, address);
+    const count = (this.perAddress.get(address) ?? 0) + 1;
+    this.perAddress.set(address, count);
+    socket.once('close', () => {
+      const left = (this.perAddress.get(address) ?? 1) - 1;
+      if (left > 0) this.perAddress.set(address, left);
+      else this.perAddress.delete(address);
+    });
+    let overLimit: string | null = null;
+    if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
+    else if (count > this.options.maxConnectionsPerAddress) overLimit = 'limits.maxConnectionsPerAddress';
+    if (overLimit) {
+      this.options.stats.countLimit(overLimit);
+      this.options.logger.warn({ limit: overLimit }, 'connection over limit refused');
+    }
+
+    if (!this.secureContext) {
+      this.handOff(socket, sniffH2(socket), overLimit);
+      return;
+    }
+    const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.secureContext, ALPNProtocols: ['h2', 'http/1.1'] });
+    overrideRemoteAddress(secure, address);
+    secure.on('error', (err) => {
+      this.options.logger.debug({ err: err.message }, 'TLS error');
+      socket.destroy();
+    });
+    secure.once('secure', () => {
+      const alpn = secure.alpnProtocol;
+      if (alpn === 'h2' || alpn === 'http/1.1') {
+        this.handOff(secure, alpn === 'h2', overLimit);
+        return;
+      }
+      // No ALPN (old clients): look at the first decrypted bytes.
+      secure.once('readable', () => this.handOff(secure, sniffH2(secure), overLimit));
+    });
+  }
+
+  private handOff(socket: Duplex, isH2: boolean, overLimit: string | null): void {
+    if (overLimit) {
+      const limit = overLimit === 'limits.maxConnections' ? this.options.maxConnections : this.options.maxConnectionsPerAddress;
+      const err = limitReached(overLimit, limit);
+      if (isH2) {
+        this.refusalText = err.message;
+        this.refusals.emit('connection', socket);
+      } else {
+        const body = JSON.stringify(err.toStatusJson());
+        socket.end(`HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+      return;
+    }
+    if (isH2) this.options.grpc.injectConnection(socket);
+    else this.options.http.emit('connection', socket);
+    socket.resume();
+  }
+}
+
+/** True if the bytes waiting on `socket` open the HTTP/2 preface (peeked, then put back). */
+function sniffH2(socket: Duplex): boolean {
+  const head = socket.read() as Buffer | null;
+  if (!head) return false;
+  socket.unshift(head);
+  const n = Math.min(head.length, H2_PREFACE.length);
+  return n >= SNIFF_BYTES && head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+}
+
+/** Per-address limits and grpc-js `getPeer()` see the client behind a trusted balancer. */
+function overrideRemoteAddress(socket: Duplex, address: string): void {
+  if ((socket as net.Socket).remoteAddress !== address) {
+    Object.defineProperty(socket, 'remoteAddress', { value: address, configurable: true });
+  }
+}
