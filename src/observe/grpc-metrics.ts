@@ -24,30 +24,34 @@ const MAX_GRPC_METHODS = 64;
 const UNKNOWN_LABEL = 'unknown';
 const MS_PER_SEC = 1000;
 
-/** gRPC status code names by number (the grpc_code label value). */
+/**
+ * gRPC status code names by number, spelled as go-grpc-prometheus labels
+ * them (Go's codes.Code names), so the reference server's dashboards and
+ * alerts keep matching.
+ */
 const GRPC_CODE_NAMES = [
   'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
+  'Canceled',
+  'Unknown',
+  'InvalidArgument',
+  'DeadlineExceeded',
+  'NotFound',
+  'AlreadyExists',
+  'PermissionDenied',
+  'ResourceExhausted',
+  'FailedPrecondition',
+  'Aborted',
+  'OutOfRange',
+  'Unimplemented',
+  'Internal',
+  'Unavailable',
+  'DataLoss',
+  'Unauthenticated',
 ] as const;
 
 /** The name of a numeric gRPC status; anything outside the table is UNKNOWN. */
 export function grpcCodeName(code: number): string {
-  return GRPC_CODE_NAMES[code] ?? 'UNKNOWN';
+  return GRPC_CODE_NAMES[code] ?? 'Unknown';
 }
 
 /** One call's reporter, from GrpcServerMetrics.call(). */

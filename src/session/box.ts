@@ -35,6 +35,8 @@ export class Box {
   private readonly bucket: TokenBucket | null;
   private rateWait: { timer: TimerHandle; resolve(): void; reject(err: HashmailError): void } | null = null;
   private closed = false;
+  /** What a write is told once the box is torn down. */
+  private writeErr: HashmailError | null = null;
   /** Messages handed to readers; sampled for the in-use / standby metrics. */
   delivered = 0;
 
@@ -94,6 +96,11 @@ export class Box {
 
   /** Writes one message: one rate-limit token, then room in the queue. */
   async write(msg: Buffer): Promise<void> {
+    // A write after teardown fails at once. Without this check it first
+    // took (or slept for) a rate-limit token, so with the bucket empty the
+    // "closed pipe" error came only an interval later, from a timer armed
+    // on a dead box.
+    if (this.writeErr) throw this.writeErr;
     if (this.bucket) {
       for (let wait = this.bucket.tryTake(); wait > 0; wait = this.bucket.tryTake()) {
         await this.sleepForToken(wait);
@@ -120,6 +127,7 @@ export class Box {
     const shutdown = reason === 'shutdown' ? new HashmailError('SERVER_SHUTTING_DOWN') : null;
     const readerErr = shutdown ?? new HashmailError('BOX_DELETED_EOF');
     const writerErr = shutdown ?? new HashmailError('BOX_DELETED_PIPE');
+    this.writeErr = writerErr;
     const waiterErr = shutdown ?? new HashmailError('STREAM_SHUTTING_DOWN');
     this.queue.close(readerErr, writerErr);
     this.cancelRateWait(writerErr);

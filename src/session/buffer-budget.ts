@@ -22,6 +22,21 @@ export class BufferBudget {
     this.used += bytes;
   }
 
+  /** Reserves `bytes` and returns true, or returns false if that would pass the limit. */
+  tryReserve(bytes: number): boolean {
+    if (this.used + bytes > this.limitBytes) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  /**
+   * Reserves `bytes` even past the limit. Only for a box holding nothing (see
+   * MessageQueue.tryPush), so the overshoot is at most one message per box.
+   */
+  reserveOverLimit(bytes: number): void {
+    this.used += bytes;
+  }
+
   release(bytes: number): void {
     this.used -= bytes;
   }

@@ -38,7 +38,17 @@ export class MessageQueue {
   tryPush(msg: Buffer): boolean {
     if (this.closedWith) throw this.closedWith.writer;
     if (this.bytes > 0 && this.bytes + msg.length > this.capacityBytes) return false;
-    this.budget.reserve(msg.length);
+    // Past the process-wide budget the writer waits like for a full box
+    // (spec: push back on the writer; config: "past it writers wait"). This
+    // used to call budget.reserve(), which threw LIMIT_REACHED and failed the
+    // writer's stream. A box holding nothing still takes one message, over
+    // the budget if need be: nothing else would wake its writer (no reader
+    // shift on this box is coming), and a live session must keep moving
+    // while idle boxes hold the budget. Overshoot: one message per box.
+    if (!this.budget.tryReserve(msg.length)) {
+      if (this.bytes > 0) return false;
+      this.budget.reserveOverLimit(msg.length);
+    }
     this.items.push(msg);
     this.bytes += msg.length;
     const reader = this.waitingReader;

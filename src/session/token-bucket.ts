@@ -20,7 +20,10 @@ export class TokenBucket {
 
   /** Takes a token and returns 0, or returns the ms until one is available. */
   tryTake(): number {
-    if (this.tokens < 1) this.refill();
+    // Refill on every take, not only when empty: otherwise lastRefill stays
+    // where the bucket last filled up, and time spent idle with a full bucket
+    // is credited again once it empties (burst, then up to burst more at once).
+    this.refill();
     if (this.tokens >= 1) {
       this.tokens -= 1;
       return 0;
@@ -30,6 +33,11 @@ export class TokenBucket {
 
   private refill(): void {
     const now = this.clock.now();
+    if (this.tokens >= this.burst) {
+      // Full: nothing accrues while full, so the next interval starts now.
+      this.lastRefill = now;
+      return;
+    }
     const earned = Math.floor((now - this.lastRefill) / this.intervalMs);
     if (earned <= 0) return;
     this.tokens = Math.min(this.burst, this.tokens + earned);

@@ -183,9 +183,13 @@ export class PublicListener {
       }
       return;
     }
+    // Both take over the socket paused, with the sniffed bytes put back. HTTP/2
+    // reads the native handle directly, so resuming it here would steal its bytes.
     if (isH2) this.options.grpc.injectConnection(socket);
-    else this.options.http.emit('connection', socket);
-    socket.resume();
+    else {
+      this.options.http.emit('connection', socket);
+      socket.resume();
+    }
   }
 }
 

@@ -3,7 +3,7 @@
  * SendStream writer and a RecvStream reader whose messages are pulled with a
  * deadline. Built on the server's own service definition and codec.
  */
-import { credentials, status, type ClientReadableStream, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
+import { credentials, status, type ChannelOptions, type ClientReadableStream, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
 import { HashMailClient } from '../../src/transport/grpc-v1/service.js';
 import type { CipherBox, CipherBoxAuth, CipherBoxDesc } from '../../src/transport/grpc-v1/codec.js';
 import { AsyncQueue, DEFAULT_WAIT_MS } from './async-queue.js';
@@ -19,10 +19,11 @@ export interface LegacyClient {
   close(): void;
 }
 
-export function connectGrpc(address: string): LegacyClient {
+export function connectGrpc(address: string, options: ChannelOptions = {}): LegacyClient {
   return new HashMailClient(address, credentials.createInsecure(), {
     'grpc.max_receive_message_length': -1,
     'grpc.max_send_message_length': -1,
+    ...options,
   }) as unknown as LegacyClient;
 }
 

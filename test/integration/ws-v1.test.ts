@@ -37,6 +37,12 @@ const PING_PAYLOAD = 'are you there?';
 
 const newSid = (): Buffer => randomBytes(64);
 
+/** Creates a box over REST, so the gateway tests depend on the gateway only. */
+async function restBox(port: number, sid: Buffer): Promise<void> {
+  const res = await restCreateBox(port, sid);
+  assert.equal(res.status, 200, `REST create: ${res.status} ${res.body}`);
+}
+
 /** Sockets, calls and clients a test opened; closed after each test. */
 const open = { conns: [] as WsConn[], senders: [] as GrpcSender[] };
 
@@ -66,7 +72,7 @@ describe('legacy WebSocket gateway', () => {
   /** A box with a WebSocket reader and a WebSocket writer on it. */
   async function pair(): Promise<{ sid: Buffer; reader: WsConn; writer: WsConn }> {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const reader = await recv(sid);
     const writer = await sendSocket();
     return { sid, reader, writer };
@@ -128,7 +134,7 @@ describe('legacy WebSocket gateway', () => {
   for (const size of [1 * MiB, 4 * MiB - 1 * KiB]) {
     test(`a ${size}-byte message from a gRPC writer reaches a WebSocket reader intact, and the next one too`, async () => {
       const sid = newSid();
-      await createBox(grpc, sid);
+      await restBox(port, sid);
       const reader = await recv(sid);
       const writer = grpcSender();
       const msg = randomBytes(size);
@@ -203,7 +209,7 @@ describe('legacy WebSocket gateway', () => {
   test('accepts streamId and URL-safe unpadded base64; answers in stream_id and standard base64', async () => {
     let sid = newSid();
     for (let i = 0; i < 100 && !/[+/]/.test(b64(sid)); i++) sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const reader = await recv(sid, { field: 'streamId', encode: b64url });
     const writer = await sendSocket();
     let msg = randomBytes(40);
@@ -214,7 +220,7 @@ describe('legacy WebSocket gateway', () => {
 
   test('accepts standard unpadded and URL-safe padded base64', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const reader = await recv(sid, { encode: (b) => b64(b).replace(/=+$/, '') });
     const writer = await sendSocket();
     const msg = randomBytes(41);
@@ -224,7 +230,7 @@ describe('legacy WebSocket gateway', () => {
 
   test('an unknown field is INVALID_ARGUMENT (code 3), then the socket ends', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const conn = track(await openWs(port, RECEIVE_PATH));
     conn.ws.send(JSON.stringify({ stream_id: b64(sid), color: 'blue' }));
     const err = await readErrorAndEnd(conn);
@@ -257,7 +263,7 @@ describe('legacy WebSocket gateway', () => {
 
   test('a Sec-WebSocket-Protocol Grpc-Metadata-Macaroon+<value> handshake is accepted and no subprotocol is echoed', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const reader = await recv(sid, { headers: { 'Sec-WebSocket-Protocol': 'Grpc-Metadata-Macaroon+abc' } });
     assert.equal(reader.upgradeHeaders['sec-websocket-protocol'], undefined);
     const writer = await sendSocket({ headers: { 'Sec-WebSocket-Protocol': 'Grpc-Metadata-Macaroon+abc' } });
@@ -306,7 +312,7 @@ describe('legacy WebSocket gateway', () => {
 
   test('REST DELETE with desc.stream_id= answers "auth type required"', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const res = await http(port, 'DELETE', `${HASHMAIL_PATH}?desc.stream_id=${encodeURIComponent(b64(sid))}`);
     assert.ok(res.status >= 400, `status ${res.status}`);
     const body = JSON.parse(res.body) as { code: number; message: string };
@@ -345,7 +351,7 @@ describe('WebSocket keepalive (ping every 100 ms, pong timeout 100 ms)', () => {
 
   test('a send socket that never answers pings but keeps sending data stays connected', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const reader = track(await openReceive(server.port, sid));
     const writer = track(await openSendSocket(server.port, { autoPong: false }));
     const MESSAGES = 40;
@@ -360,7 +366,7 @@ describe('WebSocket keepalive (ping every 100 ms, pong timeout 100 ms)', () => {
 
   test('a silent socket that does not answer pings is dropped', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const silent = track(await openReceive(server.port, sid, { autoPong: false }));
     await withTimeout(silent.closed, 10_000, 'drop of the silent socket');
     assert.ok(silent.pings.length >= 1, 'dropped without having been pinged');
@@ -383,7 +389,7 @@ describe('WebSocket at shutdown', () => {
 
   test('SIGTERM ends an attached receive with error frame UNAVAILABLE (14) "server shutting down"', async () => {
     const sid = newSid();
-    await createBox(grpc, sid);
+    await restBox(port, sid);
     const reader = track(await openReceive(server.port, sid));
     const writer = new GrpcSender(grpc);
     open.senders.push(writer);

@@ -249,7 +249,7 @@ describe('Metrics', () => {
     const box = 'grpc_type="unary",grpc_service="hashmailrpc.HashMail",grpc_method="NewCipherBox"';
     assert.equal(value(text, `grpc_server_started_total{${recv}}`), 1);
     assert.equal(value(text, `grpc_server_msg_sent_total{${recv}}`), 2);
-    assert.equal(value(text, `grpc_server_handled_total{${recv},grpc_code="NOT_FOUND"}`), 1);
+    assert.equal(value(text, `grpc_server_handled_total{${recv},grpc_code="NotFound"}`), 1);
     assert.equal(value(text, `grpc_server_handled_total{${recv},grpc_code="OK"}`), undefined);
     assert.equal(value(text, `grpc_server_handling_seconds_count{${recv}}`), 1);
     assert.equal(value(text, `grpc_server_started_total{${box}}`), 2);

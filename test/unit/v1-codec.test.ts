@@ -79,11 +79,6 @@ function pbDecode(type: protobuf.Type, buf: Buffer): Record<string, unknown> {
   >;
 }
 
-function assertBytes(actual: unknown, expected: Buffer, what: string): void {
-  assert.ok(Buffer.isBuffer(actual) || actual instanceof Uint8Array, `${what}: not bytes (${typeof actual})`);
-  assert.ok(Buffer.from(actual as Uint8Array).equals(expected), `${what}: bytes differ`);
-}
-
 /** protobufjs leaves an absent proto3 bytes field undefined (defaults: false); an empty one reads the same. */
 function pbBytes(obj: Record<string, unknown> | undefined, key: string): Buffer {
   const v = obj?.[key];

@@ -1,0 +1,118 @@
+/**
+ * Server memory per idle legacy session, as deployed: per session the node
+ * holds RecvStream(C2S) + SendStream(S2C) on a gRPC connection of its own and
+ * the app two WebSockets (receive S2C, send C2S), after one message each way.
+ * Server RSS (VmRSS) is read after a settle before the sessions open and
+ * again once they are all open and idle; the difference over the sessions
+ * held is the cost of one. The load comes from forked workers.
+ */
+import { fdCount, hashmailMetric, heapUsedBytes, rssKiB, type RelayProcess } from './server-process.js';
+import { median, sleep, summarize, type Summary } from './stats.js';
+import { WorkerPool } from './worker-pool.js';
+
+export interface IdleMemoryOptions {
+  sessions: number;
+  workers: number;
+  /** Sessions being opened at once per worker. */
+  concurrency: number;
+  sessionsPerNodeConnection: number;
+  settleMs: number;
+  /** RSS readings, 1 s apart, after the settle; the median counts. */
+  samples: number;
+  /** Per-session wait (handshakes, hello messages). */
+  timeoutMs: number;
+  /** Bound on opening all sessions. */
+  openBudgetMs: number;
+}
+
+export interface IdleMemoryResult {
+  requested: number;
+  held: number;
+  openFailed: number;
+  openMs: number;
+  errors: string[];
+  rssBeforeKiB: number;
+  rssAfterKiB: number;
+  kibPerSession: number;
+  heapBeforeBytes: number | undefined;
+  heapAfterBytes: number | undefined;
+  heapKibPerSession: number;
+  fdsBefore: number;
+  fdsAfter: number;
+  /** hashmail's own view (sessions, WebSocket connections, connections), when it has an admin port. */
+  serverView: Record<string, number | undefined>;
+  verifiedOk: number;
+  verifyFailed: number;
+  verify: Summary;
+}
+
+const SAMPLE_INTERVAL_MS = 1_000;
+
+async function sampleRss(pid: number, samples: number): Promise<number> {
+  const values: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    if (i > 0) await sleep(SAMPLE_INTERVAL_MS);
+    values.push(rssKiB(pid));
+  }
+  return median(values);
+}
+
+async function serverView(relay: RelayProcess): Promise<Record<string, number | undefined>> {
+  if (!relay.adminAddress) return {};
+  const view: Record<string, number | undefined> = {};
+  for (const name of ['hashmail_sessions', 'hashmail_mailbox_count', 'hashmail_websocket_connections', 'hashmail_open_connections']) {
+    view[name] = await hashmailMetric(relay.adminAddress, name).catch(() => undefined);
+  }
+  return view;
+}
+
+export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOptions): Promise<IdleMemoryResult> {
+  await sleep(o.settleMs);
+  const rssBeforeKiB = await sampleRss(relay.pid, o.samples);
+  const heapBeforeBytes = await heapUsedBytes(relay);
+  const fdsBefore = fdCount(relay.pid);
+  const pool = await WorkerPool.start(o.workers);
+  try {
+    const opened = await pool.each(
+      (i) => ({
+        op: 'open',
+        target: { grpcAddress: relay.grpcAddress, wsPort: relay.wsPort },
+        count: pool.share(o.sessions, i),
+        sessionsPerNodeConnection: o.sessionsPerNodeConnection,
+        concurrency: o.concurrency,
+        timeoutMs: o.timeoutMs,
+      }),
+      'opened',
+      o.openBudgetMs,
+    );
+    const held = opened.reduce((acc, r) => acc + r.held, 0);
+    await sleep(o.settleMs);
+    const rssAfterKiB = await sampleRss(relay.pid, o.samples);
+    const heapAfterBytes = await heapUsedBytes(relay);
+    const fdsAfter = fdCount(relay.pid);
+    const view = await serverView(relay);
+    // The sessions were idle, not dead: one message each way through every one.
+    const verified = await pool.each((_i) => ({ op: 'verify', concurrency: 200, timeoutMs: o.timeoutMs }), 'verified', o.openBudgetMs);
+    return {
+      requested: o.sessions,
+      held,
+      openFailed: opened.reduce((acc, r) => acc + r.failed, 0),
+      openMs: Math.max(...opened.map((r) => r.elapsedMs)),
+      errors: [...new Set(opened.flatMap((r) => r.errors).concat(verified.flatMap((r) => r.errors)))],
+      rssBeforeKiB,
+      rssAfterKiB,
+      kibPerSession: held > 0 ? (rssAfterKiB - rssBeforeKiB) / held : Number.NaN,
+      heapBeforeBytes,
+      heapAfterBytes,
+      heapKibPerSession: held > 0 && heapAfterBytes !== undefined && heapBeforeBytes !== undefined ? (heapAfterBytes - heapBeforeBytes) / 1024 / held : Number.NaN,
+      fdsBefore,
+      fdsAfter,
+      serverView: view,
+      verifiedOk: verified.reduce((acc, r) => acc + r.ok, 0),
+      verifyFailed: verified.reduce((acc, r) => acc + r.failed, 0),
+      verify: summarize(verified.flatMap((r) => r.latenciesMs)),
+    };
+  } finally {
+    await pool.close();
+  }
+}

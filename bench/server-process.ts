@@ -1,0 +1,186 @@
+/**
+ * The relays under test, each in a process of its own on 127.0.0.1 free
+ * ports: `hashmail serve` as deployed (built dist/, plain text, a config
+ * file), or the direct pipe (bench/direct-pipe.ts). Both expose the memory
+ * the benchmark reads: VmRSS from /proc and the open descriptor count.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stopChild, track } from './children.js';
+import type { Target } from './wire.js';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const HASHMAIL_BIN = join(ROOT, 'dist/cli/main.js');
+const DIRECT_PIPE_ENTRY = join(ROOT, 'bench/direct-pipe.ts');
+const START_TIMEOUT_MS = 30_000;
+const STOP_GRACE_MS = 8_000;
+/** Server log lines kept for the report when something goes wrong. */
+const KEPT_LOG_LINES = 200;
+
+export type RelayKind = 'hashmail' | 'direct';
+
+export interface RelayProcess extends Target {
+  kind: RelayKind;
+  pid: number;
+  child: ChildProcess;
+  /** Last log lines (hashmail: its JSON log; direct: stderr). */
+  log: string[];
+  /** Admin listener of hashmail (`127.0.0.1:PORT`), null for the direct pipe. */
+  adminAddress: string | null;
+  stop(): Promise<void>;
+}
+
+/** VmRSS of `pid` in KiB. */
+export function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
+
+/** Open file descriptors of `pid` (sockets included). */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** A metric's value from the admin listener (first line with that exact name and labels). */
+export async function hashmailMetric(adminAddress: string, name: string): Promise<number | undefined> {
+  const res = await fetch(`http://${adminAddress}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  const body = await res.text();
+  for (const line of body.split('\n')) if (line.startsWith(`${name} `)) return Number(line.slice(name.length + 1));
+  return undefined;
+}
+
+function keep(log: string[], line: string): void {
+  log.push(line);
+  if (log.length > KEPT_LOG_LINES) log.shift();
+}
+
+/** `hashmail serve --insecure` with `config` merged over the defaults. */
+export async function startHashmail(config: Record<string, unknown>): Promise<RelayProcess> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hashmail-bench-'));
+  const configFile = join(dataDir, 'config.json');
+  writeFileSync(configFile, JSON.stringify(config));
+  const child = track(
+    spawn(
+      process.execPath,
+      [HASHMAIL_BIN, 'serve', '--insecure', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir, '--config', configFile],
+      { cwd: ROOT, env: { ...process.env, HASHMAIL_LOG__FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    ),
+  );
+  const log: string[] = [];
+  let buffered = '';
+  const ready = new Promise<{ listen: string; adminListen: string }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`hashmail did not log "serving" within ${START_TIMEOUT_MS} ms:\n${log.join('\n')}`)), START_TIMEOUT_MS);
+    // Keep reading stdout for the whole run: a full pipe would block the server's logger.
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let nl;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        keep(log, line);
+        if (line.includes('"serving"')) {
+          try {
+            const entry = JSON.parse(line) as { msg?: string; listen?: string; adminListen?: string };
+            if (entry.msg === 'serving' && entry.listen && entry.adminListen) {
+              clearTimeout(timer);
+              resolve({ listen: entry.listen, adminListen: entry.adminListen });
+            }
+          } catch {
+            // not JSON: keep waiting
+          }
+        }
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => keep(log, `stderr: ${chunk.toString('utf8').trimEnd()}`));
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`hashmail exited (${code ?? signal}) before serving:\n${log.join('\n')}`));
+    });
+  });
+  let addrs: { listen: string; adminListen: string };
+  try {
+    addrs = await ready;
+  } catch (err) {
+    await stopChild(child, 'SIGKILL', 1_000);
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  const port = Number(addrs.listen.slice(addrs.listen.lastIndexOf(':') + 1));
+  return {
+    kind: 'hashmail',
+    pid: child.pid!,
+    child,
+    log,
+    grpcAddress: `127.0.0.1:${port}`,
+    wsPort: port,
+    adminAddress: addrs.adminListen,
+    async stop() {
+      await stopChild(child, 'SIGTERM', STOP_GRACE_MS);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The direct pipe in a child process (tsx loader, like the bench itself). */
+export async function startDirectPipe(): Promise<RelayProcess> {
+  const child = track(
+    fork(DIRECT_PIPE_ENTRY, ['--child'], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'pipe', 'ipc'] }),
+  );
+  const log: string[] = [];
+  child.stderr!.on('data', (chunk: Buffer) => keep(log, chunk.toString('utf8').trimEnd()));
+  const ports = new Promise<{ grpcPort: number; wsPort: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`direct pipe did not start within ${START_TIMEOUT_MS} ms: ${log.join('\n')}`)), START_TIMEOUT_MS);
+    child.on('message', (m: { op?: string; grpcPort?: number; wsPort?: number }) => {
+      if (m.op === 'ready') {
+        clearTimeout(timer);
+        resolve({ grpcPort: m.grpcPort!, wsPort: m.wsPort! });
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`direct pipe exited (${code ?? signal}): ${log.join('\n')}`));
+    });
+  });
+  let p: { grpcPort: number; wsPort: number };
+  try {
+    p = await ports;
+  } catch (err) {
+    await stopChild(child, 'SIGKILL', 1_000);
+    throw err;
+  }
+  return {
+    kind: 'direct',
+    pid: child.pid!,
+    child,
+    log,
+    grpcAddress: `127.0.0.1:${p.grpcPort}`,
+    wsPort: p.wsPort,
+    adminAddress: null,
+    stop: () => stopChild(child, 'SIGTERM', STOP_GRACE_MS),
+  };
+}
+
+/** V8 heap in use by the relay (hashmail: its nodejs_heap_size_used_bytes metric; direct pipe: asked over IPC). */
+export async function heapUsedBytes(relay: RelayProcess): Promise<number | undefined> {
+  if (relay.adminAddress) return hashmailMetric(relay.adminAddress, 'nodejs_heap_size_used_bytes').catch(() => undefined);
+  const child = relay.child;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.off('message', onMessage);
+      resolve(undefined);
+    }, 5_000);
+    const onMessage = (m: { op?: string; heapUsed?: number }): void => {
+      if (m.op !== 'memory') return;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      resolve(m.heapUsed);
+    };
+    child.on('message', onMessage);
+    child.send({ op: 'memory' });
+  });
+}

@@ -1,0 +1,83 @@
+/**
+ * Plain-HTTP plumbing shared by the REST routes: bounded body reads and the
+ * grpc-gateway shapes of an answer (JSON, or the unwrapped status body
+ * `{"code":..,"message":..,"details":[]}` with the error's HTTP status).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HashmailError } from '../../session/errors.js';
+import { statusJson } from './json-codec.js';
+
+const JSON_CONTENT_TYPE = 'application/json';
+
+/** Sends a complete JSON answer. */
+export function sendJson(res: ServerResponse, status: number, body: string): void {
+  res.statusCode = status;
+  res.setHeader('Content-Type', JSON_CONTENT_TYPE);
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+/**
+ * Sends an error as grpc-gateway does: the HTTP status of its code and the
+ * status body. `closeConnection` when the request body may be unread, so the
+ * connection is not reused mid-body.
+ */
+export function sendError(res: ServerResponse, err: HashmailError, closeConnection = false): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  if (closeConnection) res.setHeader('Connection', 'close');
+  sendJson(res, err.httpStatus, statusJson(err));
+}
+
+/** Starts a streamed (chunked) JSON answer. */
+export function startJsonStream(res: ServerResponse): void {
+  res.statusCode = 200;
+  res.setHeader('Content-Type', JSON_CONTENT_TYPE);
+  res.flushHeaders();
+}
+
+/**
+ * Reads a small request body whole, up to `maxBytes`; past it the read fails
+ * with MESSAGE_TOO_LARGE and the rest is not read.
+ */
+export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        cleanup();
+        req.pause();
+        reject(new HashmailError('MESSAGE_TOO_LARGE', `request body larger than ${maxBytes} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    };
+    const onError = (): void => {
+      cleanup();
+      reject(new HashmailError('CANCELLED'));
+    };
+    const onClose = (): void => {
+      if (req.complete) return;
+      cleanup();
+      reject(new HashmailError('CANCELLED'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}

@@ -1,0 +1,59 @@
+/**
+ * NewCipherBox and DelCipherBox over plain HTTP (spec section 4). Both are
+ * one request, one answer; validation order and texts come from
+ * LegacyMailbox, so they match the gRPC transport word for word.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { CallInfo, BoxRequest } from '../../relay/legacy-mailbox.js';
+import { shortHash } from '../../session/sid.js';
+import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext } from './context.js';
+import { sendError, sendJson, readBody } from './http-reply.js';
+import { CREATE_SUCCESS_JSON, decodeBase64, EMPTY_OBJECT_JSON, parseCipherBoxAuth } from './json-codec.js';
+
+const QUERY_STREAM_ID_KEYS = ['desc.stream_id', 'desc.streamId'];
+
+function callInfo(ctx: GatewayContext, req: IncomingMessage): CallInfo {
+  return { transport: 'rest', address: ctx.clientAddress(req) };
+}
+
+/** POST /v1/lightning-node-connect/hashmail, body CipherBoxAuth JSON. */
+export async function createBox(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  try {
+    const body = await readBody(req, MAX_SMALL_REQUEST_BYTES);
+    const auth = parseCipherBoxAuth(body.toString('utf8'));
+    ctx.mailbox.newCipherBox(auth, callInfo(ctx, req));
+    ctx.logger.debug({ transport: 'rest', call: 'create', sid: auth.desc ? shortHash(auth.desc.streamId) : '' }, 'box created');
+    sendJson(res, 200, CREATE_SUCCESS_JSON);
+  } catch (err) {
+    sendError(res, noteError(ctx, err, 'rest', 'create'), !req.complete);
+  }
+}
+
+/**
+ * Reads DelCipherBox's fields from the query, as grpc-gateway does: only
+ * `desc.stream_id` can be given there (unknown parameters are ignored), and
+ * the `lnd_auth` message cannot, so a valid desc always ends in "auth type
+ * required" (the reference's behaviour; clients delete over gRPC).
+ */
+export function boxRequestFromQuery(query: string): BoxRequest {
+  const params = new URLSearchParams(query);
+  for (const key of QUERY_STREAM_ID_KEYS) {
+    const value = params.get(key);
+    if (value === null) continue;
+    // A query string decodes '+' as a space; standard base64 needs it back.
+    const text = value.replaceAll(' ', '+');
+    return { desc: { streamId: decodeBase64(text, 'desc.stream_id') }, hasAuth: false };
+  }
+  return { desc: null, hasAuth: false };
+}
+
+/** DELETE /v1/lightning-node-connect/hashmail?desc.stream_id=... */
+export function deleteBox(ctx: GatewayContext, res: ServerResponse, query: string): void {
+  try {
+    ctx.mailbox.delCipherBox(boxRequestFromQuery(query));
+    sendJson(res, 200, EMPTY_OBJECT_JSON);
+  } catch (err) {
+    // An unread DELETE body is discarded by node:http once the answer is sent.
+    sendError(res, noteError(ctx, err, 'rest', 'delete'));
+  }
+}

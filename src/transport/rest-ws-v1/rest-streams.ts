@@ -1,0 +1,241 @@
+/**
+ * RecvStream and SendStream over plain HTTP/1.1 (no WebSocket), as
+ * grpc-gateway serves them: the receive answer is a chunked stream of
+ * `{"result":...}` lines, the send body a stream of CipherBox objects.
+ * Deployed clients use WebSocket; this path exists because the reference
+ * serves it, and it shares the mailbox semantics with every other transport.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { CallInfo, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import { HashmailError } from '../../session/errors.js';
+import { shortHash } from '../../session/sid.js';
+import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext, type OpenCall } from './context.js';
+import { readBody, sendError, sendJson, startJsonStream } from './http-reply.js';
+import {
+  cipherBoxDescJson,
+  errorFrame,
+  parseCipherBox,
+  parseCipherBoxDesc,
+  resultFrame,
+  resultFramePrefix,
+  type CipherBox,
+  type CipherBoxDesc,
+} from './json-codec.js';
+import { JsonObjectSplitter } from './json-splitter.js';
+
+const LINE_END = '\n';
+
+/**
+ * POST .../receive. Errors before the read slot is held (bad body, "stream
+ * not found", "read stream occupied") are plain HTTP errors with the status
+ * body; once held, the 200 header is sent at once (so the caller knows it is
+ * attached) and a later failure is the last line, `{"error":{...}}`.
+ */
+export class RestReceiveCall implements OpenCall {
+  private done = false;
+  private half: ReceiveHalf | null = null;
+  private readonly waitAbort = new AbortController();
+  private drainWaiter: (() => void) | null = null;
+
+  constructor(
+    private readonly ctx: GatewayContext,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
+    ctx.calls.add(this);
+    res.on('close', () => this.finish());
+    res.on('drain', () => this.wake());
+    void this.run();
+  }
+
+  abort(err: unknown): void {
+    if (this.done) return;
+    this.finish();
+    const e = noteError(this.ctx, err, 'rest', 'receive');
+    if (this.res.headersSent) this.res.end(errorFrame(e) + LINE_END);
+    else sendError(this.res, e, !this.req.complete);
+  }
+
+  private async run(): Promise<void> {
+    let desc: CipherBoxDesc;
+    let half: ReceiveHalf;
+    try {
+      const body = (await readBody(this.req, MAX_SMALL_REQUEST_BYTES)).toString('utf8');
+      // An empty body is the empty CipherBoxDesc (grpc-gateway reads EOF as "no fields").
+      desc = body.trim().length === 0 ? { streamId: Buffer.alloc(0) } : parseCipherBoxDesc(body);
+      const call: CallInfo = { transport: 'rest', address: this.ctx.clientAddress(this.req) };
+      half = await this.ctx.mailbox.openReceive(desc.streamId, call, this.waitAbort.signal);
+    } catch (err) {
+      this.abort(err);
+      return;
+    }
+    if (this.done) {
+      half.release();
+      return;
+    }
+    this.half = half;
+    half.onBoxClosed((err) => this.abort(err));
+    this.ctx.logger.debug({ transport: 'rest', call: 'receive', sid: shortHash(desc.streamId) }, 'reader attached');
+    startJsonStream(this.res);
+    const prefix = resultFramePrefix(desc);
+    try {
+      for (;;) {
+        const msg = await half.next();
+        // A message taken by a reader that left is not delivered again (legacy semantics).
+        if (this.done) return;
+        if (!this.res.write(resultFrame(prefix, msg) + LINE_END)) {
+          await new Promise<void>((resolve) => (this.drainWaiter = resolve));
+          if (this.done) return;
+        }
+      }
+    } catch (err) {
+      this.abort(err);
+    }
+  }
+
+  private wake(): void {
+    const waiter = this.drainWaiter;
+    this.drainWaiter = null;
+    waiter?.();
+  }
+
+  /** Ends the call without telling the client (it left, or abort() tells it). Idempotent. */
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.ctx.calls.delete(this);
+    this.waitAbort.abort();
+    this.half?.release();
+    this.half = null;
+    this.wake();
+  }
+}
+
+/**
+ * POST .../send: CipherBox objects, newline-delimited or concatenated, written
+ * into the box in order. While a write waits (rate limit, full box) the
+ * request is paused, so the box's bound pushes back on the sender's TCP.
+ * At the end of the body the answer is the CipherBoxDesc of the first message.
+ */
+export class RestSendCall implements OpenCall {
+  private done = false;
+  private half: SendHalf | null = null;
+  private desc: CipherBoxDesc | null = null;
+  private readonly waitAbort = new AbortController();
+  private readonly splitter: JsonObjectSplitter;
+  private readonly queue: CipherBox[] = [];
+  private writing = false;
+  private paused = false;
+  private ended = false;
+  private readonly call: CallInfo;
+
+  constructor(
+    private readonly ctx: GatewayContext,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
+    this.splitter = new JsonObjectSplitter(ctx.maxCipherBoxJsonBytes);
+    this.call = { transport: 'rest', address: ctx.clientAddress(req) };
+    ctx.calls.add(this);
+    res.on('close', () => this.finish());
+    req.on('data', (chunk: Buffer) => this.onData(chunk));
+    req.on('end', () => this.onEnd());
+  }
+
+  abort(err: unknown): void {
+    if (this.done) return;
+    this.finish();
+    sendError(this.res, noteError(this.ctx, err, 'rest', 'send'), !this.req.complete);
+  }
+
+  private readonly onObject = (json: string): void => {
+    this.queue.push(parseCipherBox(json));
+  };
+
+  private onData(chunk: Buffer): void {
+    if (this.done) return;
+    try {
+      this.splitter.push(chunk, this.onObject);
+    } catch (err) {
+      this.abort(err);
+      return;
+    }
+    if (!this.writing) {
+      void this.pump();
+    } else if (!this.paused) {
+      this.paused = true;
+      this.req.pause();
+    }
+  }
+
+  private onEnd(): void {
+    if (this.done) return;
+    try {
+      this.splitter.end();
+    } catch (err) {
+      this.abort(err);
+      return;
+    }
+    this.ended = true;
+    if (!this.writing) void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    this.writing = true;
+    try {
+      for (let box = this.queue.shift(); box !== undefined; box = this.queue.shift()) {
+        if (!this.half && !(await this.open(box.desc))) return;
+        await (this.half as SendHalf).write(box.msg);
+        if (this.done) return;
+      }
+    } catch (err) {
+      this.abort(err);
+      return;
+    } finally {
+      this.writing = false;
+    }
+    if (this.done) return;
+    if (this.ended) {
+      this.complete();
+    } else if (this.paused) {
+      this.paused = false;
+      this.req.resume();
+    }
+  }
+
+  /** The first message names the box; false if the call ended meanwhile. */
+  private async open(desc: CipherBoxDesc | null): Promise<boolean> {
+    const half = await this.ctx.mailbox.openSend(desc, this.call, this.waitAbort.signal);
+    if (this.done) {
+      half.release();
+      return false;
+    }
+    this.half = half;
+    this.desc = desc;
+    half.onBoxClosed((err) => this.abort(err));
+    this.ctx.logger.debug({ transport: 'rest', call: 'send', sid: shortHash((desc as CipherBoxDesc).streamId) }, 'writer attached');
+    return true;
+  }
+
+  private complete(): void {
+    // A body without any message names no box.
+    if (!this.half || !this.desc) {
+      this.abort(new HashmailError('DESC_REQUIRED'));
+      return;
+    }
+    const desc = this.desc;
+    this.finish();
+    sendJson(this.res, 200, cipherBoxDescJson(desc));
+  }
+
+  /** Frees the slot at once (legacy: a writer that ends or drops frees it). Idempotent. */
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.ctx.calls.delete(this);
+    this.waitAbort.abort();
+    this.half?.release();
+    this.half = null;
+    this.queue.length = 0;
+  }
+}

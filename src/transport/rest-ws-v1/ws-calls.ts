@@ -1,0 +1,277 @@
+/**
+ * RecvStream and SendStream over one WebSocket each, as the deployed browser
+ * client uses them (spec section 4). Each client message is JSON request
+ * object(s); each server frame is compact JSON starting `{"result":` or
+ * `{"error":`. A failure frame is always followed by the end of the socket.
+ * A call releases its half exactly once, on whichever comes first: socket
+ * close, failure, or the box going away.
+ */
+import type { RawData, WebSocket } from 'ws';
+import type { CallInfo, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import { HashmailError } from '../../session/errors.js';
+import { shortHash } from '../../session/sid.js';
+import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext, type OpenCall } from './context.js';
+import {
+  errorFrame,
+  parseCipherBox,
+  parseCipherBoxDesc,
+  resultFrame,
+  resultFramePrefix,
+  type CipherBox,
+  type CipherBoxDesc,
+} from './json-codec.js';
+import { splitJsonObjects } from './json-splitter.js';
+import type { Keepalive, KeepaliveEntry } from './keepalive.js';
+
+/**
+ * Bytes a receive socket may hold unsent before the next message is taken
+ * from the box: past it the call waits for the socket to drain, so a slow
+ * browser pushes back on the box (and so on the writer) instead of on memory.
+ */
+export const RECEIVE_HIGH_WATER_BYTES = 64 * 1024;
+/** Close code after a failure frame (the reference just dropped TCP; any close makes clients redial). */
+const CLOSE_NORMAL = 1000;
+/** Close code when the server shuts down. */
+const CLOSE_GOING_AWAY = 1001;
+
+export interface WsContext extends GatewayContext {
+  readonly keepalive: Keepalive;
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+/** Sends `err` as the socket's last frame, then closes it. */
+export function sendErrorAndClose(ws: WebSocket, err: HashmailError): void {
+  if (ws.readyState !== ws.OPEN) return;
+  ws.send(errorFrame(err));
+  // Reading must go on for the close handshake to complete.
+  if (ws.isPaused) ws.resume();
+  ws.close(err.code === 'SERVER_SHUTTING_DOWN' ? CLOSE_GOING_AWAY : CLOSE_NORMAL);
+}
+
+abstract class WsCall implements OpenCall {
+  protected done = false;
+  protected readonly call: CallInfo;
+  private readonly entry: KeepaliveEntry | null;
+
+  constructor(
+    protected readonly ctx: WsContext,
+    protected readonly ws: WebSocket,
+    address: string,
+    private readonly name: 'receive' | 'send',
+  ) {
+    this.call = { transport: 'websocket', address };
+    this.entry = ctx.keepalive.track(ws);
+    ctx.calls.add(this);
+    ws.on('message', (data: RawData) => {
+      if (this.entry) this.entry.alive = true;
+      if (!this.done) this.onMessage(toBuffer(data));
+    });
+    if (this.entry) {
+      const entry = this.entry;
+      ws.on('pong', () => (entry.alive = true));
+    }
+    ws.on('close', () => {
+      ctx.keepalive.untrack(this.entry);
+      this.finish();
+    });
+    ws.on('error', (err) => ctx.logger.debug({ transport: 'websocket', call: name, err: err.message }, 'socket error'));
+  }
+
+  /** Reports `err` in an error frame and ends the socket; no-op once the call ended. */
+  abort(err: unknown): void {
+    if (this.done) return;
+    this.finish();
+    sendErrorAndClose(this.ws, noteError(this.ctx, err, 'websocket', this.name));
+  }
+
+  protected abstract onMessage(data: Buffer): void;
+
+  /** Frees what the call holds; the client is not told. Idempotent. */
+  protected finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.ctx.calls.delete(this);
+  }
+}
+
+/**
+ * The receive socket: exactly one CipherBoxDesc, then one `{"result":...}`
+ * frame per message of the box, each carrying the request's desc as sent.
+ */
+export class WsReceiveCall extends WsCall {
+  private requested = false;
+  private half: ReceiveHalf | null = null;
+  private waitAbort: AbortController | null = null;
+  private drainWaiter: (() => void) | null = null;
+  private readonly onSent = (): void => this.wake();
+
+  constructor(ctx: WsContext, ws: WebSocket, address: string) {
+    super(ctx, ws, address, 'receive');
+  }
+
+  protected onMessage(data: Buffer): void {
+    if (this.requested) {
+      this.abort(new HashmailError('MALFORMED_REQUEST', 'receive takes exactly one request message'));
+      return;
+    }
+    this.requested = true;
+    let desc: CipherBoxDesc;
+    try {
+      const objects = splitJsonObjects(data, MAX_SMALL_REQUEST_BYTES);
+      if (objects.length !== 1) throw new HashmailError('MALFORMED_REQUEST', 'receive takes exactly one CipherBoxDesc object');
+      desc = parseCipherBoxDesc(objects[0]);
+    } catch (err) {
+      this.abort(err);
+      return;
+    }
+    void this.run(desc);
+  }
+
+  private async run(desc: CipherBoxDesc): Promise<void> {
+    this.waitAbort = new AbortController();
+    let half: ReceiveHalf;
+    try {
+      half = await this.ctx.mailbox.openReceive(desc.streamId, this.call, this.waitAbort.signal);
+    } catch (err) {
+      this.abort(err);
+      return;
+    }
+    this.waitAbort = null;
+    if (this.done) {
+      half.release();
+      return;
+    }
+    this.half = half;
+    half.onBoxClosed((err) => this.abort(err));
+    this.ctx.logger.debug({ transport: 'websocket', call: 'receive', sid: shortHash(desc.streamId) }, 'reader attached');
+    const prefix = resultFramePrefix(desc);
+    const ws = this.ws;
+    try {
+      for (;;) {
+        const msg = await half.next();
+        // A message taken by a reader that left is not delivered again (legacy semantics).
+        if (this.done) return;
+        const frame = resultFrame(prefix, msg);
+        if (ws.bufferedAmount + frame.length <= RECEIVE_HIGH_WATER_BYTES) {
+          ws.send(frame);
+        } else {
+          // Its callback runs once this frame (and all before it) left for the kernel.
+          await new Promise<void>((resolve) => {
+            this.drainWaiter = resolve;
+            ws.send(frame, this.onSent);
+          });
+          if (this.done) return;
+        }
+      }
+    } catch (err) {
+      this.abort(err);
+    }
+  }
+
+  private wake(): void {
+    const waiter = this.drainWaiter;
+    this.drainWaiter = null;
+    waiter?.();
+  }
+
+  protected override finish(): void {
+    if (this.done) return;
+    super.finish();
+    // A client gone while waiting for the slot must not be granted it.
+    this.waitAbort?.abort();
+    this.waitAbort = null;
+    this.half?.release();
+    this.half = null;
+    this.wake();
+  }
+}
+
+/**
+ * The send socket: any number of CipherBox objects, several per message
+ * allowed. The first names the box; every one, the first included, is
+ * written in order. While a write waits (rate limit, full box) the socket is
+ * paused, so the box's bound pushes back on the client's TCP.
+ *
+ * On failure the reference writes the unwrapped status
+ * (`{"code":..,"message":..,"details":[]}`) only after the client's next
+ * write. We send the wrapped `{"error":{...}}` frame at once and end the
+ * socket: the deployed clients never read their send socket, treat any close
+ * as a failure and redial, so no client depends on the reference's form.
+ */
+export class WsSendCall extends WsCall {
+  private half: SendHalf | null = null;
+  private waitAbort: AbortController | null = null;
+  private readonly queue: CipherBox[] = [];
+  private writing = false;
+  private paused = false;
+
+  constructor(ctx: WsContext, ws: WebSocket, address: string) {
+    super(ctx, ws, address, 'send');
+  }
+
+  protected onMessage(data: Buffer): void {
+    try {
+      for (const json of splitJsonObjects(data, this.ctx.maxCipherBoxJsonBytes)) this.queue.push(parseCipherBox(json));
+    } catch (err) {
+      this.abort(err);
+      return;
+    }
+    if (!this.writing) {
+      void this.pump();
+    } else if (!this.paused) {
+      this.paused = true;
+      this.ws.pause();
+    }
+  }
+
+  private async pump(): Promise<void> {
+    this.writing = true;
+    try {
+      for (let box = this.queue.shift(); box !== undefined; box = this.queue.shift()) {
+        if (!this.half && !(await this.open(box.desc))) return;
+        await (this.half as SendHalf).write(box.msg);
+        if (this.done) return;
+      }
+    } catch (err) {
+      this.abort(err);
+      return;
+    } finally {
+      this.writing = false;
+    }
+    if (this.paused && !this.done) {
+      this.paused = false;
+      this.ws.resume();
+    }
+  }
+
+  /** The first message names the box; false if the call ended meanwhile. */
+  private async open(desc: CipherBoxDesc | null): Promise<boolean> {
+    this.waitAbort = new AbortController();
+    const half = await this.ctx.mailbox.openSend(desc, this.call, this.waitAbort.signal);
+    this.waitAbort = null;
+    if (this.done) {
+      half.release();
+      return false;
+    }
+    this.half = half;
+    half.onBoxClosed((err) => this.abort(err));
+    this.ctx.logger.debug({ transport: 'websocket', call: 'send', sid: shortHash((desc as CipherBoxDesc).streamId) }, 'writer attached');
+    return true;
+  }
+
+  /** Frees the slot at once (legacy: a writer that ends or drops frees it). */
+  protected override finish(): void {
+    if (this.done) return;
+    super.finish();
+    this.waitAbort?.abort();
+    this.waitAbort = null;
+    this.half?.release();
+    this.half = null;
+    this.queue.length = 0;
+  }
+}
