@@ -69,6 +69,9 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
         stats.countLimit(key);
         logger.warn({ limit: key }, 'limit reached');
       },
+      rateLimited: () => {
+        stats.rateLimitedWaits++;
+      },
     },
   );
   const mailbox = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes });

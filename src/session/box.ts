@@ -46,6 +46,8 @@ export class Box {
     budget: BufferBudget,
     private readonly clock: Clock,
     onSlotsChange: (box: Box) => void,
+    /** Called each time a write has to wait for a rate-limit token (metrics). */
+    private readonly onRateLimited: () => void = () => undefined,
   ) {
     const changed = (): void => onSlotsChange(this);
     this.readSlot = new Slot('READ_OCCUPIED', clock, changed);
@@ -103,6 +105,7 @@ export class Box {
     if (this.writeErr) throw this.writeErr;
     if (this.bucket) {
       for (let wait = this.bucket.tryTake(); wait > 0; wait = this.bucket.tryTake()) {
+        this.onRateLimited();
         await this.sleepForToken(wait);
       }
     }

@@ -21,6 +21,8 @@ export interface SessionTableObserver {
   boxCreated?(box: Box): void;
   boxClosed?(box: Box, reason: CloseReason): void;
   limitHit?(configKey: string): void;
+  /** A write waited for a rate-limit token. */
+  rateLimited?(): void;
 }
 
 interface BoxEntry {
@@ -82,7 +84,14 @@ export class SessionTable {
       session = new Session(skey);
       this.sessionsByKey.set(skey, session);
     }
-    const box = new Box(Buffer.from(id), this.options, this.budget, this.clock, (b) => this.slotsChanged(b));
+    const box = new Box(
+      Buffer.from(id),
+      this.options,
+      this.budget,
+      this.clock,
+      (b) => this.slotsChanged(b),
+      () => this.observer.rateLimited?.(),
+    );
     session.boxes[boxIndex(id)] = box;
     const entry: BoxEntry = { box, session, owner, staleTimer: null };
     this.entries.set(key, entry);

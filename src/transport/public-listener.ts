@@ -49,13 +49,20 @@ export class PublicListener {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private readonly perAddress = new Map<string, number>();
-  private readonly secureContext: tls.SecureContext | null;
+  /** Terminates TLS for sockets we accepted ourselves (emit 'connection'); null in plain text. */
+  private readonly tlsServer: tls.Server | null;
+  /** Address and limit verdict of each raw socket, read back once its TLS handshake completes. */
+  private readonly admission = new WeakMap<net.Socket, { address: string; overLimit: string | null }>();
   /** Answers every gRPC call of a connection over a limit with RESOURCE_EXHAUSTED. */
   private readonly refusals = http2.createServer();
   private refusalText = '';
 
   constructor(private readonly options: PublicListenerOptions) {
-    this.secureContext = options.tls ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key }) : null;
+    this.tlsServer = options.tls
+      ? tls.createServer({ cert: options.tls.cert, key: options.tls.key, ALPNProtocols: ['h2', 'http/1.1'] })
+      : null;
+    this.tlsServer?.on('secureConnection', (secure: tls.TLSSocket) => this.secured(secure));
+    this.tlsServer?.on('tlsClientError', (err) => options.logger.debug({ err: err.message }, 'TLS handshake failed'));
     this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
     this.refusals.on('stream', (stream) => {
       stream.respond(
@@ -121,7 +128,7 @@ export class PublicListener {
         if (buffered.length === 0) return;
       }
       // With TLS the first bytes are a ClientHello; the protocol is decided after the handshake.
-      if (!this.secureContext && buffered.length < SNIFF_BYTES && buffered.equals(H2_PREFACE.subarray(0, buffered.length))) return;
+      if (!this.tlsServer && buffered.length < SNIFF_BYTES && buffered.equals(H2_PREFACE.subarray(0, buffered.length))) return;
       socket.off('data', onData);
       socket.pause();
       clearTimeout(timer);
@@ -149,25 +156,30 @@ export class PublicListener {
       this.options.logger.warn({ limit: overLimit }, 'connection over limit refused');
     }
 
-    if (!this.secureContext) {
+    if (!this.tlsServer) {
       this.handOff(socket, sniffH2(socket), overLimit);
       return;
     }
-    const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.secureContext, ALPNProtocols: ['h2', 'http/1.1'] });
-    overrideRemoteAddress(secure, address);
-    secure.on('error', (err) => {
-      this.options.logger.debug({ err: err.message }, 'TLS error');
-      socket.destroy();
-    });
-    secure.once('secure', () => {
-      const alpn = secure.alpnProtocol;
-      if (alpn === 'h2' || alpn === 'http/1.1') {
-        this.handOff(secure, alpn === 'h2', overLimit);
-        return;
-      }
-      // No ALPN (old clients): look at the first decrypted bytes.
-      secure.once('readable', () => this.handOff(secure, sniffH2(secure), overLimit));
-    });
+    this.admission.set(socket, { address, overLimit });
+    this.tlsServer.emit('connection', socket);
+  }
+
+  /** After the TLS handshake: ALPN decides; without ALPN (old clients) the first decrypted bytes do. */
+  private secured(secure: tls.TLSSocket): void {
+    // tls.Server keeps the raw socket as `_parent`; its admission was decided before the handshake.
+    const raw = (secure as tls.TLSSocket & { _parent?: net.Socket })._parent;
+    const admission = raw ? this.admission.get(raw) : undefined;
+    if (!admission) {
+      secure.destroy();
+      return;
+    }
+    overrideRemoteAddress(secure, admission.address);
+    const alpn = secure.alpnProtocol;
+    if (alpn === 'h2' || alpn === 'http/1.1') {
+      this.handOff(secure, alpn === 'h2', admission.overLimit);
+      return;
+    }
+    secure.once('readable', () => this.handOff(secure, sniffH2(secure), admission.overLimit));
   }
 
   private handOff(socket: Duplex, isH2: boolean, overLimit: string | null): void {

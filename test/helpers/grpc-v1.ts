@@ -77,6 +77,8 @@ interface RawHashMail extends grpc.Client {
 export interface ConnectOptions {
   /** Client keepalive ping interval; litd's 2 minutes by default. */
   keepaliveTimeMs?: number;
+  /** PEM CA to verify a TLS server (e.g. its generated `tls.cert`); plain text (h2c) without it. */
+  tlsCa?: Buffer;
   /** Extra channel options, merged last. */
   channelOptions?: grpc.ChannelOptions;
 }
@@ -94,7 +96,8 @@ export class V1Client {
       'grpc.use_local_subchannel_pool': 1,
       ...options.channelOptions,
     };
-    this.raw = new HashMailClient(address, grpc.credentials.createInsecure(), channelOptions) as unknown as RawHashMail;
+    const credentials = options.tlsCa ? grpc.credentials.createSsl(options.tlsCa) : grpc.credentials.createInsecure();
+    this.raw = new HashMailClient(address, credentials, channelOptions) as unknown as RawHashMail;
   }
 
   /** Raw NewCipherBox; rejects with the StatusError. */
@@ -149,7 +152,7 @@ export class V1Client {
   }
 }
 
-/** Connects with insecure credentials and litd-like keepalive. */
+/** Connects (plain text unless `tlsCa` is given) with litd-like keepalive. */
 export function connect(address: string, options?: ConnectOptions): V1Client {
   return new V1Client(address, options);
 }

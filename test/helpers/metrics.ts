@@ -27,3 +27,12 @@ export async function metricSums(server: RunningServer, names: readonly string[]
   for (const name of names) out[name] = sumIn(body, name);
   return out;
 }
+
+/** The non-zero sample lines of the metrics named, for failure messages. */
+export async function metricLines(server: RunningServer, names: readonly string[]): Promise<string> {
+  const { body } = await server.admin('/metrics');
+  return body
+    .split('\n')
+    .filter((l) => names.some((n) => l.startsWith(`${n} `) || l.startsWith(`${n}{`)) && !l.endsWith(' 0'))
+    .join('; ');
+}

@@ -28,18 +28,22 @@ async function main(): Promise<void> {
   const channels: LegacyClient[] = [];
   for (let i = 0; i < GRPC_CHANNELS; i++) channels.push(connectGrpc(address, { 'grpc.use_local_subchannel_pool': 1 }));
   const sids = Array.from({ length: grpcReaders + wsReaders }, () => randomBytes(64));
-  await inBatches(sids, (sid, i) => createBox(channels[i % GRPC_CHANNELS], sid).then(() => undefined));
-
   // Held so nothing is collected; never ended.
   const held: (GrpcReader | GrpcSender | WsConn)[] = [];
-  sids.slice(0, grpcReaders).forEach((sid, i) => held.push(new GrpcReader(channels[i % GRPC_CHANNELS], sid)));
-  await inBatches(sids.slice(grpcReaders), async (sid) => {
+  // Each box is attached right after it is created: a test may run with a short stale timeout.
+  await inBatches(sids, async (sid, i) => {
+    const channel = channels[i % GRPC_CHANNELS];
+    await createBox(channel, sid);
+    if (i < grpcReaders) {
+      held.push(new GrpcReader(channel, sid));
+      return;
+    }
     held.push(await openReceive(port, sid));
-  });
-  await inBatches(sids.slice(grpcReaders, grpcReaders + grpcWriters), async (sid, i) => {
-    const w = new GrpcSender(channels[i % GRPC_CHANNELS]);
-    held.push(w);
-    await w.write(sid, Buffer.from('hello'));
+    if (i < grpcReaders + grpcWriters) {
+      const w = new GrpcSender(channel);
+      held.push(w);
+      await w.write(sid, Buffer.from('hello'));
+    }
   });
   process.stdout.write(`${JSON.stringify({ ready: true, boxes: sids.length, streams: held.length })}\n`);
   // Stay alive until killed.

@@ -72,6 +72,15 @@ async function awaitReaped(client: V1Client, sid: Buffer, what: string): Promise
   await client.delBox(sid);
 }
 
+/** Payloads carry their seed in the first 4 bytes (helpers `payload`), so a mix-up names the message. */
+function describeMsg(msg: Buffer): string {
+  return msg.length >= 4 ? `${msg.length} bytes, seed ${msg.readUInt32BE(0)}` : `${msg.length} bytes`;
+}
+
+function assertMsg(got: Buffer, want: Buffer, what = 'message'): void {
+  assert.ok(got.equals(want), `${what}: got ${describeMsg(got)}, want ${describeMsg(want)}`);
+}
+
 /**
  * A unary call on `client`'s connection, answered after the server read
  * every frame sent before it there (HTTP/2 keeps one connection's frames in
@@ -88,7 +97,7 @@ async function attachedReader(reader: V1Client, writer: V1Client, sid: Buffer, p
   const r = reader.openReader(sid);
   const w = writer.openWriter(sid);
   await w.write(probe);
-  assert.ok((await r.next()).equals(probe), 'probe message');
+  assertMsg(await r.next(), probe, 'probe message');
   await w.end();
   return r;
 }
@@ -177,7 +186,7 @@ describe('grpc v1, default config', () => {
       const reader = node.openReader(sid);
       // The reader seeing the first message proves the writer holds the slot.
       await writer.write(payload(10, 1));
-      assert.ok((await reader.next()).equals(payload(10, 1)));
+      assertMsg(await reader.next(), payload(10, 1));
       reader.cancel();
       await reader.ended();
       await node.delBox(sid);
@@ -216,7 +225,7 @@ describe('grpc v1, default config', () => {
         const reader = client.openReader(sid);
         const w = client.openWriter(sid);
         await w.write(payload(3, 2));
-        assert.ok((await reader.next()).equals(payload(3, 2)));
+        assertMsg(await reader.next(), payload(3, 2));
         await w.end();
         reader.cancel();
         await client.delBox(sid);
@@ -239,12 +248,12 @@ describe('grpc v1, default config', () => {
       const reader = node.openReader(sid);
       const holder = app1.openWriter(sid);
       await holder.write(payload(10, 1));
-      assert.ok((await reader.next()).equals(payload(10, 1)), 'holder has the slot');
+      assertMsg(await reader.next(), payload(10, 1), 'holder has the slot');
       const second = app2.openWriter(sid);
       await second.write(payload(10, 99)).catch(() => undefined);
       await expectStatusError(second.result, { code: OCCUPIED, details: 'write stream occupied' });
       await holder.write(payload(10, 2));
-      assert.ok((await reader.next()).equals(payload(10, 2)), 'holder not evicted; second writer wrote nothing');
+      assertMsg(await reader.next(), payload(10, 2), 'holder not evicted; second writer wrote nothing');
       await holder.end();
       await node.delBox(sid);
     });
@@ -258,12 +267,12 @@ describe('grpc v1, default config', () => {
       const reader = node.openReader(sid);
       const first = app1.openWriter(sid);
       await first.write(payload(10, 1));
-      assert.ok((await reader.next()).equals(payload(10, 1)));
+      assertMsg(await reader.next(), payload(10, 1));
       first.cancel();
       await first.ended();
       const next = app2.openWriter(sid);
       await next.write(payload(10, 2));
-      assert.ok((await reader.next()).equals(payload(10, 2)));
+      assertMsg(await reader.next(), payload(10, 2));
       await next.end();
       await node.delBox(sid);
     });
@@ -280,7 +289,7 @@ describe('grpc v1, default config', () => {
       await writer.writeBox({ desc: { streamId: sid }, msg: payload(4, 1) });
       await writer.writeBox({ desc: { streamId: other }, msg: payload(4, 2) });
       await writer.writeBox({ desc: null, msg: payload(4, 3) });
-      for (const seed of [1, 2, 3]) assert.ok((await reader.next()).equals(payload(4, seed)), `message ${seed}`);
+      for (const seed of [1, 2, 3]) assertMsg(await reader.next(), payload(4, seed), `message ${seed}`);
       await writer.end();
       await node.delBox(sid);
       await node.delBox(other);
@@ -316,7 +325,7 @@ describe('grpc v1, default config', () => {
       await expectStatusError(app2.openReader(sid).next(), { code: OCCUPIED, details: 'read stream occupied' });
       const writer = node.openWriter(sid);
       await writer.write(payload(10, 2));
-      assert.ok((await first.next()).equals(payload(10, 2)));
+      assertMsg(await first.next(), payload(10, 2));
       await writer.end();
       await node.delBox(sid);
     });
@@ -333,12 +342,12 @@ describe('grpc v1, default config', () => {
       for (let i = 0; i < msgs.length; i++) {
         const box = await reader.nextBox();
         assert.ok(box.desc?.streamId.equals(sid), `message ${i}: desc`);
-        assert.ok(box.msg.equals(msgs[i]), `message ${i}: payload (length ${box.msg.length}, want ${msgs[i].length})`);
+        assertMsg(box.msg, msgs[i], `message ${i}`);
       }
       await sent;
       // A marker right after: nothing was duplicated in between.
       await writer.write(payload(7, 1000));
-      assert.ok((await reader.next()).equals(payload(7, 1000)));
+      assertMsg(await reader.next(), payload(7, 1000));
       await writer.end();
       await node.delBox(sid);
     });
@@ -352,7 +361,7 @@ describe('grpc v1, default config', () => {
       const writer = node.openWriter(sid);
       const first = app1.openReader(sid);
       await writer.write(payload(10, 1));
-      assert.ok((await first.next()).equals(payload(10, 1)));
+      assertMsg(await first.next(), payload(10, 1));
       first.cancel();
       assertStatus(await first.ended(), { code: status.CANCELLED }, 'first reader');
       // A round trip on the first reader's connection: the server has seen it leave before message 2 exists.
@@ -360,8 +369,8 @@ describe('grpc v1, default config', () => {
       await writer.write(payload(10, 2));
       await writer.write(payload(10, 3));
       const second = app2.openReader(sid);
-      assert.ok((await second.next()).equals(payload(10, 2)), 'message 1, handed to the first reader, is not delivered again');
-      assert.ok((await second.next()).equals(payload(10, 3)));
+      assertMsg(await second.next(), payload(10, 2), 'message 2: neither message 1 again (handed to the first reader) nor lost to the reader that left');
+      assertMsg(await second.next(), payload(10, 3));
       await writer.end();
       await node.delBox(sid);
     });
@@ -376,7 +385,7 @@ describe('grpc v1, default config', () => {
       await writer.writeAll(msgs);
       await writer.end();
       const reader = node.openReader(sid);
-      for (let i = 0; i < msgs.length; i++) assert.ok((await reader.next()).equals(msgs[i]), `message ${i}`);
+      for (let i = 0; i < msgs.length; i++) assertMsg(await reader.next(), msgs[i], `message ${i}`);
       await node.delBox(sid);
     });
 
@@ -393,7 +402,7 @@ describe('grpc v1, default config', () => {
       const sent = writer.writeAll(msgs.slice(4), 30_000);
       sent.catch(() => undefined);
       const reader = node.openReader(sid);
-      for (let i = 0; i < msgs.length; i++) assert.ok((await reader.next()).equals(msgs[i]), `message ${i}`);
+      for (let i = 0; i < msgs.length; i++) assertMsg(await reader.next(), msgs[i], `message ${i}`);
       await sent;
       await writer.end();
       await node.delBox(sid);
@@ -413,12 +422,13 @@ describe('grpc v1, default config', () => {
       await roundTrip(app2); // the server has the waiting RecvStream by now
       waiting.cancel();
       assertStatus(await waiting.ended(), { code: status.CANCELLED }, 'waiting reader');
+      await roundTrip(app2); // the server has seen the cancel before the slot frees
       first.cancel();
       await first.ended();
       const third = app3.openReader(sid);
       const writer = node.openWriter(sid);
       await writer.write(payload(5, 2));
-      assert.ok((await third.next()).equals(payload(5, 2)), 'third reader got the slot');
+      assertMsg(await third.next(), payload(5, 2), 'third reader got the slot');
       await writer.end();
       await node.delBox(sid);
     });
@@ -434,16 +444,17 @@ describe('grpc v1, default config', () => {
       const reader = node.openReader(sid);
       const holder = app1.openWriter(sid);
       await holder.write(payload(5, 1));
-      assert.ok((await reader.next()).equals(payload(5, 1)));
+      assertMsg(await reader.next(), payload(5, 1));
       const waiting = app2.openWriter(sid);
       await waiting.write(payload(5, 99));
       await roundTrip(app2); // the server has the waiting SendStream by now
       waiting.cancel();
       assertStatus(await waiting.ended(), { code: status.CANCELLED }, 'waiting writer');
+      await roundTrip(app2); // the server has seen the cancel before the slot frees
       await holder.end();
       const next = app3.openWriter(sid);
       await next.write(payload(5, 2));
-      assert.ok((await reader.next()).equals(payload(5, 2)), 'the cancelled writer wrote nothing and the next got the slot');
+      assertMsg(await reader.next(), payload(5, 2), 'the cancelled writer wrote nothing and the next got the slot');
       await next.end();
       await node.delBox(sid);
     });
@@ -465,7 +476,7 @@ describe('grpc v1, default config', () => {
         const got = await reader.next();
         assert.equal(got.length, size);
         assert.ok(got.equals(big), 'payload intact');
-        assert.ok((await reader.next()).equals(after), 'the message after it');
+        assertMsg(await reader.next(), after, 'the message after it');
         await sent;
         await writer.end();
         await node.delBox(sid);
@@ -533,7 +544,7 @@ describe('grpc v1, stale timeout', () => {
     assert.equal(await boxExisted(node, sid), true, 'box with an attached reader survives');
     const writer = node.openWriter(sid);
     await writer.write(payload(5, 2));
-    assert.ok((await reader.next()).equals(payload(5, 2)), 'reader still served');
+    assertMsg(await reader.next(), payload(5, 2), 'reader still served');
     await writer.end();
     reader.cancel();
     await reader.ended();
@@ -566,7 +577,7 @@ describe('grpc v1, rate limit', () => {
     const msgs = Array.from({ length: 5 }, (_, i) => payload(100, i));
     const sent = writer.writeAll(msgs);
     sent.catch(() => undefined);
-    for (let i = 0; i < msgs.length; i++) assert.ok((await reader.next()).equals(msgs[i]), `message ${i}`);
+    for (let i = 0; i < msgs.length; i++) assertMsg(await reader.next(), msgs[i], `message ${i}`);
     await sent;
     await writer.end();
     assertStatus(await writer.ended(), { code: status.OK }, 'writer');
@@ -589,7 +600,7 @@ describe('grpc v1, keepalive', () => {
     const msgs = Array.from({ length: 5 }, (_, i) => payload(20, i));
     const sent = writer.writeAll(msgs);
     sent.catch(() => undefined);
-    for (let i = 0; i < msgs.length; i++) assert.ok((await reader.next(WAIT_MS)).equals(msgs[i]), `message ${i}`);
+    for (let i = 0; i < msgs.length; i++) assertMsg(await reader.next(WAIT_MS), msgs[i], `message ${i}`);
     await sent;
     assert.equal(readerEnded, null, 'reader still open (no GOAWAY too_many_pings)');
     // A fresh call on the same (pinging) connections still works.
@@ -612,7 +623,7 @@ describe('grpc v1, shutdown', () => {
     const reader = app.openReader(sid);
     const writer = node.openWriter(sid);
     await writer.write(payload(10, 1));
-    assert.ok((await reader.next()).equals(payload(10, 1)), 'both halves attached');
+    assertMsg(await reader.next(), payload(10, 1), 'both halves attached');
     const stopped = server.stop();
     const [readerStatus, writerStatus] = await Promise.all([reader.ended(), writer.ended()]);
     assertStatus(readerStatus, { code: status.UNAVAILABLE, details: 'server shutting down' }, 'reader');

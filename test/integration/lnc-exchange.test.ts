@@ -22,7 +22,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { connectGrpc, ensureBox, GrpcReader, GrpcSender, type LegacyClient } from '../helpers/grpc-v1-peer.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
-import { openReceive, openSendSocket, readErrorAndEnd, readMessage, sendMessage, type WsConn } from '../helpers/ws-v1.js';
+import { openReceive, openSendSocket, readMessage, sendMessage, type WsConn } from '../helpers/ws-v1.js';
 
 const MESSAGES_EACH_WAY = 1_000;
 const MAX_PAYLOAD_BYTES = 32 * 1024;
@@ -74,11 +74,16 @@ class AppReceiver {
   private redial: Promise<{ conn: WsConn; first: Buffer }> | null = null;
   readonly retriedErrors: string[] = [];
   readonly conns: WsConn[] = [];
+  /** Settles once the first dial has its answer (an error, or a first message). */
+  readonly firstAnswer: Promise<void>;
+  private answered!: () => void;
 
   constructor(
     private readonly port: number,
     private readonly sid: Buffer,
-  ) {}
+  ) {
+    this.firstAnswer = new Promise((resolve) => (this.answered = resolve));
+  }
 
   /** Dials until a message arrives; the retries do not wait on any clock but a short delay between attempts. */
   start(): void {
@@ -90,6 +95,7 @@ class AppReceiver {
       const conn = await openReceive(this.port, this.sid);
       this.conns.push(conn);
       const frame = await conn.nextFrame(30_000).catch((err: Error) => `{"error":{"code":-1,"message":"${err.message}"}}`);
+      this.answered();
       if (frame.startsWith('{"result":')) return { conn, first: readResult(frame, this.sid) };
       const match = /stream not found|stream occupied/.exec(frame);
       assert.ok(match, `app receive failed with an error it would not retry: ${frame}`);
@@ -142,7 +148,7 @@ describe('LNC-shaped exchange: node over gRPC, app over WebSocket', () => {
     await server?.stop();
   });
 
-  test(`${MESSAGES_EACH_WAY} messages each way intact and in order; a receive socket dropped and re-dialled mid-stream resumes without duplicates`, { timeout: 180_000 }, async () => {
+  test(`${MESSAGES_EACH_WAY} messages each way intact and in order; a receive socket dropped and re-dialled mid-stream resumes without duplicates`, { timeout: 180_000 }, async (t) => {
     const s2c = randomBytes(64);
     const c2s = flipParity(s2c);
     const app = new AppReceiver(server.port, s2c);
@@ -154,11 +160,11 @@ describe('LNC-shaped exchange: node over gRPC, app over WebSocket', () => {
       await ensureBox(grpc, c2s);
       nodeReader = new GrpcReader(grpc, c2s);
 
-      // App: its first receive comes before S2C exists.
-      const early = await openReceive(server.port, s2c);
-      const err = await readErrorAndEnd(early);
-      assert.match(err.message, /stream not found/);
+      // App: its first receive comes before S2C exists (the node creates S2C only
+      // after the app's first message), fails with "stream not found" and is retried.
       app.start();
+      await app.firstAnswer;
+      assert.deepEqual(app.retriedErrors, ['stream not found']);
 
       const appWrites = (async () => {
         for (let seq = 0; seq < MESSAGES_EACH_WAY; seq++) await sendMessage(appSend, c2s, makeMessage(seq, randomPayload(seq)));
@@ -210,6 +216,9 @@ describe('LNC-shaped exchange: node over gRPC, app over WebSocket', () => {
         await sendMessage(appSend, c2s, makeMessage(base + ACKED_MESSAGES, Buffer.from('fin')));
       })();
       await Promise.all([nodeAcked, appAcked]);
+      // One dial that attached, then one per drop (plus any retries).
+      assert.ok(app.conns.length >= 1 + DROP_AFTER.size, `only ${app.conns.length} receive dials`);
+      t.diagnostic(`app receive dials: ${app.conns.length}; retried errors: ${JSON.stringify(app.retriedErrors)}`);
       assert.equal(appSend.isClosed(), false, 'app send socket was closed');
     } finally {
       nodeReader?.cancel();

@@ -244,11 +244,18 @@ describe('legacy WebSocket gateway', () => {
     assert.equal(err.code, 3);
   });
 
-  test('an oversized JSON request gets an error frame (RESOURCE_EXHAUSTED or INVALID_ARGUMENT), then the socket ends; others are still served', async () => {
+  test('an oversized JSON request (64 KiB on a receive socket) gets an error frame (RESOURCE_EXHAUSTED or INVALID_ARGUMENT), then the socket ends', async () => {
+    const conn = track(await openWs(port, RECEIVE_PATH));
+    conn.ws.send(`{"stream_id":"${'A'.repeat(64 * KiB)}"}`, () => undefined);
+    const err = await readErrorAndEnd(conn);
+    assert.ok([3, 8].includes(err.code), `code ${err.code}: ${err.message}`);
+  });
+
+  test('a 12 MiB WebSocket message ends the socket (error frame or close) and others are still served', async () => {
     const conn = track(await openWs(port, RECEIVE_PATH));
     conn.ws.send(`{"stream_id":"${'A'.repeat(12 * MiB)}"}`, () => undefined);
-    const err = await readErrorAndEnd(conn, 30_000);
-    assert.ok([3, 8].includes(err.code), `code ${err.code}: ${err.message}`);
+    const end = await conn.awaitEnd(30_000);
+    for (const frame of end.frames) parseError(frame);
     const { sid, reader, writer } = await pair();
     const msg = randomBytes(9);
     await sendMessage(writer, sid, msg);
@@ -351,7 +358,7 @@ describe('WebSocket keepalive (ping every 100 ms, pong timeout 100 ms)', () => {
 
   test('a send socket that never answers pings but keeps sending data stays connected', async () => {
     const sid = newSid();
-    await restBox(port, sid);
+    await restBox(server.port, sid);
     const reader = track(await openReceive(server.port, sid));
     const writer = track(await openSendSocket(server.port, { autoPong: false }));
     const MESSAGES = 40;
@@ -366,7 +373,7 @@ describe('WebSocket keepalive (ping every 100 ms, pong timeout 100 ms)', () => {
 
   test('a silent socket that does not answer pings is dropped', async () => {
     const sid = newSid();
-    await restBox(port, sid);
+    await restBox(server.port, sid);
     const silent = track(await openReceive(server.port, sid, { autoPong: false }));
     await withTimeout(silent.closed, 10_000, 'drop of the silent socket');
     assert.ok(silent.pings.length >= 1, 'dropped without having been pinged');
@@ -389,11 +396,10 @@ describe('WebSocket at shutdown', () => {
 
   test('SIGTERM ends an attached receive with error frame UNAVAILABLE (14) "server shutting down"', async () => {
     const sid = newSid();
-    await restBox(port, sid);
+    await restBox(server.port, sid);
     const reader = track(await openReceive(server.port, sid));
-    const writer = new GrpcSender(grpc);
-    open.senders.push(writer);
-    await writer.write(sid, Buffer.from('attached?'));
+    const writer = track(await openSendSocket(server.port));
+    await sendMessage(writer, sid, Buffer.from('attached?'));
     assert.ok((await readMessage(reader, sid)).equals(Buffer.from('attached?')));
     const stopped = server.stop();
     const frame = await reader.nextFrame();
