@@ -21,6 +21,8 @@ export interface LatencyOptions {
 export interface LatencyResult extends Summary {
   /** Set when the run stopped early: time limit, stall or error. */
   note: string | null;
+  /** Per-repetition figures when several runs were combined. */
+  spread?: string;
 }
 
 export async function measurePingPong(target: Target, o: LatencyOptions): Promise<LatencyResult> {

@@ -185,6 +185,13 @@ export function renderMarkdown(r: Results): string {
   if (r.idle?.hashmail.ok) parts.push('', `hashmail's own view with the sessions open: ${JSON.stringify(r.idle.hashmail.value.serverView)}`);
   parts.push('', '## 4. Concurrent browser sessions', '');
   parts.push(r.ramp === null ? 'Not measured (time budget).' : r.ramp.ok ? rampTable(r.ramp.value) : `Failed: ${r.ramp.error}`);
+  const spreads: string[] = [];
+  for (const row of [...r.latency, ...r.throughput]) {
+    for (const [name, o] of [['hashmail', row.hashmail], ['direct', row.direct]] as const) {
+      if (o.ok && o.value.spread) spreads.push(`${row.label}, ${name}: ${o.value.spread}`);
+    }
+  }
+  if (spreads.length > 0) parts.push('', '## Per-repetition figures (latency and throughput)', '', ...spreads.map((x) => `- ${x}`));
   const notes = notesOf(r);
   if (notes.length > 0) parts.push('', '## Notes', '', ...notes.map((n) => `- ${n}`));
   return `${parts.join('\n')}\n`;

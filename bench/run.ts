@@ -11,6 +11,7 @@ import { rampBrowserSessions } from './browser-ramp.js';
 import { killAll } from './children.js';
 import { measureIdleMemory } from './idle-memory.js';
 import { measurePingPong } from './latency.js';
+import { alternate, combineLatency, combineThroughput } from './repeat.js';
 import { renderMarkdown, type Outcome, type Results } from './report.js';
 import { ROOT, startDirectPipe, startHashmail, type RelayProcess } from './server-process.js';
 import type { AppTransport } from './session.js';
@@ -24,7 +25,9 @@ const BENCH_LIMITS = { maxBoxesPerAddress: 1_000_000, maxConnectionsPerAddress: 
 const CONFIG_UNLIMITED = { mailbox: { rateLimitIntervalMs: 0 }, limits: BENCH_LIMITS };
 const CONFIG_DEPLOYED = { limits: BENCH_LIMITS };
 
-const LATENCY = { warmup: 200, roundTrips: 2_000, timeLimitMs: 20_000, stallMs: 5_000 };
+/** Alternating repetitions per latency/throughput case; the median is reported. */
+const REPS = 3;
+const LATENCY = { warmup: 1_000, roundTrips: 2_000, timeLimitMs: 20_000, stallMs: 5_000 };
 const THROUGHPUT_1K = { sizeBytes: KiB, count: 20_000, warmup: 2_000, timeLimitMs: 15_000, stallMs: 5_000 };
 const THROUGHPUT_32K = { sizeBytes: 32 * KiB, count: 3_000, warmup: 300, timeLimitMs: 15_000, stallMs: 5_000 };
 const RATE_LIMITED = { sizeBytes: KiB, count: 20_000, warmup: 0, timeLimitMs: 5_000, stallMs: 5_000 };
@@ -58,6 +61,7 @@ function machine(): Record<string, string> {
     memory: `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`,
     node: process.version,
     kernel: `${os.type()} ${os.release()}`,
+    'load average at start': os.loadavg().map((l) => l.toFixed(2)).join(' '),
   };
 }
 
@@ -73,8 +77,12 @@ async function latencyPhase(relays: { hashmail: RelayProcess; direct: RelayProce
   for (const c of cases) {
     const label = `${c.size / KiB} KiB, node gRPC, ${appLabel(c.app)}`;
     const o = { ...LATENCY, app: c.app, sizeBytes: c.size };
-    const direct = await attempt(`latency ${label} direct`, () => measurePingPong(relays.direct, o));
-    const hashmail = await attempt(`latency ${label} hashmail`, () => measurePingPong(relays.hashmail, o));
+    const runs = await alternate(REPS, {
+      direct: () => attempt(`latency ${label} direct`, () => measurePingPong(relays.direct, o)),
+      hashmail: () => attempt(`latency ${label} hashmail`, () => measurePingPong(relays.hashmail, o)),
+    });
+    const hashmail = combineLatency(runs.hashmail);
+    const direct = combineLatency(runs.direct);
     log(`latency ${label}: hashmail p50 ${hashmail.ok ? hashmail.value.p50.toFixed(3) : 'failed'} ms, direct ${direct.ok ? direct.value.p50.toFixed(3) : 'failed'} ms`);
     results.latency.push({ label, reference: c.reference, hashmail, direct });
   }
@@ -93,8 +101,12 @@ async function throughputPhase(relays: { hashmail: RelayProcess; direct: RelayPr
     const size = c.big ? THROUGHPUT_32K : THROUGHPUT_1K;
     const label = `${size.sizeBytes / KiB} KiB × ${size.count}, ${c.direction === 'app->node' ? 'app → node' : 'node → app'}, ${appLabel(c.app)}`;
     const o = { ...size, app: c.app, direction: c.direction };
-    const direct = await attempt(`throughput ${label} direct`, () => measureOneWay(relays.direct, o));
-    const hashmail = await attempt(`throughput ${label} hashmail`, () => measureOneWay(relays.hashmail, o));
+    const runs = await alternate(REPS, {
+      direct: () => attempt(`throughput ${label} direct`, () => measureOneWay(relays.direct, o)),
+      hashmail: () => attempt(`throughput ${label} hashmail`, () => measureOneWay(relays.hashmail, o)),
+    });
+    const hashmail = combineThroughput(runs.hashmail);
+    const direct = combineThroughput(runs.direct);
     log(`throughput ${label}: hashmail ${hashmail.ok ? hashmail.value.mbPerSec.toFixed(1) : 'failed'} MB/s, direct ${direct.ok ? direct.value.mbPerSec.toFixed(1) : 'failed'} MB/s`);
     results.throughput.push({ label, reference: c.reference, hashmail, direct });
   }
@@ -171,6 +183,7 @@ async function main(): Promise<void> {
     log(`run aborted: ${(err as Error).stack ?? String(err)}`);
   }
   results.durationS = (Date.now() - startedMs) / 1000;
+  results.machine['load average at end'] = os.loadavg().map((l) => l.toFixed(2)).join(' ');
   const markdown = renderMarkdown(results);
   process.stdout.write(`\n${markdown}`);
   const dir = join(ROOT, 'bench/results');

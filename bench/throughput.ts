@@ -33,6 +33,8 @@ export interface ThroughputResult {
   mbPerSec: number;
   outOfOrder: number;
   note: string | null;
+  /** Per-repetition figures when several runs were combined. */
+  spread?: string;
 }
 
 interface PumpResult {

@@ -61,7 +61,8 @@ export function isServiceError(err: unknown): err is ServiceError {
 
 /** The server's text of a failure, as deployed clients match it ("stream not found", ...). */
 export function errorText(err: unknown): string {
-  if (isServiceError(err)) return err.details || err.message;
+  // grpc-js appends an empty "Resolution note" to connection failures.
+  if (isServiceError(err)) return (err.details || err.message).replace(/\.? Resolution note: *$/, '');
   return err instanceof Error ? err.message : String(err);
 }
 

@@ -18,6 +18,8 @@ export class RelayStats {
     websocket: { read: 0, write: 0 },
     rest: { read: 0, write: 0 },
   };
+  /** Attached v2 parties by transport (gauge); each holds a read and a write slot. */
+  readonly v2Endpoints: Record<TransportName, number> = { grpc: 0, websocket: 0, rest: 0 };
   /** Errors reported to callers, by stable code. */
   readonly errors = new Map<HashmailErrorCode, number>();
   /** Limits hit, by config key. */

@@ -48,14 +48,37 @@ export class Box {
     onSlotsChange: (box: Box) => void,
     /** Called each time a write has to wait for a rate-limit token (metrics). */
     private readonly onRateLimited: () => void = () => undefined,
+    /** Queue bound for this box; v2 sessions use their own window instead of options.bufferBytes. */
+    capacityBytes?: number,
   ) {
     const changed = (): void => onSlotsChange(this);
-    this.readSlot = new Slot('READ_OCCUPIED', clock, changed);
+    this.readSlot = new Slot('READ_OCCUPIED', clock, () => {
+      onSlotsChange(this);
+      this.notifyReaderWatchers();
+    });
     this.writeSlot = new Slot('WRITE_OCCUPIED', clock, changed);
-    this.queue = new MessageQueue(options.bufferBytes, budget);
+    this.queue = new MessageQueue(capacityBytes ?? options.bufferBytes, budget);
     this.bucket = options.rateLimit
       ? new TokenBucket(options.rateLimit.intervalMs, options.rateLimit.burst, clock)
       : null;
+  }
+
+  /**
+   * `fn(taken)` runs whenever the read slot is taken or freed: a v2 party
+   * writing to this box learns that its peer (the reader) came or went.
+   * Returns the unsubscribe function. Allocated lazily: most boxes have no watcher.
+   */
+  watchReader(fn: (taken: boolean) => void): () => void {
+    (this.readerWatchers ??= new Set()).add(fn);
+    return () => this.readerWatchers?.delete(fn);
+  }
+
+  private readerWatchers: Set<(taken: boolean) => void> | null = null;
+
+  private notifyReaderWatchers(): void {
+    if (!this.readerWatchers) return;
+    const taken = this.readSlot.taken;
+    for (const fn of this.readerWatchers) fn(taken);
   }
 
   get isClosed(): boolean {

@@ -64,20 +64,50 @@ export class SessionTable {
   }
 
   /** NewCipherBox: creates the box for `sid`; ALREADY_EXISTS if it has one. */
-  createBox(sid: Uint8Array, owner: string): Box {
+  createBox(sid: Uint8Array, owner: string, capacityBytes?: number): Box {
     if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
     const id = checkSid(sid);
     const key = boxKey(id);
     if (this.entries.has(key)) throw new HashmailError('STREAM_EXISTS');
-    if (this.entries.size >= this.options.maxBoxes) {
+    return this.insertBox(id, key, owner, capacityBytes);
+  }
+
+  /**
+   * v2 attach: the boxes of the session of `sid` (box `sid`, which the party
+   * reads, and box `sid ^ 1`, which it writes), creating whichever is missing
+   * when `create` is set, else "stream not found". Limits are checked for
+   * both boxes before either is created, so a refused attach leaves nothing.
+   */
+  openSession(sid: Uint8Array, peer: Uint8Array, owner: string, create: boolean, capacityBytes: number): { read: Box; write: Box } {
+    if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
+    const readKey = boxKey(checkSid(sid));
+    const writeKey = boxKey(checkSid(peer));
+    let read = this.entries.get(readKey)?.box;
+    let write = this.entries.get(writeKey)?.box;
+    if (read && write) return { read, write };
+    if (!create) throw new HashmailError('STREAM_NOT_FOUND');
+    const missing = (read ? 0 : 1) + (write ? 0 : 1);
+    this.checkRoom(owner, missing);
+    read ??= this.insertBox(Buffer.from(sid), readKey, owner, capacityBytes);
+    write ??= this.insertBox(Buffer.from(peer), writeKey, owner, capacityBytes);
+    return { read, write };
+  }
+
+  /** Throws LIMIT_REACHED unless `count` more boxes fit, in total and for `owner`. */
+  private checkRoom(owner: string, count: number): void {
+    if (this.entries.size + count > this.options.maxBoxes) {
       this.observer.limitHit?.('limits.maxBoxes');
       throw limitReached('limits.maxBoxes', this.options.maxBoxes);
     }
-    const owned = this.boxesPerOwner.get(owner) ?? 0;
-    if (owned >= this.options.maxBoxesPerAddress) {
+    if ((this.boxesPerOwner.get(owner) ?? 0) + count > this.options.maxBoxesPerAddress) {
       this.observer.limitHit?.('limits.maxBoxesPerAddress');
       throw limitReached('limits.maxBoxesPerAddress', this.options.maxBoxesPerAddress);
     }
+  }
+
+  private insertBox(id: Buffer, key: string, owner: string, capacityBytes?: number): Box {
+    this.checkRoom(owner, 1);
+    const owned = this.boxesPerOwner.get(owner) ?? 0;
     const skey = sessionKey(id);
     let session = this.sessionsByKey.get(skey);
     if (!session) {
@@ -91,6 +121,7 @@ export class SessionTable {
       this.clock,
       (b) => this.slotsChanged(b),
       () => this.observer.rateLimited?.(),
+      capacityBytes,
     );
     session.boxes[boxIndex(id)] = box;
     const entry: BoxEntry = { box, session, owner, staleTimer: null };

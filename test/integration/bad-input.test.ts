@@ -15,7 +15,6 @@ import { connectGrpc, createBox, deleteBox, GrpcReader, GrpcSender, type LegacyC
 import { metricLines, metricSums } from '../helpers/metrics.js';
 import { ROOT, startServer, type RunningServer } from '../helpers/server.js';
 import {
-  b64,
   HASHMAIL_PATH,
   http,
   openReceive,

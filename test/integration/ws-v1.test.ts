@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { once, withTimeout } from '../helpers/async-queue.js';
-import { connectGrpc, createBox, GrpcSender, type LegacyClient } from '../helpers/grpc-v1-peer.js';
+import { connectGrpc, GrpcSender, type LegacyClient } from '../helpers/grpc-v1-peer.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 import {
   b64,
@@ -343,16 +343,13 @@ describe('legacy WebSocket gateway', () => {
 
 describe('WebSocket keepalive (ping every 100 ms, pong timeout 100 ms)', () => {
   let server: RunningServer;
-  let grpc: LegacyClient;
 
   before(async () => {
     server = await startServer({ config: { websocket: { pingIntervalMs: 100, pongTimeoutMs: 100 } } });
-    grpc = connectGrpc(server.address);
   });
   afterEach(closeAll);
   after(async () => {
     await closeAll();
-    grpc?.close();
     await server?.stop();
   });
 
@@ -382,15 +379,12 @@ describe('WebSocket keepalive (ping every 100 ms, pong timeout 100 ms)', () => {
 
 describe('WebSocket at shutdown', () => {
   let server: RunningServer;
-  let grpc: LegacyClient;
 
   before(async () => {
     server = await startServer();
-    grpc = connectGrpc(server.address);
   });
   after(async () => {
     await closeAll();
-    grpc?.close();
     await server?.stop();
   });
 

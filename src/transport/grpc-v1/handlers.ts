@@ -12,7 +12,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
-import type { CallInfo, LegacyMailbox } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, LegacyMailbox, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
 import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
@@ -114,7 +114,12 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
     const m = metrics.grpcCall(SERVICE_NAME, 'RecvStream', 'server_stream');
     m.received();
     const gone = new AbortController();
-    call.once('cancelled', () => gone.abort());
+    let half: ReceiveHalf | undefined;
+    // A reader that leaves frees the slot at once, even while waiting for a message.
+    call.once('cancelled', () => {
+      gone.abort();
+      half?.release();
+    });
     let ended = false;
     const end = (err: unknown): void => {
       if (ended) return;
@@ -127,7 +132,6 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       m.done(status.code);
       call.emit('error', status);
     };
-    let half;
     try {
       if (call.request instanceof HashmailError) throw call.request;
       const desc = call.request;
@@ -150,7 +154,12 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
   async function send(call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): Promise<void> {
     const m = metrics.grpcCall(SERVICE_NAME, 'SendStream', 'client_stream');
     const gone = new AbortController();
-    call.once('cancelled', () => gone.abort());
+    let half: SendHalf | undefined;
+    // A writer that leaves frees the slot at once, even mid-write.
+    call.once('cancelled', () => {
+      gone.abort();
+      half?.release();
+    });
     let finished = false;
     const finish = (err: unknown): void => {
       if (finished) return;
@@ -170,7 +179,6 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       // Stop reading: the call is over whatever the client still sends.
       call.destroy();
     };
-    let half;
     try {
       // Async iteration pulls one message at a time, so a write waiting for
       // room leaves the rest in HTTP/2 flow control: that is the push-back.

@@ -41,6 +41,9 @@ export function rejectUpgrade(socket: Duplex, err: HashmailError): void {
   );
 }
 
+/** ws closes (1009, no error frame) past this multiple of the receive request bound. */
+const RECEIVE_HARD_CAP_FACTOR = 64;
+
 function makeServer(maxPayload: number): WebSocketServer {
   // closeTimeout is a ws option its type definitions lack.
   const options: ServerOptions & { closeTimeout: number } = {
@@ -58,8 +61,12 @@ function makeServer(maxPayload: number): WebSocketServer {
 }
 
 export class WsGateway {
-  /** Receive sockets only ever get one tiny request: a small bound keeps a bad client from making us buffer. */
-  private readonly receiveServer = makeServer(MAX_SMALL_REQUEST_BYTES);
+  /**
+   * Receive sockets only ever get one tiny request. The gateway refuses one
+   * over MAX_SMALL_REQUEST_BYTES with an error frame; ws's own cap sits above
+   * that so the client gets the frame, and still bounds what we buffer.
+   */
+  private readonly receiveServer = makeServer(MAX_SMALL_REQUEST_BYTES * RECEIVE_HARD_CAP_FACTOR);
   private readonly sendServer: WebSocketServer;
   private open = 0;
 

@@ -1,0 +1,138 @@
+/**
+ * v2 parties on the relay's session table. A party reading SID `x` holds the
+ * read slot of box `x` and the write slot of box `x ^ 1` together, so it
+ * meets a v2 peer or a legacy peer's two halves in the same boxes. v2 boxes
+ * hold at most a small window: a writer whose reader is absent or slow waits,
+ * and the transport turns that wait into flow control.
+ */
+import type { Box } from '../session/box.js';
+import { HashmailError } from '../session/errors.js';
+import type { Lease } from '../session/slot.js';
+import type { SessionTable } from '../session/session-table.js';
+import { checkSid, peerSid } from '../session/sid.js';
+import type { RelayStats, TransportName } from '../observe/stats.js';
+import { Attach, type Hello } from '../wire/v2-frames.js';
+import type { CallInfo } from './legacy-mailbox.js';
+
+/** Protocol versions this relay speaks on the v2 service (v1 is the legacy service). */
+export const SUPPORTED_VERSIONS: readonly number[] = [2];
+
+/** Highest version in both the client's range and ours, or UNSUPPORTED_VERSION naming what we support. */
+export function negotiateVersion(minVersion: number, maxVersion: number): number {
+  const lo = minVersion || maxVersion;
+  const chosen = [...SUPPORTED_VERSIONS].reverse().find((v) => v >= lo && v <= maxVersion);
+  if (chosen === undefined) {
+    throw new HashmailError(
+      'UNSUPPORTED_VERSION',
+      `unsupported protocol version: client speaks ${lo}..${maxVersion}, relay supports ${SUPPORTED_VERSIONS.join(', ')}`,
+    );
+  }
+  return chosen;
+}
+
+export interface V2MailboxOptions {
+  /** Bytes a v2 box holds for a reader that is not keeping up; then the writer waits. */
+  windowBytes: number;
+  maxMessageBytes: number;
+}
+
+export class V2Endpoint {
+  private released = false;
+  private closedFn: ((err: HashmailError) => void) | null = null;
+  private readonly unwatch: () => void;
+  private presenceFn: ((present: boolean) => void) | null = null;
+
+  constructor(
+    readonly version: number,
+    private readonly readBox: Box,
+    private readonly readLease: Lease,
+    private readonly writeBox: Box,
+    private readonly writeLease: Lease,
+    private readonly transport: TransportName,
+    private readonly stats: RelayStats,
+    private readonly maxMessageBytes: number,
+  ) {
+    stats.v2Endpoints[transport]++;
+    // The peer is whoever reads what this party writes.
+    this.unwatch = writeBox.watchReader((taken) => this.presenceFn?.(taken));
+    const onClosed = (err: HashmailError): void => {
+      const fn = this.closedFn;
+      this.closedFn = null;
+      fn?.(err);
+    };
+    readLease.onClosed = onClosed;
+    writeLease.onClosed = onClosed;
+  }
+
+  get peerPresent(): boolean {
+    return this.writeBox.readSlot.taken;
+  }
+
+  /** `fn(present)` on each change of the peer's presence. */
+  onPresence(fn: (present: boolean) => void): void {
+    this.presenceFn = fn;
+  }
+
+  /** `fn` runs once if the session is torn down (stale, shutdown) while attached. */
+  onClosed(fn: (err: HashmailError) => void): void {
+    this.closedFn = fn;
+  }
+
+  /** Next message from the peer; each message is handed out once. */
+  async next(): Promise<Buffer> {
+    const msg = await this.readBox.read();
+    this.stats.messagesRelayed++;
+    this.stats.bytesRelayed += msg.length;
+    return msg;
+  }
+
+  /** Resolves once the message fits in the peer's window (rate limit, then room). */
+  write(msg: Buffer): Promise<void> {
+    if (msg.length > this.maxMessageBytes) {
+      return Promise.reject(
+        new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit v2.maxMessageBytes (${this.maxMessageBytes})`),
+      );
+    }
+    return this.writeBox.write(msg);
+  }
+
+  /** Frees both slots at once; pending reads and writes end with CANCELLED. Idempotent. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.closedFn = null;
+    this.presenceFn = null;
+    this.unwatch();
+    this.stats.v2Endpoints[this.transport]--;
+    this.readBox.detach(this.readLease);
+    this.writeBox.detach(this.writeLease);
+  }
+}
+
+export class V2Mailbox {
+  constructor(
+    private readonly table: SessionTable,
+    private readonly stats: RelayStats,
+    private readonly options: V2MailboxOptions,
+  ) {}
+
+  /**
+   * Validates the hello, picks the version, finds or creates the session and
+   * takes both slots (waiting up to the acquire wait for a taken one).
+   */
+  async attach(hello: Hello, call: CallInfo, signal?: AbortSignal): Promise<V2Endpoint> {
+    if (hello.maxVersion === 0) throw new HashmailError('MALFORMED_REQUEST', 'hello must state max_version');
+    const version = negotiateVersion(hello.minVersion, hello.maxVersion);
+    const sid = checkSid(hello.sid);
+    const { read, write } = this.table.openSession(sid, peerSid(sid), call.address, hello.attach === Attach.Create, this.options.windowBytes);
+    const readLease = await read.attachReader(signal);
+    let writeLease: Lease;
+    try {
+      writeLease = await write.attachWriter(signal);
+    } catch (err) {
+      read.detach(readLease);
+      throw err;
+    }
+    return new V2Endpoint(version, read, readLease, write, writeLease, call.transport, this.stats, this.options.maxMessageBytes);
+  }
+}
