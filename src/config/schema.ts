@@ -43,6 +43,14 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    v2: z
+      .object({
+        enabled: z.boolean().default(true).describe('Serve protocol v2 (gRPC hashmail.v2.Mailbox and WebSocket /v2/mailbox) next to v1; false answers v2 with UNIMPLEMENTED / 404 as a v1-only server does'),
+        windowBytes: z.number().int().min(1024).max(16 * MiB).default(64 * 1024).describe('Bytes the relay holds per direction of a v2 session for a reader that is absent or slow; then the writer is held back by flow control (bytes)'),
+        maxMessageBytes: z.number().int().positive().max(16 * MiB).default(64 * 1024).describe('Largest v2 payload (bytes); larger ones fail with RESOURCE_EXHAUSTED'),
+      })
+      .strict()
+      .prefault({}),
     websocket: z
       .object({
         pingIntervalMs: z.number().int().min(0).default(30_000).describe('Server ping ("are you there?") interval; 0 disables pings (milliseconds)'),

@@ -63,7 +63,7 @@ class PipeProcess {
   waitForStdout(done: (out: Buffer) => boolean, what: string): Promise<void> {
     if (done(this.stdout)) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => finish(new Error(`timed out waiting for ${what}; stderr: ${this.stderr}`)), STEP_TIMEOUT_MS);
+      const timer = setTimeout(() => finish(new Error(`timed out waiting for ${what}; stdout: ${JSON.stringify(this.stdout.toString())}; stderr: ${this.stderr}`)), STEP_TIMEOUT_MS);
       const onData = (): void => {
         if (done(this.stdout)) finish();
       };
@@ -184,7 +184,7 @@ describe('hashmail pipe: against a plain-text server', () => {
   test('two pipes exchange lines both ways, keep receiving after stdin ends, and exit 0 on SIGTERM', async () => {
     const sid = randomSid();
     const a = new PipeProcess(pipeArgs(server, sid, '--create'));
-    await waitUntilReading(server.address, 'insecure', sid, a, 'probe\n');
+    await waitUntilReading(server.address, 'insecure', sid, a, 'probe');
     const b = new PipeProcess(pipeArgs(server, peerSid(sid)));
 
     a.write('hello from a\n');
@@ -241,7 +241,7 @@ describe('hashmail pipe: server lifecycle and TLS', () => {
     servers.push(server);
     const sid = randomSid();
     const pipe = new PipeProcess(pipeArgs(server, sid, '--create'));
-    await waitUntilReading(server.address, 'insecure', sid, pipe, 'probe\n');
+    await waitUntilReading(server.address, 'insecure', sid, pipe, 'probe');
     await server.stop();
     assert.equal(await pipe.exitCode(), 1);
     assert.match(pipe.stderr, /^hashmail pipe: server shutting down/);
@@ -254,18 +254,18 @@ describe('hashmail pipe: server lifecycle and TLS', () => {
     const tlsArgs = (s: Buffer, ...extra: string[]): string[] => ['--server', server.address, '--sid', s.toString('hex'), ...extra];
 
     const a = new PipeProcess(tlsArgs(sid, '--tls-skip-verify', '--create'));
-    await waitUntilReading(server.address, 'tls-skip-verify', sid, a, 'probe\n');
+    await waitUntilReading(server.address, 'tls-skip-verify', sid, a, 'probe');
     const b = new PipeProcess(tlsArgs(peerSid(sid), '--tls-skip-verify'));
     a.write('over tls\n');
     await b.waitForStdout((out) => out.toString() === 'over tls\n', 'b to receive over TLS');
 
     const verified = new PipeProcess(tlsArgs(randomSid(), '--create'));
     assert.equal(await verified.exitCode(), 1);
-    assert.match(verified.stderr, /^hashmail pipe: .*certificate/);
+    assert.match(verified.stderr, /^hashmail pipe: .*certificate/m);
 
     const plain = new PipeProcess(tlsArgs(randomSid(), '--insecure', '--create'));
     assert.equal(await plain.exitCode(), 1);
-    assert.match(plain.stderr, /^hashmail pipe: /);
+    assert.match(plain.stderr, /^hashmail pipe: /m);
 
     a.child.kill('SIGTERM');
     b.child.kill('SIGTERM');
