@@ -32,7 +32,7 @@ const THROUGHPUT_1K = { sizeBytes: KiB, count: 20_000, warmup: 2_000, timeLimitM
 const THROUGHPUT_32K = { sizeBytes: 32 * KiB, count: 3_000, warmup: 300, timeLimitMs: 15_000, stallMs: 5_000 };
 const RATE_LIMITED = { sizeBytes: KiB, count: 20_000, warmup: 0, timeLimitMs: 5_000, stallMs: 5_000 };
 const IDLE = { sessions: 5_000, workers: 4, concurrency: 25, sessionsPerNodeConnection: 1, settleMs: 5_000, samples: 5, timeoutMs: 15_000, openBudgetMs: 120_000 };
-const RAMP = { steps: [1_000, 2_000, 4_000, 6_000, 8_000], workers: 4, concurrency: 25, sessionsPerNodeConnection: 50, timeoutMs: 15_000, stepBudgetMs: 90_000 };
+const RAMP = { steps: [1_000, 2_000, 4_000, 6_000, 8_000, 9_000], workers: 4, concurrency: 25, sessionsPerNodeConnection: 50, timeoutMs: 15_000, stepBudgetMs: 90_000 };
 /** Time each later phase needs at least, or it is skipped. */
 const IDLE_PHASE_MIN_MS = 150_000;
 const RAMP_PHASE_MIN_MS = 60_000;

@@ -116,6 +116,15 @@ export class Metrics {
         }
       },
     });
+    new Gauge<'transport'>({
+      name: 'hashmail_v2_parties',
+      help: 'v2 parties attached (each holds a read and a write slot), by transport.',
+      labelNames: ['transport'],
+      registers,
+      collect() {
+        for (const transport of ['grpc', 'websocket'] as const) this.set({ transport }, stats.v2Endpoints[transport]);
+      },
+    });
     counter('hashmail_messages_relayed_total', 'Messages handed from a writer to a reader.', () => stats.messagesRelayed);
     counter('hashmail_bytes_relayed_total', 'Payload bytes handed from a writer to a reader.', () => stats.bytesRelayed);
     labelledCounter('hashmail_errors_total', 'Errors reported to clients, by stable error code.', 'code', () => stats.errors);

@@ -4,7 +4,7 @@
  * starts the listeners, and shuts down in order on stop().
  */
 import http, { type IncomingMessage } from 'node:http';
-import { Server as GrpcServer, ServerCredentials, type ServerUnaryCall } from '@grpc/grpc-js';
+import { Server as GrpcServer, ServerCredentials, type Metadata } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import { startAdminServer } from '../observe/admin-server.js';
 import type { Logger } from '../observe/logger.js';
@@ -16,7 +16,9 @@ import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { loadTlsMaterial } from '../transport/tls-material.js';
+import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
 import { LegacyMailbox } from './legacy-mailbox.js';
+import { V2Mailbox } from './v2-mailbox.js';
 
 /** Room for the CipherBox framing around the largest allowed payload. */
 const GRPC_MESSAGE_OVERHEAD_BYTES = 1024;
@@ -75,6 +77,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     },
   );
   const mailbox = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes });
+  const v2 = new V2Mailbox(table, stats, { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes });
   const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
 
   const grpcServer = new GrpcServer({
@@ -82,12 +85,14 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     // keepalive pings never earn GOAWAY "too many pings".
     'grpc.keepalive_time_ms': config.grpc.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': config.grpc.keepaliveTimeoutMs,
-    'grpc.max_receive_message_length': m.maxMessageBytes + GRPC_MESSAGE_OVERHEAD_BYTES,
+    'grpc.max_receive_message_length': Math.max(m.maxMessageBytes, config.v2.maxMessageBytes) + GRPC_MESSAGE_OVERHEAD_BYTES,
     'grpc.max_send_message_length': -1,
     'grpc.max_concurrent_streams': config.limits.maxStreamsPerConnection,
     'grpc-node.max_session_memory': HTTP2_SESSION_MEMORY_MB,
   });
   const trustProxy = config.server.trustProxy;
+  const grpcClientAddress = (call: { metadata: Metadata; getPeer(): string }): string =>
+    (trustProxy ? forwardedFor(call.metadata.get('x-forwarded-for').map(String)) : null) ?? hostOfPeer(call.getPeer());
   grpcServer.addService(
     hashMailServerService,
     legacyGrpcHandlers({
@@ -95,12 +100,21 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       logger: subsystemLogger(logger, 'grpc'),
       stats,
       metrics,
-      clientAddress: (call) => {
-        const xff = trustProxy ? forwardedFor((call as ServerUnaryCall<unknown, unknown>).metadata.get('x-forwarded-for').map(String)) : null;
-        return xff ?? hostOfPeer(call.getPeer());
-      },
+      clientAddress: grpcClientAddress,
     }),
   );
+  if (config.v2.enabled) {
+    grpcServer.addService(
+      mailboxV2ServerService,
+      mailboxV2Handlers({
+        v2,
+        logger: subsystemLogger(logger, 'grpc'),
+        stats,
+        metrics,
+        clientAddress: grpcClientAddress,
+      }),
+    );
+  }
   const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
 
   const gateway = new HttpGateway({

@@ -122,7 +122,7 @@ async function waitUntilReading(address: string, security: TransportSecurity, si
         break;
       } catch (err) {
         if (!errorText(err).includes('stream not found') || Date.now() > deadline) throw err;
-        if (reader.child.exitCode !== null) throw new Error(`pipe exited early: ${reader.stderr}`);
+        if (reader.child.exitCode !== null) throw new Error(`pipe exited early: ${reader.stderr}`, { cause: err });
         await delay(PROBE_RETRY_MS);
       }
     }

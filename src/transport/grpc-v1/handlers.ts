@@ -16,6 +16,7 @@ import type { CallInfo, LegacyMailbox, ReceiveHalf, SendHalf } from '../../relay
 import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
+import { drained } from '../grpc-drain.js';
 import { hashMailService, type CipherInitResp } from './service.js';
 
 export type GrpcCallType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
@@ -199,25 +200,4 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       half?.release();
     }
   }
-}
-
-/** Resolves on 'drain'; rejects CANCELLED if the caller goes away first. */
-function drained(call: ServerWritableStream<unknown, unknown>, gone: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const cleanup = (): void => {
-      call.off('drain', onDrain);
-      gone.removeEventListener('abort', onGone);
-    };
-    const onDrain = (): void => {
-      cleanup();
-      resolve();
-    };
-    const onGone = (): void => {
-      cleanup();
-      reject(new HashmailError('CANCELLED'));
-    };
-    if (gone.aborted) return onGone();
-    call.on('drain', onDrain);
-    gone.addEventListener('abort', onGone, { once: true });
-  });
 }

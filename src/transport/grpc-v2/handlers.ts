@@ -1,0 +1,153 @@
+/**
+ * gRPC transport for protocol v2: `hashmail.v2.Mailbox/Connect`, one
+ * bidirectional stream per party. Decodes frames, calls the relay's
+ * V2Mailbox, encodes; reading the client's stream one frame at a time while a
+ * write waits is what holds a fast writer back (HTTP/2 flow control).
+ */
+import type { ServerDuplexStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from '../../observe/logger.js';
+import type { RelayStats } from '../../observe/stats.js';
+import { SUPPORTED_VERSIONS, type V2Endpoint, type V2Mailbox } from '../../relay/v2-mailbox.js';
+import { asHashmailError, HashmailError } from '../../session/errors.js';
+import { shortHash } from '../../session/sid.js';
+import {
+  decodeClientFrame,
+  decodeServerFrame,
+  encodeDataFrame,
+  encodeErrorFrame,
+  encodeHello,
+  encodeWelcome,
+  PRESENCE_FRAMES,
+  type ClientFrame,
+  type ServerFrame,
+} from '../../wire/v2-frames.js';
+import { drained } from '../grpc-drain.js';
+import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
+
+export const V2_SERVICE_NAME = 'hashmail.v2.Mailbox';
+export const V2_CONNECT_PATH = `/${V2_SERVICE_NAME}/Connect`;
+
+/** A Uint8Array as a Buffer without copying (grpc-js wants Buffers). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Client-side definition (tests, the client library); frames as the codec's objects. */
+export const mailboxV2Service = {
+  Connect: {
+    path: V2_CONNECT_PATH,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (frame: ClientFrame): Buffer =>
+      asBuffer('hello' in frame ? encodeHello(frame.hello) : encodeDataFrame(frame.data)),
+    requestDeserialize: (b: Buffer): ClientFrame => decodeClientFrame(b),
+    responseSerialize: (b: Uint8Array): Buffer => asBuffer(b),
+    responseDeserialize: (b: Buffer): ServerFrame => decodeServerFrame(b),
+  },
+} satisfies ServiceDefinition;
+
+/** Server side: frames the handler encodes itself; a frame that fails to decode becomes an INVALID_ARGUMENT answer. */
+export const mailboxV2ServerService: ServiceDefinition = {
+  Connect: {
+    ...mailboxV2Service.Connect,
+    requestDeserialize: (b: Buffer): ClientFrame | HashmailError => {
+      try {
+        return decodeClientFrame(b);
+      } catch (err) {
+        return new HashmailError('MALFORMED_REQUEST', `malformed frame: ${(err as Error).message}`);
+      }
+    },
+  },
+};
+
+export interface GrpcV2Deps {
+  v2: V2Mailbox;
+  logger: Logger;
+  stats: RelayStats;
+  metrics: GrpcMetricsHook;
+  clientAddress(call: ServerDuplexStream<unknown, unknown>): string;
+}
+
+type ConnectCall = ServerDuplexStream<ClientFrame | HashmailError, Uint8Array>;
+
+export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementation {
+  const { v2, logger, stats, metrics } = deps;
+
+  async function connect(call: ConnectCall): Promise<void> {
+    const m = metrics.grpcCall(V2_SERVICE_NAME, 'Connect', 'bidi_stream');
+    const gone = new AbortController();
+    let endpoint: V2Endpoint | undefined;
+    call.once('cancelled', () => {
+      gone.abort();
+      endpoint?.release();
+    });
+    let ended = false;
+    const end = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      endpoint?.release();
+      if (gone.signal.aborted) {
+        m.done(1);
+        return;
+      }
+      if (err === null) {
+        m.done(0);
+        call.end();
+        return;
+      }
+      const e = asHashmailError(err);
+      stats.countError(e.code);
+      if (e.code === 'INTERNAL') logger.error({ err }, 'internal error in v2 call');
+      else logger.debug({ code: e.code }, 'v2 call failed');
+      m.done(e.grpcCode);
+      call.write(
+        encodeErrorFrame({ code: e.grpcCode, message: e.message, supportedVersions: e.code === 'UNSUPPORTED_VERSION' ? [...SUPPORTED_VERSIONS] : [] }),
+      );
+      call.emit('error', { code: e.grpcCode, details: e.message });
+    };
+    const send = (frame: Uint8Array): boolean => {
+      m.sent();
+      return call.write(frame);
+    };
+
+    try {
+      // destroyOnReturn: false, so leaving the loop on an error keeps the call
+      // alive long enough to send the Error frame and the status.
+      for await (const frame of call.iterator({ destroyOnReturn: false }) as AsyncIterable<ClientFrame | HashmailError>) {
+        m.received();
+        if (frame instanceof HashmailError) throw frame;
+        if (!endpoint) {
+          if (!('hello' in frame)) throw new HashmailError('MALFORMED_REQUEST', 'first frame must be hello');
+          const ep = await v2.attach(frame.hello, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
+          endpoint = ep;
+          logger.debug({ sid: shortHash(frame.hello.sid), version: ep.version }, 'v2 grpc party attached');
+          ep.onClosed(end);
+          ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
+          send(encodeWelcome(ep.version, ep.peerPresent));
+          void pump(ep, send, call, gone.signal).catch(end);
+          continue;
+        }
+        if ('hello' in frame) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
+        await endpoint.write(asBuffer(frame.data));
+      }
+      // The client half-closed: the party is done.
+      end(null);
+    } catch (err) {
+      end(err);
+    }
+  }
+
+  return {
+    Connect: (call: ConnectCall): void => {
+      void connect(call);
+    },
+  };
+}
+
+/** Relays the peer's messages to this party, waiting for the client to drain. */
+async function pump(ep: V2Endpoint, send: (frame: Uint8Array) => boolean, call: ConnectCall, gone: AbortSignal): Promise<void> {
+  for (;;) {
+    const msg = await ep.next();
+    if (!send(encodeDataFrame(msg))) await drained(call, gone);
+  }
+}
