@@ -1,7 +1,10 @@
 /**
- * `hashmail pipe`: netcat for a mailbox. Acts as a legacy party that reads
- * `sid` and writes `sid ^ 1`, so two pipes on a SID pair talk to each other,
- * and a pipe can stand in for either side of an LNC connection in tests.
+ * `hashmail pipe`: netcat for a mailbox. Acts as a party that reads `sid` and
+ * writes `sid ^ 1`, so two pipes on a SID pair talk to each other, and a pipe
+ * can stand in for either side of an LNC connection in tests. v2 and the
+ * WebSocket transport go through the client library (src/client);
+ * `--protocol v1` over gRPC keeps the direct legacy client, which half-closes
+ * its send stream at the end of stdin as litd does.
  */
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
@@ -15,6 +18,7 @@ import {
   type TransportSecurity,
 } from '../client/legacy-grpc.js';
 import { peerSid, SID_BYTES } from '../session/sid.js';
+import { connect, type MailboxConnection, type ProtocolChoice, type TransportName } from '../client/index.js';
 
 /** --raw: one message per stdin chunk, split at this size. */
 export const RAW_CHUNK_BYTES = 64 * 1024;
@@ -32,36 +36,50 @@ const EXIT_USAGE = 2;
 const NEWLINE = Buffer.from('\n');
 const EMPTY = Buffer.alloc(0);
 
-export const PIPE_USAGE = `Usage: hashmail pipe --server HOST:PORT [--insecure|--tls-skip-verify] --sid HEX128 [--create] [--raw]
+export const PIPE_USAGE = `Usage: hashmail pipe --server HOST:PORT [--insecure|--tls-skip-verify] --sid HEX128
+                     [--create] [--raw] [--protocol auto|v2|v1] [--transport grpc|websocket]
 
-Netcat for a mailbox. Acts as a legacy (v1 gRPC) party that reads SID and
-writes SID^1 (bit 0 of byte 63 flipped): two pipes, one on SID and one on
-SID^1, talk to each other.
+Netcat for a mailbox. Acts as a party that reads SID and writes SID^1 (bit 0
+of byte 63 flipped): two pipes, one on SID and one on SID^1, talk to each
+other.
 
 stdin -> messages: one message per line (the newline is not part of the
 message; a last line without a newline is still a message). At end of stdin
-the send stream is half-closed and receiving goes on.
+the pipe stops sending (v1: half-closes its send stream) and receiving goes on.
 received messages -> stdout: one line per message (message bytes + newline).
 
 Options:
   --server HOST:PORT   mailbox server to connect to (IPv6: [ADDR]:PORT). Required.
-  --insecure           plain-text HTTP/2 (h2c), no TLS.
+  --insecure           plain text (h2c / ws://), no TLS.
   --tls-skip-verify    TLS without verifying the server certificate or name
                        (self-signed servers). Default without either flag:
                        TLS verified against the system roots.
   --sid HEX128         the stream ID to read, 128 hex characters (64 bytes).
                        Required. The pipe writes to SID^1.
-  --create             first create both boxes (SID and SID^1) with
+  --create             v2: create the session if it does not exist
+                       (ATTACH_CREATE); without it the session must exist.
+                       v1: first create both boxes (SID and SID^1) with
                        NewCipherBox, as the node side does; a box that
                        already exists is fine.
+  --protocol P         auto (default): v2, falling back to v1 on a server
+                       without v2; v2: v2 only; v1: the legacy half streams.
+  --transport T        grpc (default) or websocket (/v2/mailbox, or the
+                       legacy /v1/.../receive and /send sockets).
   --raw                binary mode: each chunk read from stdin (at most
                        ${RAW_CHUNK_BYTES} bytes) is one message, and received
                        messages are written to stdout with no separator.
   -h, --help           show this help and exit.
 
+With v2 the pipe waits for its peer instead of failing when the peer is not
+there yet (messages are held by the relay up to its window), and prints
+presence changes to stderr: "hashmail pipe: peer present" / "hashmail pipe:
+peer absent". v1 cannot tell presence. A v2 message is at most the server's
+v2.maxMessageBytes (default 64 KiB).
+
 Exit status: 0 when the receive stream ends normally or on SIGINT/SIGTERM;
-1 when either stream fails (the server's message is printed, e.g.
-"hashmail pipe: stream not found"); 2 on a usage error.
+1 when the connection fails (the server's message is printed, e.g.
+"hashmail pipe: stream not found"); 2 on a usage error. The pipe does not
+reconnect.
 `;
 
 /** The process streams, injectable so the pipe can run in-process. */
@@ -77,7 +95,12 @@ interface PipeOptions {
   sid: Buffer;
   create: boolean;
   raw: boolean;
+  protocol: ProtocolChoice;
+  transport: TransportName;
 }
+
+const PROTOCOLS: readonly ProtocolChoice[] = ['auto', 'v2', 'v1'];
+const TRANSPORTS: readonly TransportName[] = ['grpc', 'websocket'];
 
 class UsageError extends Error {}
 
@@ -118,6 +141,8 @@ function parseOptions(argv: string[]): PipeOptions | 'help' {
       sid: { type: 'string' },
       create: { type: 'boolean' },
       raw: { type: 'boolean' },
+      protocol: { type: 'string' },
+      transport: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -133,7 +158,15 @@ function parseOptions(argv: string[]): PipeOptions | 'help' {
     sid: parseSid(values.sid),
     create: values.create === true,
     raw: values.raw === true,
+    protocol: parseChoice(values.protocol, PROTOCOLS, '--protocol', 'auto'),
+    transport: parseChoice(values.transport, TRANSPORTS, '--transport', 'grpc'),
   };
+}
+
+function parseChoice<T extends string>(value: string | undefined, allowed: readonly T[], flag: string, fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${flag} must be one of ${allowed.join(', ')}, got '${value}'`);
+  return value as T;
 }
 
 const SID_HEX = new RegExp(`^[0-9a-fA-F]{${SID_BYTES * 2}}$`);
@@ -157,17 +190,93 @@ function parseAddress(server: string): string {
 
 type Outcome = { kind: 'ended' } | { kind: 'signal' } | { kind: 'failed'; err: unknown };
 
-async function pipe(options: PipeOptions, io: PipeIo): Promise<number> {
-  const client = new LegacyHashMailClient({ address: options.address, security: options.security });
+function pipe(options: PipeOptions, io: PipeIo): Promise<number> {
+  return options.protocol === 'v1' && options.transport === 'grpc' ? pipeLegacy(options, io) : pipeLibrary(options, io);
+}
+
+/** The process's signals and stdout failures as the pipe's outcome; the first outcome wins, later ones are its consequences. */
+function outcomes(io: PipeIo): { finished: Promise<Outcome>; finish(outcome: Outcome): void; dispose(): void } {
   let finish: (outcome: Outcome) => void = () => undefined;
   const finished = new Promise<Outcome>((resolve) => {
-    finish = resolve; // first call wins: later outcomes are consequences of the first
+    finish = resolve;
   });
   const onSignal = (): void => finish({ kind: 'signal' });
   const onStdoutError = (err: Error): void => finish({ kind: 'failed', err });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   io.stdout.on('error', onStdoutError);
+  return {
+    finished,
+    finish: (outcome) => finish(outcome),
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      io.stdout.off('error', onStdoutError);
+    },
+  };
+}
+
+/** v2 (or v1 over WebSocket) through the client library, without reconnecting. */
+async function pipeLibrary(options: PipeOptions, io: PipeIo): Promise<number> {
+  const run = outcomes(io);
+  const abort = new AbortController();
+  let conn: MailboxConnection | null = null;
+  let stdinDone = false;
+  try {
+    const connecting = connect({
+      server: options.address,
+      insecure: options.security === 'insecure',
+      tlsSkipVerify: options.security === 'tls-skip-verify',
+      sid: options.sid,
+      // --create: the node side, which creates (v1 boxes, v2 ATTACH_CREATE); otherwise the session must exist.
+      role: options.create ? 'node' : 'app',
+      attach: options.create ? 'create' : 'existing',
+      protocol: options.protocol,
+      transport: options.transport,
+      reconnect: false,
+      signal: abort.signal,
+    }).then(
+      (c) => c,
+      (err: unknown) => ({ kind: 'failed', err }) as const,
+    );
+    const first = await Promise.race([connecting, run.finished]);
+    if (!('send' in first)) {
+      abort.abort();
+      void connecting.then((c) => ('send' in c ? c.close() : undefined));
+      return report(first, io);
+    }
+    const connection = first;
+    conn = connection;
+    const notePresence = (present: boolean): void => {
+      io.stderr.write(`hashmail pipe: peer ${present ? 'present' : 'absent'}\n`);
+    };
+    if (connection.peerPresent) notePresence(true);
+    connection.on('presence', notePresence);
+
+    pumpOut(connection, io.stdout, options.raw).then(
+      () => run.finish({ kind: 'ended' }),
+      (err: unknown) => run.finish({ kind: 'failed', err }),
+    );
+    const pumpIn = options.raw ? pumpRaw : pumpLines;
+    pumpIn(io.stdin, (msg) => connection.send(msg)).then(
+      () => {
+        stdinDone = true;
+      },
+      (err: unknown) => run.finish({ kind: 'failed', err }),
+    );
+    return report(await run.finished, io);
+  } finally {
+    if (!stdinDone) io.stdin.destroy();
+    await conn?.close();
+    await flush(io.stdout);
+    run.dispose();
+  }
+}
+
+async function pipeLegacy(options: PipeOptions, io: PipeIo): Promise<number> {
+  const client = new LegacyHashMailClient({ address: options.address, security: options.security });
+  const run = outcomes(io);
+  const { finished, finish } = run;
 
   let receive: LegacyReceiveStream | null = null;
   let send: LegacySendStream | null = null;
@@ -202,7 +311,7 @@ async function pipe(options: PipeOptions, io: PipeIo): Promise<number> {
       (err: unknown) => finish({ kind: 'failed', err }),
     );
     const pumpIn = options.raw ? pumpRaw : pumpLines;
-    pumpIn(io.stdin, openSend).then(
+    pumpIn(io.stdin, (msg) => openSend().write(msg)).then(
       () => {
         stdinDone = true;
         send?.end();
@@ -219,14 +328,12 @@ async function pipe(options: PipeOptions, io: PipeIo): Promise<number> {
     }
     return report(outcome, io);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     receive?.cancel();
     (send as LegacySendStream | null)?.cancel();
     if (!stdinDone) io.stdin.destroy();
     client.close();
     await flush(io.stdout);
-    io.stdout.off('error', onStdoutError);
+    run.dispose();
   }
 }
 
@@ -237,17 +344,18 @@ function report(outcome: Outcome, io: PipeIo): number {
 }
 
 /** Received messages to stdout, waiting for stdout to drain so a slow reader slows the server. */
-async function pumpOut(receive: LegacyReceiveStream, stdout: Writable, raw: boolean): Promise<void> {
+async function pumpOut(receive: AsyncIterable<Uint8Array>, stdout: Writable, raw: boolean): Promise<void> {
   for await (const msg of receive) {
     const out = raw ? msg : Buffer.concat([msg, NEWLINE], msg.length + 1);
     if (out.length > 0 && !stdout.write(out)) await once(stdout, 'drain');
   }
 }
 
-type OpenSend = () => LegacySendStream;
+/** Sends one message; resolves once the transport accepted it. */
+type Write = (msg: Buffer) => Promise<void>;
 
 /** stdin to messages, one per line; a last line without newline is a message too. */
-async function pumpLines(stdin: Readable, openSend: OpenSend): Promise<void> {
+async function pumpLines(stdin: Readable, write: Write): Promise<void> {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   for await (const chunk of stdin as AsyncIterable<Buffer>) {
@@ -261,7 +369,7 @@ async function pumpLines(stdin: Readable, openSend: OpenSend): Promise<void> {
         pendingBytes = 0;
       }
       checkLineLength(line.length);
-      await openSend().write(line);
+      await write(line);
       start = nl + 1;
     }
     if (start < chunk.length) {
@@ -270,7 +378,7 @@ async function pumpLines(stdin: Readable, openSend: OpenSend): Promise<void> {
       checkLineLength(pendingBytes);
     }
   }
-  if (pendingBytes > 0) await openSend().write(Buffer.concat(pending, pendingBytes));
+  if (pendingBytes > 0) await write(Buffer.concat(pending, pendingBytes));
 }
 
 function checkLineLength(bytes: number): void {
@@ -278,10 +386,10 @@ function checkLineLength(bytes: number): void {
 }
 
 /** stdin to messages, one per chunk read (split at RAW_CHUNK_BYTES). */
-async function pumpRaw(stdin: Readable, openSend: OpenSend): Promise<void> {
+async function pumpRaw(stdin: Readable, write: Write): Promise<void> {
   for await (const chunk of stdin as AsyncIterable<Buffer>) {
     for (let start = 0; start < chunk.length; start += RAW_CHUNK_BYTES) {
-      await openSend().write(chunk.subarray(start, start + RAW_CHUNK_BYTES));
+      await write(chunk.subarray(start, start + RAW_CHUNK_BYTES));
     }
   }
 }

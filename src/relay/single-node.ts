@@ -17,6 +17,7 @@ import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { loadTlsMaterial } from '../transport/tls-material.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
+import { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
 import { LegacyMailbox } from './legacy-mailbox.js';
 import { V2Mailbox } from './v2-mailbox.js';
 
@@ -24,6 +25,8 @@ import { V2Mailbox } from './v2-mailbox.js';
 const GRPC_MESSAGE_OVERHEAD_BYTES = 1024;
 /** nghttp2 memory per HTTP/2 connection (MB); enough for several 4 MiB messages in flight. */
 const HTTP2_SESSION_MEMORY_MB = 64;
+/** The v2 WebSocket endpoint (docs/protocol-v2.md). */
+const WS_V2_PATH = '/v2/mailbox';
 /** HTTP/1.1 requests must send their headers within this. */
 const HTTP_HEADERS_TIMEOUT_MS = 10_000;
 
@@ -42,6 +45,11 @@ function forwardedFor(value: string | string[] | undefined): string | null {
   const hops = raw.split(',').map((s) => s.trim()).filter(Boolean);
   // The rightmost hop is the one our trusted balancer added; earlier ones are client-supplied.
   return hops.length > 0 ? hops[hops.length - 1] : null;
+}
+
+/** `/v2/mailbox`, with or without a query string. */
+function isV2Path(url: string | undefined): boolean {
+  return url === WS_V2_PATH || (url?.startsWith(`${WS_V2_PATH}?`) ?? false);
 }
 
 /** `ipv4:1.2.3.4:5`, `1.2.3.4:5`, `[::1]:5` -> host. */
@@ -91,6 +99,8 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     'grpc-node.max_session_memory': HTTP2_SESSION_MEMORY_MB,
   });
   const trustProxy = config.server.trustProxy;
+  const httpClientAddress = (req: IncomingMessage): string =>
+    (trustProxy ? forwardedFor(req.headers['x-forwarded-for']) : null) ?? req.socket.remoteAddress ?? 'unknown';
   const grpcClientAddress = (call: { metadata: Metadata; getPeer(): string }): string =>
     (trustProxy ? forwardedFor(call.metadata.get('x-forwarded-for').map(String)) : null) ?? hostOfPeer(call.getPeer());
   grpcServer.addService(
@@ -122,12 +132,19 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     config,
     logger: subsystemLogger(logger, 'ws'),
     stats,
-    clientAddress: (req: IncomingMessage) => (trustProxy ? forwardedFor(req.headers['x-forwarded-for']) : null) ?? req.socket.remoteAddress ?? 'unknown',
+    clientAddress: httpClientAddress,
   });
-  metrics.setOpenSockets(() => gateway.openSockets);
+  const wsV2 = config.v2.enabled
+    ? new WsV2Gateway({ v2, config, logger: subsystemLogger(logger, 'ws-v2'), stats, clientAddress: httpClientAddress })
+    : null;
+  metrics.setOpenSockets(() => gateway.openSockets + (wsV2?.openSockets ?? 0));
   const httpServer = http.createServer({ requestTimeout: 0, headersTimeout: HTTP_HEADERS_TIMEOUT_MS });
   httpServer.on('request', (req, res) => gateway.handleRequest(req, res));
-  httpServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
+  httpServer.on('upgrade', (req, socket, head) => {
+    // v2 has its own path; with v2 off it falls through to the legacy gateway's 404, as on a v1-only server.
+    if (wsV2 && isV2Path(req.url)) wsV2.handleUpgrade(req, socket, head);
+    else gateway.handleUpgrade(req, socket, head);
+  });
   httpServer.on('clientError', (err, socket) => {
     logger.debug({ err: err.message }, 'bad HTTP request');
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -179,6 +196,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       // Every stream ends with UNAVAILABLE "server shutting down", so clients retry at once.
       table.shutdown();
       gateway.shutdown();
+      wsV2?.shutdown();
       injector.drain(config.server.shutdownGraceMs);
       await waitFor(() => listener.openConnections === 0, config.server.shutdownGraceMs);
       injector.destroy();

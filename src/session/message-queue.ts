@@ -37,20 +37,19 @@ export class MessageQueue {
   /** Enqueues and returns true, or returns false when full (call waitForSpace). */
   tryPush(msg: Buffer): boolean {
     if (this.closedWith) throw this.closedWith.writer;
-    if (this.bytes > 0 && this.bytes + msg.length > this.capacityBytes) return false;
+    const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
+    if (this.bytes > 0 && this.bytes + cost > this.capacityBytes) return false;
     // Past the process-wide budget the writer waits like for a full box
-    // (spec: push back on the writer; config: "past it writers wait"). This
-    // used to call budget.reserve(), which threw LIMIT_REACHED and failed the
-    // writer's stream. A box holding nothing still takes one message, over
-    // the budget if need be: nothing else would wake its writer (no reader
-    // shift on this box is coming), and a live session must keep moving
-    // while idle boxes hold the budget. Overshoot: one message per box.
-    if (!this.budget.tryReserve(msg.length)) {
+    // (spec: push back on the writer, never fail it). A box holding nothing
+    // still takes one message, over the budget if need be: nothing else would
+    // wake its writer, and a live session must keep moving while idle boxes
+    // hold the budget. Overshoot: one message per box.
+    if (!this.budget.tryReserve(cost)) {
       if (this.bytes > 0) return false;
-      this.budget.reserveOverLimit(msg.length);
+      this.budget.reserveOverLimit(cost);
     }
     this.items.push(msg);
-    this.bytes += msg.length;
+    this.bytes += cost;
     const reader = this.waitingReader;
     if (reader) {
       this.waitingReader = null;
@@ -72,8 +71,9 @@ export class MessageQueue {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
-    this.bytes -= msg.length;
-    this.budget.release(msg.length);
+    const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
+    this.bytes -= cost;
+    this.budget.release(cost);
     const writer = this.waitingWriter;
     if (writer) {
       this.waitingWriter = null;
@@ -123,5 +123,11 @@ export class MessageQueue {
 }
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * What a queued message costs beyond its payload (its Buffer object and
+ * array slot), counted against the bounds so that a flood of empty
+ * messages fills a box too instead of growing it without bound.
+ */
+export const MESSAGE_OVERHEAD_BYTES = 64;
 /** Compacts the backing array once this many consumed slots lead it. */
 const COMPACT_AFTER_ITEMS = 1024;

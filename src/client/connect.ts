@@ -1,0 +1,27 @@
+/**
+ * `connect` over a given way of loading transports: the entries (index.ts
+ * for Node and bundlers, browser.ts for browsers) differ only in whether
+ * gRPC can be loaded.
+ */
+import { MailboxConnection } from './connection.js';
+import type { TransportOpeners } from './link.js';
+import { resolveOptions, type ConnectOptions, type TransportName } from './options.js';
+import { v1WebSocketOpener } from './v1-websocket.js';
+import { v2WebSocketOpener } from './v2-websocket.js';
+import { loadWebSocket } from './websocket.js';
+
+/** Loads the gRPC openers, or null where gRPC cannot run. */
+export type GrpcLoader = (() => Promise<TransportOpeners>) | null;
+
+export async function connectWith(options: ConnectOptions, loadGrpc: GrpcLoader, defaultTransport: TransportName): Promise<MailboxConnection> {
+  const resolved = await resolveOptions(options, defaultTransport);
+  let openers: TransportOpeners;
+  if (resolved.transport === 'grpc') {
+    if (!loadGrpc) throw new TypeError("transport 'grpc' needs Node; use transport 'websocket' in a browser");
+    openers = await loadGrpc();
+  } else {
+    const factory = await loadWebSocket({ tlsSkipVerify: resolved.tlsSkipVerify });
+    openers = { openV2: v2WebSocketOpener(factory), openV1: v1WebSocketOpener(factory) };
+  }
+  return MailboxConnection.open(resolved, openers);
+}

@@ -1,0 +1,253 @@
+/**
+ * MailboxConnection: what `connect` returns. One party's attachment to a
+ * session, surviving relay restarts and lost connections: it owns one link
+ * at a time (link.ts) and, when a link breaks with a retryable error,
+ * replaces it after a backoff with full jitter (backoff.ts).
+ *
+ * Reconnecting resumes the session instead of making a new one: v2 attaches
+ * with ATTACH_EXISTING, so an expired session shows up as SessionNotFound.
+ * Two exceptions, both bounded by RESUME_GRACE_MS from the loss:
+ * - a relay that restarted has forgotten every session; the node side
+ *   (role 'node' with attach 'create', as litd re-creates its boxes) attaches
+ *   with ATTACH_CREATE again, and the app's "stream not found" is retried
+ *   until the node is back;
+ * - a relay that has not yet noticed our old stream died reports it
+ *   "occupied" until it does; that is retried too.
+ */
+import { Backoff, sleep } from './backoff.js';
+import { Emitter, type EventMap } from './emitter.js';
+import { ConnectionLost, isRetryable, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
+import { Inbox } from './inbox.js';
+import type { Link, LinkHandlers, TransportOpeners } from './link.js';
+import { openNegotiated, type NegotiateParams } from './negotiate.js';
+import type { AttachMode, ResolvedOptions } from './options.js';
+
+/** How long after losing its link a connection keeps retrying "stream not found" / "stream occupied" (ms). */
+export const RESUME_GRACE_MS = 30_000;
+
+export interface ReconnectingInfo {
+  /** 1 for the first attempt after a loss. */
+  attempt: number;
+  /** The wait before this attempt (ms). */
+  delayMs: number;
+  /** Why the previous link or attempt failed. */
+  error: HashmailClientError;
+}
+
+export interface ReconnectedInfo {
+  /** Attempts it took. */
+  attempts: number;
+  version: 1 | 2;
+  peerPresent: boolean;
+}
+
+export interface MailboxEvents extends EventMap {
+  /** The peer attached (true) or left (false). v2 only: a v1 connection never emits it. */
+  presence: [present: boolean];
+  /** The link broke; a new attempt follows after `delayMs`. */
+  reconnecting: [info: ReconnectingInfo];
+  /** A new link is attached. */
+  reconnected: [info: ReconnectedInfo];
+  /** The connection is over: null after close(), else the error the iterator throws. */
+  close: [error: HashmailClientError | null];
+}
+
+export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIterable<Uint8Array> {
+  private link: Link | null = null;
+  private lastVersion: 1 | 2 = 2;
+  private present = false;
+  private failure: HashmailClientError | null = null;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private readonly lifetime = new AbortController();
+  private readonly backoff = new Backoff();
+  private readonly inbox = new Inbox(
+    () => this.link?.pause(),
+    () => this.link?.resume(),
+  );
+  private wakeUp: (() => void)[] = [];
+
+  /** Use `connect()`. */
+  private constructor(
+    private readonly options: ResolvedOptions,
+    private readonly negotiate: NegotiateParams,
+  ) {
+    super();
+  }
+
+  /** Opens the first link; rejects with its error (no retries: an unreachable relay is reported at once). */
+  static async open(options: ResolvedOptions, openers: TransportOpeners): Promise<MailboxConnection> {
+    const conn = new MailboxConnection(options, { protocol: options.protocol, transport: options.transport, openers });
+    const { signal } = options;
+    const onAbort = (): void => void conn.close();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (signal?.aborted) throw new ConnectionLost('connect aborted', { cause: signal.reason });
+      await conn.openLink(options.attach);
+      return conn;
+    } catch (err) {
+      signal?.removeEventListener('abort', onAbort);
+      conn.closed = true;
+      conn.lifetime.abort();
+      throw signal?.aborted ? new ConnectionLost('connect aborted', { cause: signal.reason }) : toClientError(err);
+    }
+  }
+
+  /** Protocol version of the current (or last) link. */
+  get version(): 1 | 2 {
+    return this.lastVersion;
+  }
+
+  /** Whether the peer is attached. Always false in v1, which cannot tell, and while reconnecting. */
+  get peerPresent(): boolean {
+    return this.present;
+  }
+
+  /** Received messages, in order; ends after close(), throws the error that ended the connection. One reader at a time. */
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this.inbox;
+  }
+
+  /**
+   * Resolves once the transport accepted `msg` (awaiting it is the
+   * backpressure: the relay holds a writer back while the peer does not
+   * read). While reconnecting it waits for the new link; a message not yet
+   * accepted when a link broke is sent on the next one.
+   */
+  async send(msg: Uint8Array): Promise<void> {
+    if (!(msg instanceof Uint8Array)) throw new TypeError('send takes a Uint8Array');
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (this.closed) throw new ConnectionLost('connection closed');
+      const link = this.link;
+      if (!link) {
+        await this.stateChange();
+        continue;
+      }
+      try {
+        await link.send(msg);
+        return;
+      } catch (err) {
+        if (this.failure) throw this.failure;
+        if (this.closed) throw new ConnectionLost('connection closed');
+        const error = toClientError(err);
+        if (this.link === link) {
+          // The link failed but has not reported it yet: wait for the replacement if one will come.
+          if (!this.options.reconnect || !isRetryable(error)) throw error;
+          await this.stateChange();
+        }
+      }
+    }
+  }
+
+  /** Ends the connection: the stream is closed cleanly (bounded), the iterator ends, pending sends reject. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    const link = this.link;
+    this.link = null;
+    const wasOpen = !this.closed;
+    this.closed = true;
+    this.lifetime.abort();
+    this.inbox.end();
+    this.notify();
+    this.closing = (async () => {
+      await link?.close().catch(() => undefined);
+      if (wasOpen) this.emit('close', null);
+    })();
+    return this.closing;
+  }
+
+  private async openLink(attach: AttachMode): Promise<void> {
+    let mine: Link | null = null;
+    let endedEarly: HashmailClientError | null = null;
+    const handlers: LinkHandlers = {
+      message: (msg) => {
+        if (!this.closed) this.inbox.push(msg);
+      },
+      presence: (present) => {
+        if (mine && this.link === mine) this.setPresence(present);
+      },
+      closed: (err) => {
+        if (mine && this.link === mine) this.onLinkLost(err);
+        else endedEarly = err;
+      },
+    };
+    const req = { server: this.options.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
+    const link = await openNegotiated(this.negotiate, req, handlers);
+    if (this.closed) {
+      await link.close();
+      throw new ConnectionLost('connection closed');
+    }
+    if (endedEarly) throw endedEarly;
+    mine = link;
+    this.link = link;
+    this.lastVersion = link.version;
+    if (this.inbox.isPaused) link.pause();
+    this.setPresence(link.peerPresent);
+    this.notify();
+  }
+
+  /** Attach mode of a reconnect: resume, except the node side, which re-creates what a restarted relay forgot. */
+  private reconnectAttach(): AttachMode {
+    return this.options.role === 'node' && this.options.attach === 'create' ? 'create' : 'existing';
+  }
+
+  private onLinkLost(err: HashmailClientError): void {
+    this.link = null;
+    this.setPresence(false);
+    this.notify();
+    if (this.closed) return;
+    if (!this.options.reconnect || !isRetryable(err)) return this.fail(err);
+    void this.reconnectLoop(err);
+  }
+
+  private async reconnectLoop(cause: HashmailClientError): Promise<void> {
+    const lostAt = Date.now();
+    let error = cause;
+    for (let attempt = 1; ; attempt++) {
+      const delayMs = this.backoff.next();
+      this.emit('reconnecting', { attempt, delayMs, error });
+      try {
+        await sleep(delayMs, this.lifetime.signal);
+        await this.openLink(this.reconnectAttach());
+      } catch (err) {
+        if (this.closed) return;
+        error = toClientError(err);
+        const inGrace = Date.now() - lostAt < RESUME_GRACE_MS;
+        if (isRetryable(error) || (inGrace && (error instanceof SessionNotFound || error instanceof SessionInUse))) continue;
+        return this.fail(error);
+      }
+      this.backoff.reset();
+      this.emit('reconnected', { attempts: attempt, version: this.lastVersion, peerPresent: this.present });
+      return;
+    }
+  }
+
+  private fail(err: HashmailClientError): void {
+    if (this.failure || this.closed) return;
+    this.failure = err;
+    this.closed = true;
+    this.lifetime.abort();
+    this.inbox.fail(err);
+    this.notify();
+    this.closing = Promise.resolve();
+    this.emit('close', err);
+  }
+
+  private setPresence(present: boolean): void {
+    if (present === this.present) return;
+    this.present = present;
+    this.emit('presence', present);
+  }
+
+  /** Resolves on the next change of link, failure or close. */
+  private stateChange(): Promise<void> {
+    return new Promise((resolve) => this.wakeUp.push(resolve));
+  }
+
+  private notify(): void {
+    const waiters = this.wakeUp;
+    this.wakeUp = [];
+    for (const wake of waiters) wake();
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The errors the client library reports. Every failure carries the gRPC
+ * status code the relay gave (or the one a lost connection stands for), and
+ * the classes follow the substrings deployed LNC clients match: "stream not
+ * found" is SessionNotFound, "stream occupied" is SessionInUse. Mapped once,
+ * here, for every transport and both protocol versions.
+ */
+
+/** gRPC status codes the client reads (numeric, so this file needs no gRPC library). */
+export const StatusCode = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
+
+/** Base class of every error the library throws or rejects with. */
+export class HashmailClientError extends Error {
+  override name = 'HashmailClientError';
+  /** gRPC status code (14 UNAVAILABLE for a lost connection). */
+  readonly code: number;
+
+  constructor(code: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** The session does not exist (attach 'existing', or it expired): the relay said "stream not found". */
+export class SessionNotFound extends HashmailClientError {
+  override name = 'SessionNotFound';
+}
+
+/** Another party holds this party's side of the session: the relay said "... stream occupied". */
+export class SessionInUse extends HashmailClientError {
+  override name = 'SessionInUse';
+}
+
+/** The relay and this client share no protocol version (or protocol 'v2' was required of a v1-only relay). */
+export class UnsupportedVersion extends HashmailClientError {
+  override name = 'UnsupportedVersion';
+  /** Versions the relay says it speaks (empty when it did not say). */
+  readonly supportedVersions: readonly number[];
+
+  constructor(code: number, message: string, supportedVersions: readonly number[], options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.supportedVersions = supportedVersions;
+  }
+}
+
+/**
+ * The connection to the relay broke (network, relay shutdown or restart).
+ * Retried automatically unless `reconnect: false`; also what `send` rejects
+ * with after `close()`.
+ */
+export class ConnectionLost extends HashmailClientError {
+  override name = 'ConnectionLost';
+
+  constructor(message: string, options?: { cause?: unknown; code?: number }) {
+    super(options?.code ?? StatusCode.UNAVAILABLE, message, options);
+  }
+}
+
+/**
+ * Internal: the relay does not serve v2 (gRPC UNIMPLEMENTED, or the
+ * WebSocket handshake answered 404/400). Negotiation turns it into a v1
+ * fallback, or into UnsupportedVersion when v2 was required.
+ */
+export class V2NotServed extends HashmailClientError {
+  override name = 'V2NotServed';
+}
+
+/** The typed error for a relay status (code + message, as a gRPC status or a v2 Error frame carries it). */
+export function errorFromStatus(code: number, message: string, supportedVersions: readonly number[] = [], cause?: unknown): HashmailClientError {
+  const options = cause === undefined ? undefined : { cause };
+  // Substrings first: the v1 reference server sends UNKNOWN with these texts.
+  if (message.includes('stream not found')) return new SessionNotFound(code, message, options);
+  if (message.includes('stream occupied')) return new SessionInUse(code, message, options);
+  if (code === StatusCode.FAILED_PRECONDITION && (supportedVersions.length > 0 || message.includes('unsupported protocol version'))) {
+    return new UnsupportedVersion(code, message, supportedVersions, options);
+  }
+  if (code === StatusCode.UNAVAILABLE) return new ConnectionLost(message, { cause, code });
+  return new HashmailClientError(code, message, options);
+}
+
+/**
+ * Whether reconnecting may help: a lost connection, a relay going away, or
+ * the transient codes a broken HTTP/2 connection shows up as. A session that
+ * is missing or taken, a version mismatch, a rejected request are reported.
+ */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof ConnectionLost) return true;
+  if (!(err instanceof HashmailClientError)) return false;
+  if (err instanceof SessionNotFound || err instanceof SessionInUse || err instanceof UnsupportedVersion) return false;
+  // UNKNOWN: the v1 reference ends streams with "EOF"; INTERNAL: grpc-js reports protocol breakage (RST_STREAM) so.
+  return err.code === StatusCode.UNKNOWN || err.code === StatusCode.DEADLINE_EXCEEDED || err.code === StatusCode.INTERNAL;
+}
+
+/** Any thrown value as a library error (non-library errors become ConnectionLost: a local failure of the transport). */
+export function toClientError(err: unknown): HashmailClientError {
+  if (err instanceof HashmailClientError) return err;
+  return new ConnectionLost(err instanceof Error ? err.message : String(err), { cause: err });
+}

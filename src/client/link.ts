@@ -1,0 +1,62 @@
+/**
+ * A link: one attached stream of this party to the relay, of one protocol
+ * version over one transport. The connection (connection.ts) owns a link at a
+ * time and replaces it when it breaks; the links know nothing of reconnects.
+ */
+import type { HashmailClientError } from './errors.js';
+import type { AttachMode, Role, ServerAddress } from './options.js';
+
+export interface LinkHandlers {
+  /** A payload from the peer, in order. May be called before the opener resolves. */
+  message(msg: Uint8Array): void;
+  /** The peer attached or left (v2 only). */
+  presence(present: boolean): void;
+  /** The link ended (not by our close()); called at most once, and only after the opener resolved. */
+  closed(err: HashmailClientError): void;
+}
+
+export interface Link {
+  readonly version: 1 | 2;
+  /** Last known presence of the peer (always false in v1, which cannot tell). */
+  readonly peerPresent: boolean;
+  /** Resolves once the transport accepted `msg`; rejects once the link failed. */
+  send(msg: Uint8Array): Promise<void>;
+  /** Stop reading from the relay (flow control holds the peer back); no-op where the transport cannot. */
+  pause(): void;
+  resume(): void;
+  /** Ends the stream cleanly (messages already accepted are flushed first, bounded). */
+  close(): Promise<void>;
+}
+
+export interface LinkRequest {
+  server: ServerAddress;
+  /** The SID this party reads. */
+  sid: Uint8Array;
+  role: Role;
+  attach: AttachMode;
+  tlsSkipVerify: boolean;
+  /** Aborted when the connection closes: a pending open gives up. */
+  signal: AbortSignal;
+}
+
+/** Opens a link: resolves once attached, rejects with a HashmailClientError. */
+export type LinkOpener = (req: LinkRequest, handlers: LinkHandlers) => Promise<Link>;
+
+/** The openers of one transport. */
+export interface TransportOpeners {
+  openV2: LinkOpener;
+  openV1: LinkOpener;
+}
+
+/** Bound on a clean close waiting for the relay to confirm (ms); then the stream is dropped. */
+export const CLOSE_WAIT_MS = 2_000;
+
+/** Runs `fn` on abort of `signal`; returns the function that stops watching. */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  if (signal.aborted) {
+    fn();
+    return () => undefined;
+  }
+  signal.addEventListener('abort', fn, { once: true });
+  return () => signal.removeEventListener('abort', fn);
+}

@@ -1,0 +1,146 @@
+/**
+ * The options of `connect`, documented where they are defined, and their
+ * validation: done once, up front, throwing a TypeError that names the bad
+ * option (never its value: SIDs and phrases are secrets).
+ */
+import { checkSidBytes, flipSid } from './bytes.js';
+import { phraseToSids } from './phrase.js';
+
+/** Which side of an LNC connection this party is (see ConnectOptions.role). */
+export type Role = 'node' | 'app';
+export type TransportName = 'grpc' | 'websocket';
+export type ProtocolChoice = 'v2' | 'v1' | 'auto';
+export type AttachMode = 'create' | 'existing';
+
+export interface ConnectOptions {
+  /**
+   * The relay: `host:port` (`[v6addr]:port`), or a URL `wss://host[:port]`,
+   * `https://host[:port]` (TLS) or `ws://`, `http://` (plain text). A URL
+   * without a port uses 443 (TLS) or 80. Required.
+   */
+  server: string;
+  /** The 64-byte SID this party reads; it writes `sid ^ 1`. Give `sid` or `phrase`. */
+  sid?: Uint8Array;
+  /**
+   * A 10-word legacy LNC pairing phrase (BIP-39 English words). The SIDs are
+   * derived as LNC does for the first connection: S2C = SHA-512(entropy),
+   * C2S = S2C ^ 1. The app reads S2C and writes C2S; the node reads C2S.
+   * Needs @scure/bip39 unless `wordlist` is given.
+   */
+  phrase?: string;
+  /** BIP-39 English word list for `phrase` (2048 words); default: @scure/bip39's. */
+  wordlist?: readonly string[];
+  /**
+   * 'app' (default) or 'node'. Decides which SID of a phrase this party reads,
+   * and, in v1, who creates the boxes: the node creates both (NewCipherBox,
+   * "already exists" counts as success) before receiving, as litd does; the
+   * app waits (retrying "stream not found") until they exist. In v2 the node
+   * also re-creates its session when it reconnects after a relay restart.
+   */
+  role?: Role;
+  /**
+   * 'grpc' (Node only, default in Node) or 'websocket' (default in browsers;
+   * the only one of the browser entry).
+   */
+  transport?: TransportName;
+  /**
+   * 'auto' (default): v2, falling back to v1 on a relay without v2 (and
+   * remembering that per relay); 'v2': v2 only (a v1-only relay fails with
+   * UnsupportedVersion); 'v1': the legacy two half-streams only.
+   */
+  protocol?: ProtocolChoice;
+  /** Plain text (h2c / ws://) for a bare `host:port`. Default false: TLS. */
+  insecure?: boolean;
+  /** TLS without verifying the relay's certificate (self-signed test relays). Node only: gRPC, and WebSocket through the `ws` package. */
+  tlsSkipVerify?: boolean;
+  /** Reconnect automatically (backoff 100 ms doubling to 10 s, full jitter) after a lost connection. Default true. */
+  reconnect?: boolean;
+  /**
+   * 'create' (default): make the session if it does not exist and wait for
+   * the peer. 'existing': fail with SessionNotFound unless it exists.
+   */
+  attach?: AttachMode;
+  /** Aborting it rejects a pending connect, or closes the connection. */
+  signal?: AbortSignal;
+}
+
+export interface ServerAddress {
+  host: string;
+  port: number;
+  /** TLS (true) or plain text. */
+  secure: boolean;
+  /** `host:port` as gRPC dials it. */
+  authority: string;
+}
+
+export interface ResolvedOptions {
+  server: ServerAddress;
+  /** The SID this party reads. */
+  sid: Uint8Array;
+  role: Role;
+  transport: TransportName;
+  protocol: ProtocolChoice;
+  attach: AttachMode;
+  reconnect: boolean;
+  tlsSkipVerify: boolean;
+  signal: AbortSignal | undefined;
+}
+
+const DEFAULT_TLS_PORT = 443;
+const DEFAULT_PLAIN_PORT = 80;
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):(\d{1,5})$/;
+
+function oneOf<T extends string>(value: T | undefined, allowed: readonly T[], name: string, fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value)) throw new TypeError(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+  return value;
+}
+
+export function parseServer(server: string, insecure: boolean | undefined): ServerAddress {
+  if (typeof server !== 'string' || server.length === 0) throw new TypeError('server is required (host:port or a wss:// / https:// URL)');
+  const scheme = /^([a-z]+):\/\//i.exec(server)?.[1]?.toLowerCase();
+  if (scheme === undefined) {
+    const match = HOST_PORT.exec(server);
+    const port = match ? Number(match[2]) : 0;
+    if (!match || port < 1 || port > 65535) throw new TypeError(`server must be host:port or a URL, got '${server}'`);
+    return { host: match[1], port, secure: !insecure, authority: server };
+  }
+  const secure = scheme === 'wss' || scheme === 'https';
+  if (!secure && scheme !== 'ws' && scheme !== 'http') throw new TypeError(`server URL scheme must be wss, https, ws or http, got '${scheme}'`);
+  if (insecure && secure) throw new TypeError(`insecure contradicts the ${scheme}:// server URL`);
+  const url = new URL(server);
+  const port = url.port ? Number(url.port) : secure ? DEFAULT_TLS_PORT : DEFAULT_PLAIN_PORT;
+  return { host: url.hostname, port, secure, authority: `${url.hostname}:${port}` };
+}
+
+/** Validates `options` and derives the SID this party reads. */
+export async function resolveOptions(options: ConnectOptions, defaultTransport: TransportName): Promise<ResolvedOptions> {
+  if (typeof options !== 'object' || options === null) throw new TypeError('connect needs an options object');
+  const role = oneOf(options.role, ['node', 'app'], 'role', 'app');
+  const transport = oneOf(options.transport, ['grpc', 'websocket'], 'transport', defaultTransport);
+  const protocol = oneOf(options.protocol, ['v2', 'v1', 'auto'], 'protocol', 'auto');
+  const attach = oneOf(options.attach, ['create', 'existing'], 'attach', 'create');
+  const server = parseServer(options.server, options.insecure);
+  let sid: Uint8Array;
+  if (options.sid !== undefined && options.phrase !== undefined) throw new TypeError('give sid or phrase, not both');
+  if (options.sid !== undefined) {
+    sid = checkSidBytes(options.sid, 'sid');
+  } else if (options.phrase !== undefined) {
+    const { s2c } = await phraseToSids(options.phrase, options.wordlist);
+    // The app reads server-to-client; the node reads client-to-server.
+    sid = role === 'app' ? s2c : flipSid(s2c);
+  } else {
+    throw new TypeError('sid or phrase is required');
+  }
+  return {
+    server,
+    sid,
+    role,
+    transport,
+    protocol,
+    attach,
+    reconnect: options.reconnect ?? true,
+    tlsSkipVerify: options.tlsSkipVerify === true,
+    signal: options.signal,
+  };
+}

@@ -1,0 +1,12 @@
+/**
+ * What both entries export besides `connect`: types, errors, helpers.
+ * Everything here is browser-safe.
+ */
+export type { ConnectOptions, Role, TransportName, ProtocolChoice, AttachMode } from './options.js';
+export type { MailboxConnection, MailboxEvents, ReconnectingInfo, ReconnectedInfo } from './connection.js';
+export { RESUME_GRACE_MS } from './connection.js';
+export { HashmailClientError, SessionNotFound, SessionInUse, UnsupportedVersion, ConnectionLost, StatusCode } from './errors.js';
+export { Backoff, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, BACKOFF_MULTIPLIER, type BackoffOptions } from './backoff.js';
+export { phraseToEntropy, phraseToSids, type PhraseSids } from './phrase.js';
+export { flipSid, SID_BYTES } from './bytes.js';
+export { forgetNegotiatedProtocols, V2_MISSING_RECHECK_MS } from './negotiate.js';

@@ -1,0 +1,157 @@
+/**
+ * Node-only: protocol v2 over gRPC, `/hashmail.v2.Mailbox/Connect`, one
+ * ClientFrame / ServerFrame per message. A fresh channel per link, so our
+ * backoff, not grpc-js's own reconnect timer, paces attempts after a loss.
+ */
+import { Client, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type FrameError, type ServerFrame } from '../wire/v2-frames.js';
+import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
+import { asBuffer, grpcError, isUnimplemented, securityOf } from './grpc-channel.js';
+import { channelCredentials, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
+import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
+
+export const V2_CONNECT_PATH = '/hashmail.v2.Mailbox/Connect';
+/** Room for the frame envelope around a maximal payload. */
+const ENVELOPE_BYTES = 1024;
+
+type FrameCall = ClientDuplexStream<Uint8Array, ServerFrame>;
+
+class V2GrpcLink implements Link {
+  readonly version = 2;
+  peerPresent = false;
+  failure: HashmailClientError | null = null;
+  private closing = false;
+  private drained: Promise<void> | null = null;
+  private readonly failed: Promise<never>;
+  private rejectFailed: (err: HashmailClientError) => void = () => undefined;
+
+  constructor(
+    private readonly call: FrameCall,
+    private readonly client: Client,
+    private readonly handlers: LinkHandlers,
+    private readonly ended: Promise<void>,
+  ) {
+    this.failed = new Promise<never>((_, reject) => {
+      this.rejectFailed = reject;
+    });
+    this.failed.catch(() => undefined);
+  }
+
+  async send(msg: Uint8Array): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (this.closing) throw new ConnectionLost('link closed');
+    if (this.call.write(encodeDataFrame(msg))) return;
+    // One 'drain' listener however many sends wait: concurrent senders share it.
+    this.drained ??= new Promise<void>((resolve) =>
+      this.call.once('drain', () => {
+        this.drained = null;
+        resolve();
+      }),
+    );
+    await Promise.race([this.drained, this.failed]);
+  }
+
+  pause(): void {
+    this.call.pause();
+  }
+
+  resume(): void {
+    this.call.resume();
+  }
+
+  setPresence(present: boolean): void {
+    if (present === this.peerPresent) return;
+    this.peerPresent = present;
+    this.handlers.presence(present);
+  }
+
+  end(err: HashmailClientError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.rejectFailed(err);
+    this.client.close();
+    if (!this.closing) this.handlers.closed(err);
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    // Half-close: the relay frees both slots and ends the call with OK.
+    this.call.end();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.ended, new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
+    this.call.cancel();
+    this.client.close();
+  }
+}
+
+function protocolError(what: string): HashmailClientError {
+  return new HashmailClientError(StatusCode.INTERNAL, `v2 protocol error: ${what}`);
+}
+
+export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) =>
+  new Promise<Link>((resolve, reject) => {
+    const client = new Client(req.server.authority, channelCredentials(securityOf(req.server, req.tlsSkipVerify)), {
+      'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES + ENVELOPE_BYTES,
+    });
+    const call: FrameCall = client.makeBidiStreamRequest(V2_CONNECT_PATH, asBuffer, decodeServerFrame, new Metadata(), {});
+    let link: V2GrpcLink | null = null;
+    let errorFrame: FrameError | null = null;
+    let localError: HashmailClientError | null = null;
+    let markEnded: () => void = () => undefined;
+    const ended = new Promise<void>((r) => {
+      markEnded = r;
+    });
+    const stopWatching = onAbort(req.signal, () => {
+      localError ??= new ConnectionLost('connect aborted', { cause: req.signal.reason });
+      call.cancel();
+    });
+    const fail = (err: HashmailClientError): void => {
+      localError ??= err;
+      call.cancel();
+    };
+    let finished = false;
+    const finish = (err: HashmailClientError): void => {
+      if (finished) return;
+      finished = true;
+      stopWatching();
+      markEnded();
+      if (link) {
+        link.end(err);
+      } else {
+        client.close();
+        reject(err);
+      }
+    };
+
+    call.on('data', (frame: ServerFrame) => {
+      if ('error' in frame) {
+        errorFrame = frame.error;
+      } else if ('welcome' in frame) {
+        if (link) return fail(protocolError('second Welcome'));
+        if (frame.welcome.version !== PROTOCOL_V2) return fail(protocolError(`relay chose version ${frame.welcome.version}`));
+        link = new V2GrpcLink(call, client, handlers, ended);
+        link.peerPresent = frame.welcome.peerPresent;
+        resolve(link);
+      } else if (!link) {
+        fail(protocolError('frame before Welcome'));
+      } else if ('data' in frame) {
+        handlers.message(frame.data);
+      } else {
+        link.setPresence(frame.presence.peerPresent);
+      }
+    });
+    call.on('error', (err: ServiceError) => {
+      if (localError) return finish(localError);
+      if (errorFrame) return finish(errorFromStatus(errorFrame.code, errorFrame.message, errorFrame.supportedVersions, err));
+      if (!link && isUnimplemented(err)) return finish(new V2NotServed(StatusCode.UNIMPLEMENTED, 'relay does not serve hashmail.v2.Mailbox', { cause: err }));
+      finish(grpcError(err));
+    });
+    call.on('status', (s: { code: number }) => {
+      // A non-OK status also emits 'error' (handled there); OK while we did not close is an unexpected end.
+      if (s.code === StatusCode.OK) finish(localError ?? new ConnectionLost('relay ended the stream'));
+    });
+    call.write(encodeHello({ minVersion: PROTOCOL_V2, maxVersion: PROTOCOL_V2, sid: req.sid, attach: req.attach === 'existing' ? Attach.Existing : Attach.Create }));
+  });

@@ -1,0 +1,159 @@
+/**
+ * Protocol v2 over WebSocket: `GET /v2/mailbox`, subprotocol `hashmail.v2`,
+ * one binary message per frame. Standard WebSocket API only.
+ */
+import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type FrameError, type ServerFrame } from '../wire/v2-frames.js';
+import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
+import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
+import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, wsBase, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
+
+export const V2_WS_PATH = '/v2/mailbox';
+export const V2_SUBPROTOCOL = 'hashmail.v2';
+/** The relay closes with 4000 + gRPC code after an Error frame. */
+const ERROR_CLOSE_BASE = 4000;
+const ERROR_CLOSE_MAX = 4099;
+/** HTTP answers of a relay without v2 (404) or without a version we offered (400). */
+const NO_V2_STATUSES = [400, 404];
+
+/**
+ * The v2 handshake failed and the WebSocket did not say why (browsers never
+ * show the HTTP status): negotiation may probe v1 to tell "no v2 here" from
+ * "relay unreachable".
+ */
+export class V2HandshakeUnexplained extends ConnectionLost {
+  override name = 'V2HandshakeUnexplained';
+}
+
+class V2WebSocketLink implements Link {
+  readonly version = 2;
+  peerPresent = false;
+  failure: HashmailClientError | null = null;
+  closing = false;
+
+  constructor(
+    private readonly ws: WebSocketLike,
+    private readonly handlers: LinkHandlers,
+    private readonly closed: Promise<void>,
+  ) {}
+
+  send(msg: Uint8Array): Promise<void> {
+    if (this.closing && !this.failure) return Promise.reject(new ConnectionLost('link closed'));
+    return sendWithBackpressure(this.ws, encodeDataFrame(msg), () => this.failure);
+  }
+
+  pause(): void {
+    this.ws.pause?.();
+  }
+
+  resume(): void {
+    this.ws.resume?.();
+  }
+
+  setPresence(present: boolean): void {
+    if (present === this.peerPresent) return;
+    this.peerPresent = present;
+    this.handlers.presence(present);
+  }
+
+  ended(err: HashmailClientError): void {
+    if (this.failure) return;
+    this.failure = err;
+    if (!this.closing) this.handlers.closed(err);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await closeSocket(this.ws, this.closed, CLOSE_WAIT_MS);
+  }
+}
+
+function protocolError(what: string): HashmailClientError {
+  return new HashmailClientError(StatusCode.INTERNAL, `v2 protocol error: ${what}`);
+}
+
+export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
+  return (req: LinkRequest, handlers: LinkHandlers) =>
+    new Promise<Link>((resolve, reject) => {
+      const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL]);
+      ws.binaryType = 'arraybuffer';
+      let opened = false;
+      let link: V2WebSocketLink | null = null;
+      let errorFrame: FrameError | null = null;
+      let localError: HashmailClientError | null = null;
+      let errorMessage: string | undefined;
+      let markClosed: () => void = () => undefined;
+      const closed = new Promise<void>((r) => {
+        markClosed = r;
+      });
+      const stopWatching = onAbort(req.signal, () => {
+        localError ??= new ConnectionLost('connect aborted', { cause: req.signal.reason });
+        ws.close(1000);
+      });
+      const fail = (err: HashmailClientError): void => {
+        localError ??= err;
+        ws.close(1000);
+      };
+
+      ws.addEventListener('open', () => {
+        opened = true;
+        if (ws.protocol !== V2_SUBPROTOCOL) return fail(protocolError(`relay chose subprotocol '${ws.protocol}'`));
+        const attach = req.attach === 'existing' ? Attach.Existing : Attach.Create;
+        ws.send(encodeHello({ minVersion: PROTOCOL_V2, maxVersion: PROTOCOL_V2, sid: req.sid, attach }));
+      });
+      ws.addEventListener('error', (event: WsEvent) => {
+        errorMessage = event.message ?? errorMessage;
+      });
+      ws.addEventListener('message', (event: WsEvent) => {
+        const bytes = messageBytes(event.data);
+        if (!bytes) return fail(protocolError('text message on the v2 socket'));
+        let frame: ServerFrame;
+        try {
+          frame = decodeServerFrame(bytes);
+        } catch (err) {
+          return fail(protocolError(err instanceof Error ? err.message : 'undecodable frame'));
+        }
+        if ('error' in frame) {
+          errorFrame = frame.error;
+        } else if ('welcome' in frame) {
+          if (link) return fail(protocolError('second Welcome'));
+          if (frame.welcome.version !== PROTOCOL_V2) return fail(protocolError(`relay chose version ${frame.welcome.version}`));
+          link = new V2WebSocketLink(ws, handlers, closed);
+          link.peerPresent = frame.welcome.peerPresent;
+          resolve(link);
+        } else if (!link) {
+          fail(protocolError('frame before Welcome'));
+        } else if ('data' in frame) {
+          handlers.message(frame.data);
+        } else {
+          link.setPresence(frame.presence.peerPresent);
+        }
+      });
+      ws.addEventListener('close', (event: WsEvent) => {
+        stopWatching();
+        markClosed();
+        const code = event.code ?? 1006;
+        const reason = event.reason ?? '';
+        let err: HashmailClientError;
+        if (errorFrame) {
+          err = errorFromStatus(errorFrame.code, errorFrame.message, errorFrame.supportedVersions);
+        } else if (localError) {
+          err = localError;
+        } else if (code >= ERROR_CLOSE_BASE && code <= ERROR_CLOSE_MAX) {
+          err = errorFromStatus(code - ERROR_CLOSE_BASE, reason);
+        } else if (!opened) {
+          const status = handshakeStatus(errorMessage);
+          if (status !== undefined && NO_V2_STATUSES.includes(status)) {
+            err = new V2NotServed(StatusCode.UNIMPLEMENTED, `relay answered the v2 WebSocket handshake with HTTP ${status}`);
+          } else if (errorMessage) {
+            err = new ConnectionLost(`websocket handshake failed: ${errorMessage}`);
+          } else {
+            err = new V2HandshakeUnexplained('websocket handshake failed');
+          }
+        } else {
+          err = new ConnectionLost(`websocket closed (${code}${reason ? `: ${reason}` : ''})`);
+        }
+        if (link) link.ended(err);
+        else reject(err);
+      });
+    });
+}

@@ -1,0 +1,29 @@
+/**
+ * The BIP-39 English word list, from @scure/bip39 (audited, no dependencies
+ * at run time for the word lists). Loaded on first use so applications that
+ * pass SIDs never load 2048 words.
+ *
+ * The package must be a dependency of hashmail (`npm i @scure/bip39`); until
+ * it is, ./bip39-english.d.ts declares the module's shape for the compiler
+ * and loading fails with a message naming the package.
+ */
+let cached: Promise<readonly string[]> | null = null;
+
+/** Words in a valid BIP-39 list. */
+export const WORDLIST_SIZE = 2048;
+
+export function loadEnglishWordlist(): Promise<readonly string[]> {
+  cached ??= import('@scure/bip39/wordlists/english.js').then(
+    (mod) => {
+      if (!Array.isArray(mod.wordlist) || mod.wordlist.length !== WORDLIST_SIZE) {
+        throw new Error('@scure/bip39 English word list has an unexpected shape');
+      }
+      return mod.wordlist;
+    },
+    (err: unknown) => {
+      cached = null;
+      throw new Error('pairing phrases need the BIP-39 word list: install @scure/bip39 (or pass `wordlist`)', { cause: err });
+    },
+  );
+  return cached;
+}
