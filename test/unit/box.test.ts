@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { Box, type BoxOptions } from '../../src/session/box.js';
 import { BufferBudget } from '../../src/session/buffer-budget.js';
 import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
+import { MESSAGE_OVERHEAD_BYTES } from '../../src/session/message-queue.js';
 import { Slot } from '../../src/session/slot.js';
 import { FakeClock, flush, track, type Settled } from '../helpers/fake-clock.js';
 
@@ -176,9 +177,10 @@ test('queue: messages come out in order, each once', async () => {
 
 test('queue: empty and large messages pass intact', async () => {
   const clock = new FakeClock();
-  const box = makeBox(clock);
   const big = Buffer.alloc(4 * 1024 * 1024, 7);
   big[4093] = 1;
+  // room for both at once (each message also costs MESSAGE_OVERHEAD_BYTES)
+  const box = makeBox(clock, { bufferBytes: big.length + 2 * MESSAGE_OVERHEAD_BYTES });
   await box.write(Buffer.alloc(0));
   await box.write(big);
   assert.equal((await box.read()).length, 0);
@@ -226,7 +228,7 @@ test('queue: a writer that writes and leaves before any reader; a later reader g
   box.detach(w);
   assert.equal(box.writeSlot.taken, false);
   assert.equal(box.queuedMessages, 3);
-  assert.equal(box.queuedBytes, 11);
+  assert.equal(box.queuedBytes, 11 + 3 * MESSAGE_OVERHEAD_BYTES);
   clock.advance(60_000);
   const r = await box.attachReader();
   assert.deepEqual([await box.read(), await box.read(), await box.read()], [msg('one'), msg('two'), msg('three')]);
@@ -235,18 +237,18 @@ test('queue: a writer that writes and leaves before any reader; a later reader g
 
 test('queue: writes beyond bufferBytes wait until the reader takes', async () => {
   const clock = new FakeClock();
-  const box = makeBox(clock, { bufferBytes: 100 });
+  const box = makeBox(clock, { bufferBytes: 100 + 2 * MESSAGE_OVERHEAD_BYTES });
   await box.write(Buffer.alloc(60, 1));
   await box.write(Buffer.alloc(40, 2));
-  assert.equal(box.queuedBytes, 100, 'exactly the bound fits');
+  assert.equal(box.queuedBytes, 100 + 2 * MESSAGE_OVERHEAD_BYTES, 'exactly the bound fits');
   const blocked = track(box.write(Buffer.alloc(1, 3)));
   await flush();
   assert.equal(blocked.result.state, 'pending', 'the writer is pushed back');
-  assert.equal(box.queuedBytes, 100);
+  assert.equal(box.queuedBytes, 100 + 2 * MESSAGE_OVERHEAD_BYTES);
   assert.deepEqual(await box.read(), Buffer.alloc(60, 1));
   await flush();
   assert.equal(blocked.result.state, 'fulfilled');
-  assert.equal(box.queuedBytes, 41);
+  assert.equal(box.queuedBytes, 41 + 2 * MESSAGE_OVERHEAD_BYTES);
   assert.deepEqual(await box.read(), Buffer.alloc(40, 2));
   assert.deepEqual(await box.read(), Buffer.alloc(1, 3));
 });
@@ -255,7 +257,7 @@ test('queue: a single message larger than bufferBytes passes alone', async () =>
   const clock = new FakeClock();
   const box = makeBox(clock, { bufferBytes: 100 });
   await box.write(Buffer.alloc(500, 9));
-  assert.equal(box.queuedBytes, 500);
+  assert.equal(box.queuedBytes, 500 + MESSAGE_OVERHEAD_BYTES);
   const next = track(box.write(Buffer.alloc(1)));
   await flush();
   assert.equal(next.result.state, 'pending', 'nothing joins it');
@@ -264,9 +266,36 @@ test('queue: a single message larger than bufferBytes passes alone', async () =>
   assert.equal(next.result.state, 'fulfilled');
 });
 
+test('queue: a flood of empty messages with no reader fills the box; the writer is pushed back', async () => {
+  const clock = new FakeClock();
+  const bufferBytes = 1024;
+  const box = makeBox(clock, { bufferBytes });
+  const maxAdmitted = Math.floor(bufferBytes / MESSAGE_OVERHEAD_BYTES) + 1; // +1: the first always goes in
+  let admitted = 0;
+  let blocked: { readonly result: Settled<void> } | undefined;
+  for (let i = 0; i <= maxAdmitted; i++) {
+    const w = track(box.write(Buffer.alloc(0)));
+    await flush();
+    if (w.result.state === 'pending') {
+      blocked = w;
+      break;
+    }
+    assert.equal(w.result.state, 'fulfilled');
+    admitted++;
+  }
+  assert.ok(blocked, `the writer was never pushed back after ${admitted} empty messages`);
+  assert.ok(admitted <= maxAdmitted, `${admitted} empty messages admitted, at most ${maxAdmitted} expected`);
+  assert.equal(box.queuedMessages, admitted);
+  assert.equal(box.queuedBytes, admitted * MESSAGE_OVERHEAD_BYTES);
+  assert.equal((await box.read()).length, 0);
+  await flush();
+  assert.equal(blocked.result.state, 'fulfilled', 'a read makes room again');
+  assert.equal(box.queuedMessages, admitted);
+});
+
 test('queue: a writer leaving while pushed back gets CANCELLED; its message is not queued', async () => {
   const clock = new FakeClock();
-  const box = makeBox(clock, { bufferBytes: 10 });
+  const box = makeBox(clock, { bufferBytes: 10 + MESSAGE_OVERHEAD_BYTES });
   const w = await box.attachWriter();
   await box.write(Buffer.alloc(10));
   const blocked = track(box.write(Buffer.alloc(5)));
@@ -325,9 +354,9 @@ test('budget: queued bytes are counted across boxes and returned on read and on 
   await a.write(Buffer.alloc(100));
   await b.write(Buffer.alloc(30));
   await b.write(Buffer.alloc(20));
-  assert.equal(budget.usedBytes, 150);
+  assert.equal(budget.usedBytes, 150 + 3 * MESSAGE_OVERHEAD_BYTES);
   await a.read();
-  assert.equal(budget.usedBytes, 50);
+  assert.equal(budget.usedBytes, 50 + 2 * MESSAGE_OVERHEAD_BYTES);
   b.close('deleted');
   assert.equal(budget.usedBytes, 0);
 });
@@ -337,25 +366,25 @@ test('budget: past maxBufferedBytes a writer is pushed back (waits), not failed'
   // through flow control"; config: "past it writers wait". A writer that gets
   // LIMIT_REACHED instead loses its stream and, with it, its session.
   const clock = new FakeClock();
-  const budget = new BufferBudget(100);
+  const budget = new BufferBudget(100 + 2 * MESSAGE_OVERHEAD_BYTES);
   const a = makeBox(clock, {}, budget, 1);
   const b = makeBox(clock, {}, budget, 2);
   await a.write(Buffer.alloc(80)); // held for an absent reader
   await b.write(Buffer.alloc(20));
-  assert.equal(budget.usedBytes, 100);
+  assert.equal(budget.usedBytes, 100 + 2 * MESSAGE_OVERHEAD_BYTES);
   const blocked = track(b.write(Buffer.alloc(10)));
   await flush();
   assert.equal(blocked.result.state, 'pending', 'the writer waits instead of failing');
   assert.equal((await b.read()).length, 20);
   await flush();
   assert.equal(blocked.result.state, 'fulfilled');
-  assert.equal(budget.usedBytes, 90);
+  assert.equal(budget.usedBytes, 90 + 2 * MESSAGE_OVERHEAD_BYTES);
   assert.equal((await b.read()).length, 10);
 });
 
 test('budget: a box with nothing queued always takes one message, so a live session keeps moving', async () => {
   const clock = new FakeClock();
-  const budget = new BufferBudget(100);
+  const budget = new BufferBudget(100 + MESSAGE_OVERHEAD_BYTES);
   const idle = makeBox(clock, {}, budget, 1);
   const live = makeBox(clock, {}, budget, 2);
   await idle.write(Buffer.alloc(100)); // the whole budget, nobody reading
@@ -363,7 +392,7 @@ test('budget: a box with nothing queued always takes one message, so a live sess
     await live.write(msg(`m${i}`));
     assert.deepEqual(await live.read(), msg(`m${i}`));
   }
-  assert.equal(budget.usedBytes, 100);
+  assert.equal(budget.usedBytes, 100 + MESSAGE_OVERHEAD_BYTES);
   const r = idle.read();
   assert.equal((await r).length, 100);
   assert.equal(budget.usedBytes, 0);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Box, CloseReason } from '../../src/session/box.js';
 import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
+import { MESSAGE_OVERHEAD_BYTES } from '../../src/session/message-queue.js';
 import { SessionTable, type SessionTableOptions } from '../../src/session/session-table.js';
 import { peerSid, sessionKey } from '../../src/session/sid.js';
 import { FakeClock, flush, track, type Settled } from '../helpers/fake-clock.js';
@@ -338,7 +339,7 @@ test('stale: reaping a box with queued data frees its budget; a held reader is t
   const w = await box.attachWriter();
   await box.write(Buffer.alloc(50));
   box.detach(w);
-  assert.equal(table.budget.usedBytes, 50);
+  assert.equal(table.budget.usedBytes, 50 + MESSAGE_OVERHEAD_BYTES);
   clock.advance(100);
   assert.equal(table.budget.usedBytes, 0);
   await assert.rejects(box.read(), isError('BOX_DELETED_EOF', 'EOF'));
