@@ -95,6 +95,36 @@ class PipeProcess {
   }
 }
 
+const PRESENCE_LINE = /^hashmail pipe: peer (present|absent)$/;
+
+/** stderr of a pipe that did not fail: nothing but v2 presence lines. */
+function assertOnlyPresence(stderr: string, who: string): void {
+  const lines = stderr.split('\n').filter((l) => l.length > 0);
+  for (const line of lines) assert.match(line, PRESENCE_LINE, `${who}: unexpected stderr`);
+}
+
+/** Resolves once the pipe printed `line` to stderr; fails on exit or after STEP_TIMEOUT_MS. */
+function waitForStderr(pipe: PipeProcess, line: string): Promise<void> {
+  const done = (): boolean => pipe.stderr.split('\n').includes(line);
+  if (done()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error(`timed out waiting for stderr "${line}"; stderr: ${pipe.stderr}`)), STEP_TIMEOUT_MS);
+    const onData = (): void => {
+      if (done()) finish();
+    };
+    const onExit = (code: number | null): void => finish(new Error(`pipe exited (${code}) before "${line}"; stderr: ${pipe.stderr}`));
+    const finish = (err?: Error): void => {
+      clearTimeout(timer);
+      pipe.child.stderr.off('data', onData);
+      pipe.child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    pipe.child.stderr.on('data', onData);
+    pipe.child.once('exit', onExit);
+  });
+}
+
 function pipeArgs(server: RunningServer, sid: Buffer, ...extra: string[]): string[] {
   return ['--server', server.address, '--insecure', '--sid', sid.toString('hex'), ...extra];
 }
@@ -137,7 +167,7 @@ describe('hashmail pipe: command line', () => {
     const pipe = new PipeProcess(['--help']);
     assert.equal(await pipe.exitCode(), 0);
     const help = pipe.stdout.toString();
-    for (const flag of ['--server', '--insecure', '--tls-skip-verify', '--sid', '--create', '--raw', '--help']) {
+    for (const flag of ['--server', '--insecure', '--tls-skip-verify', '--sid', '--create', '--raw', '--protocol', '--transport', '--help']) {
       assert.ok(help.includes(flag), `--help documents ${flag}`);
     }
   });
@@ -153,6 +183,8 @@ describe('hashmail pipe: command line', () => {
       ['both security flags', ['--server', '127.0.0.1:1', '--insecure', '--tls-skip-verify', '--sid', sid]],
       ['unknown flag', ['--server', '127.0.0.1:1', '--insecure', '--sid', sid, '--bogus']],
       ['positional argument', ['--server', '127.0.0.1:1', '--insecure', '--sid', sid, 'extra']],
+      ['bad --protocol', ['--server', '127.0.0.1:1', '--insecure', '--sid', sid, '--protocol', 'v3']],
+      ['bad --transport', ['--server', '127.0.0.1:1', '--insecure', '--sid', sid, '--transport', 'quic']],
     ];
     await Promise.all(
       cases.map(async ([name, args]) => {
@@ -181,34 +213,42 @@ describe('hashmail pipe: against a plain-text server', () => {
     assert.match(pipe.stderr, /^hashmail pipe: .*stream not found/);
   });
 
-  test('two pipes exchange lines both ways, keep receiving after stdin ends, and exit 0 on SIGTERM', async () => {
-    const sid = randomSid();
-    const a = new PipeProcess(pipeArgs(server, sid, '--create'));
-    await waitUntilReading(server.address, 'insecure', sid, a, 'probe');
-    const b = new PipeProcess(pipeArgs(server, peerSid(sid)));
+  for (const protocol of ['auto', 'v1']) {
+    test(`--protocol ${protocol}: two pipes exchange lines both ways, keep receiving after stdin ends, and exit 0 on SIGTERM`, async () => {
+      const sid = randomSid();
+      const flags = ['--protocol', protocol];
+      const a = new PipeProcess(pipeArgs(server, sid, '--create', ...flags));
+      await waitUntilReading(server.address, 'insecure', sid, a, 'probe');
+      const b = new PipeProcess(pipeArgs(server, peerSid(sid), ...flags));
 
-    a.write('hello from a\n');
-    await b.waitForStdout((out) => out.toString() === 'hello from a\n', 'b to receive a line');
+      a.write('hello from a\n');
+      await b.waitForStdout((out) => out.toString() === 'hello from a\n', 'b to receive a line');
 
-    // An empty line is an empty message; a last line without newline is still a message.
-    b.write('hi from b\n\nno newline at the end');
-    b.endInput();
-    const expectedAtA = 'probe\nhi from b\n\nno newline at the end\n';
-    await a.waitForStdout((out) => out.toString() === expectedAtA, 'a to receive three lines');
+      // An empty line is an empty message; a last line without newline is still a message.
+      b.write('hi from b\n\nno newline at the end');
+      b.endInput();
+      const expectedAtA = 'probe\nhi from b\n\nno newline at the end\n';
+      await a.waitForStdout((out) => out.toString() === expectedAtA, 'a to receive three lines');
 
-    // b's stdin has ended, but it still receives.
-    a.write('after b hung up its sending half\n');
-    await b.waitForStdout((out) => out.toString().endsWith('after b hung up its sending half\n'), 'b to keep receiving');
-    assert.equal(b.stdout.toString(), 'hello from a\nafter b hung up its sending half\n');
+      // b's stdin has ended, but it still receives.
+      a.write('after b hung up its sending half\n');
+      await b.waitForStdout((out) => out.toString().endsWith('after b hung up its sending half\n'), 'b to keep receiving');
+      assert.equal(b.stdout.toString(), 'hello from a\nafter b hung up its sending half\n');
 
-    a.child.kill('SIGTERM');
-    b.child.kill('SIGTERM');
-    assert.equal(await a.exitCode(), 0, a.stderr);
-    assert.equal(await b.exitCode(), 0, b.stderr);
-    assert.equal(a.stdout.toString(), expectedAtA);
-    assert.equal(a.stderr, '');
-    assert.equal(b.stderr, '');
-  });
+      a.child.kill('SIGTERM');
+      b.child.kill('SIGTERM');
+      assert.equal(await a.exitCode(), 0, a.stderr);
+      assert.equal(await b.exitCode(), 0, b.stderr);
+      assert.equal(a.stdout.toString(), expectedAtA);
+      if (protocol === 'v1') {
+        assert.equal(a.stderr, '');
+        assert.equal(b.stderr, '');
+      } else {
+        assertOnlyPresence(a.stderr, 'a');
+        assertOnlyPresence(b.stderr, 'b');
+      }
+    });
+  }
 
   test('--raw carries binary data intact (newlines, zero bytes, chunks over 64 KiB)', async () => {
     const sid = randomSid();
@@ -271,5 +311,86 @@ describe('hashmail pipe: server lifecycle and TLS', () => {
     b.child.kill('SIGTERM');
     assert.equal(await a.exitCode(), 0, a.stderr);
     assert.equal(await b.exitCode(), 0, b.stderr);
+  });
+});
+
+describe('hashmail pipe: v2 and the WebSocket transport', () => {
+  let server: RunningServer;
+  let v1Only: RunningServer;
+  before(async () => {
+    [server, v1Only] = await Promise.all([startServer(), startServer({ env: { HASHMAIL_V2__ENABLED: 'false' } })]);
+    servers.push(server, v1Only);
+  });
+
+  for (const transport of ['grpc', 'websocket']) {
+    test(`${transport}: v2 waits for the peer, reports presence on stderr, exchanges both ways`, async () => {
+      const sid = randomSid();
+      const flags = ['--protocol', 'v2', '--transport', transport];
+      const a = new PipeProcess(pipeArgs(server, sid, '--create', ...flags));
+      // Written before the peer exists: the relay holds it for the peer (v1 would need the probe dance).
+      a.write('early from a\n');
+      // Both --create: in v2 either party may come first and wait for the other.
+      const b = new PipeProcess(pipeArgs(server, peerSid(sid), '--create', ...flags));
+      await waitForStderr(a, 'hashmail pipe: peer present');
+      await waitForStderr(b, 'hashmail pipe: peer present');
+      await b.waitForStdout((out) => out.toString() === 'early from a\n', 'b to receive the early line');
+      b.write('back from b\n');
+      await a.waitForStdout((out) => out.toString() === 'back from b\n', 'a to receive a line');
+
+      b.child.kill('SIGTERM');
+      assert.equal(await b.exitCode(), 0, b.stderr);
+      await waitForStderr(a, 'hashmail pipe: peer absent');
+      a.child.kill('SIGTERM');
+      assert.equal(await a.exitCode(), 0, a.stderr);
+      assertOnlyPresence(a.stderr, 'a');
+      assertOnlyPresence(b.stderr, 'b');
+    });
+  }
+
+  test('websocket --raw carries binary data both ways', async () => {
+    const sid = randomSid();
+    const flags = ['--transport', 'websocket', '--raw'];
+    const a = new PipeProcess(pipeArgs(server, sid, '--create', ...flags));
+    const b = new PipeProcess(pipeArgs(server, peerSid(sid), '--create', ...flags));
+    await waitForStderr(a, 'hashmail pipe: peer present');
+    const data = Buffer.concat([Buffer.from('x\n\0'), randomBytes(200 * 1024)]);
+    a.write(data);
+    await b.waitForStdout((out) => out.length >= data.length, 'b to receive all bytes');
+    assert.ok(b.stdout.equals(data));
+    a.child.kill('SIGTERM');
+    b.child.kill('SIGTERM');
+    assert.equal(await a.exitCode(), 0, a.stderr);
+    assert.equal(await b.exitCode(), 0, b.stderr);
+  });
+
+  test('--protocol v2 on a fresh SID without --create fails with "stream not found"', async () => {
+    const pipe = new PipeProcess(pipeArgs(server, randomSid(), '--protocol', 'v2'));
+    assert.equal(await pipe.exitCode(), 1);
+    assert.match(pipe.stderr, /^hashmail pipe: .*stream not found/);
+  });
+
+  for (const transport of ['grpc', 'websocket']) {
+    test(`${transport}: auto falls back to v1 on a v1-only server`, async () => {
+      const sid = randomSid();
+      const flags = ['--transport', transport];
+      const a = new PipeProcess(pipeArgs(v1Only, sid, '--create', ...flags));
+      await waitUntilReading(v1Only.address, 'insecure', sid, a, 'probe');
+      const b = new PipeProcess(pipeArgs(v1Only, peerSid(sid), ...flags));
+      b.write('over v1\n');
+      await a.waitForStdout((out) => out.toString() === 'probe\nover v1\n', 'a to receive over v1');
+      a.write('and back\n');
+      await b.waitForStdout((out) => out.toString() === 'and back\n', 'b to receive over v1');
+      a.child.kill('SIGTERM');
+      b.child.kill('SIGTERM');
+      assert.equal(await a.exitCode(), 0, a.stderr);
+      assert.equal(await b.exitCode(), 0, b.stderr);
+      assert.equal(a.stderr, '', 'v1 has no presence lines');
+    });
+  }
+
+  test('--protocol v2 on a v1-only server fails', async () => {
+    const pipe = new PipeProcess(pipeArgs(v1Only, randomSid(), '--protocol', 'v2', '--create'));
+    assert.equal(await pipe.exitCode(), 1);
+    assert.match(pipe.stderr, /^hashmail pipe: relay does not speak protocol v2/);
   });
 });

@@ -73,7 +73,7 @@ type ConnectCall = ServerDuplexStream<ClientFrame | HashmailError, Uint8Array>;
 export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementation {
   const { v2, logger, stats, metrics } = deps;
 
-  async function connect(call: ConnectCall): Promise<void> {
+  function connect(call: ConnectCall): void {
     const m = metrics.grpcCall(V2_SERVICE_NAME, 'Connect', 'bidi_stream');
     const gone = new AbortController();
     let endpoint: V2Endpoint | undefined;
@@ -110,37 +110,45 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       return call.write(frame);
     };
 
-    try {
-      // destroyOnReturn: false, so leaving the loop on an error keeps the call
-      // alive long enough to send the Error frame and the status.
-      for await (const frame of call.iterator({ destroyOnReturn: false }) as AsyncIterable<ClientFrame | HashmailError>) {
-        m.received();
-        if (frame instanceof HashmailError) throw frame;
-        if (!endpoint) {
-          if (!('hello' in frame)) throw new HashmailError('MALFORMED_REQUEST', 'first frame must be hello');
-          const ep = await v2.attach(frame.hello, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
-          endpoint = ep;
-          logger.debug({ sid: shortHash(frame.hello.sid), version: ep.version }, 'v2 grpc party attached');
-          ep.onClosed(end);
-          ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
-          send(encodeWelcome(ep.version, ep.peerPresent));
-          void pump(ep, send, call, gone.signal).catch(end);
-          continue;
+    /** One frame; resolves when the next may be read. */
+    const handle = async (frame: ClientFrame | HashmailError): Promise<void> => {
+      m.received();
+      if (frame instanceof HashmailError) throw frame;
+      if (!endpoint) {
+        if (!('hello' in frame)) throw new HashmailError('MALFORMED_REQUEST', 'first frame must be hello');
+        const ep = await v2.attach(frame.hello, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
+        if (ended) {
+          ep.release();
+          return;
         }
-        if ('hello' in frame) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
-        await endpoint.write(asBuffer(frame.data));
+        endpoint = ep;
+        logger.debug({ sid: shortHash(frame.hello.sid), version: ep.version }, 'v2 grpc party attached');
+        ep.onClosed(end);
+        ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
+        send(encodeWelcome(ep.version, ep.peerPresent));
+        void pump(ep, send, call, gone.signal).catch(end);
+        return;
       }
-      // The client half-closed: the party is done.
-      end(null);
-    } catch (err) {
-      end(err);
-    }
+      if ('hello' in frame) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
+      await endpoint.write(asBuffer(frame.data));
+    };
+
+    // Events, not an async iterator: an iterator would destroy the call when
+    // `end` reports a status mid-stream, losing the Error frame and status.
+    // Pausing while a frame is handled is the flow control: grpc-js stops
+    // reading, so HTTP/2 holds the writer back.
+    call.on('data', (frame: ClientFrame | HashmailError) => {
+      call.pause();
+      handle(frame).then(() => {
+        if (!ended) call.resume();
+      }, end);
+    });
+    // The client half-closed: the party is done.
+    call.once('end', () => end(null));
   }
 
   return {
-    Connect: (call: ConnectCall): void => {
-      void connect(call);
-    },
+    Connect: connect,
   };
 }
 
