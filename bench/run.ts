@@ -26,7 +26,7 @@ const CONFIG_UNLIMITED = { mailbox: { rateLimitIntervalMs: 0 }, limits: BENCH_LI
 const CONFIG_DEPLOYED = { limits: BENCH_LIMITS };
 
 /** Alternating repetitions per latency/throughput case; the median is reported. */
-const REPS = 3;
+const REPS = 5;
 const LATENCY = { warmup: 1_000, roundTrips: 2_000, timeLimitMs: 20_000, stallMs: 5_000 };
 const THROUGHPUT_1K = { sizeBytes: KiB, count: 20_000, warmup: 2_000, timeLimitMs: 15_000, stallMs: 5_000 };
 const THROUGHPUT_32K = { sizeBytes: 32 * KiB, count: 3_000, warmup: 300, timeLimitMs: 15_000, stallMs: 5_000 };
