@@ -25,7 +25,6 @@ export interface ConnectOptions {
    * A 10-word legacy LNC pairing phrase (BIP-39 English words). The SIDs are
    * derived as LNC does for the first connection: S2C = SHA-512(entropy),
    * C2S = S2C ^ 1. The app reads S2C and writes C2S; the node reads C2S.
-   * Needs @scure/bip39 unless `wordlist` is given.
    */
   phrase?: string;
   /** BIP-39 English word list for `phrase` (2048 words); default: @scure/bip39's. */

@@ -2,10 +2,6 @@
  * The BIP-39 English word list, from @scure/bip39 (audited, no dependencies
  * at run time for the word lists). Loaded on first use so applications that
  * pass SIDs never load 2048 words.
- *
- * The package must be a dependency of hashmail (`npm i @scure/bip39`); until
- * it is, ./bip39-english.d.ts declares the module's shape for the compiler
- * and loading fails with a message naming the package.
  */
 let cached: Promise<readonly string[]> | null = null;
 
@@ -22,7 +18,7 @@ export function loadEnglishWordlist(): Promise<readonly string[]> {
     },
     (err: unknown) => {
       cached = null;
-      throw new Error('pairing phrases need the BIP-39 word list: install @scure/bip39 (or pass `wordlist`)', { cause: err });
+      throw new Error('could not load the BIP-39 word list from @scure/bip39 (or pass `wordlist`)', { cause: err });
     },
   );
   return cached;

@@ -8,7 +8,9 @@ import type { Box } from '../session/box.js';
 import { HashmailError } from '../session/errors.js';
 import type { Lease } from '../session/slot.js';
 import type { SessionTable } from '../session/session-table.js';
+import type { ReadableCallback } from '../session/message-queue.js';
 import { checkSid } from '../session/sid.js';
+import type { ReadSource } from './read-pump.js';
 import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
 
 /** Who is calling: the transport (for metrics) and the client address (for per-address limits). */
@@ -62,13 +64,18 @@ abstract class Half {
   }
 }
 
-export class ReceiveHalf extends Half {
-  /** Next message for this reader; each message is handed out once. */
-  async next(): Promise<Buffer> {
-    const msg = await this.box.read();
-    this.stats.messagesRelayed++;
-    this.stats.bytesRelayed += msg.length;
+export class ReceiveHalf extends Half implements ReadSource {
+  take(): Buffer | undefined {
+    const msg = this.box.take();
+    if (msg !== undefined) {
+      this.stats.messagesRelayed++;
+      this.stats.bytesRelayed += msg.length;
+    }
     return msg;
+  }
+
+  whenReadable(fn: ReadableCallback): void {
+    this.box.whenReadable(fn);
   }
 }
 
@@ -83,14 +90,17 @@ export class SendHalf extends Half {
     super(box, lease, 'write', call, stats);
   }
 
-  /** Resolves once the message is queued: waits for a rate-limit token and queue room. */
-  write(msg: Buffer): Promise<void> {
+  /**
+   * Queues `msg` now if it can (undefined), else returns a promise that
+   * settles once it is queued (rate-limit token, then queue room): the
+   * caller stops reading its transport until then. Throws on a bad message
+   * or a torn-down box.
+   */
+  write(msg: Buffer): Promise<void> | undefined {
     if (msg.length > this.maxMessageBytes) {
-      return Promise.reject(
-        new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit mailbox.maxMessageBytes (${this.maxMessageBytes})`),
-      );
+      throw new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit mailbox.maxMessageBytes (${this.maxMessageBytes})`);
     }
-    return this.box.write(msg);
+    return this.box.writeNow(msg) ? undefined : this.box.write(msg);
   }
 }
 

@@ -6,6 +6,7 @@
  * and the transport turns that wait into flow control.
  */
 import type { Box } from '../session/box.js';
+import type { ReadableCallback } from '../session/message-queue.js';
 import { HashmailError } from '../session/errors.js';
 import type { Lease } from '../session/slot.js';
 import type { SessionTable } from '../session/session-table.js';
@@ -13,6 +14,7 @@ import { checkSid, peerSid } from '../session/sid.js';
 import type { RelayStats, TransportName } from '../observe/stats.js';
 import { Attach, type Hello } from '../wire/v2-frames.js';
 import type { CallInfo } from './legacy-mailbox.js';
+import type { ReadSource } from './read-pump.js';
 
 /** Protocol versions this relay speaks on the v2 service (v1 is the legacy service). */
 export const SUPPORTED_VERSIONS: readonly number[] = [2];
@@ -36,7 +38,7 @@ export interface V2MailboxOptions {
   maxMessageBytes: number;
 }
 
-export class V2Endpoint {
+export class V2Endpoint implements ReadSource {
   private released = false;
   private closedFn: ((err: HashmailError) => void) | null = null;
   private readonly unwatch: () => void;
@@ -78,22 +80,31 @@ export class V2Endpoint {
     this.closedFn = fn;
   }
 
-  /** Next message from the peer; each message is handed out once. */
-  async next(): Promise<Buffer> {
-    const msg = await this.readBox.read();
-    this.stats.messagesRelayed++;
-    this.stats.bytesRelayed += msg.length;
+  /** Next message from the peer, undefined when none is queued (ReadSource). */
+  take(): Buffer | undefined {
+    const msg = this.readBox.take();
+    if (msg !== undefined) {
+      this.stats.messagesRelayed++;
+      this.stats.bytesRelayed += msg.length;
+    }
     return msg;
   }
 
-  /** Resolves once the message fits in the peer's window (rate limit, then room). */
-  write(msg: Buffer): Promise<void> {
+  whenReadable(fn: ReadableCallback): void {
+    this.readBox.whenReadable(fn);
+  }
+
+  /**
+   * Queues `msg` for the peer now if it fits (undefined), else returns a
+   * promise that settles once it does (rate limit, then window): the caller
+   * stops reading its transport until then. Throws on a bad message or a
+   * torn-down session.
+   */
+  write(msg: Buffer): Promise<void> | undefined {
     if (msg.length > this.maxMessageBytes) {
-      return Promise.reject(
-        new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit v2.maxMessageBytes (${this.maxMessageBytes})`),
-      );
+      throw new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit v2.maxMessageBytes (${this.maxMessageBytes})`);
     }
-    return this.writeBox.write(msg);
+    return this.writeBox.writeNow(msg) ? undefined : this.writeBox.write(msg);
   }
 
   /** Frees both slots at once; pending reads and writes end with CANCELLED. Idempotent. */

@@ -1,7 +1,7 @@
 import type { BufferBudget } from './buffer-budget.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { HashmailError } from './errors.js';
-import { MessageQueue } from './message-queue.js';
+import { MessageQueue, type ReadableCallback } from './message-queue.js';
 import { Slot, type Lease } from './slot.js';
 import { TokenBucket } from './token-bucket.js';
 
@@ -119,6 +119,18 @@ export class Box {
     lease.slot.release(lease);
   }
 
+  /**
+   * The per-message fast path: queues `msg` at once and returns true when a
+   * rate-limit token and room are both available; otherwise takes nothing
+   * and returns false (then write()). Throws once the box is torn down.
+   */
+  writeNow(msg: Buffer): boolean {
+    if (this.writeErr) throw this.writeErr;
+    if (!this.queue.hasRoomFor(msg)) return false;
+    if (this.bucket && this.bucket.tryTake() > 0) return false;
+    return this.queue.tryPush(msg);
+  }
+
   /** Writes one message: one rate-limit token, then room in the queue. */
   async write(msg: Buffer): Promise<void> {
     // A write after teardown fails at once. Without this check it first
@@ -135,16 +147,39 @@ export class Box {
     while (!this.queue.tryPush(msg)) await this.queue.waitForSpace();
   }
 
-  /** Takes the next message; each message is handed out exactly once. */
-  async read(): Promise<Buffer> {
-    let msg = this.queue.shift();
-    while (msg === undefined) {
-      await this.queue.waitForMessage();
-      msg = this.queue.shift();
-    }
-    this.delivered++;
+  /**
+   * The next message if one is queued, else undefined (then whenReadable).
+   * Throws the close error once the box is torn down. Each message is handed
+   * out exactly once.
+   */
+  take(): Buffer | undefined {
+    const msg = this.queue.shift();
+    if (msg !== undefined) this.delivered++;
     return msg;
   }
+
+  /** `fn` runs once when take() has a message or an error; with CANCELLED if the reader detached. */
+  whenReadable(fn: ReadableCallback): void {
+    this.queue.whenReadable(fn);
+  }
+
+  /** Promise form of take() + whenReadable(). */
+  read(): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const attempt = (cancelled?: HashmailError): void => {
+        if (cancelled) return reject(cancelled);
+        try {
+          const msg = this.take();
+          if (msg === undefined) this.whenReadable(attempt);
+          else resolve(msg);
+        } catch (err) {
+          reject(err);
+        }
+      };
+      attempt();
+    });
+  }
+
 
   /** Tears the box down, telling holders and waiters what the legacy server told them. */
   close(reason: CloseReason): void {

@@ -7,6 +7,14 @@ interface Pending {
 }
 
 /**
+ * Called once when a message arrives, the queue closes, or (with the error)
+ * the reader is cancelled. A callback rather than a promise: an idle reader
+ * (most readers, most of the time) then costs one reference, not a chain of
+ * suspended async frames.
+ */
+export type ReadableCallback = (cancelled?: HashmailError) => void;
+
+/**
  * The bounded FIFO of one box: messages written but not yet handed to a
  * reader. Holds at most `capacityBytes` (one message larger than that is let
  * in alone, so any allowed message size passes); past that the single writer
@@ -17,7 +25,7 @@ export class MessageQueue {
   private items: Buffer[] = [];
   private head = 0;
   private bytes = 0;
-  private waitingReader: Pending | null = null;
+  private waitingReader: ReadableCallback | null = null;
   private waitingWriter: Pending | null = null;
   private closedWith: { reader: HashmailError; writer: HashmailError } | null = null;
 
@@ -32,6 +40,14 @@ export class MessageQueue {
 
   get byteLength(): number {
     return this.bytes;
+  }
+
+  /** Whether tryPush(msg) would take it now (box bound and process budget). */
+  hasRoomFor(msg: Buffer): boolean {
+    if (this.closedWith) return true; // tryPush then throws the close error
+    const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
+    if (this.bytes === 0) return true;
+    return this.bytes + cost <= this.capacityBytes && this.budget.usedBytes + cost <= this.budget.limitBytes;
   }
 
   /** Enqueues and returns true, or returns false when full (call waitForSpace). */
@@ -53,7 +69,8 @@ export class MessageQueue {
     const reader = this.waitingReader;
     if (reader) {
       this.waitingReader = null;
-      reader.resolve();
+      // Not synchronously: the reader's transport work must not run inside the writer's call.
+      queueMicrotask(() => reader());
     }
     return true;
   }
@@ -89,18 +106,23 @@ export class MessageQueue {
     });
   }
 
-  waitForMessage(): Promise<void> {
-    if (this.closedWith) return Promise.reject(this.closedWith.reader);
-    return new Promise((resolve, reject) => {
-      this.waitingReader = { resolve, reject };
-    });
+  /**
+   * `fn` runs once when shift() has something to say: a message, or the
+   * queue's close error. Call it only after shift() returned undefined.
+   */
+  whenReadable(fn: ReadableCallback): void {
+    if (this.closedWith || this.size > 0) {
+      queueMicrotask(() => fn());
+      return;
+    }
+    this.waitingReader = fn;
   }
 
   /** The reader or writer left: its pending wait ends with `err`. */
   cancelReader(err: HashmailError): void {
     const reader = this.waitingReader;
     this.waitingReader = null;
-    reader?.reject(err);
+    reader?.(err);
   }
 
   cancelWriter(err: HashmailError): void {
@@ -117,7 +139,12 @@ export class MessageQueue {
     this.bytes = 0;
     this.items = [];
     this.head = 0;
-    this.cancelReader(readerErr);
+    // The reader learns of the close from shift(), which now throws readerErr;
+    // later, so the box finishes tearing down (slot waiters told first)
+    // before the reader's transport reacts by releasing its slot.
+    const reader = this.waitingReader;
+    this.waitingReader = null;
+    if (reader) queueMicrotask(() => reader());
     this.cancelWriter(writerErr);
   }
 }

@@ -388,6 +388,22 @@ describe('hashmail pipe: v2 and the WebSocket transport', () => {
     });
   }
 
+  test('websocket over TLS with --tls-skip-verify', async () => {
+    const tls = await startServer({ insecure: false });
+    servers.push(tls);
+    const sid = randomSid();
+    const args = (s: Buffer): string[] => ['--server', tls.address, '--tls-skip-verify', '--sid', s.toString('hex'), '--create', '--transport', 'websocket'];
+    const a = new PipeProcess(args(sid));
+    const b = new PipeProcess(args(peerSid(sid)));
+    await waitForStderr(b, 'hashmail pipe: peer present');
+    a.write('over wss\n');
+    await b.waitForStdout((out) => out.toString() === 'over wss\n', 'b to receive over wss');
+    a.child.kill('SIGTERM');
+    b.child.kill('SIGTERM');
+    assert.equal(await a.exitCode(), 0, a.stderr);
+    assert.equal(await b.exitCode(), 0, b.stderr);
+  });
+
   test('--protocol v2 on a v1-only server fails', async () => {
     const pipe = new PipeProcess(pipeArgs(v1Only, randomSid(), '--protocol', 'v2', '--create'));
     assert.equal(await pipe.exitCode(), 1);

@@ -1,11 +1,28 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RelayStats } from '../../src/observe/stats.js';
-import { LegacyMailbox, type BoxRequest, type CallInfo } from '../../src/relay/legacy-mailbox.js';
+import { LegacyMailbox, type BoxRequest, type CallInfo, type ReceiveHalf } from '../../src/relay/legacy-mailbox.js';
 import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
 import { SessionTable } from '../../src/session/session-table.js';
 import { peerSid } from '../../src/session/sid.js';
 import { FakeClock, flush, track } from '../helpers/fake-clock.js';
+
+/** A receive half's next message as a promise (transports drive halves with ReadPump instead). */
+function next(half: ReceiveHalf): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const attempt = (cancelled?: Error): void => {
+      if (cancelled) return reject(cancelled);
+      try {
+        const msg = half.take();
+        if (msg === undefined) half.whenReadable(attempt);
+        else resolve(msg);
+      } catch (err) {
+        reject(err);
+      }
+    };
+    attempt();
+  });
+}
 
 const grpc: CallInfo = { transport: 'grpc', address: '10.0.0.1' };
 const ws: CallInfo = { transport: 'websocket', address: '10.0.0.2' };
@@ -108,7 +125,7 @@ test('SendHalf.write over maxMessageBytes: MESSAGE_TOO_LARGE naming mailbox.maxM
   const sid = newSid();
   mailbox.newCipherBox(req(sid), grpc);
   const send = await mailbox.openSend({ streamId: sid }, grpc);
-  await assert.rejects(send.write(Buffer.alloc(101)), (err: unknown) => {
+  await assert.rejects(async () => send.write(Buffer.alloc(101)), (err: unknown) => {
     isError('MESSAGE_TOO_LARGE')(err);
     assert.match((err as Error).message, /mailbox\.maxMessageBytes/);
     assert.match((err as Error).message, /101/);
@@ -118,8 +135,8 @@ test('SendHalf.write over maxMessageBytes: MESSAGE_TOO_LARGE naming mailbox.maxM
   await send.write(Buffer.alloc(100));
   await send.write(Buffer.alloc(0));
   const recv = await mailbox.openReceive(sid, grpc);
-  assert.equal((await recv.next()).length, 100, 'the refused message was not queued');
-  assert.equal((await recv.next()).length, 0);
+  assert.equal((await next(recv)).length, 100, 'the refused message was not queued');
+  assert.equal((await next(recv)).length, 0);
   send.release();
   recv.release();
 });
@@ -130,14 +147,14 @@ test('a send half and a receive half relay in order and count messages and bytes
   mailbox.newCipherBox(req(sid), grpc);
   const send = await mailbox.openSend({ streamId: sid }, ws);
   const recv = await mailbox.openReceive(sid, grpc);
-  const got = track(recv.next());
+  const got = track(next(recv));
   await flush();
   assert.equal(got.result.state, 'pending');
   await send.write(Buffer.from('hello'));
   await send.write(Buffer.from('world!'));
   await flush();
   assert.deepEqual(got.result, { state: 'fulfilled', value: Buffer.from('hello') });
-  assert.deepEqual(await recv.next(), Buffer.from('world!'));
+  assert.deepEqual(await next(recv), Buffer.from('world!'));
   assert.equal(stats.messagesRelayed, 2);
   assert.equal(stats.bytesRelayed, 11);
   send.release();
@@ -197,7 +214,7 @@ test('a receive half released while waiting for a message: the read ends CANCELL
   const sid = newSid();
   mailbox.newCipherBox(req(sid), grpc);
   const r1 = await mailbox.openReceive(sid, grpc);
-  const pending = track(r1.next());
+  const pending = track(next(r1));
   await flush();
   r1.release();
   await flush();
@@ -207,7 +224,7 @@ test('a receive half released while waiting for a message: the read ends CANCELL
   await s.write(Buffer.from('after'));
   s.release();
   const r2 = await mailbox.openReceive(sid, ws);
-  assert.deepEqual(await r2.next(), Buffer.from('after'));
+  assert.deepEqual(await next(r2), Buffer.from('after'));
   r2.release();
 });
 
@@ -222,8 +239,8 @@ test('onBoxClosed: a half holding its slot is told why the box went away; releas
   s.onBoxClosed((err) => told.push(`write:${err.message}`));
   mailbox.delCipherBox(req(sid));
   assert.deepEqual(told, ['read:EOF', 'write:io: read/write on closed pipe']);
-  await assert.rejects(r.next(), isError('BOX_DELETED_EOF', 'EOF'));
-  await assert.rejects(s.write(Buffer.from('x')), isError('BOX_DELETED_PIPE', 'io: read/write on closed pipe'));
+  await assert.rejects(next(r), isError('BOX_DELETED_EOF', 'EOF'));
+  await assert.rejects(async () => s.write(Buffer.from('x')), isError('BOX_DELETED_PIPE', 'io: read/write on closed pipe'));
   r.release();
   s.release();
   assert.equal(stats.attached.grpc.read, 0);

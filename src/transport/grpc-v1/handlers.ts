@@ -16,7 +16,7 @@ import type { CallInfo, LegacyMailbox, ReceiveHalf, SendHalf } from '../../relay
 import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
-import { drained } from '../grpc-drain.js';
+import { ReadPump } from '../../relay/read-pump.js';
 import { hashMailService, type CipherInitResp } from './service.js';
 
 export type GrpcCallType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
@@ -106,26 +106,28 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       void receive(call);
     },
 
-    SendStream: (call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): void => {
-      void send(call, callback);
-    },
+    SendStream: send,
   };
 
   async function receive(call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): Promise<void> {
     const m = metrics.grpcCall(SERVICE_NAME, 'RecvStream', 'server_stream');
     m.received();
-    const gone = new AbortController();
+    let gone = false;
+    // Only while waiting for the slot: an AbortController per idle stream would cost memory for hours.
+    let waiting: AbortController | null = new AbortController();
     let half: ReceiveHalf | undefined;
     // A reader that leaves frees the slot at once, even while waiting for a message.
     call.once('cancelled', () => {
-      gone.abort();
+      gone = true;
+      waiting?.abort();
       half?.release();
     });
     let ended = false;
     const end = (err: unknown): void => {
       if (ended) return;
       ended = true;
-      if (gone.signal.aborted) {
+      half?.release();
+      if (gone) {
         m.done(1);
         return;
       }
@@ -136,41 +138,51 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
     try {
       if (call.request instanceof HashmailError) throw call.request;
       const desc = call.request;
-      half = await mailbox.openReceive(desc.streamId, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
+      half = await mailbox.openReceive(desc.streamId, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
+      waiting = null;
+      if (gone) return end(null);
       logger.debug({ sid: shortHash(desc.streamId) }, 'grpc reader attached');
       half.onBoxClosed(end);
       const encode = cipherBoxEncoder(desc);
-      for (;;) {
-        const msg = await half.next();
-        m.sent();
-        if (!call.write(encode(msg))) await drained(call, gone.signal);
-      }
+      const pump: ReadPump = new ReadPump(
+        half,
+        (msg) => {
+          m.sent();
+          if (call.write(encode(msg))) return true;
+          call.once('drain', pump.resume);
+          return false;
+        },
+        end,
+      );
+      pump.resume();
     } catch (err) {
       end(err);
-    } finally {
-      half?.release();
     }
   }
 
-  async function send(call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): Promise<void> {
+
+  function send(call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): void {
     const m = metrics.grpcCall(SERVICE_NAME, 'SendStream', 'client_stream');
-    const gone = new AbortController();
+    let gone = false;
+    let waiting: AbortController | null = null;
     let half: SendHalf | undefined;
     // A writer that leaves frees the slot at once, even mid-write.
     call.once('cancelled', () => {
-      gone.abort();
+      gone = true;
+      waiting?.abort();
       half?.release();
     });
     let finished = false;
     const finish = (err: unknown): void => {
       if (finished) return;
       finished = true;
+      half?.release();
       if (err === null) {
         m.done(0);
         callback(null, { streamId: Buffer.alloc(0) });
         return;
       }
-      if (gone.signal.aborted) {
+      if (gone) {
         m.done(1);
         return;
       }
@@ -180,24 +192,42 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       // Stop reading: the call is over whatever the client still sends.
       call.destroy();
     };
-    try {
-      // Async iteration pulls one message at a time, so a write waiting for
-      // room leaves the rest in HTTP/2 flow control: that is the push-back.
-      for await (const box of call as AsyncIterable<CipherBox | HashmailError>) {
-        m.received();
-        if (box instanceof HashmailError) throw box;
-        if (!half) {
-          half = await mailbox.openSend(box.desc, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
-          logger.debug({ sid: shortHash(box.desc?.streamId ?? Buffer.alloc(0)) }, 'grpc writer attached');
-          half.onBoxClosed(finish);
-        }
-        await half.write(box.msg);
+    const attach = async (box: CipherBox): Promise<void> => {
+      waiting = new AbortController();
+      const h = await mailbox.openSend(box.desc, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
+      waiting = null;
+      if (gone || finished) {
+        h.release();
+        return;
       }
-      finish(null);
-    } catch (err) {
-      finish(err);
-    } finally {
-      half?.release();
-    }
+      half = h;
+      logger.debug({ sid: shortHash(box.desc?.streamId ?? Buffer.alloc(0)) }, 'grpc writer attached');
+      h.onBoxClosed(finish);
+      await h.write(box.msg);
+    };
+    /** One message; a promise when it must wait (slot, rate limit, full box). */
+    const handle = (box: CipherBox | HashmailError): Promise<void> | undefined => {
+      m.received();
+      if (box instanceof HashmailError) throw box;
+      return half ? half.write(box.msg) : attach(box);
+    };
+    // While a message waits, the call is paused: grpc-js stops reading and
+    // HTTP/2 flow control holds the writer back.
+    call.on('data', (box: CipherBox | HashmailError) => {
+      let pending: Promise<void> | undefined;
+      try {
+        pending = handle(box);
+      } catch (err) {
+        finish(err);
+        return;
+      }
+      if (!pending) return;
+      call.pause();
+      pending.then(() => {
+        if (!finished) call.resume();
+      }, finish);
+    });
+    call.once('end', () => finish(null));
   }
+
 }

@@ -19,9 +19,10 @@ import {
   encodeWelcome,
   PRESENCE_FRAMES,
   type ClientFrame,
+  type Hello,
   type ServerFrame,
 } from '../../wire/v2-frames.js';
-import { drained } from '../grpc-drain.js';
+import { ReadPump } from '../../relay/read-pump.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 
 export const V2_SERVICE_NAME = 'hashmail.v2.Mailbox';
@@ -75,10 +76,13 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
 
   function connect(call: ConnectCall): void {
     const m = metrics.grpcCall(V2_SERVICE_NAME, 'Connect', 'bidi_stream');
-    const gone = new AbortController();
+    let gone = false;
+    // Only while attaching: an AbortController per idle stream would cost memory for hours.
+    let waiting: AbortController | null = null;
     let endpoint: V2Endpoint | undefined;
     call.once('cancelled', () => {
-      gone.abort();
+      gone = true;
+      waiting?.abort();
       endpoint?.release();
     });
     let ended = false;
@@ -86,7 +90,7 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       if (ended) return;
       ended = true;
       endpoint?.release();
-      if (gone.signal.aborted) {
+      if (gone) {
         m.done(1);
         return;
       }
@@ -110,36 +114,58 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       return call.write(frame);
     };
 
-    /** One frame; resolves when the next may be read. */
-    const handle = async (frame: ClientFrame | HashmailError): Promise<void> => {
+    const attach = async (hello: Hello): Promise<void> => {
+      waiting = new AbortController();
+      const ep = await v2.attach(hello, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
+      waiting = null;
+      if (ended || gone) {
+        ep.release();
+        return;
+      }
+      endpoint = ep;
+      logger.debug({ sid: shortHash(hello.sid), version: ep.version }, 'v2 grpc party attached');
+      ep.onClosed(end);
+      ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
+      send(encodeWelcome(ep.version, ep.peerPresent));
+      const pump: ReadPump = new ReadPump(
+        ep,
+        (msg) => {
+          if (send(encodeDataFrame(msg))) return true;
+          call.once('drain', pump.resume);
+          return false;
+        },
+        end,
+      );
+      pump.resume();
+    };
+    /** One frame; a promise when it must wait (attach, rate limit, full window). */
+    const handle = (frame: ClientFrame | HashmailError): Promise<void> | undefined => {
       m.received();
       if (frame instanceof HashmailError) throw frame;
       if (!endpoint) {
         if (!('hello' in frame)) throw new HashmailError('MALFORMED_REQUEST', 'first frame must be hello');
-        const ep = await v2.attach(frame.hello, { transport: 'grpc', address: deps.clientAddress(call) }, gone.signal);
-        if (ended) {
-          ep.release();
-          return;
-        }
-        endpoint = ep;
-        logger.debug({ sid: shortHash(frame.hello.sid), version: ep.version }, 'v2 grpc party attached');
-        ep.onClosed(end);
-        ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
-        send(encodeWelcome(ep.version, ep.peerPresent));
-        void pump(ep, send, call, gone.signal).catch(end);
-        return;
+        if (waiting) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
+        return attach(frame.hello);
       }
       if ('hello' in frame) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
-      await endpoint.write(asBuffer(frame.data));
+      return endpoint.write(asBuffer(frame.data));
     };
 
     // Events, not an async iterator: an iterator would destroy the call when
     // `end` reports a status mid-stream, losing the Error frame and status.
-    // Pausing while a frame is handled is the flow control: grpc-js stops
+    // Pausing while a frame waits is the flow control: grpc-js stops
     // reading, so HTTP/2 holds the writer back.
     call.on('data', (frame: ClientFrame | HashmailError) => {
+      let pending: Promise<void> | undefined;
+      try {
+        pending = handle(frame);
+      } catch (err) {
+        end(err);
+        return;
+      }
+      if (!pending) return;
       call.pause();
-      handle(frame).then(() => {
+      pending.then(() => {
         if (!ended) call.resume();
       }, end);
     });
@@ -150,12 +176,4 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
   return {
     Connect: connect,
   };
-}
-
-/** Relays the peer's messages to this party, waiting for the client to drain. */
-async function pump(ep: V2Endpoint, send: (frame: Uint8Array) => boolean, call: ConnectCall, gone: AbortSignal): Promise<void> {
-  for (;;) {
-    const msg = await ep.next();
-    if (!send(encodeDataFrame(msg))) await drained(call, gone);
-  }
 }

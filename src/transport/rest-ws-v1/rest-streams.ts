@@ -7,6 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CallInfo, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext, type OpenCall } from './context.js';
@@ -35,7 +36,6 @@ export class RestReceiveCall implements OpenCall {
   private done = false;
   private half: ReceiveHalf | null = null;
   private readonly waitAbort = new AbortController();
-  private drainWaiter: (() => void) | null = null;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -44,7 +44,6 @@ export class RestReceiveCall implements OpenCall {
   ) {
     ctx.calls.add(this);
     res.on('close', () => this.finish());
-    res.on('drain', () => this.wake());
     void this.run();
   }
 
@@ -78,25 +77,19 @@ export class RestReceiveCall implements OpenCall {
     this.ctx.logger.debug({ transport: 'rest', call: 'receive', sid: shortHash(desc.streamId) }, 'reader attached');
     startJsonStream(this.res);
     const prefix = resultFramePrefix(desc);
-    try {
-      for (;;) {
-        const msg = await half.next();
+    const res = this.res;
+    const pump: ReadPump = new ReadPump(
+      half,
+      (msg) => {
         // A message taken by a reader that left is not delivered again (legacy semantics).
-        if (this.done) return;
-        if (!this.res.write(resultFrame(prefix, msg) + LINE_END)) {
-          await new Promise<void>((resolve) => (this.drainWaiter = resolve));
-          if (this.done) return;
-        }
-      }
-    } catch (err) {
-      this.abort(err);
-    }
-  }
-
-  private wake(): void {
-    const waiter = this.drainWaiter;
-    this.drainWaiter = null;
-    waiter?.();
+        if (this.done) return false;
+        if (res.write(resultFrame(prefix, msg) + LINE_END)) return true;
+        res.once('drain', pump.resume);
+        return false;
+      },
+      (err) => this.abort(err),
+    );
+    pump.resume();
   }
 
   /** Ends the call without telling the client (it left, or abort() tells it). Idempotent. */
@@ -107,7 +100,6 @@ export class RestReceiveCall implements OpenCall {
     this.waitAbort.abort();
     this.half?.release();
     this.half = null;
-    this.wake();
   }
 }
 

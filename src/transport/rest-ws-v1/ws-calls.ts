@@ -8,6 +8,7 @@
  */
 import type { RawData, WebSocket } from 'ws';
 import type { CallInfo, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext, type OpenCall } from './context.js';
@@ -107,8 +108,6 @@ export class WsReceiveCall extends WsCall {
   private requested = false;
   private half: ReceiveHalf | null = null;
   private waitAbort: AbortController | null = null;
-  private drainWaiter: (() => void) | null = null;
-  private readonly onSent = (): void => this.wake();
 
   constructor(ctx: WsContext, ws: WebSocket, address: string) {
     super(ctx, ws, address, 'receive');
@@ -151,32 +150,23 @@ export class WsReceiveCall extends WsCall {
     this.ctx.logger.debug({ transport: 'websocket', call: 'receive', sid: shortHash(desc.streamId) }, 'reader attached');
     const prefix = resultFramePrefix(desc);
     const ws = this.ws;
-    try {
-      for (;;) {
-        const msg = await half.next();
+    const pump: ReadPump = new ReadPump(
+      half,
+      (msg) => {
         // A message taken by a reader that left is not delivered again (legacy semantics).
-        if (this.done) return;
+        if (this.done) return false;
         const frame = resultFrame(prefix, msg);
         if (ws.bufferedAmount + frame.length <= RECEIVE_HIGH_WATER_BYTES) {
           ws.send(frame);
-        } else {
-          // Its callback runs once this frame (and all before it) left for the kernel.
-          await new Promise<void>((resolve) => {
-            this.drainWaiter = resolve;
-            ws.send(frame, this.onSent);
-          });
-          if (this.done) return;
+          return true;
         }
-      }
-    } catch (err) {
-      this.abort(err);
-    }
-  }
-
-  private wake(): void {
-    const waiter = this.drainWaiter;
-    this.drainWaiter = null;
-    waiter?.();
+        // Its callback runs once this frame (and all before it) left for the kernel.
+        ws.send(frame, pump.resume);
+        return false;
+      },
+      (err) => this.abort(err),
+    );
+    pump.resume();
   }
 
   protected override finish(): void {
@@ -187,7 +177,6 @@ export class WsReceiveCall extends WsCall {
     this.waitAbort = null;
     this.half?.release();
     this.half = null;
-    this.wake();
   }
 }
 

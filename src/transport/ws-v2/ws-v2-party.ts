@@ -14,6 +14,7 @@
 import { WebSocket, type RawData } from 'ws';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
+import { ReadPump } from '../../relay/read-pump.js';
 import type { V2Endpoint, V2Mailbox } from '../../relay/v2-mailbox.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
@@ -104,7 +105,6 @@ export class WsV2Party {
   private writing = false;
   private paused = false;
   /** Resolves the pump's wait for the socket to drain. */
-  private drainWaiter: (() => void) | null = null;
 
   constructor(
     private readonly ctx: PartyContext,
@@ -211,7 +211,7 @@ export class WsV2Party {
     ws.send(encodeWelcome(endpoint.version, endpoint.peerPresent));
     endpoint.onPresence((present) => ws.send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
     endpoint.onClosed((err) => this.fail(err));
-    void this.pump(endpoint);
+    this.pump(endpoint);
     const first = this.inbox?.shift();
     if (first !== undefined) void this.writeLoop(endpoint, first);
   }
@@ -255,34 +255,25 @@ export class WsV2Party {
   }
 
   /** Box -> socket, holding back while the socket has more than the high-water mark unsent. */
-  private async pump(endpoint: V2Endpoint): Promise<void> {
+  private pump(endpoint: V2Endpoint): void {
     const ws = this.ws;
-    try {
-      for (;;) {
-        const msg = await endpoint.next();
+    const pump: ReadPump = new ReadPump(
+      endpoint,
+      (msg) => {
         // A message taken by a party that then left is not delivered again (protocol: Delivery).
-        if (this.done) return;
+        if (this.done) return false;
         const frame = encodeDataFrame(msg);
         if (ws.bufferedAmount + frame.length <= SEND_HIGH_WATER_BYTES) {
           ws.send(frame);
-          continue;
+          return true;
         }
         // The callback runs once this frame (and all before it) went to the kernel, or the socket failed.
-        await new Promise<void>((resolve) => {
-          this.drainWaiter = resolve;
-          ws.send(frame, () => this.wake());
-        });
-        if (this.done) return;
-      }
-    } catch (err) {
-      this.fail(err);
-    }
-  }
-
-  private wake(): void {
-    const waiter = this.drainWaiter;
-    this.drainWaiter = null;
-    waiter?.();
+        ws.send(frame, pump.resume);
+        return false;
+      },
+      (err) => this.fail(err),
+    );
+    pump.resume();
   }
 
   /** Frees everything the party holds, at once; the client is not told. Idempotent. */
@@ -297,6 +288,5 @@ export class WsV2Party {
     this.endpoint?.release();
     this.endpoint = null;
     this.inbox = null;
-    this.wake();
   }
 }
