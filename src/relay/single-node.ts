@@ -13,6 +13,7 @@ import { Metrics } from '../observe/metrics.js';
 import { RelayStats } from '../observe/stats.js';
 import { SessionTable } from '../session/session-table.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
+import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { loadTlsMaterial } from '../transport/tls-material.js';
@@ -63,6 +64,10 @@ function hostOfPeer(peer: string): string {
 
 export async function startSingleNode(config: Config, logger: Logger): Promise<RunningNode> {
   const stats = new RelayStats();
+  const limitHit = (configKey: string): void => {
+    stats.countLimit(configKey);
+    logger.warn({ limit: configKey }, 'limit reached');
+  };
   const m = config.mailbox;
   const table = new SessionTable(
     {
@@ -75,10 +80,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       staleTimeoutMs: m.staleTimeoutMs,
     },
     {
-      limitHit: (key) => {
-        stats.countLimit(key);
-        logger.warn({ limit: key }, 'limit reached');
-      },
+      limitHit,
       rateLimited: () => {
         stats.rateLimitedWaits++;
       },
@@ -95,10 +97,12 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     'grpc.keepalive_timeout_ms': config.grpc.keepaliveTimeoutMs,
     'grpc.max_receive_message_length': Math.max(m.maxMessageBytes, config.v2.maxMessageBytes) + GRPC_MESSAGE_OVERHEAD_BYTES,
     'grpc.max_send_message_length': -1,
-    'grpc.max_concurrent_streams': config.limits.maxStreamsPerConnection,
+    // One over our count, so the call past the limit reaches us and gets RESOURCE_EXHAUSTED naming it.
+    'grpc.max_concurrent_streams': config.limits.maxStreamsPerConnection + 1,
     'grpc-node.max_session_memory': HTTP2_SESSION_MEMORY_MB,
   });
   const trustProxy = config.server.trustProxy;
+  const streams = new StreamsPerConnection(config.limits.maxStreamsPerConnection, limitHit);
   const httpClientAddress = (req: IncomingMessage): string =>
     (trustProxy ? forwardedFor(req.headers['x-forwarded-for']) : null) ?? req.socket.remoteAddress ?? 'unknown';
   const grpcClientAddress = (call: { metadata: Metadata; getPeer(): string }): string =>
@@ -110,6 +114,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       logger: subsystemLogger(logger, 'grpc'),
       stats,
       metrics,
+      streams,
       clientAddress: grpcClientAddress,
     }),
   );
@@ -121,6 +126,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
         logger: subsystemLogger(logger, 'grpc'),
         stats,
         metrics,
+        streams,
         clientAddress: grpcClientAddress,
       }),
     );

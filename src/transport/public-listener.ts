@@ -21,6 +21,7 @@ export const PREFACE_TIMEOUT_MS = 10_000;
 /** Bytes that decide the protocol: "PRI" opens only the HTTP/2 preface. */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const SNIFF_BYTES = 3;
+const EMPTY: Buffer = Buffer.alloc(0);
 const MAX_PREFACE_BYTES = 4096;
 
 export interface PublicListenerOptions {
@@ -110,7 +111,7 @@ export class PublicListener {
     });
     const timer = setTimeout(() => socket.destroy(), PREFACE_TIMEOUT_MS);
     timer.unref();
-    let buffered: Buffer = Buffer.alloc(0);
+    let buffered: Buffer = EMPTY;
     let address: string | null = this.options.trustProxy ? null : (socket.remoteAddress ?? 'unknown');
 
     const onData = (chunk: Buffer): void => {
@@ -133,6 +134,8 @@ export class PublicListener {
       socket.pause();
       clearTimeout(timer);
       if (buffered.length > 0) socket.unshift(buffered);
+      // The 'close' handler shares this scope for the connection's life: keep no chunk alive through it.
+      buffered = EMPTY;
       this.admitted(socket, address);
     };
     socket.on('data', onData);

@@ -226,3 +226,31 @@ test('without --trust-proxy a PROXY header is not honoured (bad request), and th
     await server.stop();
   }
 });
+
+test('streams per connection over the limit get RESOURCE_EXHAUSTED naming the limit; others on the connection go on', async () => {
+  const server = await startServer({ config: { limits: { maxStreamsPerConnection: 3 } } });
+  const client = connect(server.address);
+  try {
+    const sids = [randomSid(), randomSid(), randomSid(), randomSid()];
+    for (const sid of sids) await client.createBox(sid);
+    const readers = sids.slice(0, 3).map((sid) => client.openReader(sid));
+    // Until the three are open on the server, the fourth might be counted first: wait for the gauge.
+    const deadline = Date.now() + 10_000;
+    while ((await server.metric('hashmail_attached_halves{transport="grpc",kind="read"}')) !== 3 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const fourth = client.openReader(sids[3]);
+    const status = await fourth.ended();
+    assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(status.details, /limit reached: limits\.maxStreamsPerConnection \(3\)/);
+    // The three open streams still work (written from another connection: this one is full).
+    const other = connect(server.address);
+    const writer = other.openWriter(sids[0]);
+    await writer.write(Buffer.from('still here'));
+    assert.equal((await readers[0].next()).toString(), 'still here');
+    other.close();
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});

@@ -17,6 +17,7 @@ import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
 import { ReadPump } from '../../relay/read-pump.js';
+import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import { hashMailService, type CipherInitResp } from './service.js';
 
 export type GrpcCallType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
@@ -60,6 +61,7 @@ export interface GrpcV1Deps {
   logger: Logger;
   stats: RelayStats;
   metrics: GrpcMetricsHook;
+  streams: StreamsPerConnection;
   /** Client address for per-address limits: from the call's peer (or a trusted X-Forwarded-For). */
   clientAddress(call: ServerUnaryCall<unknown, unknown> | ServerReadableStream<unknown, unknown> | ServerWritableStream<unknown, unknown>): string;
 }
@@ -85,13 +87,17 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
     (call: ServerUnaryCall<CipherBoxAuth | HashmailError, CipherInitResp>, callback: sendUnaryData<unknown>): void => {
       const m = metrics.grpcCall(SERVICE_NAME, method, 'unary');
       m.received();
+      let closeStream = NOTHING_HELD;
       try {
+        closeStream = deps.streams.acquire(call.getPeer());
         if (call.request instanceof HashmailError) throw call.request;
         run(call.request, { transport: 'grpc', address: deps.clientAddress(call) });
+        closeStream();
         m.sent();
         m.done(0);
         callback(null, { success: true });
       } catch (err) {
+        closeStream();
         const status = toStatus(err, method);
         m.done(status.code);
         callback(status);
@@ -116,16 +122,18 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
     // Only while waiting for the slot: an AbortController per idle stream would cost memory for hours.
     let waiting: AbortController | null = new AbortController();
     let half: ReceiveHalf | undefined;
+    let closeStream = NOTHING_HELD;
     // A reader that leaves frees the slot at once, even while waiting for a message.
     call.once('cancelled', () => {
       gone = true;
       waiting?.abort();
-      half?.release();
+      end(new HashmailError('CANCELLED'));
     });
     let ended = false;
     const end = (err: unknown): void => {
       if (ended) return;
       ended = true;
+      closeStream();
       half?.release();
       if (gone) {
         m.done(1);
@@ -136,6 +144,7 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       call.emit('error', status);
     };
     try {
+      closeStream = deps.streams.acquire(call.getPeer());
       if (call.request instanceof HashmailError) throw call.request;
       const desc = call.request;
       half = await mailbox.openReceive(desc.streamId, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
@@ -166,16 +175,18 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
     let gone = false;
     let waiting: AbortController | null = null;
     let half: SendHalf | undefined;
+    let closeStream = NOTHING_HELD;
     // A writer that leaves frees the slot at once, even mid-write.
     call.once('cancelled', () => {
       gone = true;
       waiting?.abort();
-      half?.release();
+      finish(new HashmailError('CANCELLED'));
     });
     let finished = false;
     const finish = (err: unknown): void => {
       if (finished) return;
       finished = true;
+      closeStream();
       half?.release();
       if (err === null) {
         m.done(0);
@@ -228,6 +239,11 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       }, finish);
     });
     call.once('end', () => finish(null));
+    try {
+      closeStream = deps.streams.acquire(call.getPeer());
+    } catch (err) {
+      finish(err);
+    }
   }
 
 }

@@ -23,6 +23,7 @@ import {
   type ServerFrame,
 } from '../../wire/v2-frames.js';
 import { ReadPump } from '../../relay/read-pump.js';
+import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 
 export const V2_SERVICE_NAME = 'hashmail.v2.Mailbox';
@@ -66,6 +67,7 @@ export interface GrpcV2Deps {
   logger: Logger;
   stats: RelayStats;
   metrics: GrpcMetricsHook;
+  streams: StreamsPerConnection;
   clientAddress(call: ServerDuplexStream<unknown, unknown>): string;
 }
 
@@ -80,15 +82,17 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
     // Only while attaching: an AbortController per idle stream would cost memory for hours.
     let waiting: AbortController | null = null;
     let endpoint: V2Endpoint | undefined;
+    let closeStream = NOTHING_HELD;
     call.once('cancelled', () => {
       gone = true;
       waiting?.abort();
-      endpoint?.release();
+      end(new HashmailError('CANCELLED'));
     });
     let ended = false;
     const end = (err: unknown): void => {
       if (ended) return;
       ended = true;
+      closeStream();
       endpoint?.release();
       if (gone) {
         m.done(1);
@@ -171,6 +175,11 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
     });
     // The client half-closed: the party is done.
     call.once('end', () => end(null));
+    try {
+      closeStream = deps.streams.acquire(call.getPeer());
+    } catch (err) {
+      end(err);
+    }
   }
 
   return {
