@@ -17,6 +17,7 @@ import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
 import { ReadPump } from '../../relay/read-pump.js';
+import { readWithPushBack } from '../grpc-read.js';
 import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import { hashMailService, type CipherInitResp } from './service.js';
 
@@ -222,23 +223,7 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       if (box instanceof HashmailError) throw box;
       return half ? half.write(box.msg) : attach(box);
     };
-    // While a message waits, the call is paused: grpc-js stops reading and
-    // HTTP/2 flow control holds the writer back.
-    call.on('data', (box: CipherBox | HashmailError) => {
-      let pending: Promise<void> | undefined;
-      try {
-        pending = handle(box);
-      } catch (err) {
-        finish(err);
-        return;
-      }
-      if (!pending) return;
-      call.pause();
-      pending.then(() => {
-        if (!finished) call.resume();
-      }, finish);
-    });
-    call.once('end', () => finish(null));
+    readWithPushBack(call, handle, finish, () => finished);
     try {
       closeStream = deps.streams.acquire(call.getPeer());
     } catch (err) {

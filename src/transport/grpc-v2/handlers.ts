@@ -23,6 +23,7 @@ import {
   type ServerFrame,
 } from '../../wire/v2-frames.js';
 import { ReadPump } from '../../relay/read-pump.js';
+import { readWithPushBack } from '../grpc-read.js';
 import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 
@@ -155,26 +156,8 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       return endpoint.write(asBuffer(frame.data));
     };
 
-    // Events, not an async iterator: an iterator would destroy the call when
-    // `end` reports a status mid-stream, losing the Error frame and status.
-    // Pausing while a frame waits is the flow control: grpc-js stops
-    // reading, so HTTP/2 holds the writer back.
-    call.on('data', (frame: ClientFrame | HashmailError) => {
-      let pending: Promise<void> | undefined;
-      try {
-        pending = handle(frame);
-      } catch (err) {
-        end(err);
-        return;
-      }
-      if (!pending) return;
-      call.pause();
-      pending.then(() => {
-        if (!ended) call.resume();
-      }, end);
-    });
-    // The client half-closed: the party is done.
-    call.once('end', () => end(null));
+    // The client half-closing ends the party.
+    readWithPushBack(call, handle, end, () => ended);
     try {
       closeStream = deps.streams.acquire(call.getPeer());
     } catch (err) {
