@@ -131,14 +131,14 @@ async function startPageServer(): Promise<{ server: Server; url: string }> {
   return { server, url: `http://127.0.0.1:${port}/` };
 }
 
-/** page.evaluate has no timeout of its own. */
-function inPage<A, R>(fn: (arg: A) => R | Promise<R>, arg: A, what: string, ms = STEP_TIMEOUT_MS): Promise<R> {
-  return bounded(page.evaluate(fn, arg), `the page: ${what}`, ms);
+/** Bounds a page.evaluate, which has no timeout of its own. */
+function inPage<R>(evaluation: Promise<R>, what: string, ms = STEP_TIMEOUT_MS): Promise<R> {
+  return bounded(evaluation, `the page: ${what}`, ms);
 }
 
 async function browserParty(server: RunningServer, options: Omit<PageConnectOptions, 'server' | 'transport'>): Promise<PageConnectResult> {
   const full: PageConnectOptions = { server: `ws://127.0.0.1:${server.port}`, transport: 'websocket', ...options };
-  return inPage((o) => (window as unknown as HarnessWindow).harness.connect(o), full, 'connect');
+  return inPage(page.evaluate((o) => (window as unknown as HarnessWindow).harness.connect(o), full), 'connect');
 }
 
 async function attachedBrowserParty(server: RunningServer, options: Omit<PageConnectOptions, 'server' | 'transport'>): Promise<{ id: number; version: 1 | 2; peerPresent: boolean }> {
@@ -148,7 +148,7 @@ async function attachedBrowserParty(server: RunningServer, options: Omit<PageCon
 }
 
 function pageState(id: number): Promise<PageState> {
-  return inPage((i) => (window as unknown as HarnessWindow).harness.state(i), id, 'state');
+  return inPage(page.evaluate((i) => (window as unknown as HarnessWindow).harness.state(i), id), 'state');
 }
 
 /** Waits until the page's party has seen `count` presence events. */
@@ -203,6 +203,7 @@ function messageSizes(count: number): number[] {
 async function exchange(id: number, node: MailboxConnection, count: number): Promise<void> {
   const toPage = messageSizes(count);
   const toNode = messageSizes(count);
+  const already = (await pageState(id)).receivedCount;
   const nodeSends = (async () => {
     const digests: string[] = [];
     for (const size of toPage) {
@@ -223,10 +224,10 @@ async function exchange(id: number, node: MailboxConnection, count: number): Pro
   );
   await page.waitForFunction(
     ({ i, n }) => (window as unknown as HarnessWindow).harness.state(i).receivedCount >= n,
-    { i: id, n: count },
+    { i: id, n: already + count },
     { timeout: EXCHANGE_TIMEOUT_MS },
   );
-  const receivedByPage = await inPage((i) => (window as unknown as HarnessWindow).harness.received(i), id, 'received digests');
+  const receivedByPage = (await inPage(page.evaluate((i) => (window as unknown as HarnessWindow).harness.received(i), id), 'received digests')).slice(already);
   assert.deepEqual(receivedByPage, sentByNode, 'the page received what the Node party sent, in order');
   assert.deepEqual(receivedByNode, sentByPage, 'the Node party received what the page sent, in order');
 }
@@ -237,7 +238,7 @@ function assertNoPageErrors(): void {
 
 async function closeAllParties(): Promise<void> {
   if (browser?.isConnected()) {
-    await inPage(() => (window as unknown as HarnessWindow).harness.closeAll(), undefined, 'closeAll').catch(() => undefined);
+    await inPage(page.evaluate(() => (window as unknown as HarnessWindow).harness.closeAll()), 'closeAll').catch(() => undefined);
   }
   await Promise.all(nodeParties.map((c) => c.close()));
   nodeParties = [];
@@ -391,11 +392,8 @@ describe('browser bundle in Chromium', () => {
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
     const { port } = probe.address() as AddressInfo;
     await new Promise<void>((resolve) => probe.close(() => resolve()));
-    const result = await inPage(
-      (o) => (window as unknown as HarnessWindow).harness.connect(o),
-      { server: `ws://127.0.0.1:${port}`, sidHex: toHex(newSid()), transport: 'websocket' as const, protocol: 'auto' as const, role: 'app' as const },
-      'connect to a closed port',
-    );
+    const options: PageConnectOptions = { server: `ws://127.0.0.1:${port}`, sidHex: toHex(newSid()), transport: 'websocket', protocol: 'auto', role: 'app' };
+    const result = await inPage(page.evaluate((o) => (window as unknown as HarnessWindow).harness.connect(o), options), 'connect to a closed port');
     assert.ok('error' in result, 'attached to a closed port');
     assert.ok(result.error.connectionLost, `${result.error.name}: ${result.error.message}`);
     assertNoPageErrors();
