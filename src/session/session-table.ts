@@ -74,9 +74,12 @@ export class SessionTable {
 
   /**
    * v2 attach: the boxes of the session of `sid` (box `sid`, which the party
-   * reads, and box `sid ^ 1`, which it writes), creating whichever is missing
-   * when `create` is set, else "stream not found". Limits are checked for
-   * both boxes before either is created, so a refused attach leaves nothing.
+   * reads, and box `sid ^ 1`, which it writes), creating whichever is
+   * missing. Without `create` the session must exist, i.e. at least one of
+   * its boxes: a legacy node creates its two boxes at different times (the
+   * one it writes only after the app's first message), and a v2 peer must be
+   * able to join in between. Limits are checked for both boxes before either
+   * is created, so a refused attach leaves nothing.
    */
   openSession(sid: Uint8Array, peer: Uint8Array, owner: string, create: boolean, capacityBytes: number): { read: Box; write: Box } {
     if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
@@ -85,7 +88,7 @@ export class SessionTable {
     let read = this.entries.get(readKey)?.box;
     let write = this.entries.get(writeKey)?.box;
     if (read && write) return { read, write };
-    if (!create) throw new HashmailError('STREAM_NOT_FOUND');
+    if (!create && !read && !write) throw new HashmailError('STREAM_NOT_FOUND');
     const missing = (read ? 0 : 1) + (write ? 0 : 1);
     this.checkRoom(owner, missing);
     read ??= this.insertBox(Buffer.from(sid), readKey, owner, capacityBytes);

@@ -379,3 +379,31 @@ test('stale: a late slot change on a deleted box does not re-arm a timer', async
   assert.throws(() => table.findBox(sid), isError('STREAM_NOT_FOUND'));
   assert.equal(again.isClosed, true);
 });
+
+test('openSession (v2): create makes both boxes; existing needs one of them and adds the other; limits count both', () => {
+  const { table } = makeTable({ maxBoxesPerAddress: 3 });
+  const a = newSid();
+  assert.throws(() => table.openSession(a, peerSid(a), 'x', false, 1024), (err: unknown) => err instanceof HashmailError && err.code === 'STREAM_NOT_FOUND');
+  assert.equal(table.boxCount, 0, 'a refused attach creates nothing');
+
+  const created = table.openSession(a, peerSid(a), 'x', true, 1024);
+  assert.equal(table.boxCount, 2);
+  assert.equal(created.read, table.findBox(a));
+  assert.equal(created.write, table.findBox(peerSid(a)));
+  // The peer joins the same boxes, the other way round.
+  const joined = table.openSession(peerSid(a), a, 'y', false, 1024);
+  assert.equal(joined.read, created.write);
+  assert.equal(joined.write, created.read);
+
+  // A legacy node that created only the box it reads: a v2 app may join and gets the other box made.
+  const b = newSid();
+  table.createBox(peerSid(b), 'node');
+  const half = table.openSession(b, peerSid(b), 'app', false, 1024);
+  assert.equal(half.write, table.findBox(peerSid(b)));
+  assert.equal(table.boxCount, 4);
+
+  // Owner 'x' holds 2 boxes; two more would pass its limit of 3: refused whole.
+  const c = newSid();
+  assert.throws(() => table.openSession(c, peerSid(c), 'x', true, 1024), /limits\.maxBoxesPerAddress/);
+  assert.throws(() => table.findBox(c), /stream not found/);
+});
