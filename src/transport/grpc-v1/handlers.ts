@@ -12,12 +12,13 @@ import type {
 } from '@grpc/grpc-js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
-import type { CallInfo, LegacyMailbox, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, LegacyMailbox, SendHalf } from '../../relay/legacy-mailbox.js';
 import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { readWithPushBack } from '../grpc-read.js';
+import { GrpcCallScope } from '../grpc-call-scope.js';
 import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import { hashMailService, type CipherInitResp } from './service.js';
 
@@ -119,40 +120,19 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
   async function receive(call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): Promise<void> {
     const m = metrics.grpcCall(SERVICE_NAME, 'RecvStream', 'server_stream');
     m.received();
-    let gone = false;
-    // Only while waiting for the slot: an AbortController per idle stream would cost memory for hours.
-    let waiting: AbortController | null = new AbortController();
-    let half: ReceiveHalf | undefined;
-    let closeStream = NOTHING_HELD;
-    // A reader that leaves frees the slot at once, even while waiting for a message.
-    call.once('cancelled', () => {
-      gone = true;
-      waiting?.abort();
-      end(new HashmailError('CANCELLED'));
-    });
-    let ended = false;
-    const end = (err: unknown): void => {
-      if (ended) return;
-      ended = true;
-      closeStream();
-      half?.release();
-      if (gone) {
-        m.done(1);
-        return;
-      }
+    const scope = new GrpcCallScope(call, m, (err) => {
       const status = toStatus(err, 'RecvStream');
       m.done(status.code);
       call.emit('error', status);
-    };
+    });
     try {
-      closeStream = deps.streams.acquire(call.getPeer());
+      scope.holdStream(deps.streams.acquire(call.getPeer()));
       if (call.request instanceof HashmailError) throw call.request;
       const desc = call.request;
-      half = await mailbox.openReceive(desc.streamId, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
-      waiting = null;
-      if (gone) return end(null);
+      const half = await mailbox.openReceive(desc.streamId, { transport: 'grpc', address: deps.clientAddress(call) }, scope.beginWait());
+      if (!scope.attached(() => half.release())) return;
       logger.debug({ sid: shortHash(desc.streamId) }, 'grpc reader attached');
-      half.onBoxClosed(end);
+      half.onBoxClosed(scope.fail);
       const encode = cipherBoxEncoder(desc);
       const pump: ReadPump = new ReadPump(
         half,
@@ -162,40 +142,20 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
           call.once('drain', pump.resume);
           return false;
         },
-        end,
+        scope.fail,
       );
       pump.resume();
     } catch (err) {
-      end(err);
+      scope.end(err);
     }
   }
 
-
   function send(call: ServerReadableStream<CipherBox | HashmailError, CipherBoxDesc>, callback: sendUnaryData<CipherBoxDesc>): void {
     const m = metrics.grpcCall(SERVICE_NAME, 'SendStream', 'client_stream');
-    let gone = false;
-    let waiting: AbortController | null = null;
-    let half: SendHalf | undefined;
-    let closeStream = NOTHING_HELD;
-    // A writer that leaves frees the slot at once, even mid-write.
-    call.once('cancelled', () => {
-      gone = true;
-      waiting?.abort();
-      finish(new HashmailError('CANCELLED'));
-    });
-    let finished = false;
-    const finish = (err: unknown): void => {
-      if (finished) return;
-      finished = true;
-      closeStream();
-      half?.release();
+    const scope = new GrpcCallScope(call, m, (err) => {
       if (err === null) {
         m.done(0);
         callback(null, { streamId: Buffer.alloc(0) });
-        return;
-      }
-      if (gone) {
-        m.done(1);
         return;
       }
       const status = toStatus(err, 'SendStream');
@@ -203,18 +163,14 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       callback(status);
       // Stop reading: the call is over whatever the client still sends.
       call.destroy();
-    };
+    });
+    let half: SendHalf | null = null;
     const attach = async (box: CipherBox): Promise<void> => {
-      waiting = new AbortController();
-      const h = await mailbox.openSend(box.desc, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
-      waiting = null;
-      if (gone || finished) {
-        h.release();
-        return;
-      }
+      const h = await mailbox.openSend(box.desc, { transport: 'grpc', address: deps.clientAddress(call) }, scope.beginWait());
+      if (!scope.attached(() => h.release())) return;
       half = h;
       logger.debug({ sid: shortHash(box.desc?.streamId ?? Buffer.alloc(0)) }, 'grpc writer attached');
-      h.onBoxClosed(finish);
+      h.onBoxClosed(scope.fail);
       await h.write(box.msg);
     };
     /** One message; a promise when it must wait (slot, rate limit, full box). */
@@ -223,12 +179,11 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       if (box instanceof HashmailError) throw box;
       return half ? half.write(box.msg) : attach(box);
     };
-    readWithPushBack(call, handle, finish, () => finished);
+    readWithPushBack(call, handle, scope.fail, () => scope.ended);
     try {
-      closeStream = deps.streams.acquire(call.getPeer());
+      scope.holdStream(deps.streams.acquire(call.getPeer()));
     } catch (err) {
-      finish(err);
+      scope.end(err);
     }
   }
-
 }

@@ -24,7 +24,8 @@ import {
 } from '../../wire/v2-frames.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { readWithPushBack } from '../grpc-read.js';
-import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
+import { GrpcCallScope } from '../grpc-call-scope.js';
+import type { StreamsPerConnection } from '../grpc-stream-limit.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 
 export const V2_SERVICE_NAME = 'hashmail.v2.Mailbox';
@@ -79,26 +80,7 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
 
   function connect(call: ConnectCall): void {
     const m = metrics.grpcCall(V2_SERVICE_NAME, 'Connect', 'bidi_stream');
-    let gone = false;
-    // Only while attaching: an AbortController per idle stream would cost memory for hours.
-    let waiting: AbortController | null = null;
-    let endpoint: V2Endpoint | undefined;
-    let closeStream = NOTHING_HELD;
-    call.once('cancelled', () => {
-      gone = true;
-      waiting?.abort();
-      end(new HashmailError('CANCELLED'));
-    });
-    let ended = false;
-    const end = (err: unknown): void => {
-      if (ended) return;
-      ended = true;
-      closeStream();
-      endpoint?.release();
-      if (gone) {
-        m.done(1);
-        return;
-      }
+    const scope = new GrpcCallScope(call, m, (err) => {
       if (err === null) {
         m.done(0);
         call.end();
@@ -113,23 +95,19 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
         encodeErrorFrame({ code: e.grpcCode, message: e.message, supportedVersions: e.code === 'UNSUPPORTED_VERSION' ? [...SUPPORTED_VERSIONS] : [] }),
       );
       call.emit('error', { code: e.grpcCode, details: e.message });
-    };
+    });
+    let endpoint: V2Endpoint | null = null;
     const send = (frame: Uint8Array): boolean => {
       m.sent();
       return call.write(frame);
     };
 
     const attach = async (hello: Hello): Promise<void> => {
-      waiting = new AbortController();
-      const ep = await v2.attach(hello, { transport: 'grpc', address: deps.clientAddress(call) }, waiting.signal);
-      waiting = null;
-      if (ended || gone) {
-        ep.release();
-        return;
-      }
+      const ep = await v2.attach(hello, { transport: 'grpc', address: deps.clientAddress(call) }, scope.beginWait());
+      if (!scope.attached(() => ep.release())) return;
       endpoint = ep;
       logger.debug({ sid: shortHash(hello.sid), version: ep.version }, 'v2 grpc party attached');
-      ep.onClosed(end);
+      ep.onClosed(scope.fail);
       ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
       send(encodeWelcome(ep.version, ep.peerPresent));
       const pump: ReadPump = new ReadPump(
@@ -139,17 +117,19 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
           call.once('drain', pump.resume);
           return false;
         },
-        end,
+        scope.fail,
       );
       pump.resume();
     };
-    /** One frame; a promise when it must wait (attach, rate limit, full window). */
+    /**
+     * One frame; a promise when it must wait (attach, rate limit, full
+     * window). No frame arrives while one waits: the call is paused.
+     */
     const handle = (frame: ClientFrame | HashmailError): Promise<void> | undefined => {
       m.received();
       if (frame instanceof HashmailError) throw frame;
       if (!endpoint) {
         if (!('hello' in frame)) throw new HashmailError('MALFORMED_REQUEST', 'first frame must be hello');
-        if (waiting) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
         return attach(frame.hello);
       }
       if ('hello' in frame) throw new HashmailError('MALFORMED_REQUEST', 'hello sent twice');
@@ -157,13 +137,14 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
     };
 
     // The client half-closing ends the party.
-    readWithPushBack(call, handle, end, () => ended);
+    readWithPushBack(call, handle, scope.fail, () => scope.ended);
     try {
-      closeStream = deps.streams.acquire(call.getPeer());
+      scope.holdStream(deps.streams.acquire(call.getPeer()));
     } catch (err) {
-      end(err);
+      scope.end(err);
     }
   }
+
 
   return {
     Connect: connect,
