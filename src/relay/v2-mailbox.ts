@@ -5,7 +5,7 @@
  * hold at most a small window: a writer whose reader is absent or slow waits,
  * and the transport turns that wait into flow control.
  */
-import type { Box } from '../session/box.js';
+import type { Box, ReaderWatcher } from '../session/box.js';
 import type { ReadableCallback } from '../session/message-queue.js';
 import { HashmailError } from '../session/errors.js';
 import type { Lease } from '../session/slot.js';
@@ -38,10 +38,9 @@ export interface V2MailboxOptions {
   maxMessageBytes: number;
 }
 
-export class V2Endpoint implements ReadSource {
+export class V2Endpoint implements ReadSource, ReaderWatcher {
   private released = false;
   private closedFn: ((err: HashmailError) => void) | null = null;
-  private readonly unwatch: () => void;
   private presenceFn: ((present: boolean) => void) | null = null;
 
   constructor(
@@ -56,15 +55,22 @@ export class V2Endpoint implements ReadSource {
   ) {
     stats.v2Endpoints[transport]++;
     // The peer is whoever reads what this party writes.
-    this.unwatch = writeBox.watchReader((taken) => this.presenceFn?.(taken));
-    const onClosed = (err: HashmailError): void => {
-      const fn = this.closedFn;
-      this.closedFn = null;
-      fn?.(err);
-    };
-    readLease.onClosed = onClosed;
-    writeLease.onClosed = onClosed;
+    writeBox.watchReader(this);
+    readLease.onClosed = this.boxClosed;
+    writeLease.onClosed = this.boxClosed;
   }
+
+  /** ReaderWatcher: the peer took or left the read slot of the box this party writes. */
+  readerChanged(taken: boolean): void {
+    this.presenceFn?.(taken);
+  }
+
+  /** Either box was torn down while this party holds its slots. */
+  private readonly boxClosed = (err: HashmailError): void => {
+    const fn = this.closedFn;
+    this.closedFn = null;
+    fn?.(err);
+  };
 
   get peerPresent(): boolean {
     return this.writeBox.readSlot.taken;
@@ -113,7 +119,7 @@ export class V2Endpoint implements ReadSource {
     this.released = true;
     this.closedFn = null;
     this.presenceFn = null;
-    this.unwatch();
+    this.writeBox.watchReader(null);
     this.stats.v2Endpoints[this.transport]--;
     this.readBox.detach(this.readLease);
     this.writeBox.detach(this.writeLease);

@@ -2,7 +2,7 @@ import type { BufferBudget } from './buffer-budget.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { HashmailError } from './errors.js';
 import { MessageQueue, type ReadableCallback } from './message-queue.js';
-import { Slot, type Lease } from './slot.js';
+import { Slot, type Lease, type SlotOwner } from './slot.js';
 import { TokenBucket } from './token-bucket.js';
 
 export interface RateLimit {
@@ -19,6 +19,20 @@ export interface BoxOptions {
   acquireWaitMs: number;
 }
 
+/** What a box reports to the table that owns it. */
+export interface BoxHost {
+  /** A slot was taken or freed (the stale timer depends on it). */
+  slotsChanged(box: Box): void;
+  /** A write waited for a rate-limit token. */
+  rateLimited(): void;
+}
+
+const NO_HOST: BoxHost = { slotsChanged: () => undefined, rateLimited: () => undefined };
+
+export interface ReaderWatcher {
+  readerChanged(taken: boolean): void;
+}
+
 /** Why a box went away; decides what its holders and waiters are told. */
 export type CloseReason = 'deleted' | 'stale' | 'shutdown';
 
@@ -28,11 +42,12 @@ export type CloseReason = 'deleted' | 'stale' | 'shutdown';
  * legacy half takes one slot; a v2 party takes the read slot of `x` and the
  * write slot of `x ^ 1`.
  */
-export class Box {
+export class Box implements SlotOwner {
   readonly readSlot: Slot;
   readonly writeSlot: Slot;
   private readonly queue: MessageQueue;
-  private readonly bucket: TokenBucket | null;
+  /** Made on the first write: a bucket starts full, so a late start changes nothing, and idle boxes skip it. */
+  private bucket: TokenBucket | null = null;
   private rateWait: { timer: TimerHandle; resolve(): void; reject(err: HashmailError): void } | null = null;
   private closed = false;
   /** What a write is told once the box is torn down. */
@@ -45,41 +60,38 @@ export class Box {
     private readonly options: BoxOptions,
     budget: BufferBudget,
     private readonly clock: Clock,
-    onSlotsChange: (box: Box) => void,
-    /** Called each time a write has to wait for a rate-limit token (metrics). */
-    private readonly onRateLimited: () => void = () => undefined,
+    /** The session table: stale timer and metrics. An object, not closures, to keep idle boxes small. */
+    private readonly host: BoxHost = NO_HOST,
     /** Queue bound for this box; v2 sessions use their own window instead of options.bufferBytes. */
     capacityBytes?: number,
   ) {
-    const changed = (): void => onSlotsChange(this);
-    this.readSlot = new Slot('READ_OCCUPIED', clock, () => {
-      onSlotsChange(this);
-      this.notifyReaderWatchers();
-    });
-    this.writeSlot = new Slot('WRITE_OCCUPIED', clock, changed);
+    this.readSlot = new Slot('READ_OCCUPIED', clock, this);
+    this.writeSlot = new Slot('WRITE_OCCUPIED', clock, this);
     this.queue = new MessageQueue(capacityBytes ?? options.bufferBytes, budget);
-    this.bucket = options.rateLimit
-      ? new TokenBucket(options.rateLimit.intervalMs, options.rateLimit.burst, clock)
-      : null;
+  }
+
+  private rateBucket(): TokenBucket | null {
+    const rate = this.options.rateLimit;
+    if (!rate) return null;
+    return (this.bucket ??= new TokenBucket(rate.intervalMs, rate.burst, this.clock));
+  }
+
+  /** SlotOwner: either slot was taken or freed. */
+  slotChanged(slot: Slot): void {
+    this.host.slotsChanged(this);
+    if (slot === this.readSlot) this.readerWatcher?.readerChanged(slot.taken);
   }
 
   /**
-   * `fn(taken)` runs whenever the read slot is taken or freed: a v2 party
-   * writing to this box learns that its peer (the reader) came or went.
-   * Returns the unsubscribe function. Allocated lazily: most boxes have no watcher.
+   * The v2 party writing to this box hears whenever its read slot is taken
+   * or freed: its peer (the reader) came or went. One watcher at most: the
+   * write slot's holder. null to stop.
    */
-  watchReader(fn: (taken: boolean) => void): () => void {
-    (this.readerWatchers ??= new Set()).add(fn);
-    return () => this.readerWatchers?.delete(fn);
+  watchReader(watcher: ReaderWatcher | null): void {
+    this.readerWatcher = watcher;
   }
 
-  private readerWatchers: Set<(taken: boolean) => void> | null = null;
-
-  private notifyReaderWatchers(): void {
-    if (!this.readerWatchers) return;
-    const taken = this.readSlot.taken;
-    for (const fn of this.readerWatchers) fn(taken);
-  }
+  private readerWatcher: ReaderWatcher | null = null;
 
   get isClosed(): boolean {
     return this.closed;
@@ -127,7 +139,8 @@ export class Box {
   writeNow(msg: Buffer): boolean {
     if (this.writeErr) throw this.writeErr;
     if (!this.queue.hasRoomFor(msg)) return false;
-    if (this.bucket && this.bucket.tryTake() > 0) return false;
+    const bucket = this.rateBucket();
+    if (bucket && bucket.tryTake() > 0) return false;
     return this.queue.tryPush(msg);
   }
 
@@ -138,9 +151,10 @@ export class Box {
     // "closed pipe" error came only an interval later, from a timer armed
     // on a dead box.
     if (this.writeErr) throw this.writeErr;
-    if (this.bucket) {
-      for (let wait = this.bucket.tryTake(); wait > 0; wait = this.bucket.tryTake()) {
-        this.onRateLimited();
+    const bucket = this.rateBucket();
+    if (bucket) {
+      for (let wait = bucket.tryTake(); wait > 0; wait = bucket.tryTake()) {
+        this.host.rateLimited();
         await this.sleepForToken(wait);
       }
     }

@@ -1,4 +1,4 @@
-import { Box, type BoxOptions, type CloseReason } from './box.js';
+import { Box, type BoxHost, type BoxOptions, type CloseReason } from './box.js';
 import { BufferBudget } from './buffer-budget.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { HashmailError, limitReached } from './errors.js';
@@ -36,7 +36,7 @@ interface BoxEntry {
  * Every session this relay owns, and their boxes. Enforces box limits and the
  * stale timeout; the slots and queues themselves live in Box.
  */
-export class SessionTable {
+export class SessionTable implements BoxHost {
   private readonly entries = new Map<string, BoxEntry>();
   private readonly sessionsByKey = new Map<string, Session>();
   private readonly boxesPerOwner = new Map<string, number>();
@@ -117,15 +117,7 @@ export class SessionTable {
       session = new Session(skey);
       this.sessionsByKey.set(skey, session);
     }
-    const box = new Box(
-      Buffer.from(id),
-      this.options,
-      this.budget,
-      this.clock,
-      (b) => this.slotsChanged(b),
-      () => this.observer.rateLimited?.(),
-      capacityBytes,
-    );
+    const box = new Box(Buffer.from(id), this.options, this.budget, this.clock, this, capacityBytes);
     session.boxes[boxIndex(id)] = box;
     const entry: BoxEntry = { box, session, owner, staleTimer: null };
     this.entries.set(key, entry);
@@ -174,7 +166,12 @@ export class SessionTable {
    * Legacy stale rule: the timer runs from creation, stops while either slot
    * is taken and restarts when both are free again.
    */
-  private slotsChanged(box: Box): void {
+  /** BoxHost: a write waited for a rate-limit token. */
+  rateLimited(): void {
+    this.observer.rateLimited?.();
+  }
+
+  slotsChanged(box: Box): void {
     const entry = this.entries.get(boxKey(box.sid));
     if (!entry || entry.box !== box) return;
     if (box.idle) this.armStaleTimer(entry);

@@ -4,6 +4,11 @@ import { HashmailError, type HashmailErrorCode } from './errors.js';
 /** How long a caller waits for a taken slot before "... stream occupied" (legacy: 250 ms). */
 export const ACQUIRE_WAIT_MS = 250;
 
+/** Whoever owns a slot (its box) hears when it is taken or freed. */
+export interface SlotOwner {
+  slotChanged(slot: Slot): void;
+}
+
 /** Who holds a slot. `onClosed` is how the box tells a holder it was torn down. */
 export interface Lease {
   readonly slot: Slot;
@@ -24,13 +29,15 @@ interface Waiter {
  */
 export class Slot {
   private holder: Lease | null = null;
-  private readonly waiters: Waiter[] = [];
+  /** Allocated on the first wait: most slots never have a waiter. */
+  private waiters: Waiter[] | null = null;
   private closedWith: HashmailError | null = null;
 
   constructor(
     private readonly occupiedCode: HashmailErrorCode,
     private readonly clock: Clock,
-    private readonly onChange: () => void,
+    /** Told when the slot is taken or freed; an object, not a closure, to keep idle slots small. */
+    private readonly owner: SlotOwner,
   ) {}
 
   get taken(): boolean {
@@ -71,7 +78,7 @@ export class Slot {
         }, waitMs),
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
+      (this.waiters ??= []).push(waiter);
     });
   }
 
@@ -79,20 +86,20 @@ export class Slot {
     if (this.holder !== lease) return;
     this.holder = null;
     lease.onClosed = undefined;
-    if (!this.closedWith && this.waiters.length > 0) {
+    if (!this.closedWith && this.waiters && this.waiters.length > 0) {
       const next = this.waiters.shift() as Waiter;
       this.clock.clearTimeout(next.timer);
       next.resolve(this.grant());
       return;
     }
-    this.onChange();
+    this.owner.slotChanged(this);
   }
 
   /** Tears the slot down: waiters get `waiterErr`, the holder `holderErr`. */
   close(holderErr: HashmailError, waiterErr: HashmailError): void {
     if (this.closedWith) return;
     this.closedWith = waiterErr;
-    for (const waiter of this.waiters.splice(0)) {
+    for (const waiter of this.waiters?.splice(0) ?? []) {
       this.clock.clearTimeout(waiter.timer);
       waiter.reject(waiterErr);
     }
@@ -103,12 +110,12 @@ export class Slot {
   private grant(): Lease {
     const lease: Lease = { slot: this };
     this.holder = lease;
-    this.onChange();
+    this.owner.slotChanged(this);
     return lease;
   }
 
   private dropWaiter(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter);
-    if (i >= 0) this.waiters.splice(i, 1);
+    const i = this.waiters?.indexOf(waiter) ?? -1;
+    if (i >= 0) this.waiters?.splice(i, 1);
   }
 }

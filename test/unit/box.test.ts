@@ -20,7 +20,6 @@ function makeBox(
     { bufferBytes: 64 * KiB, rateLimit: null, acquireWaitMs: 250, ...options },
     budget,
     clock,
-    () => {},
   );
 }
 
@@ -145,7 +144,7 @@ test('slot: an already aborted signal is refused at once, even for a free slot',
 
 test('slot: releasing a lease that is not the holder does nothing', async () => {
   const clock = new FakeClock();
-  const slot = new Slot('READ_OCCUPIED', clock, () => {});
+  const slot = new Slot('READ_OCCUPIED', clock, { slotChanged: () => undefined });
   const lease = await slot.acquire(0);
   slot.release(lease);
   const next = await slot.acquire(0);

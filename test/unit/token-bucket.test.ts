@@ -71,7 +71,6 @@ function makeBox(clock: FakeClock, rate: { intervalMs: number; burst: number } |
     { bufferBytes: 1 << 20, rateLimit: rate, acquireWaitMs: 250 },
     new BufferBudget(1 << 30),
     clock,
-    () => {},
   );
 }
 
