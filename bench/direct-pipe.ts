@@ -6,12 +6,21 @@
  * limits or metrics. gRPC and WebSocket get a port each (no protocol
  * sniffing). Run as a child process (fork); it reports its ports over IPC and
  * answers {op:'memory'} with process.memoryUsage().
+ *
+ * Protocol v2 too (docs/protocol-v2.md), shaped the same way: the v2 gRPC
+ * service (hashmail's server definition and frame codec) on the gRPC port
+ * and /v2/mailbox (subprotocol hashmail.v2) on the WebSocket port. A party
+ * reading `sid` is the reader of `sid` and writes to `sid ^ 1`; Hello gets
+ * Welcome, Data is decoded and re-encoded to the peer, Presence is sent when
+ * the peer comes and goes. No sessions, slots, windows, limits or metrics.
  */
 import http from 'node:http';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import {
   Server,
   ServerCredentials,
   type sendUnaryData,
+  type ServerDuplexStream,
   type ServerReadableStream,
   type ServerUnaryCall,
   type ServerWritableStream,
@@ -20,6 +29,9 @@ import {
 import { WebSocketServer, type WebSocket } from 'ws';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxDesc } from '../src/transport/grpc-v1/codec.js';
 import { hashMailService, type CipherInitResp } from '../src/transport/grpc-v1/service.js';
+import { mailboxV2ServerService } from '../src/transport/grpc-v2/handlers.js';
+import { decodeClientFrame, encodeDataFrame, encodeWelcome, PRESENCE_FRAMES, PROTOCOL_V2, type ClientFrame } from '../src/wire/v2-frames.js';
+import { V2_SUBPROTOCOL, V2_WS_PATH } from './v2-party.js';
 import { RECEIVE_PATH, resultFrame, SEND_PATH } from './wire.js';
 
 /** The gRPC server options hashmail uses (src/relay/single-node.ts), so the stacks match. */
@@ -35,10 +47,14 @@ const GRPC_SERVER_OPTIONS = {
 const PARK_LIMIT = 64;
 /** Bytes queued on a WebSocket reader before its writers are paused. */
 const WS_HIGH_WATER_BYTES = 1024 * 1024;
+/** v2 WebSocket: unsent bytes past which the reader says "wait" (hashmail's SEND_HIGH_WATER_BYTES). */
+const WS_V2_HIGH_WATER_BYTES = 64 * 1024;
 
 interface ReaderSink {
   /** Takes the message; false: pause writers until it drains. */
   write(msg: Buffer): boolean;
+  /** v2 only: the peer (the reader of what this party writes) came or went. */
+  presence?(present: boolean): void;
 }
 
 /** SID -> reader, with writers waiting for a full reader to drain. */
@@ -72,6 +88,10 @@ class Pipe {
     if (open) this.wake(key);
   }
 
+  readerOf(key: string): ReaderSink | undefined {
+    return this.readers.get(key);
+  }
+
   detach(key: string, reader: ReaderSink): void {
     if (this.readers.get(key) === reader) this.readers.delete(key);
   }
@@ -85,6 +105,71 @@ class Pipe {
 }
 
 const keyOf = (sid: Buffer): string => sid.toString('latin1');
+const asBuffer = (u8: Uint8Array): Buffer => (Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
+
+/** A v2 party's two keys: it reads `sid` and writes `sid ^ 1`. */
+function v2Keys(sid: Uint8Array): { read: string; write: string } {
+  const peer = Buffer.from(sid);
+  peer[peer.length - 1] ^= 0x01;
+  return { read: keyOf(asBuffer(sid)), write: keyOf(peer) };
+}
+
+/** Attaches a v2 reader and tells both sides about presence; returns Welcome's peer_present. */
+function attachV2(pipe: Pipe, keys: { read: string; write: string }, reader: ReaderSink): boolean {
+  const peer = pipe.readerOf(keys.write);
+  pipe.attach(keys.read, reader);
+  peer?.presence?.(true);
+  return peer !== undefined;
+}
+
+function detachV2(pipe: Pipe, keys: { read: string; write: string }, reader: ReaderSink): void {
+  if (pipe.readerOf(keys.read) !== reader) return;
+  pipe.detach(keys.read, reader);
+  pipe.readerOf(keys.write)?.presence?.(false);
+}
+
+/** hashmail.v2.Mailbox/Connect: Hello -> Welcome, then Data both ways. */
+function grpcV2Connect(pipe: Pipe, call: ServerDuplexStream<ClientFrame | Error, Uint8Array>): void {
+  let keys: { read: string; write: string } | null = null;
+  let reader: ReaderSink | null = null;
+  const resume = (): void => {
+    call.resume();
+  };
+  const gone = (): void => {
+    if (keys && reader) detachV2(pipe, keys, reader);
+  };
+  call.on('data', (frame: ClientFrame | Error) => {
+    if (frame instanceof Error || ('hello' in frame) === (keys !== null)) {
+      call.emit('error', { code: 3, details: frame instanceof Error ? frame.message : 'hello expected first and once' });
+      return;
+    }
+    if ('hello' in frame) {
+      const k = v2Keys(frame.hello.sid);
+      keys = k;
+      const r: ReaderSink = {
+        write: (msg) => call.write(encodeDataFrame(msg)),
+        presence: (present) => call.write(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent),
+      };
+      reader = r;
+      call.on('drain', () => pipe.wake(k.read));
+      // Welcome before any parked Data the attach hands over.
+      const peerPresent = pipe.readerOf(k.write) !== undefined;
+      call.write(encodeWelcome(PROTOCOL_V2, peerPresent));
+      attachV2(pipe, k, r);
+      return;
+    }
+    if (!pipe.deliver(keys!.write, asBuffer(frame.data))) {
+      call.pause();
+      pipe.waitFor(keys!.write, resume);
+    }
+  });
+  call.on('end', () => {
+    gone();
+    call.end();
+  });
+  call.on('cancelled', gone);
+  call.on('error', gone);
+}
 
 function grpcHandlers(pipe: Pipe): UntypedServiceImplementation {
   return {
@@ -144,6 +229,52 @@ function wsReceive(pipe: Pipe, ws: WebSocket): void {
   });
 }
 
+/** /v2/mailbox: one binary message per frame; the same shape as the gRPC handler. */
+function wsV2(pipe: Pipe, ws: WebSocket): void {
+  let keys: { read: string; write: string } | null = null;
+  let reader: ReaderSink | null = null;
+  const resume = (): void => ws.resume();
+  ws.on('message', (data: Buffer) => {
+    let frame: ClientFrame;
+    try {
+      frame = decodeClientFrame(data);
+    } catch {
+      ws.close(4003, 'malformed frame');
+      return;
+    }
+    if ('hello' in frame) {
+      if (keys) return void ws.close(4003, 'second hello');
+      const k = v2Keys(frame.hello.sid);
+      keys = k;
+      const wake = (): void => pipe.wake(k.read);
+      const r: ReaderSink = {
+        write: (msg) => {
+          const out = encodeDataFrame(msg);
+          if (ws.bufferedAmount + out.length <= WS_V2_HIGH_WATER_BYTES) {
+            ws.send(out);
+            return true;
+          }
+          ws.send(out, wake);
+          return false;
+        },
+        presence: (present) => ws.send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent),
+      };
+      reader = r;
+      ws.send(encodeWelcome(PROTOCOL_V2, pipe.readerOf(k.write) !== undefined));
+      attachV2(pipe, k, r);
+      return;
+    }
+    if (!keys) return void ws.close(4003, 'first frame must be hello');
+    if (!pipe.deliver(keys.write, asBuffer(frame.data))) {
+      ws.pause();
+      pipe.waitFor(keys.write, resume);
+    }
+  });
+  ws.on('close', () => {
+    if (keys && reader) detachV2(pipe, keys, reader);
+  });
+}
+
 function wsSend(pipe: Pipe, ws: WebSocket): void {
   let key: string | null = null;
   const resume = (): void => ws.resume();
@@ -175,15 +306,29 @@ export async function startDirectPipe(): Promise<DirectPipe> {
     },
     grpcHandlers(pipe),
   );
+  grpcServer.addService(mailboxV2ServerService, {
+    Connect: (call: ServerDuplexStream<ClientFrame | Error, Uint8Array>) => grpcV2Connect(pipe, call),
+  });
   const grpcPort = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
 
   // Plain `ws` defaults (no permessage-deflate), as a bare gateway would run.
   const wss = new WebSocketServer({ noServer: true });
+  // v2 as a lean gateway runs it: no client set, no compression, hashmail.v2 only.
+  const wssV2 = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    handleProtocols: (offered) => (offered.has(V2_SUBPROTOCOL) ? V2_SUBPROTOCOL : false),
+  });
   const httpServer = http.createServer({ requestTimeout: 0 }, (_req, res) => res.writeHead(404).end());
   httpServer.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '').split('?')[0];
+    if (path === V2_WS_PATH) {
+      wssV2.handleUpgrade(req, socket, head, (ws) => wsV2(pipe, ws));
+      return;
+    }
     if (path !== RECEIVE_PATH && path !== SEND_PATH) {
       socket.destroy();
       return;
@@ -204,11 +349,23 @@ export async function startDirectPipe(): Promise<DirectPipe> {
   };
 }
 
-/** Child-process entry: report ports, answer memory queries, exit with the parent. */
+/** Child-process entry: report ports, answer memory and pause queries, exit with the parent. */
 async function main(): Promise<void> {
   const running = await startDirectPipe();
+  // What hashmail's prom-client default metrics watch too (10 ms event-loop resolution, GC entries).
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  let gcMs = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gcMs += entry.duration;
+  }).observe({ entryTypes: ['gc'] });
   process.on('message', (m: { op?: string }) => {
     if (m.op === 'memory') process.send?.({ op: 'memory', ...process.memoryUsage() });
+    if (m.op === 'pauses') {
+      // Event-loop delay since the last query (then reset, as prom-client does on a scrape); GC time so far.
+      process.send?.({ op: 'pauses', gcMs, loopP99Ms: loop.percentile(99) / 1e6, loopMaxMs: loop.max / 1e6 });
+      loop.reset();
+    }
   });
   process.on('disconnect', () => process.exit(0));
   process.on('SIGTERM', () => {

@@ -5,8 +5,16 @@
  * Server RSS (VmRSS) is read after a settle before the sessions open and
  * again once they are all open and idle; the difference over the sessions
  * held is the cost of one. The load comes from forked workers.
+ *
+ * With `v2`, the sessions are protocol-v2 sessions instead: each party one
+ * full-duplex stream over its transport (a WebSocket, or a gRPC connection of
+ * its own). The server's CPU while the sessions sit idle is read too, and
+ * `afterIdle` may use the same sessions before they are closed (the steady
+ * load of concurrency.ts).
  */
-import { fdCount, hashmailMetric, heapUsedBytes, rssKiB, type RelayProcess } from './server-process.js';
+import { cpuMs, fdCount, hashmailMetric, heapUsedBytes, rssKiB, type RelayProcess } from './server-process.js';
+import type { V2Shape } from './session.js';
+import { performance } from 'node:perf_hooks';
 import { median, sleep, summarize, type Summary } from './stats.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -23,6 +31,10 @@ export interface IdleMemoryOptions {
   timeoutMs: number;
   /** Bound on opening all sessions. */
   openBudgetMs: number;
+  /** Protocol v2 sessions of this shape; default: legacy. */
+  v2?: V2Shape;
+  /** Source addresses (127.x) for the workers' WebSocket parties, one per worker in turn; default: the kernel's choice (127.0.0.1). */
+  localAddresses?: string[];
 }
 
 export interface IdleMemoryResult {
@@ -44,11 +56,13 @@ export interface IdleMemoryResult {
   verifiedOk: number;
   verifyFailed: number;
   verify: Summary;
+  /** Server CPU (% of one core) over the RSS sampling window with every session open and idle. */
+  idleCpuPercent: number;
 }
 
 const SAMPLE_INTERVAL_MS = 1_000;
 
-async function sampleRss(pid: number, samples: number): Promise<number> {
+export async function sampleRss(pid: number, samples: number): Promise<number> {
   const values: number[] = [];
   for (let i = 0; i < samples; i++) {
     if (i > 0) await sleep(SAMPLE_INTERVAL_MS);
@@ -66,7 +80,7 @@ async function serverView(relay: RelayProcess): Promise<Record<string, number | 
   return view;
 }
 
-export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOptions): Promise<IdleMemoryResult> {
+export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOptions, afterIdle?: (pool: WorkerPool) => Promise<void>): Promise<IdleMemoryResult> {
   await sleep(o.settleMs);
   const rssBeforeKiB = await sampleRss(relay.pid, o.samples);
   const heapBeforeBytes = await heapUsedBytes(relay);
@@ -81,18 +95,24 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
         sessionsPerNodeConnection: o.sessionsPerNodeConnection,
         concurrency: o.concurrency,
         timeoutMs: o.timeoutMs,
+        v2: o.v2,
+        localAddress: o.localAddresses && o.localAddresses.length > 0 ? o.localAddresses[i % o.localAddresses.length] : undefined,
       }),
       'opened',
       o.openBudgetMs,
     );
     const held = opened.reduce((acc, r) => acc + r.held, 0);
     await sleep(o.settleMs);
+    const cpuStart = cpuMs(relay.pid);
+    const wallStart = performance.now();
     const rssAfterKiB = await sampleRss(relay.pid, o.samples);
+    const idleCpuPercent = (100 * (cpuMs(relay.pid) - cpuStart)) / Math.max(1, performance.now() - wallStart);
     const heapAfterBytes = await heapUsedBytes(relay);
     const fdsAfter = fdCount(relay.pid);
     const view = await serverView(relay);
     // The sessions were idle, not dead: one message each way through every one.
     const verified = await pool.each((_i) => ({ op: 'verify', concurrency: 200, timeoutMs: o.timeoutMs }), 'verified', o.openBudgetMs);
+    if (afterIdle) await afterIdle(pool);
     return {
       requested: o.sessions,
       held,
@@ -111,6 +131,7 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
       verifiedOk: verified.reduce((acc, r) => acc + r.ok, 0),
       verifyFailed: verified.reduce((acc, r) => acc + r.failed, 0),
       verify: summarize(verified.flatMap((r) => r.latenciesMs)),
+      idleCpuPercent,
     };
   } finally {
     await pool.close();

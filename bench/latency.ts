@@ -3,12 +3,14 @@
  * reads it back; one round trip crosses the relay twice (C2S then S2C).
  * Sequential, after a warm-up, timed with process.hrtime.bigint.
  */
-import { openSession, type AppTransport } from './session.js';
+import { openSession, openV2Session, type AppTransport, type V2Shape } from './session.js';
 import { nsToMs, summarize, type Summary } from './stats.js';
 import type { Target } from './wire.js';
 
 export interface LatencyOptions {
   app: AppTransport;
+  /** Protocol v2 with these transports instead of the legacy session (`app` is then ignored). */
+  v2?: V2Shape;
   sizeBytes: number;
   warmup: number;
   roundTrips: number;
@@ -26,7 +28,7 @@ export interface LatencyResult extends Summary {
 }
 
 export async function measurePingPong(target: Target, o: LatencyOptions): Promise<LatencyResult> {
-  const session = await openSession(target, { app: o.app, timeoutMs: o.stallMs });
+  const session = o.v2 ? await openV2Session(target, { ...o.v2, timeoutMs: o.stallMs }) : await openSession(target, { app: o.app, timeoutMs: o.stallMs });
   const { node, app } = session;
   try {
     // The node echoes whatever it reads; only sends that must wait for drain are rare here.

@@ -6,6 +6,7 @@
 import type { IdleMemoryResult } from './idle-memory.js';
 import type { LatencyResult } from './latency.js';
 import type { RampResult } from './browser-ramp.js';
+import { notesV2, renderV2, spreadsV2, type V2Results } from './report-v2.js';
 import { fmt, ratio, table } from './stats.js';
 import type { ThroughputResult } from './throughput.js';
 
@@ -36,6 +37,9 @@ export interface Results {
   rateLimited: { label: string; result: Outcome<ThroughputResult> }[];
   idle: { hashmail: Outcome<IdleMemoryResult>; direct: Outcome<IdleMemoryResult> } | null;
   ramp: Outcome<RampResult> | null;
+  v2: V2Results;
+  /** Phases run (after --only). */
+  phases: string[];
   notes: string[];
 }
 
@@ -142,7 +146,7 @@ function notesOf(r: Results): string[] {
   }
   if (r.ramp && !r.ramp.ok) out.push(`browser ramp: FAILED: ${r.ramp.error}`);
   if (r.ramp?.ok) for (const s of r.ramp.value.steps) if (s.errors.length > 0) out.push(`browser ramp step ${s.target} errors: ${s.errors.join('; ')}`);
-  return out.concat(r.notes);
+  return out.concat(notesV2(r.v2), r.notes);
 }
 
 export function renderMarkdown(r: Results): string {
@@ -153,13 +157,15 @@ export function renderMarkdown(r: Results): string {
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}.`,
     '',
+    `Phases: ${r.phases.join(', ')}.`,
+    '',
     '## 1. Ping-pong latency',
     '',
-    latencyTable(r.latency),
+    r.latency.length > 0 ? latencyTable(r.latency) : 'Not measured.',
     '',
     '## 2. One-way throughput (hashmail with mailbox.rateLimitIntervalMs 0)',
     '',
-    throughputTable(r.throughput),
+    r.throughput.length > 0 ? throughputTable(r.throughput) : 'Not measured.',
     '',
   ];
   if (r.rateLimited.length > 0) {
@@ -181,16 +187,18 @@ export function renderMarkdown(r: Results): string {
     );
   }
   parts.push('## 3. Server memory per idle legacy session', '');
-  parts.push(r.idle ? idleTable(r.idle) : 'Not measured (time budget).');
+  parts.push(r.idle ? idleTable(r.idle) : 'Not measured (time budget, or not selected with --only).');
   if (r.idle?.hashmail.ok) parts.push('', `hashmail's own view with the sessions open: ${JSON.stringify(r.idle.hashmail.value.serverView)}`);
   parts.push('', '## 4. Concurrent browser sessions', '');
-  parts.push(r.ramp === null ? 'Not measured (time budget).' : r.ramp.ok ? rampTable(r.ramp.value) : `Failed: ${r.ramp.error}`);
+  parts.push(r.ramp === null ? 'Not measured (time budget, or not selected with --only).' : r.ramp.ok ? rampTable(r.ramp.value) : `Failed: ${r.ramp.error}`);
+  parts.push('', ...renderV2(r.v2, { idle: r.idle }));
   const spreads: string[] = [];
   for (const row of [...r.latency, ...r.throughput]) {
     for (const [name, o] of [['hashmail', row.hashmail], ['direct', row.direct]] as const) {
       if (o.ok && o.value.spread) spreads.push(`${row.label}, ${name}: ${o.value.spread}`);
     }
   }
+  spreads.push(...spreadsV2(r.v2));
   if (spreads.length > 0) parts.push('', '## Per-repetition figures (latency and throughput)', '', ...spreads.map((x) => `- ${x}`));
   const notes = notesOf(r);
   if (notes.length > 0) parts.push('', '## Notes', '', ...notes.map((n) => `- ${n}`));

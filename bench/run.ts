@@ -1,24 +1,37 @@
 /**
  * `npm run bench`: every measurement next to the direct-pipe baseline of the
  * same run, on 127.0.0.1 only, each bounded in time; the whole run stays
- * under about ten minutes. Prints markdown and writes bench/results/latest.md
- * (and .json). Every child process is killed at the end, even on failure.
+ * under about twelve minutes. Prints markdown and writes
+ * bench/results/latest.md (and .json). Every child process is killed at the
+ * end, even on failure.
+ *
+ * Protocol v1 and v2 are measured in the same run (v2 latency and throughput
+ * on the same relay processes as v1), so v2/v1 ratios compare like with like.
+ *
+ * `--only=a,b`: run only the phases named (or every phase under a prefix:
+ * `--only=v2` runs every v2-* phase). Phases, in order: v1-latency,
+ * v2-latency, v1-throughput, v2-throughput, v1-rate-limited, v1-idle,
+ * v2-sessions-ws (idle memory, then the 1 msg/s load, on 9,000 v2 WebSocket
+ * sessions), v2-sessions-grpc (idle memory of 9,000 v2 gRPC sessions),
+ * v1-ramp. Example: `npm run bench -- --only=v2`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { rampBrowserSessions } from './browser-ramp.js';
 import { killAll } from './children.js';
-import { measureIdleMemory } from './idle-memory.js';
+import { steadyLoad, type SteadyLoadResult } from './concurrency.js';
+import { measureIdleMemory, type IdleMemoryResult } from './idle-memory.js';
 import { measurePingPong } from './latency.js';
 import { alternate, combineLatency, combineThroughput } from './repeat.js';
 import { renderMarkdown, type Outcome, type Results } from './report.js';
+import { shapeLabel, type V2SessionsRun } from './report-v2.js';
 import { ROOT, startDirectPipe, startHashmail, type RelayProcess } from './server-process.js';
-import type { AppTransport } from './session.js';
+import type { AppTransport, V2Shape } from './session.js';
 import { measureOneWay, type Direction } from './throughput.js';
 
 /** The whole run (after the build) aims to end within this. */
-const RUN_BUDGET_MS = 9 * 60_000;
+const RUN_BUDGET_MS = 11 * 60_000;
 const KiB = 1024;
 /** Loopback clients all come from 127.0.0.1: the per-address limits would count the whole bench as one client. */
 const BENCH_LIMITS = { maxBoxesPerAddress: 1_000_000, maxConnectionsPerAddress: 200_000 };
@@ -33,9 +46,56 @@ const THROUGHPUT_32K = { sizeBytes: 32 * KiB, count: 3_000, warmup: 300, timeLim
 const RATE_LIMITED = { sizeBytes: KiB, count: 20_000, warmup: 0, timeLimitMs: 5_000, stallMs: 5_000 };
 const IDLE = { sessions: 5_000, workers: 4, concurrency: 25, sessionsPerNodeConnection: 1, settleMs: 5_000, samples: 5, timeoutMs: 15_000, openBudgetMs: 120_000 };
 const RAMP = { steps: [1_000, 2_000, 4_000, 6_000, 8_000, 9_000], workers: 4, concurrency: 25, sessionsPerNodeConnection: 50, timeoutMs: 15_000, stepBudgetMs: 90_000 };
+/**
+ * Protocol v2 sessions: 9,000 sessions, each party its own socket (18,000
+ * server sockets, under the server's 20,000 open files). Then (WebSocket)
+ * every session sends 1 msg/s for 30 s after a warm-up.
+ */
+const V2_SESSIONS = { sessions: 9_000, workers: 4, concurrency: 25, sessionsPerNodeConnection: 1, settleMs: 5_000, samples: 3, timeoutMs: 15_000, openBudgetMs: 120_000 };
+const V2_LOAD = { ratePerSession: 1, sizeBytes: KiB, tickMs: 10, warmupMs: 5_000, durationMs: 30_000, drainMs: 3_000 };
 /** Time each later phase needs at least, or it is skipped. */
 const IDLE_PHASE_MIN_MS = 150_000;
+const V2_SESSIONS_WS_MIN_MS = 150_000;
+const V2_SESSIONS_GRPC_MIN_MS = 120_000;
 const RAMP_PHASE_MIN_MS = 60_000;
+
+const PHASES = ['v1-latency', 'v2-latency', 'v1-throughput', 'v2-throughput', 'v1-rate-limited', 'v1-idle', 'v2-sessions-ws', 'v2-sessions-grpc', 'v1-ramp'] as const;
+type Phase = (typeof PHASES)[number];
+
+/** `--only=a,b` (or `--only a,b`): a phase runs if it is named, or a name is its prefix up to a dash. */
+function selectedPhases(argv: string[]): Set<Phase> {
+  const tokens: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i].startsWith('--only=')) tokens.push(...argv[i].slice('--only='.length).split(','));
+    else if (argv[i] === '--only' && i + 1 < argv.length) tokens.push(...argv[++i].split(','));
+    else throw new Error(`unknown argument ${argv[i]} (phases: --only=${PHASES.join(',')})`);
+  }
+  const wanted = tokens.map((t) => t.trim()).filter(Boolean);
+  if (wanted.length === 0) return new Set(PHASES);
+  const chosen = new Set(PHASES.filter((p) => wanted.some((t) => p === t || p.startsWith(`${t}-`))));
+  const unknown = wanted.filter((t) => !PHASES.some((p) => p === t || p.startsWith(`${t}-`)));
+  if (unknown.length > 0) throw new Error(`--only: no phase named ${unknown.join(', ')} (phases: ${PHASES.join(', ')})`);
+  return chosen;
+}
+
+const phases = selectedPhases(process.argv.slice(2));
+const runs = (phase: Phase): boolean => phases.has(phase);
+
+/**
+ * Source addresses for the load workers' WebSocket parties: the kernel's
+ * choice (127.0.0.1) while one address has ephemeral ports for every socket
+ * of a phase with room to spare, else 127.0.0.2, .3, ... one per worker.
+ * (gRPC parties cannot choose theirs in grpc-js; 18,000 fit in one address.)
+ */
+function localAddresses(socketsToOneServerPort: number, workers: number): string[] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (hi - lo + 1 > socketsToOneServerPort * 1.25) return [];
+  } catch {
+    // unknown range: spread to be safe
+  }
+  return Array.from({ length: workers }, (_, i) => `127.0.0.${2 + i}`);
+}
 
 const startedMs = Date.now();
 const deadline = startedMs + RUN_BUDGET_MS;
@@ -66,6 +126,68 @@ function machine(): Record<string, string> {
 }
 
 const appLabel = (app: AppTransport): string => (app === 'grpc' ? 'app gRPC' : 'app WebSocket');
+
+const V2_SHAPES: { shape: V2Shape; v1App: AppTransport | null }[] = [
+  { shape: { node: 'grpc', app: 'grpc' }, v1App: 'grpc' },
+  { shape: { node: 'grpc', app: 'ws' }, v1App: 'ws' },
+  { shape: { node: 'ws', app: 'ws' }, v1App: null },
+];
+
+async function latencyV2Phase(relays: { hashmail: RelayProcess; direct: RelayProcess }, results: Results): Promise<void> {
+  for (const { shape, v1App } of V2_SHAPES) {
+    const label = shapeLabel(shape);
+    const o = { ...LATENCY, app: 'grpc' as const, v2: shape, sizeBytes: KiB };
+    const runs = await alternate(REPS, {
+      direct: () => attempt(`v2 latency ${label} direct`, () => measurePingPong(relays.direct, o)),
+      hashmail: () => attempt(`v2 latency ${label} hashmail`, () => measurePingPong(relays.hashmail, o)),
+    });
+    const hashmail = combineLatency(runs.hashmail);
+    const direct = combineLatency(runs.direct);
+    log(`v2 latency ${label}: hashmail p50 ${hashmail.ok ? hashmail.value.p50.toFixed(3) : 'failed'} ms, direct ${direct.ok ? direct.value.p50.toFixed(3) : 'failed'} ms`);
+    const v1Label = v1App ? `1 KiB, node gRPC, ${appLabel(v1App)}` : null;
+    const v1 = v1Label ? (results.latency.find((r) => r.label === v1Label)?.hashmail ?? null) : null;
+    results.v2.latency.push({ label, shape, hashmail, direct, v1Label, v1 });
+  }
+}
+
+async function throughputV2Phase(relays: { hashmail: RelayProcess; direct: RelayProcess }, results: Results): Promise<void> {
+  for (const { shape, v1App } of V2_SHAPES) {
+    for (const size of [THROUGHPUT_1K, THROUGHPUT_32K]) {
+      const label = `${size.sizeBytes / KiB} KiB × ${size.count}, ${shapeLabel(shape)}`;
+      const o = { ...size, app: 'grpc' as const, v2: shape, direction: 'app->node' as const };
+      const runs = await alternate(REPS, {
+        direct: () => attempt(`v2 throughput ${label} direct`, () => measureOneWay(relays.direct, o)),
+        hashmail: () => attempt(`v2 throughput ${label} hashmail`, () => measureOneWay(relays.hashmail, o)),
+      });
+      const hashmail = combineThroughput(runs.hashmail);
+      const direct = combineThroughput(runs.direct);
+      log(`v2 throughput ${label}: hashmail ${hashmail.ok ? hashmail.value.mbPerSec.toFixed(1) : 'failed'} MB/s, direct ${direct.ok ? direct.value.mbPerSec.toFixed(1) : 'failed'} MB/s`);
+      const v1Label = v1App ? `${size.sizeBytes / KiB} KiB × ${size.count}, app → node, ${appLabel(v1App)}` : null;
+      const v1 = v1Label ? (results.throughput.find((r) => r.label === v1Label)?.hashmail ?? null) : null;
+      results.v2.throughput.push({ label, shape, hashmail, direct, v1Label, v1 });
+    }
+  }
+}
+
+/** 9,000 v2 sessions of one transport on a fresh relay: idle memory, then (if `load`) the steady load on the same sessions. */
+async function v2Sessions(start: () => Promise<RelayProcess>, transport: 'ws' | 'grpc', withLoad: boolean): Promise<V2SessionsRun> {
+  let load: Outcome<SteadyLoadResult> | null = null;
+  const memory: Outcome<IdleMemoryResult> = await attempt(`v2 ${transport} sessions`, () =>
+    withRelay(start, (relay) =>
+      measureIdleMemory(
+        relay,
+        { ...V2_SESSIONS, v2: { node: transport, app: transport }, localAddresses: transport === 'ws' ? localAddresses(2 * V2_SESSIONS.sessions, V2_SESSIONS.workers) : [] },
+        withLoad
+          ? async (pool) => {
+              log(`v2 ${transport}: ${V2_SESSIONS.sessions} sessions × ${V2_LOAD.ratePerSession} msg/s for ${(V2_LOAD.warmupMs + V2_LOAD.durationMs) / 1000} s`);
+              load = await attempt(`v2 ${transport} load`, () => steadyLoad(pool, relay, V2_LOAD));
+            }
+          : undefined,
+      ),
+    ),
+  );
+  return { memory, load };
+}
 
 async function latencyPhase(relays: { hashmail: RelayProcess; direct: RelayProcess }, results: Results): Promise<void> {
   const cases: { app: AppTransport; size: number; reference: string }[] = [
@@ -132,35 +254,50 @@ async function main(): Promise<void> {
     rateLimited: [],
     idle: null,
     ramp: null,
+    v2: {
+      latency: [],
+      throughput: [],
+      sessions: [],
+      load: runs('v2-sessions-ws') ? { ...V2_LOAD, workers: V2_SESSIONS.workers } : null,
+    },
+    phases: [...phases],
     notes: [],
   };
   try {
-    // 1 and 2: one hashmail without the rate limit and one direct pipe, used in turn.
-    log('latency and throughput: starting hashmail (rateLimitIntervalMs 0) and the direct pipe');
-    const direct = await startDirectPipe();
-    try {
-      await withRelay(
-        () => startHashmail(CONFIG_UNLIMITED),
-        async (hashmail) => {
-          await latencyPhase({ hashmail, direct }, results);
-          await throughputPhase({ hashmail, direct }, results);
-        },
-      );
-    } finally {
-      await direct.stop();
+    // 1 and 2 (v1), 5 and 6 (v2): one hashmail without the rate limit and one direct pipe, used in turn.
+    if (runs('v1-latency') || runs('v2-latency') || runs('v1-throughput') || runs('v2-throughput')) {
+      log('latency and throughput: starting hashmail (rateLimitIntervalMs 0) and the direct pipe');
+      const direct = await startDirectPipe();
+      try {
+        await withRelay(
+          () => startHashmail(CONFIG_UNLIMITED),
+          async (hashmail) => {
+            if (runs('v1-latency')) await latencyPhase({ hashmail, direct }, results);
+            if (runs('v2-latency')) await latencyV2Phase({ hashmail, direct }, results);
+            if (runs('v1-throughput')) await throughputPhase({ hashmail, direct }, results);
+            if (runs('v2-throughput')) await throughputV2Phase({ hashmail, direct }, results);
+          },
+        );
+      } finally {
+        await direct.stop();
+      }
     }
 
-    log('rate-limited throughput: hashmail at the default 20 ms / burst 1000');
-    const limited = await attempt('rate-limited run', () =>
-      withRelay(
-        () => startHashmail(CONFIG_DEPLOYED),
-        (hashmail) => measureOneWay(hashmail, { ...RATE_LIMITED, app: 'grpc', direction: 'app->node' }),
-      ),
-    );
-    results.rateLimited.push({ label: `1 KiB, app → node, app gRPC, ${RATE_LIMITED.timeLimitMs / 1000} s window, no warm-up`, result: limited });
+    if (runs('v1-rate-limited')) {
+      log('rate-limited throughput: hashmail at the default 20 ms / burst 1000');
+      const limited = await attempt('rate-limited run', () =>
+        withRelay(
+          () => startHashmail(CONFIG_DEPLOYED),
+          (hashmail) => measureOneWay(hashmail, { ...RATE_LIMITED, app: 'grpc', direction: 'app->node' }),
+        ),
+      );
+      results.rateLimited.push({ label: `1 KiB, app → node, app gRPC, ${RATE_LIMITED.timeLimitMs / 1000} s window, no warm-up`, result: limited });
+    }
 
     // 3: fresh processes, so RSS before/after is theirs alone.
-    if (deadline - Date.now() > IDLE_PHASE_MIN_MS) {
+    if (!runs('v1-idle')) {
+      // not selected
+    } else if (deadline - Date.now() > IDLE_PHASE_MIN_MS) {
       log(`idle memory: ${IDLE.sessions} sessions on the direct pipe (floor)`);
       const idleDirect = await attempt('idle memory direct', () => withRelay(startDirectPipe, (relay) => measureIdleMemory(relay, IDLE)));
       log(`idle memory: ${IDLE.sessions} sessions on hashmail`);
@@ -168,8 +305,26 @@ async function main(): Promise<void> {
       results.idle = { hashmail: idleHashmail, direct: idleDirect };
     } else results.notes.push('idle memory skipped: not enough of the time budget left');
 
+    // 7 and 8: v2 sessions, fresh processes again; the floor first, as for v1.
+    for (const transport of ['ws', 'grpc'] as const) {
+      const phase: Phase = transport === 'ws' ? 'v2-sessions-ws' : 'v2-sessions-grpc';
+      if (!runs(phase)) continue;
+      if (deadline - Date.now() < (transport === 'ws' ? V2_SESSIONS_WS_MIN_MS : V2_SESSIONS_GRPC_MIN_MS)) {
+        results.notes.push(`${phase} skipped: not enough of the time budget left`);
+        continue;
+      }
+      const withLoad = transport === 'ws';
+      log(`${phase}: ${V2_SESSIONS.sessions} sessions on the direct pipe (floor)`);
+      const direct = await v2Sessions(startDirectPipe, transport, withLoad);
+      log(`${phase}: ${V2_SESSIONS.sessions} sessions on hashmail`);
+      const hashmail = await v2Sessions(() => startHashmail(CONFIG_DEPLOYED), transport, withLoad);
+      results.v2.sessions.push({ transport, hashmail, direct });
+    }
+
     // 4
-    if (deadline - Date.now() > RAMP_PHASE_MIN_MS) {
+    if (!runs('v1-ramp')) {
+      // not selected
+    } else if (deadline - Date.now() > RAMP_PHASE_MIN_MS) {
       log(`browser ramp: steps ${RAMP.steps.join(', ')}`);
       results.ramp = await attempt('browser ramp', () =>
         withRelay(

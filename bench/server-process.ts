@@ -4,7 +4,7 @@
  * file), or the direct pipe (bench/direct-pipe.ts). Both expose the memory
  * the benchmark reads: VmRSS from /proc and the open descriptor count.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +39,34 @@ export function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]);
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times (getconf CLK_TCK; 100 on Linux in practice). */
+const CLK_TCK = ((): number => {
+  try {
+    const v = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', timeout: 5_000 }).trim());
+    return Number.isFinite(v) && v > 0 ? v : 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU time used by `pid` so far (utime + stime from /proc/<pid>/stat), in ms. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces), which ends at the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name (state is index 0).
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat, first line). */
+export function machineCpu(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0];
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((acc, x) => acc + x, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: total - idle, total };
 }
 
 /** Open file descriptors of `pid` (sockets included). */
@@ -182,5 +210,49 @@ export async function heapUsedBytes(relay: RelayProcess): Promise<number | undef
     };
     child.on('message', onMessage);
     child.send({ op: 'memory' });
+  });
+}
+
+/** Pauses of the relay's event loop: GC time so far, and event-loop delay since the previous call (which resets it). */
+export interface Pauses {
+  gcMs: number;
+  loopP99Ms: number;
+  loopMaxMs: number;
+}
+
+/** hashmail: its prom-client default metrics; the direct pipe: asked over IPC. Undefined if unavailable. */
+export async function relayPauses(relay: RelayProcess): Promise<Pauses | undefined> {
+  if (relay.adminAddress) {
+    try {
+      const res = await fetch(`http://${relay.adminAddress}/metrics`, { signal: AbortSignal.timeout(5_000) });
+      const body = await res.text();
+      let gcSeconds = 0;
+      let p99 = Number.NaN;
+      let max = Number.NaN;
+      for (const line of body.split('\n')) {
+        const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+        if (line.startsWith('nodejs_gc_duration_seconds_sum')) gcSeconds += value;
+        else if (line.startsWith('nodejs_eventloop_lag_p99_seconds ')) p99 = value;
+        else if (line.startsWith('nodejs_eventloop_lag_max_seconds ')) max = value;
+      }
+      return { gcMs: gcSeconds * 1000, loopP99Ms: p99 * 1000, loopMaxMs: max * 1000 };
+    } catch {
+      return undefined;
+    }
+  }
+  const child = relay.child;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.off('message', onMessage);
+      resolve(undefined);
+    }, 5_000);
+    const onMessage = (m: { op?: string } & Partial<Pauses>): void => {
+      if (m.op !== 'pauses') return;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      resolve({ gcMs: m.gcMs ?? Number.NaN, loopP99Ms: m.loopP99Ms ?? Number.NaN, loopMaxMs: m.loopMaxMs ?? Number.NaN });
+    };
+    child.on('message', onMessage);
+    child.send({ op: 'pauses' });
   });
 }

@@ -6,10 +6,17 @@
  * to relay.
  */
 import { createBox, dialGrpc, GrpcInlet, GrpcOutlet, type HashMailStub, type Inlet, type Outlet, type Sink } from './grpc-party.js';
+import { GrpcV2Link, WsV2Link, type MailboxV2Stub, type V2Transport } from './v2-party.js';
 import { newSidPair, type SidPair, type Target } from './wire.js';
 import { WsInlet, WsOutlet } from './ws-party.js';
 
 export type AppTransport = 'grpc' | 'ws';
+
+/** A protocol-v2 session: each party one full-duplex stream over its transport. */
+export interface V2Shape {
+  node: V2Transport;
+  app: V2Transport;
+}
 
 /** Messages a party keeps for a listener that is not set yet (hello messages, a racing first message). */
 const MAX_EARLY_MESSAGES = 1024;
@@ -150,6 +157,47 @@ export async function openSession(target: Target, options: OpenOptions): Promise
     await node.next(options.timeoutMs);
     node.send(HELLO);
     await app.next(options.timeoutMs);
+  } catch (err) {
+    close();
+    throw err;
+  }
+  return { pair, node, app, close };
+}
+
+export interface V2OpenOptions extends V2Shape {
+  timeoutMs: number;
+  /** The node's gRPC connection, shared by several sessions; default: a connection per party. */
+  nodeStub?: MailboxV2Stub;
+  /** Source address of WebSocket parties (127.x), when one address has too few ephemeral ports. */
+  localAddress?: string;
+}
+
+/**
+ * A v2 session: the node reads C2S (writing S2C = C2S ^ 1), the app reads
+ * S2C; both attach at once (ATTACH_CREATE, either may come first), then one
+ * message each way, so an open session is known to relay.
+ */
+export async function openV2Session(target: Target, o: V2OpenOptions): Promise<Session> {
+  const pair = newSidPair();
+  const node = new Party();
+  const app = new Party();
+  const close = (): void => {
+    node.close();
+    app.close();
+  };
+  const open = (party: Party, transport: V2Transport, sid: Buffer, stub?: MailboxV2Stub): Promise<GrpcV2Link | WsV2Link> =>
+    transport === 'grpc' ? GrpcV2Link.open(target.grpcAddress, sid, party, o.timeoutMs, stub) : WsV2Link.open(target.wsPort, sid, party, o.timeoutMs, o.localAddress);
+  try {
+    const [n, a] = await Promise.allSettled([open(node, o.node, pair.c2s, o.nodeStub), open(app, o.app, pair.s2c)]);
+    // Keep whichever opened, so close() ends it if the other failed.
+    if (n.status === 'fulfilled') node.inlet = node.outlet = n.value;
+    if (a.status === 'fulfilled') app.inlet = app.outlet = a.value;
+    if (n.status === 'rejected') throw n.reason;
+    if (a.status === 'rejected') throw a.reason;
+    app.send(HELLO);
+    await node.next(o.timeoutMs);
+    node.send(HELLO);
+    await app.next(o.timeoutMs);
   } catch (err) {
     close();
     throw err;

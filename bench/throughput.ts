@@ -5,7 +5,7 @@
  * is counted, not assumed away.
  */
 import type { Party } from './session.js';
-import { openSession, type AppTransport } from './session.js';
+import { openSession, openV2Session, type AppTransport, type V2Shape } from './session.js';
 import { nsToMs, withTimeout } from './stats.js';
 import { seqOf, sequenced, type Target } from './wire.js';
 
@@ -13,6 +13,8 @@ export type Direction = 'app->node' | 'node->app';
 
 export interface ThroughputOptions {
   app: AppTransport;
+  /** Protocol v2 with these transports instead of the legacy session (`app` is then ignored). */
+  v2?: V2Shape;
   direction: Direction;
   sizeBytes: number;
   count: number;
@@ -93,7 +95,7 @@ async function pump(sender: Party, receiver: Party, template: Buffer, first: num
 }
 
 export async function measureOneWay(target: Target, o: ThroughputOptions): Promise<ThroughputResult> {
-  const session = await openSession(target, { app: o.app, timeoutMs: o.stallMs });
+  const session = o.v2 ? await openV2Session(target, { ...o.v2, timeoutMs: o.stallMs }) : await openSession(target, { app: o.app, timeoutMs: o.stallMs });
   try {
     const [sender, receiver] = o.direction === 'app->node' ? [session.app, session.node] : [session.node, session.app];
     const template = Buffer.alloc(o.sizeBytes);

@@ -48,7 +48,14 @@ export function formatHostPort(host: string, port: number): string {
 
 export class PublicListener {
   private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  /** Every open connection, with its client address once admitted (null before). */
+  private readonly sockets = new Map<net.Socket, string | null>();
+  /**
+   * Shared 'close' / 'error' handlers (`this` is the socket): a closure per
+   * connection would live as long as the connection, thousands of them.
+   */
+  private readonly onSocketClose: (this: net.Socket) => void;
+  private readonly onSocketError: (this: net.Socket, err: Error) => void;
   private readonly perAddress = new Map<string, number>();
   /** Terminates TLS for sockets we accepted ourselves (emit 'connection'); null in plain text. */
   private readonly tlsServer: tls.Server | null;
@@ -64,6 +71,14 @@ export class PublicListener {
       : null;
     this.tlsServer?.on('secureConnection', (secure: tls.TLSSocket) => this.secured(secure));
     this.tlsServer?.on('tlsClientError', (err) => options.logger.debug({ err: err.message }, 'TLS handshake failed'));
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the handlers need both the socket (their `this`) and the listener
+    const listener = this;
+    this.onSocketClose = function () {
+      listener.closed(this);
+    };
+    this.onSocketError = function (err) {
+      listener.options.logger.debug({ err: err.message }, 'client socket error');
+    };
     this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
     this.refusals.on('stream', (stream) => {
       stream.respond(
@@ -93,7 +108,7 @@ export class PublicListener {
   }
 
   destroyAll(): void {
-    for (const socket of this.sockets) socket.destroy();
+    for (const socket of this.sockets.keys()) socket.destroy();
     this.refusals.close();
   }
 
@@ -102,13 +117,10 @@ export class PublicListener {
   }
 
   private accept(socket: net.Socket): void {
-    socket.on('error', (err) => this.options.logger.debug({ err: err.message }, 'client socket error'));
-    this.sockets.add(socket);
+    socket.on('error', this.onSocketError);
+    socket.once('close', this.onSocketClose);
+    this.sockets.set(socket, null);
     this.options.stats.connectionsOpen++;
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      this.options.stats.connectionsOpen--;
-    });
     const timer = setTimeout(() => socket.destroy(), PREFACE_TIMEOUT_MS);
     timer.unref();
     let buffered: Buffer = EMPTY;
@@ -134,11 +146,19 @@ export class PublicListener {
       socket.pause();
       clearTimeout(timer);
       if (buffered.length > 0) socket.unshift(buffered);
-      // The 'close' handler shares this scope for the connection's life: keep no chunk alive through it.
-      buffered = EMPTY;
       this.admitted(socket, address);
     };
     socket.on('data', onData);
+  }
+
+  private closed(socket: net.Socket): void {
+    const address = this.sockets.get(socket);
+    if (!this.sockets.delete(socket)) return;
+    this.options.stats.connectionsOpen--;
+    if (address == null) return;
+    const left = (this.perAddress.get(address) ?? 1) - 1;
+    if (left > 0) this.perAddress.set(address, left);
+    else this.perAddress.delete(address);
   }
 
   /** Connection limits, then TLS, then the protocol handoff. */
@@ -146,11 +166,7 @@ export class PublicListener {
     overrideRemoteAddress(socket, address);
     const count = (this.perAddress.get(address) ?? 0) + 1;
     this.perAddress.set(address, count);
-    socket.once('close', () => {
-      const left = (this.perAddress.get(address) ?? 1) - 1;
-      if (left > 0) this.perAddress.set(address, left);
-      else this.perAddress.delete(address);
-    });
+    this.sockets.set(socket, address);
     let overLimit: string | null = null;
     if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
     else if (count > this.options.maxConnectionsPerAddress) overLimit = 'limits.maxConnectionsPerAddress';

@@ -259,11 +259,18 @@ function varintSize(n: number): number {
   return size;
 }
 
+/**
+ * Frame memory: in Node, Buffer.allocUnsafe (pooled for small frames, not
+ * zero-filled; every byte is written anyway); in browsers, Uint8Array.
+ */
+const nodeBuffer = (globalThis as { Buffer?: { allocUnsafe(size: number): Uint8Array } }).Buffer;
+const allocate: (size: number) => Uint8Array = nodeBuffer ? (size) => nodeBuffer.allocUnsafe(size) : (size) => new Uint8Array(size);
+
 class Writer {
   readonly buf: Uint8Array;
   pos = 0;
   constructor(size: number) {
-    this.buf = new Uint8Array(size);
+    this.buf = allocate(size);
   }
   varint(n: number): this {
     while (n >= 0x80) {

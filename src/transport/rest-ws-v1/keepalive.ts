@@ -1,10 +1,11 @@
 /**
  * WebSocket keepalive for every socket of the gateway on one shared interval
  * timer, not a timer per socket: thousands of idle legacy sockets each cost
- * one small entry here. A socket is pinged every `pingIntervalMs` and dropped
- * if it shows no life for `pongTimeoutMs` after a ping. Life is a pong or any
- * data frame: the deployed non-browser client's send socket never reads, so
- * it never answers a ping, and would otherwise be dropped every interval.
+ * one small entry here. A socket is pinged about every `pingIntervalMs`
+ * (jittered) and dropped if it shows no life for `pongTimeoutMs` after a
+ * ping. Life is a pong or any data frame: the deployed non-browser client's
+ * send socket never reads, so it never answers a ping, and would otherwise be
+ * dropped every interval.
  */
 
 /** The reference's ping payload. */
@@ -13,7 +14,15 @@ export const PING_PAYLOAD = Buffer.from('are you there?');
 const TICKS_PER_PERIOD = 4;
 /** Bounds of the tick interval (milliseconds): fine enough for tests' short periods, coarse enough to stay cheap. */
 const MIN_TICK_MS = 10;
-const MAX_TICK_MS = 1000;
+const MAX_TICK_MS = 250;
+/**
+ * Pings sent in one tick at most; the rest wait for the next tick. Sockets
+ * that connected in the same second would otherwise all be pinged in one
+ * synchronous burst every interval (thousands of writes, a stall of 100+ ms).
+ */
+const MAX_PINGS_PER_TICK = 250;
+/** Each ping interval is drawn from interval x [1 - JITTER, 1 + JITTER], so bursts spread out. */
+const PING_JITTER = 0.2;
 
 export interface KeepaliveOptions {
   /** 0 disables pings (and so drops). */
@@ -29,9 +38,10 @@ export interface KeepaliveSocket {
   terminate(): void;
 }
 
-/** One socket's keepalive state; `alive = true` on every pong or data frame. */
+/** One socket's keepalive state. */
 export class KeepaliveEntry {
-  alive = true;
+  /** A pong or data frame came since the outstanding ping. */
+  answered = true;
   /** When the unanswered ping went out; 0: none outstanding. */
   pingSentAt = 0;
 
@@ -39,6 +49,15 @@ export class KeepaliveEntry {
     readonly socket: KeepaliveSocket,
     public nextPingAt: number,
   ) {}
+
+  /** A data frame arrived: life, as good as a pong (a busy writer's pong queues behind its data). */
+  sawData(): void {
+    this.answered = true;
+  }
+
+  sawPong(): void {
+    this.answered = true;
+  }
 }
 
 export class Keepalive {
@@ -63,10 +82,10 @@ export class Keepalive {
   /** Starts watching a socket; null when pings are off (nothing to track). */
   track(socket: KeepaliveSocket): KeepaliveEntry | null {
     if (!this.enabled || this.stopped) return null;
-    const entry = new KeepaliveEntry(socket, Date.now() + this.options.pingIntervalMs);
+    const entry = new KeepaliveEntry(socket, Date.now() + this.jitteredInterval());
     this.entries.add(entry);
     if (!this.timer) {
-      this.timer = setInterval(() => this.tick(), this.tickMs);
+      this.timer = setInterval(() => this.tick(Date.now()), this.tickMs);
       this.timer.unref();
     }
     return entry;
@@ -85,17 +104,22 @@ export class Keepalive {
     this.clearTimer();
   }
 
+  private jitteredInterval(): number {
+    return Math.round(this.options.pingIntervalMs * (1 - PING_JITTER + 2 * PING_JITTER * Math.random()));
+  }
+
   private clearTimer(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
   }
 
-  private tick(): void {
-    const now = Date.now();
-    const { pingIntervalMs, pongTimeoutMs } = this.options;
+  /** One pass over the sockets at time `now` (the shared timer's; tests call it directly). */
+  tick(now: number): void {
+    const { pongTimeoutMs } = this.options;
+    let pings = 0;
     for (const entry of this.entries) {
       if (entry.pingSentAt !== 0) {
-        if (entry.alive) {
+        if (entry.answered) {
           entry.pingSentAt = 0;
         } else if (pongTimeoutMs > 0 && now - entry.pingSentAt >= pongTimeoutMs) {
           this.entries.delete(entry);
@@ -104,15 +128,16 @@ export class Keepalive {
           continue;
         }
       }
-      if (now >= entry.nextPingAt) {
-        entry.nextPingAt = now + pingIntervalMs;
-        // Keep the first unanswered ping's time: the deadline runs from it.
-        if (entry.pingSentAt === 0) {
-          entry.alive = false;
-          entry.pingSentAt = now;
-        }
-        entry.socket.ping(PING_PAYLOAD);
+      if (now < entry.nextPingAt) continue;
+      if (pings >= MAX_PINGS_PER_TICK) continue; // due: next tick
+      pings++;
+      entry.nextPingAt = now + this.jitteredInterval();
+      // Keep the first unanswered ping's time: the deadline runs from it.
+      if (entry.pingSentAt === 0) {
+        entry.answered = false;
+        entry.pingSentAt = now;
       }
+      entry.socket.ping(PING_PAYLOAD);
     }
     if (this.entries.size === 0) this.clearTimer();
   }

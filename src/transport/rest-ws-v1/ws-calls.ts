@@ -69,12 +69,12 @@ abstract class WsCall implements OpenCall {
     this.entry = ctx.keepalive.track(ws);
     ctx.calls.add(this);
     ws.on('message', (data: RawData) => {
-      if (this.entry) this.entry.alive = true;
+      this.entry?.sawData();
       if (!this.done) this.onMessage(toBuffer(data));
     });
     if (this.entry) {
       const entry = this.entry;
-      ws.on('pong', () => (entry.alive = true));
+      ws.on('pong', () => entry.sawPong());
     }
     ws.on('close', () => {
       ctx.keepalive.untrack(this.entry);

@@ -74,7 +74,7 @@ function onSocketMessage(this: WebSocket, data: RawData, isBinary: boolean): voi
   (this as V2Socket).party?.onMessage(data, isBinary);
 }
 function onSocketPong(this: WebSocket): void {
-  (this as V2Socket).party?.markAlive();
+  (this as V2Socket).party?.sawPong();
 }
 function onSocketError(this: WebSocket, err: Error): void {
   (this as V2Socket).party?.onSocketError(err);
@@ -127,13 +127,13 @@ export class WsV2Party {
     return this.state === State.Done;
   }
 
-  markAlive(): void {
-    if (this.keep) this.keep.alive = true;
+  sawPong(): void {
+    this.keep?.sawPong();
   }
 
   onMessage(data: RawData, isBinary: boolean): void {
     // Any data frame is life, as in v1: a busy writer's pong queues behind its data.
-    if (this.keep) this.keep.alive = true;
+    this.keep?.sawData();
     if (this.done) return;
     if (!isBinary) {
       this.fail(new HashmailError('MALFORMED_REQUEST', 'text message: v2 frames travel as binary WebSocket messages'));
