@@ -143,7 +143,26 @@ function decodeHello(buf: Uint8Array): Hello {
   return hello;
 }
 
+/**
+ * The per-message path: a canonical data frame (`12 <len> [0a <len> payload]`,
+ * as every encoder writes it) is read without the general parser's
+ * allocations. Anything else, or anything odd, goes the general way.
+ */
+function fastDataPayload(buf: Uint8Array): Uint8Array | null {
+  if (buf[0] !== 0x12) return null;
+  const outer: Cursor = { buf, pos: 1 };
+  const innerLen = readVarint(outer);
+  if (outer.pos + innerLen !== buf.length) return null;
+  if (innerLen === 0) return EMPTY;
+  if (buf[outer.pos] !== 0x0a) return null;
+  outer.pos++;
+  const payloadLen = readVarint(outer);
+  return outer.pos + payloadLen === buf.length ? buf.subarray(outer.pos) : null;
+}
+
 export function decodeClientFrame(buf: Uint8Array): ClientFrame {
+  const payload = fastDataPayload(buf);
+  if (payload) return { data: payload };
   let frame: ClientFrame | null = null;
   eachField(buf, (n, wt, c) => {
     if (n === 1) {
@@ -200,6 +219,8 @@ function decodeError(buf: Uint8Array): FrameError {
 }
 
 export function decodeServerFrame(buf: Uint8Array): ServerFrame {
+  const payload = fastDataPayload(buf);
+  if (payload) return { data: payload };
   let frame: ServerFrame | null = null;
   eachField(buf, (n, wt, c) => {
     switch (n) {
