@@ -5,7 +5,6 @@
  * this sampler diffs it once a window, so no per-message work is added.
  */
 import { systemClock, type Clock, type TimerHandle } from '../session/clock.js';
-import type { Session } from '../session/session.js';
 import type { SessionTable } from '../session/session-table.js';
 
 /** Reads per second at or above which a session counts as "in use" (legacy threshold). */
@@ -28,8 +27,6 @@ export interface SessionActivityCounts {
 }
 
 export class SessionActivitySampler {
-  /** `delivered` of each session at the previous sample; weak so closed sessions cost nothing. */
-  private baseline = new WeakMap<Session, number>();
   private readonly startedAt: number;
   private lastSampleAt: number | null = null;
   private last: SessionActivityCounts | null = null;
@@ -65,18 +62,17 @@ export class SessionActivitySampler {
   sampleNow(): SessionActivityCounts {
     const now = this.clock.now();
     const elapsedMs = Math.max(now - (this.lastSampleAt ?? this.startedAt), MIN_RATE_ELAPSED_MS);
-    const next = new WeakMap<Session, number>();
     const counts: SessionActivityCounts = { active: 0, standby: 0, inUse: 0 };
     for (const session of this.table.sessions()) {
       const delivered = session.delivered;
-      next.set(session, delivered);
-      // A session unseen so far counts from its creation (baseline 0).
-      const before = this.baseline.get(session) ?? 0;
+      // The baseline lives on the session (a new session starts at 0): a map
+      // of every session per window would be thousands of entries of garbage.
+      const before = session.deliveredAtLastSample;
+      session.deliveredAtLastSample = delivered;
       // A box deleted and recreated within the session restarts its count.
       const reads = delivered >= before ? delivered - before : delivered;
       classify(counts, reads, elapsedMs);
     }
-    this.baseline = next;
     this.lastSampleAt = now;
     this.last = counts;
     return counts;

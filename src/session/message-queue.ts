@@ -70,7 +70,7 @@ export class MessageQueue {
     if (reader) {
       this.waitingReader = null;
       // Not synchronously: the reader's transport work must not run inside the writer's call.
-      queueMicrotask(() => reader());
+      queueMicrotask(reader);
     }
     return true;
   }
@@ -82,7 +82,8 @@ export class MessageQueue {
     const msg = this.items[this.head];
     this.items[this.head++] = EMPTY;
     if (this.head === this.items.length) {
-      this.items = [];
+      // Emptied: reuse the array (a fresh one per emptying would be garbage that outlives young GC).
+      this.items.length = 0;
       this.head = 0;
     } else if (this.head >= COMPACT_AFTER_ITEMS) {
       this.items = this.items.slice(this.head);
@@ -112,7 +113,7 @@ export class MessageQueue {
    */
   whenReadable(fn: ReadableCallback): void {
     if (this.closedWith || this.size > 0) {
-      queueMicrotask(() => fn());
+      queueMicrotask(fn);
       return;
     }
     this.waitingReader = fn;
@@ -144,7 +145,7 @@ export class MessageQueue {
     // before the reader's transport reacts by releasing its slot.
     const reader = this.waitingReader;
     this.waitingReader = null;
-    if (reader) queueMicrotask(() => reader());
+    if (reader) queueMicrotask(reader);
     this.cancelWriter(writerErr);
   }
 }

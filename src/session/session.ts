@@ -7,6 +7,9 @@ import type { Box } from './box.js';
 export class Session {
   readonly boxes: [Box | null, Box | null] = [null, null];
 
+  /** `delivered` when the metrics last sampled read rates (observe/session-activity.ts). */
+  deliveredAtLastSample = 0;
+
   constructor(readonly key: string) {}
 
   get boxCount(): number {

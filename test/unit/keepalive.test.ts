@@ -57,6 +57,18 @@ test('a pong or any data frame answers the ping', () => {
   assert.equal(pong.terminated || data.terminated, false);
 });
 
+test('a socket that sent data within the interval is not pinged; silent for an interval, it is', () => {
+  const k = make();
+  const t0 = Date.now();
+  const socket = new FakeSocket();
+  const entry = k.track(socket)!;
+  entry.sawData();
+  k.tick(t0 + DUE_MS);
+  assert.equal(socket.pings, 0);
+  k.tick(t0 + DUE_MS * 2 + 1);
+  assert.equal(socket.pings, 1);
+});
+
 test('pings due together are spread over ticks instead of one burst', () => {
   const k = make();
   const t0 = Date.now();
@@ -66,7 +78,7 @@ test('pings due together are spread over ticks instead of one burst', () => {
   k.tick(t0 + DUE_MS);
   const first = pinged();
   assert.ok(first > 0 && first < sockets.length, `first tick pinged ${first} of ${sockets.length}`);
-  for (let i = 1; i <= 10 && pinged() < sockets.length; i++) k.tick(t0 + DUE_MS + i);
+  for (let i = 1; i <= 20 && pinged() < sockets.length; i++) k.tick(t0 + DUE_MS + i);
   assert.equal(pinged(), sockets.length, 'every socket pinged within a few ticks');
   assert.ok(sockets.every((s) => s.pings === 1));
 });

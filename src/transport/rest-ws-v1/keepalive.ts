@@ -5,7 +5,8 @@
  * (jittered) and dropped if it shows no life for `pongTimeoutMs` after a
  * ping. Life is a pong or any data frame: the deployed non-browser client's
  * send socket never reads, so it never answers a ping, and would otherwise be
- * dropped every interval.
+ * dropped every interval. A socket that sent data within the interval is
+ * not pinged: it is plainly alive.
  */
 
 /** The reference's ping payload. */
@@ -14,13 +15,13 @@ export const PING_PAYLOAD = Buffer.from('are you there?');
 const TICKS_PER_PERIOD = 4;
 /** Bounds of the tick interval (milliseconds): fine enough for tests' short periods, coarse enough to stay cheap. */
 const MIN_TICK_MS = 10;
-const MAX_TICK_MS = 250;
+const MAX_TICK_MS = 100;
 /**
  * Pings sent in one tick at most; the rest wait for the next tick. Sockets
  * that connected in the same second would otherwise all be pinged in one
  * synchronous burst every interval (thousands of writes, a stall of 100+ ms).
  */
-const MAX_PINGS_PER_TICK = 250;
+const MAX_PINGS_PER_TICK = 100;
 /** Each ping interval is drawn from interval x [1 - JITTER, 1 + JITTER], so bursts spread out. */
 const PING_JITTER = 0.2;
 
@@ -42,6 +43,8 @@ export interface KeepaliveSocket {
 export class KeepaliveEntry {
   /** A pong or data frame came since the outstanding ping. */
   answered = true;
+  /** A data frame came since the last ping was due: it needs no ping this interval. */
+  dataSeen = false;
   /** When the unanswered ping went out; 0: none outstanding. */
   pingSentAt = 0;
 
@@ -53,6 +56,7 @@ export class KeepaliveEntry {
   /** A data frame arrived: life, as good as a pong (a busy writer's pong queues behind its data). */
   sawData(): void {
     this.answered = true;
+    this.dataSeen = true;
   }
 
   sawPong(): void {
@@ -129,6 +133,13 @@ export class Keepalive {
         }
       }
       if (now < entry.nextPingAt) continue;
+      if (entry.dataSeen) {
+        // It sent data this interval: plainly alive, no ping needed (under load
+        // this spares a ping and a pong per socket per interval).
+        entry.dataSeen = false;
+        entry.nextPingAt = now + this.jitteredInterval();
+        continue;
+      }
       if (pings >= MAX_PINGS_PER_TICK) continue; // due: next tick
       pings++;
       entry.nextPingAt = now + this.jitteredInterval();

@@ -219,7 +219,16 @@ export class WsV2Party {
   /** A data frame from the client: written now, or queued behind the pending write with the socket paused. */
   private accept(msg: Buffer): void {
     if (this.state === State.Open && !this.writing) {
-      void this.writeLoop(this.endpoint as V2Endpoint, msg);
+      // Most writes fit at once: no promise, no loop.
+      const endpoint = this.endpoint as V2Endpoint;
+      let pending: Promise<void> | undefined;
+      try {
+        pending = endpoint.write(msg);
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
+      if (pending) void this.writeLoop(endpoint, pending);
       return;
     }
     // Paused lazily, on the second frame: a write that completes at once
@@ -234,10 +243,14 @@ export class WsV2Party {
   }
 
   /** Writes `first`, then whatever queued behind it, in order; resumes the socket once caught up. */
-  private async writeLoop(endpoint: V2Endpoint, first: Buffer): Promise<void> {
+  private async writeLoop(endpoint: V2Endpoint, first: Promise<void> | Buffer): Promise<void> {
     this.writing = true;
     try {
-      for (let msg: Buffer | undefined = first; msg !== undefined; msg = this.inbox?.shift()) {
+      if (!Buffer.isBuffer(first)) {
+        await first;
+        if (this.done) return;
+      }
+      for (let msg = Buffer.isBuffer(first) ? first : this.inbox?.shift(); msg !== undefined; msg = this.inbox?.shift()) {
         await endpoint.write(msg);
         if (this.done) return;
       }
