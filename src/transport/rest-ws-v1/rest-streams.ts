@@ -6,7 +6,7 @@
  * serves it, and it shares the mailbox semantics with every other transport.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CallInfo, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, ReceiveHalf } from '../../relay/legacy-mailbox.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
@@ -19,10 +19,10 @@ import {
   parseCipherBoxDesc,
   resultFrame,
   resultFramePrefix,
-  type CipherBox,
   type CipherBoxDesc,
 } from './json-codec.js';
 import { JsonObjectSplitter } from './json-splitter.js';
+import { SendQueue } from './send-queue.js';
 
 const LINE_END = '\n';
 
@@ -111,15 +111,9 @@ export class RestReceiveCall implements OpenCall {
  */
 export class RestSendCall implements OpenCall {
   private done = false;
-  private half: SendHalf | null = null;
-  private desc: CipherBoxDesc | null = null;
-  private readonly waitAbort = new AbortController();
   private readonly splitter: JsonObjectSplitter;
-  private readonly queue: CipherBox[] = [];
-  private writing = false;
-  private paused = false;
+  private readonly writer: SendQueue;
   private ended = false;
-  private readonly call: CallInfo;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -127,7 +121,16 @@ export class RestSendCall implements OpenCall {
     private readonly res: ServerResponse,
   ) {
     this.splitter = new JsonObjectSplitter(ctx.maxCipherBoxJsonBytes);
-    this.call = { transport: 'rest', address: ctx.clientAddress(req) };
+    this.writer = new SendQueue({
+      mailbox: ctx.mailbox,
+      logger: ctx.logger,
+      call: { transport: 'rest', address: ctx.clientAddress(req) },
+      source: req,
+      fail: (err) => this.abort(err),
+      caughtUp: () => {
+        if (this.ended) this.complete();
+      },
+    });
     ctx.calls.add(this);
     res.on('close', () => this.finish());
     req.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -141,7 +144,7 @@ export class RestSendCall implements OpenCall {
   }
 
   private readonly onObject = (json: string): void => {
-    this.queue.push(parseCipherBox(json));
+    this.writer.push(parseCipherBox(json));
   };
 
   private onData(chunk: Buffer): void {
@@ -152,12 +155,7 @@ export class RestSendCall implements OpenCall {
       this.abort(err);
       return;
     }
-    if (!this.writing) {
-      void this.pump();
-    } else if (!this.paused) {
-      this.paused = true;
-      this.req.pause();
-    }
+    this.writer.flush();
   }
 
   private onEnd(): void {
@@ -169,53 +167,16 @@ export class RestSendCall implements OpenCall {
       return;
     }
     this.ended = true;
-    if (!this.writing) void this.pump();
-  }
-
-  private async pump(): Promise<void> {
-    this.writing = true;
-    try {
-      for (let box = this.queue.shift(); box !== undefined; box = this.queue.shift()) {
-        if (!this.half && !(await this.open(box.desc))) return;
-        await (this.half as SendHalf).write(box.msg);
-        if (this.done) return;
-      }
-    } catch (err) {
-      this.abort(err);
-      return;
-    } finally {
-      this.writing = false;
-    }
-    if (this.done) return;
-    if (this.ended) {
-      this.complete();
-    } else if (this.paused) {
-      this.paused = false;
-      this.req.resume();
-    }
-  }
-
-  /** The first message names the box; false if the call ended meanwhile. */
-  private async open(desc: CipherBoxDesc | null): Promise<boolean> {
-    const half = await this.ctx.mailbox.openSend(desc, this.call, this.waitAbort.signal);
-    if (this.done) {
-      half.release();
-      return false;
-    }
-    this.half = half;
-    this.desc = desc;
-    half.onBoxClosed((err) => this.abort(err));
-    this.ctx.logger.debug({ transport: 'rest', call: 'send', sid: shortHash((desc as CipherBoxDesc).streamId) }, 'writer attached');
-    return true;
+    this.writer.flush();
   }
 
   private complete(): void {
     // A body without any message names no box.
-    if (!this.half || !this.desc) {
+    const desc = this.writer.desc;
+    if (!desc) {
       this.abort(new HashmailError('DESC_REQUIRED'));
       return;
     }
-    const desc = this.desc;
     this.finish();
     sendJson(this.res, 200, cipherBoxDescJson(desc));
   }
@@ -225,9 +186,6 @@ export class RestSendCall implements OpenCall {
     if (this.done) return;
     this.done = true;
     this.ctx.calls.delete(this);
-    this.waitAbort.abort();
-    this.half?.release();
-    this.half = null;
-    this.queue.length = 0;
+    this.writer.close();
   }
 }

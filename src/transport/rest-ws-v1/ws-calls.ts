@@ -7,7 +7,7 @@
  * close, failure, or the box going away.
  */
 import type { RawData, WebSocket } from 'ws';
-import type { CallInfo, ReceiveHalf, SendHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, ReceiveHalf } from '../../relay/legacy-mailbox.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
@@ -18,10 +18,10 @@ import {
   parseCipherBoxDesc,
   resultFrame,
   resultFramePrefix,
-  type CipherBox,
   type CipherBoxDesc,
 } from './json-codec.js';
 import { splitJsonObjects } from './json-splitter.js';
+import { SendQueue } from './send-queue.js';
 import type { Keepalive, KeepaliveEntry } from './keepalive.js';
 
 /**
@@ -193,74 +193,33 @@ export class WsReceiveCall extends WsCall {
  * as a failure and redial, so no client depends on the reference's form.
  */
 export class WsSendCall extends WsCall {
-  private half: SendHalf | null = null;
-  private waitAbort: AbortController | null = null;
-  private readonly queue: CipherBox[] = [];
-  private writing = false;
-  private paused = false;
+  private readonly writer: SendQueue;
 
   constructor(ctx: WsContext, ws: WebSocket, address: string) {
     super(ctx, ws, address, 'send');
+    this.writer = new SendQueue({
+      mailbox: ctx.mailbox,
+      logger: ctx.logger,
+      call: this.call,
+      source: ws,
+      fail: (err) => this.abort(err),
+      caughtUp: () => undefined,
+    });
   }
 
   protected onMessage(data: Buffer): void {
     try {
-      for (const json of splitJsonObjects(data, this.ctx.maxCipherBoxJsonBytes)) this.queue.push(parseCipherBox(json));
+      for (const json of splitJsonObjects(data, this.ctx.maxCipherBoxJsonBytes)) this.writer.push(parseCipherBox(json));
     } catch (err) {
       this.abort(err);
       return;
     }
-    if (!this.writing) {
-      void this.pump();
-    } else if (!this.paused) {
-      this.paused = true;
-      this.ws.pause();
-    }
+    this.writer.flush();
   }
 
-  private async pump(): Promise<void> {
-    this.writing = true;
-    try {
-      for (let box = this.queue.shift(); box !== undefined; box = this.queue.shift()) {
-        if (!this.half && !(await this.open(box.desc))) return;
-        await (this.half as SendHalf).write(box.msg);
-        if (this.done) return;
-      }
-    } catch (err) {
-      this.abort(err);
-      return;
-    } finally {
-      this.writing = false;
-    }
-    if (this.paused && !this.done) {
-      this.paused = false;
-      this.ws.resume();
-    }
-  }
-
-  /** The first message names the box; false if the call ended meanwhile. */
-  private async open(desc: CipherBoxDesc | null): Promise<boolean> {
-    this.waitAbort = new AbortController();
-    const half = await this.ctx.mailbox.openSend(desc, this.call, this.waitAbort.signal);
-    this.waitAbort = null;
-    if (this.done) {
-      half.release();
-      return false;
-    }
-    this.half = half;
-    half.onBoxClosed((err) => this.abort(err));
-    this.ctx.logger.debug({ transport: 'websocket', call: 'send', sid: shortHash((desc as CipherBoxDesc).streamId) }, 'writer attached');
-    return true;
-  }
-
-  /** Frees the slot at once (legacy: a writer that ends or drops frees it). */
   protected override finish(): void {
     if (this.done) return;
     super.finish();
-    this.waitAbort?.abort();
-    this.waitAbort = null;
-    this.half?.release();
-    this.half = null;
-    this.queue.length = 0;
+    this.writer.close();
   }
 }

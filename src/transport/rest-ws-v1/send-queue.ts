@@ -1,0 +1,101 @@
+/**
+ * The writing side of a legacy send call, shared by the WebSocket and the
+ * streaming HTTP transport: CipherBoxes are written in arrival order, the
+ * first one opening the box's write slot. While a write waits (slot, rate
+ * limit, full box) the source is paused, so the box's bound pushes back on
+ * the client's TCP.
+ */
+import type { CallInfo, LegacyMailbox, SendHalf } from '../../relay/legacy-mailbox.js';
+import type { Logger } from '../../observe/logger.js';
+import { shortHash } from '../../session/sid.js';
+import type { CipherBox, CipherBoxDesc } from '../grpc-v1/codec.js';
+
+export interface SendQueueOwner {
+  readonly mailbox: LegacyMailbox;
+  readonly logger: Logger;
+  readonly call: CallInfo;
+  /** What to pause while a write waits (a socket, a request). */
+  readonly source: { pause(): void; resume(): void };
+  /** The call failed (slot, box closed, bad message): abort it. */
+  fail(err: unknown): void;
+  /** Everything pushed so far is written. */
+  caughtUp(): void;
+}
+
+export class SendQueue {
+  private half: SendHalf | null = null;
+  /** The first message's desc, once its box is open. */
+  desc: CipherBoxDesc | null = null;
+  private waitAbort: AbortController | null = null;
+  private readonly queue: CipherBox[] = [];
+  private writing = false;
+  private paused = false;
+  private closed = false;
+
+  constructor(private readonly owner: SendQueueOwner) {}
+
+  /** Queues one message; writes start at once unless a write is waiting. */
+  push(box: CipherBox): void {
+    this.queue.push(box);
+  }
+
+  /** Call after push()es: writes what is queued, or pauses the source behind a waiting write. */
+  flush(): void {
+    if (this.closed) return;
+    if (!this.writing) {
+      void this.pump();
+    } else if (!this.paused) {
+      this.paused = true;
+      this.owner.source.pause();
+    }
+  }
+
+  /** Frees the slot at once (legacy: a writer that ends or drops frees it). Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.waitAbort?.abort();
+    this.waitAbort = null;
+    this.half?.release();
+    this.half = null;
+    this.queue.length = 0;
+  }
+
+  private async pump(): Promise<void> {
+    this.writing = true;
+    try {
+      for (let box = this.queue.shift(); box !== undefined; box = this.queue.shift()) {
+        if (!this.half && !(await this.open(box.desc))) return;
+        await (this.half as SendHalf).write(box.msg);
+        if (this.closed) return;
+      }
+    } catch (err) {
+      this.owner.fail(err);
+      return;
+    } finally {
+      this.writing = false;
+    }
+    if (this.closed) return;
+    if (this.paused) {
+      this.paused = false;
+      this.owner.source.resume();
+    }
+    this.owner.caughtUp();
+  }
+
+  /** The first message names the box; false if the call ended meanwhile. */
+  private async open(desc: CipherBoxDesc | null): Promise<boolean> {
+    this.waitAbort = new AbortController();
+    const half = await this.owner.mailbox.openSend(desc, this.owner.call, this.waitAbort.signal);
+    this.waitAbort = null;
+    if (this.closed) {
+      half.release();
+      return false;
+    }
+    this.half = half;
+    this.desc = desc;
+    half.onBoxClosed((err) => this.owner.fail(err));
+    this.owner.logger.debug({ transport: this.owner.call.transport, call: 'send', sid: shortHash((desc as CipherBoxDesc).streamId) }, 'writer attached');
+    return true;
+  }
+}
