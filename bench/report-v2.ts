@@ -215,10 +215,10 @@ function projection(v2: V2Results): string {
     );
     const load = p.hashmail.load;
     if (load?.ok) {
-      const perProcess = load.value.serverCpuPercent * (PROJECTION.sessionsPerProcess / load.value.sessions);
+      // CPU scales with messages, i.e. with sessions, not with the process count.
       const total = load.value.serverCpuPercent * (PROJECTION.sessions / load.value.sessions);
       out.push(
-        `- v2 ${t}, CPU at 1 msg/s per session: ${fmt(load.value.serverCpuPercent, 1)} % of one core for ${load.value.sessions.toLocaleString('en-US')} msg/s → ${fmt(perProcess, 1)} % per process × ${processes} = ${fmt(total, 0)} % of one core (${fmt(total / 100, 1)} cores).`,
+        `- v2 ${t}, CPU at 1 msg/s per session: ${fmt(load.value.serverCpuPercent, 1)} % of one core for ${load.value.sessions.toLocaleString('en-US')} msg/s → ${PROJECTION.sessions.toLocaleString('en-US')} / ${load.value.sessions.toLocaleString('en-US')} × ${fmt(load.value.serverCpuPercent, 1)} % = ${fmt(total, 0)} % of one core (${fmt(total / 100, 1)} cores, over ${processes} processes).`,
       );
     }
   }
