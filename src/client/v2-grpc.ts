@@ -4,11 +4,12 @@
  * backoff, not grpc-js's own reconnect timer, paces attempts after a loss.
  */
 import { Client, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type FrameError, type ServerFrame } from '../wire/v2-frames.js';
+import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
 import { asBuffer, grpcError, isUnimplemented, securityOf } from './grpc-channel.js';
 import { channelCredentials, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
+import { V2FrameRouter } from './v2-stream.js';
 
 export const V2_CONNECT_PATH = '/hashmail.v2.Mailbox/Connect';
 /** Room for the frame envelope around a maximal payload. */
@@ -86,9 +87,6 @@ class V2GrpcLink implements Link {
   }
 }
 
-function protocolError(what: string): HashmailClientError {
-  return new HashmailClientError(StatusCode.INTERNAL, `v2 protocol error: ${what}`);
-}
 
 export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) =>
   new Promise<Link>((resolve, reject) => {
@@ -97,8 +95,6 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES + ENVELOPE_BYTES,
     });
     const call: FrameCall = client.makeBidiStreamRequest(V2_CONNECT_PATH, asBuffer, decodeServerFrame, new Metadata(), {});
-    let link: V2GrpcLink | null = null;
-    let errorFrame: FrameError | null = null;
     let localError: HashmailClientError | null = null;
     let markEnded: () => void = () => undefined;
     const ended = new Promise<void>((r) => {
@@ -112,14 +108,15 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
       localError ??= err;
       call.cancel();
     };
+    const router = new V2FrameRouter(handlers, () => new V2GrpcLink(call, client, handlers, ended), resolve, fail);
     let finished = false;
     const finish = (err: HashmailClientError): void => {
       if (finished) return;
       finished = true;
       stopWatching();
       markEnded();
-      if (link) {
-        link.end(err);
+      if (router.link) {
+        router.link.end(err);
       } else {
         client.close();
         reject(err);
@@ -127,26 +124,13 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
     };
 
     call.on('data', (frame: ServerFrame) => {
-      if ('error' in frame) {
-        errorFrame = frame.error;
-      } else if ('welcome' in frame) {
-        if (link) return fail(protocolError('second Welcome'));
-        if (frame.welcome.version !== PROTOCOL_V2) return fail(protocolError(`relay chose version ${frame.welcome.version}`));
-        link = new V2GrpcLink(call, client, handlers, ended);
-        link.peerPresent = frame.welcome.peerPresent;
-        resolve(link);
-      } else if (!link) {
-        fail(protocolError('frame before Welcome'));
-      } else if ('data' in frame) {
-        handlers.message(frame.data);
-      } else {
-        link.setPresence(frame.presence.peerPresent);
-      }
+      router.route(frame);
     });
     call.on('error', (err: ServiceError) => {
       if (localError) return finish(localError);
+      const { errorFrame } = router;
       if (errorFrame) return finish(errorFromStatus(errorFrame.code, errorFrame.message, errorFrame.supportedVersions, err));
-      if (!link && isUnimplemented(err)) return finish(new V2NotServed(StatusCode.UNIMPLEMENTED, 'relay does not serve hashmail.v2.Mailbox', { cause: err }));
+      if (!router.link && isUnimplemented(err)) return finish(new V2NotServed(StatusCode.UNIMPLEMENTED, 'relay does not serve hashmail.v2.Mailbox', { cause: err }));
       finish(grpcError(err));
     });
     call.on('status', (s: { code: number }) => {

@@ -2,9 +2,10 @@
  * Protocol v2 over WebSocket: `GET /v2/mailbox`, subprotocol `hashmail.v2`,
  * one binary message per frame. Standard WebSocket API only.
  */
-import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type FrameError, type ServerFrame } from '../wire/v2-frames.js';
+import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
+import { protocolError, V2FrameRouter } from './v2-stream.js';
 import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, wsBase, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
 
 export const V2_WS_PATH = '/v2/mailbox';
@@ -67,9 +68,6 @@ class V2WebSocketLink implements Link {
   }
 }
 
-function protocolError(what: string): HashmailClientError {
-  return new HashmailClientError(StatusCode.INTERNAL, `v2 protocol error: ${what}`);
-}
 
 export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
   return (req: LinkRequest, handlers: LinkHandlers) =>
@@ -77,8 +75,6 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
       const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL]);
       ws.binaryType = 'arraybuffer';
       let opened = false;
-      let link: V2WebSocketLink | null = null;
-      let errorFrame: FrameError | null = null;
       let localError: HashmailClientError | null = null;
       let errorMessage: string | undefined;
       let markClosed: () => void = () => undefined;
@@ -93,6 +89,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         localError ??= err;
         ws.close(1000);
       };
+      const router = new V2FrameRouter(handlers, () => new V2WebSocketLink(ws, handlers, closed), resolve, fail);
 
       ws.addEventListener('open', () => {
         opened = true;
@@ -112,21 +109,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         } catch (err) {
           return fail(protocolError(err instanceof Error ? err.message : 'undecodable frame'));
         }
-        if ('error' in frame) {
-          errorFrame = frame.error;
-        } else if ('welcome' in frame) {
-          if (link) return fail(protocolError('second Welcome'));
-          if (frame.welcome.version !== PROTOCOL_V2) return fail(protocolError(`relay chose version ${frame.welcome.version}`));
-          link = new V2WebSocketLink(ws, handlers, closed);
-          link.peerPresent = frame.welcome.peerPresent;
-          resolve(link);
-        } else if (!link) {
-          fail(protocolError('frame before Welcome'));
-        } else if ('data' in frame) {
-          handlers.message(frame.data);
-        } else {
-          link.setPresence(frame.presence.peerPresent);
-        }
+        router.route(frame);
       });
       ws.addEventListener('close', (event: WsEvent) => {
         stopWatching();
@@ -134,6 +117,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         const code = event.code ?? 1006;
         const reason = event.reason ?? '';
         let err: HashmailClientError;
+        const { errorFrame } = router;
         if (errorFrame) {
           err = errorFromStatus(errorFrame.code, errorFrame.message, errorFrame.supportedVersions);
         } else if (localError) {
@@ -152,7 +136,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         } else {
           err = new ConnectionLost(`websocket closed (${code}${reason ? `: ${reason}` : ''})`);
         }
-        if (link) link.ended(err);
+        if (router.link) router.link.ended(err);
         else reject(err);
       });
     });
