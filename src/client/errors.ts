@@ -6,21 +6,10 @@
  * here, for every transport and both protocol versions.
  */
 
+import { GrpcStatus } from '../wire/grpc-status.js';
+
 /** gRPC status codes the client reads (numeric, so this file needs no gRPC library). */
-export const StatusCode = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-} as const;
+export const StatusCode = GrpcStatus;
 
 /** Base class of every error the library throws or rejects with. */
 export class HashmailClientError extends Error {

@@ -5,21 +5,11 @@
  * substring ("stream not found", "stream occupied"), so they never change.
  */
 
-/** gRPC status codes we emit (numeric, so the session layer imports no transport). */
-export const GrpcCode = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-} as const;
-export type GrpcCodeValue = (typeof GrpcCode)[keyof typeof GrpcCode];
+import { GrpcStatus, type GrpcStatusCode } from '../wire/grpc-status.js';
+
+/** gRPC status codes we emit. */
+export const GrpcCode = GrpcStatus;
+export type GrpcCodeValue = GrpcStatusCode;
 
 interface ErrorSpec {
   grpc: GrpcCodeValue;
