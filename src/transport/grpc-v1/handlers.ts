@@ -19,6 +19,7 @@ import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDes
 import { ReadPump } from '../../relay/read-pump.js';
 import { readWithPushBack } from '../grpc-read.js';
 import { GrpcCallScope } from '../grpc-call-scope.js';
+import { noteError } from '../report-error.js';
 import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import { hashMailService, type CipherInitResp } from './service.js';
 
@@ -74,13 +75,10 @@ interface GrpcStatus {
 }
 
 export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementation {
-  const { mailbox, logger, stats, metrics } = deps;
+  const { mailbox, logger, metrics } = deps;
 
   const toStatus = (err: unknown, method: string): GrpcStatus => {
-    const e = asHashmailError(err);
-    stats.countError(e.code);
-    if (e.code === 'INTERNAL') logger.error({ err, method }, 'internal error in call');
-    else logger.debug({ method, code: e.code }, 'call failed');
+    const e = noteError(deps, err, { transport: 'grpc', call: method });
     return { code: e.grpcCode, details: e.message };
   };
 

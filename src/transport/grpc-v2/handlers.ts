@@ -7,14 +7,13 @@
 import type { ServerDuplexStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
-import { SUPPORTED_VERSIONS, type V2Endpoint, type V2Mailbox } from '../../relay/v2-mailbox.js';
-import { asHashmailError, HashmailError } from '../../session/errors.js';
+import type { V2Endpoint, V2Mailbox } from '../../relay/v2-mailbox.js';
+import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import {
   decodeClientFrame,
   decodeServerFrame,
   encodeDataFrame,
-  encodeErrorFrame,
   encodeHello,
   encodeWelcome,
   PRESENCE_FRAMES,
@@ -25,6 +24,8 @@ import {
 import { ReadPump } from '../../relay/read-pump.js';
 import { readWithPushBack } from '../grpc-read.js';
 import { GrpcCallScope } from '../grpc-call-scope.js';
+import { noteError } from '../report-error.js';
+import { v2ErrorFrame } from '../v2-error-frame.js';
 import type { StreamsPerConnection } from '../grpc-stream-limit.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 
@@ -76,7 +77,7 @@ export interface GrpcV2Deps {
 type ConnectCall = ServerDuplexStream<ClientFrame | HashmailError, Uint8Array>;
 
 export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementation {
-  const { v2, logger, stats, metrics } = deps;
+  const { v2, logger, metrics } = deps;
 
   function connect(call: ConnectCall): void {
     const m = metrics.grpcCall(V2_SERVICE_NAME, 'Connect', 'bidi_stream');
@@ -86,14 +87,9 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
         call.end();
         return;
       }
-      const e = asHashmailError(err);
-      stats.countError(e.code);
-      if (e.code === 'INTERNAL') logger.error({ err }, 'internal error in v2 call');
-      else logger.debug({ code: e.code }, 'v2 call failed');
+      const e = noteError(deps, err, { transport: 'grpc', call: 'v2' });
       m.done(e.grpcCode);
-      call.write(
-        encodeErrorFrame({ code: e.grpcCode, message: e.message, supportedVersions: e.code === 'UNSUPPORTED_VERSION' ? [...SUPPORTED_VERSIONS] : [] }),
-      );
+      call.write(v2ErrorFrame(e));
       call.emit('error', { code: e.grpcCode, details: e.message });
     });
     let endpoint: V2Endpoint | null = null;
