@@ -102,6 +102,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     'grpc-node.max_session_memory': HTTP2_SESSION_MEMORY_MB,
   });
   const trustProxy = config.server.trustProxy;
+  const grpcLogger = subsystemLogger(logger, 'grpc');
   const streams = new StreamsPerConnection(config.limits.maxStreamsPerConnection, limitHit);
   const httpClientAddress = (req: IncomingMessage): string =>
     (trustProxy ? forwardedFor(req.headers['x-forwarded-for']) : null) ?? req.socket.remoteAddress ?? 'unknown';
@@ -111,7 +112,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     hashMailServerService,
     legacyGrpcHandlers({
       mailbox,
-      logger: subsystemLogger(logger, 'grpc'),
+      logger: grpcLogger,
       stats,
       metrics,
       streams,
@@ -123,7 +124,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       mailboxV2ServerService,
       mailboxV2Handlers({
         v2,
-        logger: subsystemLogger(logger, 'grpc'),
+        logger: grpcLogger,
         stats,
         metrics,
         streams,
@@ -136,12 +137,12 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
   const gateway = new HttpGateway({
     mailbox,
     config,
-    logger: subsystemLogger(logger, 'ws'),
+    logger,
     stats,
     clientAddress: httpClientAddress,
   });
   const wsV2 = config.v2.enabled
-    ? new WsV2Gateway({ v2, config, logger: subsystemLogger(logger, 'ws-v2'), stats, clientAddress: httpClientAddress })
+    ? new WsV2Gateway({ v2, config, logger, stats, clientAddress: httpClientAddress })
     : null;
   metrics.setOpenSockets(() => gateway.openSockets + (wsV2?.openSockets ?? 0));
   const httpServer = http.createServer({ requestTimeout: 0, headersTimeout: HTTP_HEADERS_TIMEOUT_MS });
