@@ -62,6 +62,7 @@ function coerceEnv(name: string, raw: string, example: unknown): unknown {
     if (/^(0|false|no|off)$/i.test(raw)) return false;
     throw new ConfigError(`${name}=${raw}: expected true or false`);
   }
+  if (Array.isArray(example)) return raw.split(',').map((s) => s.trim()).filter(Boolean);
   return raw;
 }
 

@@ -27,7 +27,16 @@ export const configSchema = z
         dataDir: z.string().min(1).default('.data').describe('Directory for state that outlives a restart (the generated self-signed certificate)'),
         tlsCertFile: z.string().default('').describe('PEM certificate chain; empty: a self-signed certificate is generated once in dataDir'),
         tlsKeyFile: z.string().default('').describe('PEM private key for tlsCertFile'),
-        trustProxy: z.boolean().default(false).describe('Take the client address from the PROXY protocol header (v1/v2) or X-Forwarded-For of the balancer in front'),
+        trustProxy: z.boolean().default(false).describe('A balancer is in front: take the client address (for per-address limits) from it, from the one source clientAddressFrom names'),
+        clientAddressFrom: z
+          .enum(['proxy-protocol', 'x-forwarded-for'])
+          .default('proxy-protocol')
+          .describe('With trustProxy, where the client address comes from: the PROXY protocol v1/v2 header (an L4 balancer; X-Forwarded-For is then ignored) or X-Forwarded-For / gRPC x-forwarded-for metadata sent by one of trustedProxies (an L7 balancer; PROXY headers are then refused)'),
+        trustedProxies: z
+          .array(z.string())
+          .default([])
+          .describe('Balancer addresses (IPs or CIDRs, v4 or v6) whose PROXY header or X-Forwarded-For is believed. Required for x-forwarded-for; for proxy-protocol, empty means any peer may send a PROXY header (only safe when nothing but the balancer reaches the port). Environment: comma-separated'),
+        tlsHandshakeTimeoutMs: z.number().int().positive().default(10_000).describe('A TLS handshake not finished within this is dropped (milliseconds)'),
         shutdownGraceMs: ms(5000, 'How long SIGTERM waits for connections to close after ending every stream'),
       })
       .strict()
@@ -48,6 +57,14 @@ export const configSchema = z
         enabled: z.boolean().default(true).describe('Serve protocol v2 (gRPC hashmail.v2.Mailbox and WebSocket /v2/mailbox) next to v1; false answers v2 with UNIMPLEMENTED / 404 as a v1-only server does'),
         windowBytes: z.number().int().min(1024).max(16 * MiB).default(64 * 1024).describe('Bytes the relay holds per direction of a v2 session for a reader that is absent or slow; then the writer is held back by flow control (bytes)'),
         maxMessageBytes: z.number().int().positive().max(16 * MiB).default(64 * 1024).describe('Largest v2 payload (bytes); larger ones fail with RESOURCE_EXHAUSTED'),
+      })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        headersTimeoutMs: z.number().int().positive().default(10_000).describe('An HTTP/1.1 request (or WebSocket upgrade) must send its whole header block within this of its first byte, or of the connection opening (milliseconds)'),
+        requestTimeoutMs: z.number().int().positive().default(30_000).describe('The body of a non-streaming HTTP/1.1 request (box create/delete) must arrive in full within this (milliseconds)'),
+        idleTimeoutMs: z.number().int().positive().default(60_000).describe('A kept-alive HTTP/1.1 connection with no request in progress is closed after this (milliseconds)'),
       })
       .strict()
       .prefault({}),
@@ -73,6 +90,7 @@ export const configSchema = z
         maxStreamsPerConnection: count(1_000, 'Concurrent HTTP/2 streams (gRPC calls) on one connection'),
         maxBufferedBytes: z.number().int().positive().default(4096 * MiB).describe('Bytes held in box queues across the process; past it writers wait (bytes)'),
         maxConnections: count(200_000, 'Open connections in total on the public listener'),
+        ipv6PrefixLength: z.number().int().min(1).max(128).default(64).describe('Per-address limits count an IPv6 client by this prefix (bits): one /64 is one address, as one host usually owns a whole /64'),
       })
       .strict()
       .prefault({}),
@@ -86,11 +104,20 @@ export const configSchema = z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').describe('Log level'),
         format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('json, pretty, or auto (pretty on a terminal, json otherwise)'),
+        refusalLogIntervalMs: z.number().int().positive().default(10_000).describe('Refusals by a limit are logged at most once per this interval and limit, as one warn line with the count refused since the last one (milliseconds)'),
       })
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.server.trustProxy && c.server.clientAddressFrom === 'x-forwarded-for' && c.server.trustedProxies.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['server', 'trustedProxies'], message: 'x-forwarded-for needs the balancer addresses it may come from' });
+    }
+    if (c.limits.maxBufferedBytes < Math.max(c.mailbox.maxMessageBytes, c.v2.maxMessageBytes) * 2) {
+      ctx.addIssue({ code: 'custom', path: ['limits', 'maxBufferedBytes'], message: 'must hold at least two of the largest messages (mailbox.maxMessageBytes, v2.maxMessageBytes)' });
+    }
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
