@@ -149,6 +149,8 @@ export class Metrics {
     labelledCounter('hashmail_limit_hits_total', 'Requests refused by a limit, by config key.', 'limit', () => stats.limitsHit);
     gauge('hashmail_sessions', 'Sessions (SID pairs) that exist now.', () => table.sessionCount);
     gauge('hashmail_open_connections', 'Client connections open on the public listener.', () => stats.connectionsOpen);
+    gauge('hashmail_connection_addresses', 'Client addresses (IPv6: prefixes) holding open connections: entries of the per-address connection limit.', () => stats.connectionAddresses);
+    gauge('hashmail_box_addresses', 'Client addresses (IPv6: prefixes) owning boxes: entries of the per-address box limit.', () => table.boxOwnerCount);
     gauge('hashmail_websocket_connections', 'WebSocket connections open.', () => this.openSockets());
   }
 

@@ -26,6 +26,8 @@ export class RelayStats {
   readonly limitsHit = new Map<string, number>();
   /** Connections refused or closed by the connection limits, by config key. */
   connectionsOpen = 0;
+  /** Client addresses holding at least one open connection (per-address limit entries). */
+  connectionAddresses = 0;
 
   countError(code: HashmailErrorCode): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);

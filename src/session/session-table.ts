@@ -59,6 +59,11 @@ export class SessionTable implements BoxHost {
     return this.sessionsByKey.size;
   }
 
+  /** Client addresses that own at least one box (per-address limit entries). */
+  get boxOwnerCount(): number {
+    return this.boxesPerOwner.size;
+  }
+
   sessions(): IterableIterator<Session> {
     return this.sessionsByKey.values();
   }

@@ -159,6 +159,7 @@ export class PublicListener {
     const left = (this.perAddress.get(address) ?? 1) - 1;
     if (left > 0) this.perAddress.set(address, left);
     else this.perAddress.delete(address);
+    this.options.stats.connectionAddresses = this.perAddress.size;
   }
 
   /** Connection limits, then TLS, then the protocol handoff. */
@@ -166,6 +167,7 @@ export class PublicListener {
     overrideRemoteAddress(socket, address);
     const count = (this.perAddress.get(address) ?? 0) + 1;
     this.perAddress.set(address, count);
+    this.options.stats.connectionAddresses = this.perAddress.size;
     this.sockets.set(socket, address);
     let overLimit: string | null = null;
     if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
