@@ -88,7 +88,8 @@ export const configSchema = z
         maxBoxesPerAddress: count(2_000, 'Boxes created from one client address (the legacy protocol lets anyone create boxes)'),
         maxConnectionsPerAddress: count(2_000, 'Open TCP connections from one client address'),
         maxStreamsPerConnection: count(1_000, 'Concurrent HTTP/2 streams (gRPC calls) on one connection'),
-        maxBufferedBytes: z.number().int().positive().default(4096 * MiB).describe('Bytes held in box queues across the process; past it writers wait (bytes)'),
+        maxBufferedBytes: z.number().int().positive().default(4096 * MiB).describe('Bytes held for readers across the process: queued in boxes, or handed to a reader\'s transport and not yet flushed; never exceeded: past it writers wait (bytes)'),
+        maxBufferedBytesPerAddress: z.number().int().positive().default(128 * MiB).describe('The same, across the boxes one client address created, so one client cannot take the whole process budget; past it that client\'s writers wait (bytes)'),
         maxConnections: count(200_000, 'Open connections in total on the public listener'),
         ipv6PrefixLength: z.number().int().min(1).max(128).default(64).describe('Per-address limits count an IPv6 client by this prefix (bits): one /64 is one address, as one host usually owns a whole /64'),
       })
@@ -114,8 +115,10 @@ export const configSchema = z
     if (c.server.trustProxy && c.server.clientAddressFrom === 'x-forwarded-for' && c.server.trustedProxies.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['server', 'trustedProxies'], message: 'x-forwarded-for needs the balancer addresses it may come from' });
     }
-    if (c.limits.maxBufferedBytes < Math.max(c.mailbox.maxMessageBytes, c.v2.maxMessageBytes) * 2) {
-      ctx.addIssue({ code: 'custom', path: ['limits', 'maxBufferedBytes'], message: 'must hold at least two of the largest messages (mailbox.maxMessageBytes, v2.maxMessageBytes)' });
+    for (const key of ['maxBufferedBytes', 'maxBufferedBytesPerAddress'] as const) {
+      if (c.limits[key] < Math.max(c.mailbox.maxMessageBytes, c.v2.maxMessageBytes) * 2) {
+        ctx.addIssue({ code: 'custom', path: ['limits', key], message: 'must hold at least two of the largest messages (mailbox.maxMessageBytes, v2.maxMessageBytes)' });
+      }
     }
   });
 

@@ -140,7 +140,7 @@ export class Metrics {
     counter('hashmail_messages_relayed_total', 'Messages handed from a writer to a reader.', () => stats.messagesRelayed);
     counter('hashmail_bytes_relayed_total', 'Payload bytes handed from a writer to a reader.', () => stats.bytesRelayed);
     labelledCounter('hashmail_errors_total', 'Errors reported to clients, by stable error code.', 'code', () => stats.errors);
-    gauge('hashmail_buffered_bytes', 'Bytes queued in boxes across the process.', () => table.budget.usedBytes);
+    gauge('hashmail_buffered_bytes', 'Bytes held for readers across the process: queued in boxes or handed to a transport and not yet flushed (never above limits.maxBufferedBytes).', () => table.budget.usedBytes);
     counter(
       'hashmail_rate_limited_waits_total',
       'Writes that waited for a rate-limit token.',

@@ -37,6 +37,10 @@ function validateBoxRequest(req: BoxRequest): Buffer {
 abstract class Half {
   private released = false;
 
+  protected get isReleased(): boolean {
+    return this.released;
+  }
+
   constructor(
     protected readonly box: Box,
     private readonly lease: Lease,
@@ -76,6 +80,11 @@ export class ReceiveHalf extends Half implements ReadSource {
 
   whenReadable(fn: ReadableCallback): void {
     this.box.whenReadable(fn);
+  }
+
+  settle(payloadBytes: number): void {
+    // After release the box settled everything this half held; a late callback must not touch the next reader's count.
+    if (!this.isReleased) this.box.settle(payloadBytes);
   }
 }
 

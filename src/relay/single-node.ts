@@ -77,6 +77,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       maxBoxes: config.limits.maxBoxes,
       maxBoxesPerAddress: config.limits.maxBoxesPerAddress,
       maxBufferedBytes: config.limits.maxBufferedBytes,
+      maxBufferedBytesPerAddress: config.limits.maxBufferedBytesPerAddress,
       staleTimeoutMs: m.staleTimeoutMs,
     },
     {

@@ -100,6 +100,11 @@ export class V2Endpoint implements ReadSource, ReaderWatcher {
     this.readBox.whenReadable(fn);
   }
 
+  settle(payloadBytes: number): void {
+    // After release the box settled everything this party held; a late callback must not touch the next reader's count.
+    if (!this.released) this.readBox.settle(payloadBytes);
+  }
+
   /**
    * Queues `msg` for the peer now if it fits (undefined), else returns a
    * promise that settles once it does (rate limit, then window): the caller

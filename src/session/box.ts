@@ -64,10 +64,12 @@ export class Box implements SlotOwner {
     private readonly host: BoxHost = NO_HOST,
     /** Queue bound for this box; v2 sessions use their own window instead of options.bufferBytes. */
     capacityBytes?: number,
+    /** The budget of the client address that created the box (limits.maxBufferedBytesPerAddress). */
+    ownerBudget: BufferBudget | null = null,
   ) {
     this.readSlot = new Slot('READ_OCCUPIED', clock, this);
     this.writeSlot = new Slot('WRITE_OCCUPIED', clock, this);
-    this.queue = new MessageQueue(capacityBytes ?? options.bufferBytes, budget);
+    this.queue = new MessageQueue(capacityBytes ?? options.bufferBytes, budget, ownerBudget);
   }
 
   private rateBucket(): TokenBucket | null {
@@ -106,8 +108,13 @@ export class Box implements SlotOwner {
     return this.queue.size;
   }
 
+  /** Bytes held against the box bound: queued, and taken by the reader but not yet flushed. */
   get queuedBytes(): number {
     return this.queue.byteLength;
+  }
+
+  get inFlightBytes(): number {
+    return this.queue.inFlightBytes;
   }
 
   attachReader(signal?: AbortSignal): Promise<Lease> {
@@ -124,6 +131,7 @@ export class Box implements SlotOwner {
     const cancelled = new HashmailError('CANCELLED');
     if (lease.slot === this.readSlot) {
       this.queue.cancelReader(cancelled);
+      this.queue.settleAll();
     } else {
       this.queue.cancelWriter(cancelled);
       this.cancelRateWait(cancelled);
@@ -158,13 +166,14 @@ export class Box implements SlotOwner {
         await this.sleepForToken(wait);
       }
     }
-    while (!this.queue.tryPush(msg)) await this.queue.waitForSpace();
+    await this.queue.push(msg);
   }
 
   /**
    * The next message if one is queued, else undefined (then whenReadable).
    * Throws the close error once the box is torn down. Each message is handed
-   * out exactly once.
+   * out exactly once, and stays counted against the box and the budget until
+   * settle(its length), or until the reader detaches.
    */
   take(): Buffer | undefined {
     const msg = this.queue.shift();
@@ -172,20 +181,26 @@ export class Box implements SlotOwner {
     return msg;
   }
 
+  /** The reader's transport flushed (or dropped) a taken message of `payloadBytes`. */
+  settle(payloadBytes: number): void {
+    this.queue.settle(payloadBytes);
+  }
+
   /** `fn` runs once when take() has a message or an error; with CANCELLED if the reader detached. */
   whenReadable(fn: ReadableCallback): void {
     this.queue.whenReadable(fn);
   }
 
-  /** Promise form of take() + whenReadable(). */
+  /** Promise form of take() + whenReadable(), for a reader that holds nothing afterwards (settled at once). */
   read(): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const attempt = (cancelled?: HashmailError): void => {
         if (cancelled) return reject(cancelled);
         try {
           const msg = this.take();
-          if (msg === undefined) this.whenReadable(attempt);
-          else resolve(msg);
+          if (msg === undefined) return this.whenReadable(attempt);
+          this.settle(msg.length);
+          resolve(msg);
         } catch (err) {
           reject(err);
         }

@@ -1,4 +1,4 @@
-import type { BufferBudget } from './buffer-budget.js';
+import type { BudgetWaiter, BufferBudget } from './buffer-budget.js';
 import type { HashmailError } from './errors.js';
 
 interface Pending {
@@ -15,55 +15,116 @@ interface Pending {
 export type ReadableCallback = (cancelled?: HashmailError) => void;
 
 /**
- * The bounded FIFO of one box: messages written but not yet handed to a
- * reader. Holds at most `capacityBytes` (one message larger than that is let
- * in alone, so any allowed message size passes); past that the single writer
- * waits, which the transport turns into flow-control push-back. One writer and
- * one reader at a time, so at most one of each is ever waiting.
+ * The bounded FIFO of one box: messages written and not yet flushed to a
+ * reader. A message counts against the box bound and the process budget from
+ * the moment it is queued until the reader's transport has flushed it
+ * (settle()), not merely until a reader took it: a transport that buffers
+ * what it cannot send (grpc-js streams take 16 messages whatever their size)
+ * would otherwise hold memory that no limit sees. The box holds at most
+ * `capacityBytes`, except that a box holding nothing takes one message of any
+ * allowed size (so every message size passes); past that the single writer
+ * waits, which the transport turns into flow-control push-back. The budgets
+ * (the process-wide one and that of the address that created the box) hold
+ * without exception: a writer they cannot fit waits its turn, and the
+ * per-address one keeps one client from taking the whole process budget.
+ * One writer and one reader at a time, so at most one of each is waiting.
  */
 export class MessageQueue {
   private items: Buffer[] = [];
   private head = 0;
+  /** Queued plus in flight: everything this box holds against its bound and the budget. */
   private bytes = 0;
+  /** Taken by the reader, not yet flushed by its transport. */
+  private inFlight = 0;
   private waitingReader: ReadableCallback | null = null;
   private waitingWriter: Pending | null = null;
+  private budgetWait: BudgetWaiter | null = null;
   private closedWith: { reader: HashmailError; writer: HashmailError } | null = null;
 
   constructor(
     private readonly capacityBytes: number,
     private readonly budget: BufferBudget,
+    /** Bytes held by every box the same client address created; null for none. */
+    private readonly ownerBudget: BufferBudget | null = null,
   ) {}
 
   get size(): number {
     return this.items.length - this.head;
   }
 
+  /** Bytes held: queued and in flight, with per-message overhead. */
   get byteLength(): number {
     return this.bytes;
+  }
+
+  get inFlightBytes(): number {
+    return this.inFlight;
   }
 
   /** Whether tryPush(msg) would take it now (box bound and process budget). */
   hasRoomFor(msg: Buffer): boolean {
     if (this.closedWith) return true; // tryPush then throws the close error
     const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
-    if (this.bytes === 0) return true;
-    return this.bytes + cost <= this.capacityBytes && this.budget.usedBytes + cost <= this.budget.limitBytes;
+    return this.boxFits(cost) && (this.ownerBudget?.canReserve(cost) ?? true) && this.budget.canReserve(cost);
   }
 
-  /** Enqueues and returns true, or returns false when full (call waitForSpace). */
+  /** Enqueues and returns true, or returns false when the box or the budget is full (call push). */
   tryPush(msg: Buffer): boolean {
     if (this.closedWith) throw this.closedWith.writer;
     const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
-    if (this.bytes > 0 && this.bytes + cost > this.capacityBytes) return false;
-    // Past the process-wide budget the writer waits like for a full box
-    // (spec: push back on the writer, never fail it). A box holding nothing
-    // still takes one message, over the budget if need be: nothing else would
-    // wake its writer, and a live session must keep moving while idle boxes
-    // hold the budget. Overshoot: one message per box.
-    if (!this.budget.tryReserve(cost)) {
-      if (this.bytes > 0) return false;
-      this.budget.reserveOverLimit(cost);
+    if (!this.boxFits(cost) || !this.tryReserve(cost)) return false;
+    this.enqueue(msg, cost);
+    return true;
+  }
+
+  /**
+   * Enqueues `msg` once the box has room and the process budget has granted
+   * its bytes. Rejects with the close error, or CANCELLED if the writer
+   * detaches while waiting.
+   */
+  async push(msg: Buffer): Promise<void> {
+    const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
+    for (;;) {
+      if (this.closedWith) throw this.closedWith.writer;
+      if (!this.boxFits(cost)) {
+        await this.waitForSpace();
+        continue;
+      }
+      // Only this writer adds to the box, so the room found above stays while it waits for the budgets.
+      const owner = this.ownerBudget;
+      if (owner && !owner.tryReserve(cost)) await this.waitForBudget(owner, cost);
+      if (!this.budget.tryReserve(cost)) {
+        try {
+          await this.waitForBudget(this.budget, cost);
+        } catch (err) {
+          owner?.release(cost);
+          throw err;
+        }
+      }
+      this.enqueue(msg, cost);
+      return;
     }
+  }
+
+  /** Both budgets, or neither. */
+  private tryReserve(cost: number): boolean {
+    const owner = this.ownerBudget;
+    if (owner && !owner.tryReserve(cost)) return false;
+    if (this.budget.tryReserve(cost)) return true;
+    owner?.release(cost);
+    return false;
+  }
+
+  private releaseBudgets(cost: number): void {
+    this.ownerBudget?.release(cost);
+    this.budget.release(cost);
+  }
+
+  private boxFits(cost: number): boolean {
+    return this.bytes === 0 || this.bytes + cost <= this.capacityBytes;
+  }
+
+  private enqueue(msg: Buffer, cost: number): void {
     this.items.push(msg);
     this.bytes += cost;
     const reader = this.waitingReader;
@@ -72,10 +133,27 @@ export class MessageQueue {
       // Not synchronously: the reader's transport work must not run inside the writer's call.
       queueMicrotask(reader);
     }
-    return true;
   }
 
-  /** Takes the next message, or undefined when empty (call waitForMessage). */
+  /** Resolves with `cost` reserved in `budget` for this writer; on close the reservation goes back. */
+  private waitForBudget(budget: BufferBudget, cost: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waitingWriter = { resolve: () => undefined, reject };
+      this.budgetWait = budget.wait(cost, () => {
+        this.budgetWait = null;
+        this.waitingWriter = null;
+        if (this.closedWith) {
+          budget.release(cost);
+          reject(this.closedWith.writer);
+        } else resolve();
+      });
+    });
+  }
+
+  /**
+   * Takes the next message, or undefined when empty (call whenReadable). It
+   * stays counted (in flight) until settle() says its transport flushed it.
+   */
   shift(): Buffer | undefined {
     if (this.closedWith) throw this.closedWith.reader;
     if (this.head === this.items.length) return undefined;
@@ -89,15 +167,30 @@ export class MessageQueue {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
-    const cost = msg.length + MESSAGE_OVERHEAD_BYTES;
+    this.inFlight += msg.length + MESSAGE_OVERHEAD_BYTES;
+    return msg;
+  }
+
+  /** The reader's transport flushed (or dropped) a message of `payloadBytes` it took. */
+  settle(payloadBytes: number): void {
+    this.release(Math.min(payloadBytes + MESSAGE_OVERHEAD_BYTES, this.inFlight));
+  }
+
+  /** The reader left: whatever its transport still held is no longer ours to count. */
+  settleAll(): void {
+    this.release(this.inFlight);
+  }
+
+  private release(cost: number): void {
+    if (this.closedWith || cost === 0) return;
+    this.inFlight -= cost;
     this.bytes -= cost;
-    this.budget.release(cost);
+    this.releaseBudgets(cost);
     const writer = this.waitingWriter;
-    if (writer) {
+    if (writer && !this.budgetWait) {
       this.waitingWriter = null;
       writer.resolve();
     }
-    return msg;
   }
 
   waitForSpace(): Promise<void> {
@@ -129,6 +222,8 @@ export class MessageQueue {
   cancelWriter(err: HashmailError): void {
     const writer = this.waitingWriter;
     this.waitingWriter = null;
+    this.budgetWait?.cancel();
+    this.budgetWait = null;
     writer?.reject(err);
   }
 
@@ -136,8 +231,9 @@ export class MessageQueue {
   close(readerErr: HashmailError, writerErr: HashmailError): void {
     if (this.closedWith) return;
     this.closedWith = { reader: readerErr, writer: writerErr };
-    this.budget.release(this.bytes);
+    this.releaseBudgets(this.bytes);
     this.bytes = 0;
+    this.inFlight = 0;
     this.items = [];
     this.head = 0;
     // The reader learns of the close from shift(), which now throws readerErr;

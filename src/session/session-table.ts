@@ -10,8 +10,10 @@ export interface SessionTableOptions extends BoxOptions {
   maxBoxes: number;
   /** Boxes created from one source address (the legacy protocol has no auth). */
   maxBoxesPerAddress: number;
-  /** Bytes queued across all boxes. */
+  /** Bytes held for readers across all boxes (queued or not yet flushed by the reader's transport). */
   maxBufferedBytes: number;
+  /** The same, across the boxes one client address created; optional so unit tests may leave it out. */
+  maxBufferedBytesPerAddress?: number;
   /** A box nobody holds is torn down after this long; negative disables. */
   staleTimeoutMs: number;
 }
@@ -28,8 +30,15 @@ export interface SessionTableObserver {
 interface BoxEntry {
   box: Box;
   session: Session;
-  owner: string;
+  owner: Owner;
   staleTimer: TimerHandle | null;
+}
+
+/** A client address with boxes: how many, and the bytes they hold. Gone with its last box. */
+interface Owner {
+  address: string;
+  boxes: number;
+  budget: BufferBudget | null;
 }
 
 /**
@@ -39,7 +48,7 @@ interface BoxEntry {
 export class SessionTable implements BoxHost {
   private readonly entries = new Map<string, BoxEntry>();
   private readonly sessionsByKey = new Map<string, Session>();
-  private readonly boxesPerOwner = new Map<string, number>();
+  private readonly owners = new Map<string, Owner>();
   readonly budget: BufferBudget;
   private shuttingDown = false;
 
@@ -61,7 +70,7 @@ export class SessionTable implements BoxHost {
 
   /** Client addresses that own at least one box (per-address limit entries). */
   get boxOwnerCount(): number {
-    return this.boxesPerOwner.size;
+    return this.owners.size;
   }
 
   sessions(): IterableIterator<Session> {
@@ -107,26 +116,31 @@ export class SessionTable implements BoxHost {
       this.observer.limitHit?.('limits.maxBoxes');
       throw limitReached('limits.maxBoxes', this.options.maxBoxes);
     }
-    if ((this.boxesPerOwner.get(owner) ?? 0) + count > this.options.maxBoxesPerAddress) {
+    if ((this.owners.get(owner)?.boxes ?? 0) + count > this.options.maxBoxesPerAddress) {
       this.observer.limitHit?.('limits.maxBoxesPerAddress');
       throw limitReached('limits.maxBoxesPerAddress', this.options.maxBoxesPerAddress);
     }
   }
 
-  private insertBox(id: Buffer, key: string, owner: string, capacityBytes?: number): Box {
-    this.checkRoom(owner, 1);
-    const owned = this.boxesPerOwner.get(owner) ?? 0;
+  private insertBox(id: Buffer, key: string, address: string, capacityBytes?: number): Box {
+    this.checkRoom(address, 1);
+    let owner = this.owners.get(address);
+    if (!owner) {
+      const perAddress = this.options.maxBufferedBytesPerAddress;
+      owner = { address, boxes: 0, budget: perAddress ? new BufferBudget(perAddress) : null };
+      this.owners.set(address, owner);
+    }
     const skey = sessionKey(id);
     let session = this.sessionsByKey.get(skey);
     if (!session) {
       session = new Session(skey);
       this.sessionsByKey.set(skey, session);
     }
-    const box = new Box(Buffer.from(id), this.options, this.budget, this.clock, this, capacityBytes);
+    const box = new Box(Buffer.from(id), this.options, this.budget, this.clock, this, capacityBytes, owner.budget);
     session.boxes[boxIndex(id)] = box;
     const entry: BoxEntry = { box, session, owner, staleTimer: null };
     this.entries.set(key, entry);
-    this.boxesPerOwner.set(owner, owned + 1);
+    owner.boxes++;
     this.armStaleTimer(entry);
     this.observer.boxCreated?.(box);
     return box;
@@ -157,9 +171,8 @@ export class SessionTable implements BoxHost {
     if (this.entries.get(key) !== entry) return;
     this.entries.delete(key);
     if (entry.staleTimer) this.clock.clearTimeout(entry.staleTimer);
-    const left = (this.boxesPerOwner.get(entry.owner) ?? 1) - 1;
-    if (left > 0) this.boxesPerOwner.set(entry.owner, left);
-    else this.boxesPerOwner.delete(entry.owner);
+    // The last box's bytes go back to the owner's budget in close() below; nothing else holds it.
+    if (--entry.owner.boxes === 0) this.owners.delete(entry.owner.address);
     const { session } = entry;
     session.boxes[boxIndex(entry.box.sid)] = null;
     if (session.boxCount === 0) this.sessionsByKey.delete(session.key);

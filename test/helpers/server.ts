@@ -4,6 +4,7 @@
  * also stopped by it (stop() kills, then waits for exit).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,10 +97,19 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   const port = Number(addrs.listen.slice(addrs.listen.lastIndexOf(':') + 1));
 
-  const admin = async (path: string): Promise<{ status: number; body: string }> => {
-    const res = await fetch(`http://${addrs.adminListen}${path}`);
-    return { status: res.status, body: await res.text() };
-  };
+  // One connection per request, closed after it: a kept-alive admin connection
+  // would show up in the fd counts the hardening tests compare.
+  const admin = (path: string): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      const req = http.get(`http://${addrs.adminListen}${path}`, { agent: false, headers: { connection: 'close' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+    });
 
   return {
     address: `127.0.0.1:${port}`,

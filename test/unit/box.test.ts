@@ -324,25 +324,35 @@ test('queue: a writer leaving while waiting for a rate-limit token gets CANCELLE
 
 // ---------------------------------------------------------------- budget
 
-test('BufferBudget: reserve beyond the limit throws LIMIT_REACHED naming limits.maxBufferedBytes', () => {
+test('BufferBudget: reservations never pass the limit; waiters are granted in arrival order', () => {
   const budget = new BufferBudget(100);
-  budget.reserve(60);
-  budget.reserve(40);
+  assert.equal(budget.tryReserve(60), true);
+  assert.equal(budget.tryReserve(50), false, 'a reservation past the limit is refused');
+  assert.equal(budget.usedBytes, 60, 'a refused reservation takes nothing');
+  const granted: string[] = [];
+  const big = budget.wait(90, () => granted.push('big'));
+  assert.equal(budget.tryReserve(10), false, 'nobody jumps a waiting writer, even when the bytes would fit');
+  budget.wait(10, () => granted.push('small'));
+  budget.release(30);
+  assert.deepEqual(granted, [], '90 does not fit in 70 free bytes');
+  budget.release(30);
+  assert.deepEqual(granted, ['big', 'small']);
   assert.equal(budget.usedBytes, 100);
-  assert.throws(
-    () => budget.reserve(1),
-    (err: unknown) => {
-      isError('LIMIT_REACHED')(err);
-      assert.match((err as Error).message, /limits\.maxBufferedBytes/);
-      assert.match((err as Error).message, /100/);
-      assert.equal((err as HashmailError).grpcCode, 8);
-      return true;
-    },
-  );
-  assert.equal(budget.usedBytes, 100, 'a refused reservation takes nothing');
-  budget.release(50);
-  budget.reserve(50);
-  assert.equal(budget.usedBytes, 100);
+  assert.equal(big.pending, false);
+  budget.release(100);
+  assert.equal(budget.tryReserve(100), true);
+});
+
+test('BufferBudget: a cancelled waiter is skipped and lets the ones behind it in', () => {
+  const budget = new BufferBudget(100);
+  budget.tryReserve(50);
+  const granted: string[] = [];
+  const blocked = budget.wait(80, () => granted.push('80'));
+  budget.wait(40, () => granted.push('40'));
+  assert.deepEqual(granted, []);
+  blocked.cancel();
+  assert.deepEqual(granted, ['40']);
+  assert.equal(budget.usedBytes, 90);
 });
 
 test('budget: queued bytes are counted across boxes and returned on read and on close', async () => {
@@ -381,19 +391,80 @@ test('budget: past maxBufferedBytes a writer is pushed back (waits), not failed'
   assert.equal((await b.read()).length, 10);
 });
 
-test('budget: a box with nothing queued always takes one message, so a live session keeps moving', async () => {
+test('budget: it holds for an empty box too; the waiting writer goes on once bytes are freed', async () => {
+  // The box bound lets an empty box take one message of any allowed size;
+  // the process budget has no such exception, or every idle box could
+  // overshoot it by one 4 MiB message.
   const clock = new FakeClock();
   const budget = new BufferBudget(100 + MESSAGE_OVERHEAD_BYTES);
   const idle = makeBox(clock, {}, budget, 1);
-  const live = makeBox(clock, {}, budget, 2);
+  const other = makeBox(clock, {}, budget, 2);
   await idle.write(Buffer.alloc(100)); // the whole budget, nobody reading
-  for (let i = 0; i < 5; i++) {
-    await live.write(msg(`m${i}`));
-    assert.deepEqual(await live.read(), msg(`m${i}`));
-  }
+  const blocked = track(other.write(msg('x')));
+  await flush();
+  assert.equal(blocked.result.state, 'pending', 'past the budget even an empty box waits');
   assert.equal(budget.usedBytes, 100 + MESSAGE_OVERHEAD_BYTES);
-  const r = idle.read();
-  assert.equal((await r).length, 100);
+  assert.equal((await idle.read()).length, 100);
+  await flush();
+  assert.equal(blocked.result.state, 'fulfilled');
+  assert.deepEqual(await other.read(), msg('x'));
+  assert.equal(budget.usedBytes, 0);
+});
+
+test('budget: a writer detached while waiting for the budget ends with CANCELLED and reserves nothing', async () => {
+  const clock = new FakeClock();
+  const budget = new BufferBudget(100 + MESSAGE_OVERHEAD_BYTES);
+  const idle = makeBox(clock, {}, budget, 1);
+  const other = makeBox(clock, {}, budget, 2);
+  await idle.write(Buffer.alloc(100));
+  const lease = await other.attachWriter();
+  const blocked = track(other.write(msg('x')));
+  await flush();
+  other.detach(lease);
+  await flush();
+  assertRejected(blocked.result, 'CANCELLED');
+  await idle.read();
+  assert.equal(budget.usedBytes, 0);
+  assert.equal(other.queuedMessages, 0);
+});
+
+test('in flight: a taken message counts against box and budget until settled', async () => {
+  const clock = new FakeClock();
+  const budget = new BufferBudget(1 << 20);
+  const box = makeBox(clock, { bufferBytes: 100 + MESSAGE_OVERHEAD_BYTES }, budget);
+  await box.write(Buffer.alloc(100));
+  const taken = box.take();
+  assert.equal(taken?.length, 100);
+  assert.equal(box.inFlightBytes, 100 + MESSAGE_OVERHEAD_BYTES);
+  assert.equal(budget.usedBytes, 100 + MESSAGE_OVERHEAD_BYTES, 'a transport still holds it');
+  const next = track(box.write(Buffer.alloc(10)));
+  await flush();
+  assert.equal(next.result.state, 'pending', 'the box is full while its reader transport holds the message');
+  box.settle(100);
+  await flush();
+  assert.equal(next.result.state, 'fulfilled');
+  assert.equal(box.inFlightBytes, 0);
+  assert.equal(budget.usedBytes, 10 + MESSAGE_OVERHEAD_BYTES);
+});
+
+test('in flight: a reader that detaches settles what its transport held; the next reader starts clean', async () => {
+  const clock = new FakeClock();
+  const budget = new BufferBudget(1 << 20);
+  const box = makeBox(clock, {}, budget);
+  const first = await box.attachReader();
+  await box.write(msg('a'));
+  await box.write(msg('b'));
+  box.take();
+  box.take();
+  assert.equal(box.inFlightBytes, 2 + 2 * MESSAGE_OVERHEAD_BYTES);
+  box.detach(first);
+  assert.equal(box.inFlightBytes, 0);
+  assert.equal(budget.usedBytes, 0);
+  await box.attachReader();
+  await box.write(msg('c'));
+  box.take();
+  box.settle(100); // a late callback can never settle more than is in flight
+  assert.equal(box.inFlightBytes, 0);
   assert.equal(budget.usedBytes, 0);
 });
 

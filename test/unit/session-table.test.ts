@@ -407,3 +407,24 @@ test('openSession (v2): create makes both boxes; existing needs one of them and 
   assert.throws(() => table.openSession(c, peerSid(c), 'x', true, 1024), /limits\.maxBoxesPerAddress/);
   assert.throws(() => table.findBox(c), /stream not found/);
 });
+
+test('per-address budget: one address filling its share waits; boxes of other addresses keep moving', async () => {
+  const share = 2 * (1000 + MESSAGE_OVERHEAD_BYTES);
+  const { table } = makeTable({ maxBufferedBytesPerAddress: share, maxBufferedBytes: 10 * share });
+  const greedy = [table.createBox(newSid(), '192.0.2.1'), table.createBox(newSid(), '192.0.2.1'), table.createBox(newSid(), '192.0.2.1')];
+  await greedy[0].write(Buffer.alloc(1000));
+  await greedy[1].write(Buffer.alloc(1000));
+  const blocked = track(greedy[2].write(Buffer.alloc(1000)));
+  const other = table.createBox(newSid(), '198.51.100.7');
+  await other.write(Buffer.alloc(1000));
+  await other.write(Buffer.alloc(1000));
+  await flush();
+  assert.equal(blocked.result.state, 'pending', "the third box of 192.0.2.1 waits for its address's share");
+  assert.equal(table.budget.usedBytes, 4 * (1000 + MESSAGE_OVERHEAD_BYTES));
+  table.deleteBox(greedy[0].sid);
+  await flush();
+  assert.equal(blocked.result.state, 'fulfilled', 'a deleted box gives its bytes back to the share');
+  for (const box of [...greedy.slice(1), other]) table.deleteBox(box.sid);
+  assert.equal(table.budget.usedBytes, 0);
+  assert.equal(table.boxOwnerCount, 0);
+});

@@ -134,9 +134,9 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       const encode = cipherBoxEncoder(desc);
       const pump: ReadPump = new ReadPump(
         half,
-        (msg) => {
+        (msg, flushed) => {
           m.sent();
-          if (call.write(encode(msg))) return true;
+          if (call.write(encode(msg), flushed)) return true;
           call.once('drain', pump.resume);
           return false;
         },

@@ -93,9 +93,10 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       call.emit('error', { code: e.grpcCode, details: e.message });
     });
     let endpoint: V2Endpoint | null = null;
-    const send = (frame: Uint8Array): boolean => {
+    /** `flushed` runs once grpc-js has written the frame out (or the call failed). */
+    const send = (frame: Uint8Array, flushed?: () => void): boolean => {
       m.sent();
-      return call.write(frame);
+      return call.write(frame, flushed);
     };
 
     const attach = async (hello: Hello): Promise<void> => {
@@ -108,8 +109,8 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       send(encodeWelcome(ep.version, ep.peerPresent));
       const pump: ReadPump = new ReadPump(
         ep,
-        (msg) => {
-          if (send(encodeDataFrame(msg))) return true;
+        (msg, flushed) => {
+          if (send(encodeDataFrame(msg), flushed)) return true;
           call.once('drain', pump.resume);
           return false;
         },

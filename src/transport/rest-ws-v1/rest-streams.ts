@@ -80,10 +80,10 @@ export class RestReceiveCall implements OpenCall {
     const res = this.res;
     const pump: ReadPump = new ReadPump(
       half,
-      (msg) => {
+      (msg, flushed) => {
         // A message taken by a reader that left is not delivered again (legacy semantics).
         if (this.done) return false;
-        if (res.write(resultFrame(prefix, msg) + LINE_END)) return true;
+        if (res.write(resultFrame(prefix, msg) + LINE_END, flushed)) return true;
         res.once('drain', pump.resume);
         return false;
       },

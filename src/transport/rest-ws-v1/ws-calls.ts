@@ -152,16 +152,16 @@ export class WsReceiveCall extends WsCall {
     const ws = this.ws;
     const pump: ReadPump = new ReadPump(
       half,
-      (msg) => {
+      (msg, flushed) => {
         // A message taken by a reader that left is not delivered again (legacy semantics).
         if (this.done) return false;
         const frame = resultFrame(prefix, msg);
+        // Callbacks run once the frame left for the kernel (or the socket failed).
         if (ws.bufferedAmount + frame.length <= RECEIVE_HIGH_WATER_BYTES) {
-          ws.send(frame);
+          ws.send(frame, flushed);
           return true;
         }
-        // Its callback runs once this frame (and all before it) left for the kernel.
-        ws.send(frame, pump.resume);
+        ws.send(frame, pump.flushedThenResume);
         return false;
       },
       (err) => this.abort(err),

@@ -272,16 +272,16 @@ export class WsV2Party {
     const ws = this.ws;
     const pump: ReadPump = new ReadPump(
       endpoint,
-      (msg) => {
+      (msg, flushed) => {
         // A message taken by a party that then left is not delivered again (protocol: Delivery).
         if (this.done) return false;
         const frame = encodeDataFrame(msg);
+        // Callbacks run once the frame went to the kernel, or the socket failed.
         if (ws.bufferedAmount + frame.length <= SEND_HIGH_WATER_BYTES) {
-          ws.send(frame);
+          ws.send(frame, flushed);
           return true;
         }
-        // The callback runs once this frame (and all before it) went to the kernel, or the socket failed.
-        ws.send(frame, pump.resume);
+        ws.send(frame, pump.flushedThenResume);
         return false;
       },
       (err) => this.fail(err),
