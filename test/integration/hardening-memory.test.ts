@@ -6,6 +6,7 @@
  * per-address and the process budget, and the server's RSS with them.
  */
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, test } from 'node:test';
 import { pollUntil } from '../helpers/async-queue.js';
 import { connect, payload, peerSid, randomSid, type V1Client } from '../helpers/grpc-v1.js';
@@ -28,11 +29,32 @@ const WRITES_PER_SESSION = 6;
  */
 const RSS_BOUND_BYTES = 480 * MiB;
 
+
+/** A second loopback address (Linux routes all of 127/8 to lo): a client other than the probe's 127.0.0.1. */
+const OTHER_CLIENT = '127.0.0.2';
+/** Room for three 4 MiB messages, not four. */
+const PER_ADDRESS_BYTES = 16 * MiB;
+
 let server: RunningServer;
 
 before(async () => {
   server = await startServer({ config: { limits: { maxBufferedBytes: 256 * MiB } } });
 });
+
+/** REST NewCipherBox from `localAddress`: the box, and the bytes it holds, belong to that client. */
+function createBoxFrom(localAddress: string, sid: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port: server.port, method: 'POST', path: '/v1/lightning-node-connect/hashmail', localAddress, agent: false, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify({ desc: { stream_id: sid.toString('base64') }, lnd_auth: {} }));
+  });
+}
 
 after(async () => {
   await server.stop();
@@ -45,7 +67,7 @@ interface Attack {
 }
 
 /** One stuck reader per session on `transport`, a legacy gRPC writer offering 4 MiB messages to each. */
-async function stuckSessions(transport: StuckTransport, count: number): Promise<Attack> {
+async function stuckSessions(transport: StuckTransport, count: number, from?: string): Promise<Attack> {
   const attack: Attack = { sids: [], readers: [], writers: [] };
   for (let i = 0; i < count; i++) {
     const sid = randomSid();
@@ -53,7 +75,8 @@ async function stuckSessions(transport: StuckTransport, count: number): Promise<
     const node = connect(server.address);
     attack.writers.push(node);
     // v2 readers create their session; legacy ones need the box first.
-    if (transport.endsWith('v1')) await node.createBox(sid);
+    if (from) assert.equal(await createBoxFrom(from, sid), 200);
+    else if (transport.endsWith('v1')) await node.createBox(sid);
     attack.readers.push(await openStuckReader(transport, server.port, sid));
     const writer = node.openWriter(sid);
     for (let n = 0; n < WRITES_PER_SESSION; n++) void writer.write(payload(MESSAGE_BYTES, n), 60_000).catch(() => undefined);
@@ -102,5 +125,26 @@ test('stuck readers on every transport hold one message each, counted; RSS stays
   }
   assert.equal(await server.metric('hashmail_buffered_bytes'), 0, 'every held byte given back');
   await expectRecovered(server, base, probe, { rssBoundBytes: RSS_BOUND_BYTES, what: 'stuck readers' });
+  probe.close();
+});
+
+test('one client cannot take the process budget: its stuck sessions stop at its per-address share', async () => {
+  await server.stop();
+  server = await startServer({ config: { limits: { maxBufferedBytes: 256 * MiB, maxBufferedBytesPerAddress: PER_ADDRESS_BYTES } } });
+  const probe = await new ProbeSession(server).open();
+  const base = await footprint(server);
+  let attack: Attack | null = null;
+  try {
+    attack = await stuckSessions('grpc-v1', 12, OTHER_CLIENT);
+    const share = Math.floor(PER_ADDRESS_BYTES / HELD_PER_MESSAGE) * HELD_PER_MESSAGE;
+    await pollUntil(async () => (await server.metric('hashmail_buffered_bytes')) === share, 'the share of 127.0.0.2 filled', 300, 100);
+    // The probe's client (127.0.0.1) has its own share: its session relays while 127.0.0.2 waits.
+    await probe.roundTrip();
+    assert.equal(await server.metric('hashmail_buffered_bytes'), share, 'nothing past the share of 127.0.0.2');
+  } finally {
+    if (attack) await end(attack);
+  }
+  assert.equal(await server.metric('hashmail_buffered_bytes'), 0);
+  await expectRecovered(server, base, probe, { rssBoundBytes: RSS_BOUND_BYTES, what: 'one client filling its share' });
   probe.close();
 });
