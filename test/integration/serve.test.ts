@@ -69,7 +69,7 @@ function createBoxRequest(sid: Buffer, extraHeaders = ''): string {
 test('--help of serve and of the main command exit 0 and name every serve flag', async () => {
   const serve = await runCli(['serve', '--help']);
   assert.equal(serve.code, 0);
-  for (const flag of ['--listen', '--admin-listen', '--insecure', '--data-dir', '--config', '--trust-proxy']) {
+  for (const flag of ['--listen', '--admin-listen', '--insecure', '--data-dir', '--config', '--trust-proxy', '--client-address-from', '--trusted-proxies']) {
     assert.ok(serve.stdout.includes(flag), `serve --help names ${flag}`);
   }
   const main = await runCli(['--help']);
