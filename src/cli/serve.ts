@@ -19,7 +19,12 @@ Flags:
   --insecure                plain text: h2c and HTTP/1.1 on the port, no TLS (config server.insecure)
   --data-dir DIR            state kept across restarts, e.g. the generated certificate (config server.dataDir, default .data)
   --config FILE             JSON config file (see config/hashmail.json and docs/configuration.md)
-  --trust-proxy             client address from PROXY protocol / X-Forwarded-For (config server.trustProxy)
+  --trust-proxy             a balancer is in front: take the client address from it (config server.trustProxy)
+  --client-address-from SRC proxy-protocol (default: PROXY v1/v2 header, X-Forwarded-For ignored) or
+                            x-forwarded-for (from --trusted-proxies only, PROXY headers refused)
+                            (config server.clientAddressFrom)
+  --trusted-proxies CIDR[,CIDR...]
+                            balancer IPs/CIDRs, v4 or v6 (config server.trustedProxies)
   --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
   -h, --help                this help
 
@@ -42,6 +47,8 @@ export async function runServe(argv: string[]): Promise<number> {
         'data-dir': { type: 'string' },
         config: { type: 'string' },
         'trust-proxy': { type: 'boolean' },
+        'client-address-from': { type: 'string' },
+        'trusted-proxies': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -60,6 +67,10 @@ export async function runServe(argv: string[]): Promise<number> {
   if (values.insecure) server.insecure = true;
   if (values['data-dir'] !== undefined) server.dataDir = values['data-dir'];
   if (values['trust-proxy']) server.trustProxy = true;
+  if (values['client-address-from'] !== undefined) server.clientAddressFrom = values['client-address-from'];
+  if (values['trusted-proxies'] !== undefined) {
+    server.trustedProxies = values['trusted-proxies'].split(',').map((s) => s.trim()).filter(Boolean);
+  }
   const flags: Record<string, Record<string, unknown>> = { server };
   if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
 

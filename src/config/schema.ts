@@ -4,6 +4,7 @@
  * config/hashmail.json are checked against it by test/unit/config.test.ts.
  * Defaults are sized for a 2-core / 24 GiB machine.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -13,6 +14,14 @@ export const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443')
   .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0..65535');
+
+/** `10.0.0.0/8`, `2001:db8::/32` or a single address, v4 or v6 (no zone id). */
+function isIpOrCidr(text: string): boolean {
+  const [address, prefix, ...rest] = text.split('/');
+  const family = isIP(address);
+  if (family === 0 || address.includes('%') || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
 
 const ms = (def: number, what: string) => z.number().int().default(def).describe(`${what} (milliseconds)`);
 const count = (def: number, what: string) => z.number().int().positive().default(def).describe(what);
@@ -112,6 +121,11 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    c.server.trustedProxies.forEach((entry, i) => {
+      if (!isIpOrCidr(entry)) {
+        ctx.addIssue({ code: 'custom', path: ['server', 'trustedProxies', i], message: `"${entry.slice(0, 64)}" is not an IP address or CIDR, e.g. 10.0.0.0/8 or 2001:db8::/32` });
+      }
+    });
     if (c.server.trustProxy && c.server.clientAddressFrom === 'x-forwarded-for' && c.server.trustedProxies.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['server', 'trustedProxies'], message: 'x-forwarded-for needs the balancer addresses it may come from' });
     }

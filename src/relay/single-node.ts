@@ -3,8 +3,8 @@
  * directory in one process. Builds every part from the validated Config,
  * starts the listeners, and shuts down in order on stop().
  */
-import http, { type IncomingMessage } from 'node:http';
-import { Server as GrpcServer, ServerCredentials, type Metadata } from '@grpc/grpc-js';
+import http from 'node:http';
+import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import { startAdminServer } from '../observe/admin-server.js';
 import type { Logger } from '../observe/logger.js';
@@ -12,6 +12,7 @@ import { subsystemLogger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
 import { RelayStats } from '../observe/stats.js';
 import { SessionTable } from '../session/session-table.js';
+import { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
 import { PublicListener } from '../transport/public-listener.js';
@@ -39,27 +40,9 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-/** The client address for limits: the socket's (already PROXY-corrected), or a trusted X-Forwarded-For. */
-function forwardedFor(value: string | string[] | undefined): string | null {
-  const raw = Array.isArray(value) ? value.join(',') : value;
-  if (!raw) return null;
-  const hops = raw.split(',').map((s) => s.trim()).filter(Boolean);
-  // The rightmost hop is the one our trusted balancer added; earlier ones are client-supplied.
-  return hops.length > 0 ? hops[hops.length - 1] : null;
-}
-
 /** `/v2/mailbox`, with or without a query string. */
 function isV2Path(url: string | undefined): boolean {
   return url === WS_V2_PATH || (url?.startsWith(`${WS_V2_PATH}?`) ?? false);
-}
-
-/** `ipv4:1.2.3.4:5`, `1.2.3.4:5`, `[::1]:5` -> host. */
-function hostOfPeer(peer: string): string {
-  const bare = peer.replace(/^ipv[46]:/, '');
-  const bracket = /^\[(.*)\]:\d+$/.exec(bare);
-  if (bracket) return bracket[1];
-  const i = bare.lastIndexOf(':');
-  return i > 0 && bare.indexOf(':') === i ? bare.slice(0, i) : bare;
 }
 
 export async function startSingleNode(config: Config, logger: Logger): Promise<RunningNode> {
@@ -102,13 +85,12 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     'grpc.max_concurrent_streams': config.limits.maxStreamsPerConnection + 1,
     'grpc-node.max_session_memory': HTTP2_SESSION_MEMORY_MB,
   });
-  const trustProxy = config.server.trustProxy;
+  const addresses = ClientAddressPolicy.fromConfig(config);
   const grpcLogger = subsystemLogger(logger, 'grpc');
   const streams = new StreamsPerConnection(config.limits.maxStreamsPerConnection, limitHit);
-  const httpClientAddress = (req: IncomingMessage): string =>
-    (trustProxy ? forwardedFor(req.headers['x-forwarded-for']) : null) ?? req.socket.remoteAddress ?? 'unknown';
-  const grpcClientAddress = (call: { metadata: Metadata; getPeer(): string }): string =>
-    (trustProxy ? forwardedFor(call.metadata.get('x-forwarded-for').map(String)) : null) ?? hostOfPeer(call.getPeer());
+  // Every transport counts boxes under the same key the listener counts connections under.
+  const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
+  const grpcClientAddress = addresses.limitKeyOfCall.bind(addresses);
   grpcServer.addService(
     hashMailServerService,
     legacyGrpcHandlers({
@@ -170,7 +152,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
   const listener = new PublicListener({
     listen: config.server.listen,
     tls: tlsMaterial,
-    trustProxy,
+    clientAddress: addresses,
     maxConnections: config.limits.maxConnections,
     maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
     grpc: injector,

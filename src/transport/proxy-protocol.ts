@@ -3,6 +3,8 @@
  * behind an L4 balancer: the client address for per-address limits comes
  * from the header instead of the balancer's socket.
  */
+import { isIP } from 'node:net';
+import { formatIp } from './ip-address.js';
 
 /** v1 lines are at most 107 bytes; v2 headers carry a 16-byte prefix and a length. */
 const V1_MAX_BYTES = 107;
@@ -37,6 +39,8 @@ function parseV1(buf: Buffer): ProxyParse {
   const length = end + 2;
   if (parts[1] === 'UNKNOWN') return { kind: 'header', address: null, length };
   if ((parts[1] !== 'TCP4' && parts[1] !== 'TCP6') || parts.length !== 6) return { kind: 'invalid', reason: 'malformed PROXY v1 line' };
+  // The address becomes a limit key: only an address of the family the line names.
+  if (isIP(parts[2]) !== (parts[1] === 'TCP4' ? 4 : 6)) return { kind: 'invalid', reason: 'malformed PROXY v1 source address' };
   return { kind: 'header', address: parts[2], length };
 }
 
@@ -52,9 +56,7 @@ function parseV2(buf: Buffer): ProxyParse {
     return { kind: 'header', address: Array.from(buf.subarray(16, 20)).join('.'), length };
   }
   if (family === 2 && length >= V2_FIXED_BYTES + 36) {
-    const groups: string[] = [];
-    for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(16 + i * 2).toString(16));
-    return { kind: 'header', address: groups.join(':'), length };
+    return { kind: 'header', address: formatIp({ family: 6, bytes: buf.subarray(16, 32) }), length };
   }
   return { kind: 'header', address: null, length };
 }

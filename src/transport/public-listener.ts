@@ -14,6 +14,7 @@ import type { ConnectionInjector } from '@grpc/grpc-js';
 import type { Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
 import { limitReached } from '../session/errors.js';
+import type { ClientAddressPolicy } from './client-address.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 
 /** A connection that sends nothing decisive within this is closed (slowloris guard). */
@@ -28,7 +29,8 @@ export interface PublicListenerOptions {
   listen: string;
   /** PEM material for TLS, or null for plain text. */
   tls: { cert: Buffer; key: Buffer } | null;
-  trustProxy: boolean;
+  /** Whose PROXY header is believed, and the key per-address limits count under. */
+  clientAddress: ClientAddressPolicy;
   maxConnections: number;
   maxConnectionsPerAddress: number;
   grpc: ConnectionInjector;
@@ -48,7 +50,7 @@ export function formatHostPort(host: string, port: number): string {
 
 export class PublicListener {
   private readonly server: net.Server;
-  /** Every open connection, with its client address once admitted (null before). */
+  /** Every open connection, with its per-address limit key once admitted (null before). */
   private readonly sockets = new Map<net.Socket, string | null>();
   /**
    * Shared 'close' / 'error' handlers (`this` is the socket): a closure per
@@ -124,19 +126,27 @@ export class PublicListener {
     const timer = setTimeout(() => socket.destroy(), PREFACE_TIMEOUT_MS);
     timer.unref();
     let buffered: Buffer = EMPTY;
-    let address: string | null = this.options.trustProxy ? null : (socket.remoteAddress ?? 'unknown');
+    const peer = socket.remoteAddress ?? 'unknown';
+    const proxyRule = this.options.clientAddress.proxyHeaderFrom(peer);
+    let address: string | null = proxyRule === 'off' ? peer : null;
 
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       if (address === null) {
         const proxy = parseProxyHeader(buffered);
         if (proxy.kind === 'more' && buffered.length < MAX_PREFACE_BYTES) return;
+        // Debug, not warn: anyone can send these, one line each would let them fill the log.
         if (proxy.kind === 'invalid' || proxy.kind === 'more') {
-          this.options.logger.warn({ reason: proxy.kind === 'invalid' ? proxy.reason : 'PROXY header too long' }, 'bad PROXY header, connection closed');
+          this.options.logger.debug({ reason: proxy.kind === 'invalid' ? proxy.reason : 'PROXY header too long' }, 'bad PROXY header, connection closed');
           socket.destroy();
           return;
         }
-        address = proxy.kind === 'header' ? (proxy.address ?? socket.remoteAddress ?? 'unknown') : (socket.remoteAddress ?? 'unknown');
+        if (proxy.kind === 'header' && proxyRule === 'refuse') {
+          this.options.logger.debug('PROXY header from a peer not trusted to send one, connection closed');
+          socket.destroy();
+          return;
+        }
+        address = proxy.kind === 'header' ? (proxy.address ?? peer) : peer;
         if (proxy.kind === 'header') buffered = buffered.subarray(proxy.length);
         if (buffered.length === 0) return;
       }
@@ -165,10 +175,11 @@ export class PublicListener {
   /** Connection limits, then TLS, then the protocol handoff. */
   private admitted(socket: net.Socket, address: string): void {
     overrideRemoteAddress(socket, address);
-    const count = (this.perAddress.get(address) ?? 0) + 1;
-    this.perAddress.set(address, count);
+    const key = this.options.clientAddress.limitKey(address);
+    const count = (this.perAddress.get(key) ?? 0) + 1;
+    this.perAddress.set(key, count);
     this.options.stats.connectionAddresses = this.perAddress.size;
-    this.sockets.set(socket, address);
+    this.sockets.set(socket, key);
     let overLimit: string | null = null;
     if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
     else if (count > this.options.maxConnectionsPerAddress) overLimit = 'limits.maxConnectionsPerAddress';
