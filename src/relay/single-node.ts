@@ -15,6 +15,7 @@ import { RelayStats } from '../observe/stats.js';
 import { SessionTable } from '../session/session-table.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
+import { guardResetStreams } from '../transport/h2-reset-streams.js';
 import { H2SessionReaper, injectorHttp2Servers } from '../transport/h2-session-reaper.js';
 import { DEADLINE_CLOSE_GRACE_MS, Http1Deadlines } from '../transport/http1-deadlines.js';
 import { endWithin } from '../transport/end-within.js';
@@ -145,8 +146,13 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
   const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
   const reaper = new H2SessionReaper({ stalledWriteLimitMs: config.grpc.keepaliveTimeoutMs, logger: grpcLogger });
   const h2Servers = injectorHttp2Servers(grpcServer);
-  for (const server of h2Servers) reaper.watchServer(server);
-  if (h2Servers.length === 0) logger.warn('grpc-js internals changed: HTTP/2 sessions ended by GOAWAY are closed only by the keepalive');
+  for (const server of h2Servers) {
+    reaper.watchServer(server);
+    guardResetStreams(server);
+  }
+  if (h2Servers.length === 0) {
+    logger.warn('grpc-js internals changed: HTTP/2 sessions ended by GOAWAY are closed only by the keepalive, and reset streams are not guarded');
+  }
 
   const gateway = new HttpGateway({
     mailbox,

@@ -1,37 +1,41 @@
 /**
  * HTTP/2 sessions that nghttp2 has ended are closed within about a second.
  *
- * On a connection error (rapid-reset flood, DATA on stream 0, bad HPACK,
- * malformed SETTINGS, ...) nghttp2 sends GOAWAY and stops reading, but Node
- * emits nothing for a GOAWAY it sends itself: no 'goaway', 'error',
- * 'frameError' or 'close' on the session (checked on Node 20), and it no
- * longer reads the socket, so not even the peer's FIN is seen. The socket
- * then stayed until grpc-js's keepalive ping failed (120 s + 20 s).
+ * On a connection error (DATA on stream 0, bad HPACK, malformed SETTINGS, a
+ * frame over the size limit, ...) nghttp2 sends GOAWAY and stops both
+ * reading and sending; on a rapid-reset flood it sends GOAWAY and, with no
+ * stream left, stops reading. Node emits nothing for a GOAWAY nghttp2 sends
+ * itself: no 'goaway', 'error', 'frameError' or 'close' on the session
+ * (checked on Node 20), and as it no longer reads the socket not even the
+ * peer's FIN is seen. The socket stayed until grpc-js's keepalive ping
+ * failed (120 s + 20 s).
  *
- * The one trace an ended session leaves is that it never sends again. So a
- * session that has read bytes and then gone quiet is probed with a PING: a
- * live session sends it at once (nghttp2's outbound queue drains), an ended
- * one never does. A session that read nothing since it was last seen alive
- * cannot have been ended by its peer and is not pinged. The only other
- * reason a PING can stay queued is a peer that does not read what we write;
- * while a stream has unflushed data that gets the keepalive timeout, as a
- * keepalive ping would.
+ * Neither the session nor the socket says so, so we ask: a session that has
+ * read bytes and then gone quiet gets a PING. A live session sends it at once
+ * and reads the ACK; an ended one never sends it, or never reads the ACK.
+ * A session that read nothing since it was last seen alive cannot have been
+ * ended by its peer and is not pinged. Without an ACK within the grace the
+ * session is destroyed when it has no stream open (nothing in progress is
+ * lost; a peer slower than the grace reconnects for its next call), or when
+ * nghttp2 would not even send the PING while no stream holds unflushed data;
+ * with streams open, a missing ACK gets the keepalive timeout, as a keepalive
+ * ping would.
  */
 import { EventEmitter } from 'node:events';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { Logger } from '../observe/logger.js';
 
 /** A session is first looked at this long after its last visible activity. */
-export const H2_QUIET_MS = 500;
-/** An ended session is destroyed this long after the PING it cannot send. */
-export const H2_PROBE_GRACE_MS = 500;
+export const H2_QUIET_MS = 250;
+/** A PING must be ACKed within this; above any sane round trip. */
+export const H2_PROBE_GRACE_MS = 1_000;
 /** Looks at idle sessions back off to this (a lookup costs a timer, no traffic). */
 const H2_IDLE_CHECK_MAX_MS = 10_000;
 /** A PING ACK: 9-byte frame header + 8-byte payload. Reading it is no news. */
 const PING_ACK_BYTES = 17;
 
 export interface ReaperOptions {
-  /** How long a PING may wait behind data the peer does not read (grpc.keepaliveTimeoutMs). */
+  /** How long a PING may go unanswered while streams are open (grpc.keepaliveTimeoutMs). */
   stalledWriteLimitMs: number;
   logger: Logger;
 }
@@ -49,7 +53,7 @@ interface Watched {
   /** socket.bytesRead at the last point the session was known alive (-1: never). */
   expectedRead: number;
   probe: Probe | null;
-  /** Open streams, to tell a PING stuck behind unread data from one nghttp2 refuses to send. */
+  /** Open streams: whether a call is in progress, and whether data waits for the peer to read it. */
   readonly streams: Set<ServerHttp2Stream>;
 }
 
@@ -123,18 +127,20 @@ export class H2SessionReaper {
   private decide(w: Watched, probe: Probe): void {
     const { session } = w;
     if (w.probe !== probe || session.destroyed) return;
-    if (probe.acked || session.state.outboundQueueSize === 0) {
+    if (probe.acked) {
       w.probe = null;
       this.again(w);
       return;
     }
+    const sent = session.state.outboundQueueSize === 0;
     const unreadData = [...w.streams].some((s) => s.bufferSize > 0);
-    if (unreadData && Date.now() - probe.startedAt < this.options.stalledWriteLimitMs) {
+    const ended = w.streams.size === 0 || (!sent && !unreadData);
+    if (!ended && Date.now() - probe.startedAt < this.options.stalledWriteLimitMs) {
       probe.timer = setTimeout(() => setImmediate(() => this.decide(w, probe)), H2_PROBE_GRACE_MS);
       probe.timer.unref();
       return;
     }
-    this.options.logger.debug({ unreadData }, 'HTTP/2 session no longer sends (ended by GOAWAY): connection closed');
+    this.options.logger.debug({ pingSent: sent, streams: w.streams.size }, 'HTTP/2 session answers no PING (ended by GOAWAY?): connection closed');
     w.probe = null;
     session.destroy();
   }
