@@ -13,7 +13,8 @@
  *  - busy: a streaming request (REST send/receive, which live for hours) or a
  *    response in progress: no deadline;
  *  - idle: a kept-alive connection with no request in progress:
- *    http.idleTimeoutMs.
+ *    http.idleTimeoutMs; the next request's header block gets the headers
+ *    deadline from at most one headers deadline after its first byte.
  * A completed WebSocket upgrade leaves this module: the ws keepalive owns it.
  */
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
@@ -47,6 +48,8 @@ interface Connection {
   responding: ServerResponse | null;
   /** socket.bytesRead when the connection went idle: more means the next request has begun. */
   readAtIdle: number;
+  /** When the connection went idle (ms). */
+  idleSince: number;
 }
 
 export class Http1Deadlines {
@@ -70,7 +73,17 @@ export class Http1Deadlines {
   }
 
   private opened(socket: Duplex): void {
-    const c: Connection = { socket, phase: 'busy', timer: null, inFlight: 0, streaming: 0, bodies: 0, responding: null, readAtIdle: 0 };
+    const c: Connection = {
+      socket,
+      phase: 'busy',
+      timer: null,
+      inFlight: 0,
+      streaming: 0,
+      bodies: 0,
+      responding: null,
+      readAtIdle: 0,
+      idleSince: 0,
+    };
     this.connections.set(socket, c);
     socket.once('close', () => this.release(socket));
     this.enter(c, 'headers');
@@ -116,7 +129,14 @@ export class Http1Deadlines {
     c.timer = null;
     const ms = this.deadlineMs(phase);
     if (ms === null) return;
-    if (phase === 'idle') c.readAtIdle = (c.socket as Duplex & { bytesRead?: number }).bytesRead ?? 0;
+    if (phase === 'idle') {
+      c.readAtIdle = bytesRead(c.socket);
+      c.idleSince = Date.now();
+    }
+    this.arm(c, ms);
+  }
+
+  private arm(c: Connection, ms: number): void {
     c.timer = setTimeout(() => this.expired(c), ms);
     c.timer.unref();
   }
@@ -128,7 +148,8 @@ export class Http1Deadlines {
       case 'body':
         return this.options.requestTimeoutMs;
       case 'idle':
-        return this.options.idleTimeoutMs;
+        // Looked at every headers deadline, to start the next request's own deadline near its first byte.
+        return Math.min(this.options.idleTimeoutMs, this.options.headersTimeoutMs);
       case 'busy':
         return null;
     }
@@ -138,11 +159,16 @@ export class Http1Deadlines {
     c.timer = null;
     const { socket } = c;
     if (c.phase === 'idle') {
-      // We cannot see the first byte of the next request; bytes read since the
-      // connection went idle mean it has begun, and its header block gets its own deadline.
-      const read = (socket as Duplex & { bytesRead?: number }).bytesRead ?? 0;
-      if (read > c.readAtIdle) {
+      // The parser reads the socket natively, so the next request's first byte is
+      // not an event: bytes read since the connection went idle mean it has begun
+      // (at most one look ago), and its header block gets its own deadline.
+      if (bytesRead(socket) > c.readAtIdle) {
         this.enter(c, 'headers');
+        return;
+      }
+      const idleLeft = this.options.idleTimeoutMs - (Date.now() - c.idleSince);
+      if (idleLeft > 0) {
+        this.arm(c, Math.min(idleLeft, this.options.headersTimeoutMs));
         return;
       }
       this.logger.debug({ deadline: 'http.idleTimeoutMs' }, 'idle HTTP/1.1 connection closed');
@@ -166,4 +192,8 @@ export class Http1Deadlines {
     c.timer = null;
     this.connections.delete(socket);
   }
+}
+
+function bytesRead(socket: Duplex): number {
+  return (socket as Duplex & { bytesRead?: number }).bytesRead ?? 0;
 }

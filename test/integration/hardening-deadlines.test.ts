@@ -6,7 +6,9 @@
  * past every one of them.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DEADLINE_CLOSE_GRACE_MS } from '../../src/transport/http1-deadlines.js';
 import { connect, randomSid, type V1Client } from '../helpers/grpc-v1.js';
@@ -172,6 +174,28 @@ describe('HTTP/1.1 deadlines', () => {
   });
 });
 
+test('the next request on a kept-alive connection gets the headers deadline, not the (longer) idle one', async () => {
+  const LONG_IDLE_MS = 30_000;
+  const server = await startServer({ config: { http: { headersTimeoutMs: HEADERS_TIMEOUT_MS, idleTimeoutMs: LONG_IDLE_MS } } });
+  const probe = await new ProbeSession(server).open();
+  const conn = await openRaw(server.port);
+  try {
+    const base = await footprint(server);
+    conn.socket.write('GET /nope HTTP/1.1\r\nHost: x\r\n\r\n');
+    for (let i = 0; i < 100 && !/^HTTP\/1.1 404 [^]*\r\n\r\n/.test(conn.received()); i++) await new Promise((r) => setTimeout(r, 20));
+    const answered = conn.received().length;
+    conn.socket.write('GET /nope HTTP/1.1\r\nHost: x\r\n');
+    // At most two headers deadlines after its first byte, far below the idle deadline.
+    await conn.whenClosed(2 * HEADERS_TIMEOUT_MS + CLOSE_BOUND_MS, 'stalled second request');
+    assert.equal(conn.received().slice(answered), TIMEOUT_RESPONSE);
+    await expectRecovered(server, base, probe, { rssBoundBytes: base.rssBytes + RSS_GROWTH_BOUND_BYTES, what: 'stalled second request' });
+  } finally {
+    conn.destroy();
+    probe.close();
+    await server.stop();
+  }
+});
+
 describe('TLS handshake deadline', () => {
   let server: RunningServer;
   let probe: ProbeSession;
@@ -181,8 +205,6 @@ describe('TLS handshake deadline', () => {
       insecure: false,
       config: { server: { tlsHandshakeTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS }, http: { headersTimeoutMs: HEADERS_TIMEOUT_MS } },
     });
-    const { readFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
     probe = await new ProbeSession(server, { tlsCa: readFileSync(join(server.dataDir, 'tls.cert')) }).open();
   });
   after(async () => {
