@@ -3,20 +3,26 @@
  * directory in one process. Builds every part from the validated Config,
  * starts the listeners, and shuts down in order on stop().
  */
-import http from 'node:http';
+import http, { type IncomingMessage } from 'node:http';
 import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import { startAdminServer } from '../observe/admin-server.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
+import { RefusalLog } from '../observe/refusal-log.js';
 import { RelayStats } from '../observe/stats.js';
 import { SessionTable } from '../session/session-table.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
+import { guardResetStreams } from '../transport/h2-reset-streams.js';
+import { H2SessionReaper, injectorHttp2Servers } from '../transport/h2-session-reaper.js';
+import { DEADLINE_CLOSE_GRACE_MS, Http1Deadlines } from '../transport/http1-deadlines.js';
+import { endWithin } from '../transport/end-within.js';
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
+import { parseTarget } from '../transport/rest-ws-v1/paths.js';
 import { loadTlsMaterial } from '../transport/tls-material.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
 import { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
@@ -29,8 +35,6 @@ const GRPC_MESSAGE_OVERHEAD_BYTES = 1024;
 const HTTP2_SESSION_MEMORY_MB = 64;
 /** The v2 WebSocket endpoint (docs/protocol-v2.md). */
 const WS_V2_PATH = '/v2/mailbox';
-/** HTTP/1.1 requests must send their headers within this. */
-const HTTP_HEADERS_TIMEOUT_MS = 10_000;
 
 export interface RunningNode {
   /** Actual `HOST:PORT` of the public and admin listeners (port 0 resolved). */
@@ -40,6 +44,12 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
+/** REST send/receive: bodies that stream for the session's life, so no body deadline. */
+function isStreamingRequest(req: IncomingMessage): boolean {
+  const { route } = parseTarget(req.url);
+  return req.method === 'POST' && (route === 'receive' || route === 'send');
+}
+
 /** `/v2/mailbox`, with or without a query string. */
 function isV2Path(url: string | undefined): boolean {
   return url === WS_V2_PATH || (url?.startsWith(`${WS_V2_PATH}?`) ?? false);
@@ -47,9 +57,10 @@ function isV2Path(url: string | undefined): boolean {
 
 export async function startSingleNode(config: Config, logger: Logger): Promise<RunningNode> {
   const stats = new RelayStats();
+  const refusalLog = new RefusalLog(logger, config.log.refusalLogIntervalMs);
   const limitHit = (configKey: string): void => {
     stats.countLimit(configKey);
-    logger.warn({ limit: configKey }, 'limit reached');
+    refusalLog.refused(configKey);
   };
   const m = config.mailbox;
   const table = new SessionTable(
@@ -116,6 +127,15 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     );
   }
   const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
+  const reaper = new H2SessionReaper({ stalledWriteLimitMs: config.grpc.keepaliveTimeoutMs, logger: grpcLogger });
+  const h2Servers = injectorHttp2Servers(grpcServer);
+  for (const server of h2Servers) {
+    reaper.watchServer(server);
+    guardResetStreams(server);
+  }
+  if (h2Servers.length === 0) {
+    logger.warn('grpc-js internals changed: HTTP/2 sessions ended by GOAWAY are closed only by the keepalive, and reset streams are not guarded');
+  }
 
   const gateway = new HttpGateway({
     mailbox,
@@ -128,7 +148,9 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     ? new WsV2Gateway({ v2, config, logger, stats, clientAddress: httpClientAddress })
     : null;
   metrics.setOpenSockets(() => gateway.openSockets + (wsV2?.openSockets ?? 0));
-  const httpServer = http.createServer({ requestTimeout: 0, headersTimeout: HTTP_HEADERS_TIMEOUT_MS });
+  // Node's own timeouts do not run on a server fed emitted connections (it never listens); Http1Deadlines enforces http.*.
+  const httpServer = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
+  new Http1Deadlines(httpServer, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
   httpServer.on('request', (req, res) => gateway.handleRequest(req, res));
   httpServer.on('upgrade', (req, socket, head) => {
     // v2 has its own path; with v2 off it falls through to the legacy gateway's 404, as on a v1-only server.
@@ -137,7 +159,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
   });
   httpServer.on('clientError', (err, socket) => {
     logger.debug({ err: err.message }, 'bad HTTP request');
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    if (socket.writable) endWithin(socket, DEADLINE_CLOSE_GRACE_MS, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else socket.destroy();
   });
 
@@ -155,6 +177,9 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
     clientAddress: addresses,
     maxConnections: config.limits.maxConnections,
     maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
+    tlsHandshakeTimeoutMs: config.server.tlsHandshakeTimeoutMs,
+    prefaceTimeoutMs: config.http.headersTimeoutMs,
+    limitHit,
     grpc: injector,
     http: httpServer,
     stats,
@@ -194,6 +219,7 @@ export async function startSingleNode(config: Config, logger: Logger): Promise<R
       httpServer.close();
       grpcServer.forceShutdown();
       metrics.stop();
+      refusalLog.flush();
       await admin.close();
     })());
 

@@ -13,8 +13,11 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionInjector } from '@grpc/grpc-js';
 import type { Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
+import { GrpcStatus } from '../wire/grpc-status.js';
 import { limitReached } from '../session/errors.js';
 import type { ClientAddressPolicy } from './client-address.js';
+import { endWithin } from './end-within.js';
+import { encodeGrpcMessage } from './grpc-message.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 
 /** A connection that sends nothing decisive within this is closed (slowloris guard). */
@@ -24,6 +27,12 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const SNIFF_BYTES = 3;
 const EMPTY: Buffer = Buffer.alloc(0);
 const MAX_PREFACE_BYTES = 4096;
+/**
+ * A connection refused over a limit is answered (HTTP 429, or gRPC
+ * RESOURCE_EXHAUSTED for the calls it sent at once), then destroyed at this
+ * grace whatever the peer does: "gone within a second".
+ */
+export const REFUSAL_GRACE_MS = 500;
 
 export interface PublicListenerOptions {
   listen: string;
@@ -33,6 +42,12 @@ export interface PublicListenerOptions {
   clientAddress: ClientAddressPolicy;
   maxConnections: number;
   maxConnectionsPerAddress: number;
+  /** A TLS handshake not finished within this is dropped (server.tlsHandshakeTimeoutMs). */
+  tlsHandshakeTimeoutMs: number;
+  /** Bytes that decide the protocol must come within this (http.headersTimeoutMs). */
+  prefaceTimeoutMs?: number;
+  /** Counts and logs (rate-limited) one connection refused by the limit named by its config key. */
+  limitHit(configKey: string): void;
   grpc: ConnectionInjector;
   http: HttpServer;
   stats: RelayStats;
@@ -65,14 +80,27 @@ export class PublicListener {
   private readonly admission = new WeakMap<net.Socket, { address: string; overLimit: string | null }>();
   /** Answers every gRPC call of a connection over a limit with RESOURCE_EXHAUSTED. */
   private readonly refusals = http2.createServer();
+  /** The refusal text of the connection being handed to `refusals` (read synchronously by its 'session' event). */
   private refusalText = '';
+  private readonly prefaceTimeoutMs: number;
 
   constructor(private readonly options: PublicListenerOptions) {
+    this.prefaceTimeoutMs = options.prefaceTimeoutMs ?? PREFACE_TIMEOUT_MS;
+    // handshakeTimeout applies to sockets emitted to the server too (it arms the TLSSocket's own timer).
     this.tlsServer = options.tls
-      ? tls.createServer({ cert: options.tls.cert, key: options.tls.key, ALPNProtocols: ['h2', 'http/1.1'] })
+      ? tls.createServer({
+          cert: options.tls.cert,
+          key: options.tls.key,
+          ALPNProtocols: ['h2', 'http/1.1'],
+          handshakeTimeout: options.tlsHandshakeTimeoutMs,
+        })
       : null;
     this.tlsServer?.on('secureConnection', (secure: tls.TLSSocket) => this.secured(secure));
-    this.tlsServer?.on('tlsClientError', (err) => options.logger.debug({ err: err.message }, 'TLS handshake failed'));
+    // tls.Server only reports a failed handshake (a timeout included) and leaves the socket open: close it.
+    this.tlsServer?.on('tlsClientError', (err, secure) => {
+      options.logger.debug({ err: err.message }, 'TLS handshake failed');
+      secure.destroy();
+    });
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the handlers need both the socket (their `this`) and the listener
     const listener = this;
     this.onSocketClose = function () {
@@ -82,13 +110,7 @@ export class PublicListener {
       listener.options.logger.debug({ err: err.message }, 'client socket error');
     };
     this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
-    this.refusals.on('stream', (stream) => {
-      stream.respond(
-        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8', 'grpc-message': encodeURIComponent(this.refusalText) },
-        { endStream: true },
-      );
-      stream.session?.close();
-    });
+    this.refusals.on('session', (session) => refuseSession(session, this.refusalText));
   }
 
   async start(): Promise<string> {
@@ -123,7 +145,7 @@ export class PublicListener {
     socket.once('close', this.onSocketClose);
     this.sockets.set(socket, null);
     this.options.stats.connectionsOpen++;
-    const timer = setTimeout(() => socket.destroy(), PREFACE_TIMEOUT_MS);
+    const timer = setTimeout(() => socket.destroy(), this.prefaceTimeoutMs);
     timer.unref();
     let buffered: Buffer = EMPTY;
     const peer = socket.remoteAddress ?? 'unknown';
@@ -183,10 +205,7 @@ export class PublicListener {
     let overLimit: string | null = null;
     if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
     else if (count > this.options.maxConnectionsPerAddress) overLimit = 'limits.maxConnectionsPerAddress';
-    if (overLimit) {
-      this.options.stats.countLimit(overLimit);
-      this.options.logger.warn({ limit: overLimit }, 'connection over limit refused');
-    }
+    if (overLimit) this.options.limitHit(overLimit);
 
     if (!this.tlsServer) {
       this.handOff(socket, sniffH2(socket), overLimit);
@@ -211,7 +230,12 @@ export class PublicListener {
       this.handOff(secure, alpn === 'h2', admission.overLimit);
       return;
     }
-    secure.once('readable', () => this.handOff(secure, sniffH2(secure), admission.overLimit));
+    const silent = setTimeout(() => secure.destroy(), this.prefaceTimeoutMs);
+    silent.unref();
+    secure.once('readable', () => {
+      clearTimeout(silent);
+      this.handOff(secure, sniffH2(secure), admission.overLimit);
+    });
   }
 
   private handOff(socket: Duplex, isH2: boolean, overLimit: string | null): void {
@@ -223,7 +247,13 @@ export class PublicListener {
         this.refusals.emit('connection', socket);
       } else {
         const body = JSON.stringify(err.toStatusJson());
-        socket.end(`HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        // Read and drop what the client sends, so our close is not a reset that loses the answer.
+        socket.resume();
+        endWithin(
+          socket,
+          REFUSAL_GRACE_MS,
+          `HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
       }
       return;
     }
@@ -236,6 +266,32 @@ export class PublicListener {
     }
   }
 }
+
+/**
+ * An HTTP/2 connection over a limit: the gRPC calls it sends at once get
+ * RESOURCE_EXHAUSTED with the limit's text, then GOAWAY; whatever the peer
+ * does (no call at all, never reading), the session and its socket are
+ * destroyed at REFUSAL_GRACE_MS.
+ */
+function refuseSession(session: http2.ServerHttp2Session, text: string): void {
+  const grace = setTimeout(() => session.destroy(), REFUSAL_GRACE_MS);
+  grace.unref();
+  session.once('close', () => clearTimeout(grace));
+  const headers = {
+    ':status': 200,
+    'content-type': 'application/grpc',
+    'grpc-status': String(GrpcStatus.RESOURCE_EXHAUSTED),
+    'grpc-message': encodeGrpcMessage(text),
+  };
+  session.on('stream', (stream) => {
+    // A stream the peer already reset must not take the process down with an unhandled 'error'.
+    stream.on('error', ignore);
+    if (!stream.destroyed) stream.respond(headers, { endStream: true });
+    if (!session.closed) session.close();
+  });
+}
+
+function ignore(): void {}
 
 /** True if the bytes waiting on `socket` open the HTTP/2 preface (peeked, then put back). */
 function sniffH2(socket: Duplex): boolean {

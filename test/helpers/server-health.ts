@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { connect, randomSid, peerSid, type Reader, type V1Client, type Writer } from './grpc-v1.js';
+import { connect, randomSid, peerSid, type ConnectOptions, type Reader, type V1Client, type Writer } from './grpc-v1.js';
 import type { RunningServer } from './server.js';
 
 /** Polls for the server to release what an attack held: at most this many checks... */
@@ -36,13 +36,11 @@ export function processRssBytes(pid: number): number {
 
 export async function footprint(server: RunningServer): Promise<ServerFootprint> {
   const pid = server.process.pid!;
-  return {
-    fds: processFds(pid),
-    rssBytes: processRssBytes(pid),
-    openConnections: (await server.metric('hashmail_open_connections')) ?? NaN,
-    connectionAddresses: (await server.metric('hashmail_connection_addresses')) ?? NaN,
-    boxAddresses: (await server.metric('hashmail_box_addresses')) ?? NaN,
-  };
+  // Metrics first: the admin connection they open (and keep alive) is then in every fd count, the first included.
+  const openConnections = (await server.metric('hashmail_open_connections')) ?? NaN;
+  const connectionAddresses = (await server.metric('hashmail_connection_addresses')) ?? NaN;
+  const boxAddresses = (await server.metric('hashmail_box_addresses')) ?? NaN;
+  return { fds: processFds(pid), rssBytes: processRssBytes(pid), openConnections, connectionAddresses, boxAddresses };
 }
 
 /**
@@ -56,8 +54,9 @@ export class ProbeSession {
   private readonly sid = randomSid();
   private sent = 0;
 
-  constructor(server: RunningServer) {
-    this.client = connect(server.address);
+  /** `options.tlsCa` for a TLS server (its generated `tls.cert`). */
+  constructor(server: RunningServer, options?: ConnectOptions) {
+    this.client = connect(server.address, options);
   }
 
   async open(): Promise<this> {

@@ -1,0 +1,67 @@
+/**
+ * Warn lines for refusals by a limit, at most one per limit per interval. A
+ * flood of refused connections or calls must not become a flood of log lines
+ * (one line each made 17,990 lines in one flood): the first refusal after a
+ * quiet interval is logged at once, later ones are counted and written as
+ * one line with the count when the interval is over. Every refusal is still
+ * counted in hashmail_limit_hits_total by the caller.
+ */
+import type { Logger } from './logger.js';
+import { systemClock, type Clock, type TimerHandle } from '../session/clock.js';
+
+interface LimitState {
+  /** When the last line for this limit was written (clock ms). */
+  lastLineAt: number;
+  /** Refusals not yet in a line. */
+  pending: number;
+  /** The line due at the end of the interval, if one is scheduled. */
+  timer: TimerHandle | null;
+}
+
+export class RefusalLog {
+  /** One entry per config key that ever refused: a handful, never per client. */
+  private readonly limits = new Map<string, LimitState>();
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly intervalMs: number,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  /** One refusal by the limit named by its config key (e.g. `limits.maxConnectionsPerAddress`). */
+  refused(limit: string): void {
+    let state = this.limits.get(limit);
+    if (!state) {
+      state = { lastLineAt: -Infinity, pending: 0, timer: null };
+      this.limits.set(limit, state);
+    }
+    state.pending++;
+    if (state.timer) return;
+    const wait = state.lastLineAt + this.intervalMs - this.clock.now();
+    if (wait <= 0) {
+      this.write(limit, state);
+      return;
+    }
+    const due = state;
+    state.timer = this.clock.setTimeout(() => {
+      due.timer = null;
+      this.write(limit, due);
+    }, wait);
+    state.timer.unref?.();
+  }
+
+  /** Writes every pending count now (shutdown: no refusal goes unlogged). */
+  flush(): void {
+    for (const [limit, state] of this.limits) {
+      if (state.timer) this.clock.clearTimeout(state.timer);
+      state.timer = null;
+      if (state.pending > 0) this.write(limit, state);
+    }
+  }
+
+  private write(limit: string, state: LimitState): void {
+    this.logger.warn({ limit, refused: state.pending, intervalMs: this.intervalMs }, 'refused by limit');
+    state.pending = 0;
+    state.lastLineAt = this.clock.now();
+  }
+}
