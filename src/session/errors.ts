@@ -6,6 +6,7 @@
  */
 
 import { GrpcStatus, type GrpcStatusCode } from '../wire/grpc-status.js';
+import { describeClientText, quoteClientText } from './client-text.js';
 
 /** gRPC status codes we emit. */
 export const GrpcCode = GrpcStatus;
@@ -50,14 +51,18 @@ export class HashmailError extends Error {
   readonly code: HashmailErrorCode;
   readonly grpcCode: GrpcCodeValue;
   readonly httpStatus: number;
+  /** The message as the log may carry it: client input reduced to its length (see clientInputError). */
+  readonly logMessage: string;
 
-  constructor(code: HashmailErrorCode, message?: string) {
+  /** `message` must be our own text; an error quoting client input is made by clientInputError. */
+  constructor(code: HashmailErrorCode, message?: string, logMessage?: string) {
     const spec: ErrorSpec = ERROR_TABLE[code];
     super(message ?? spec.text ?? code);
     this.name = 'HashmailError';
     this.code = code;
     this.grpcCode = spec.grpc;
     this.httpStatus = spec.http;
+    this.logMessage = logMessage ?? this.message;
   }
 
   /** The body of a gRPC-gateway style error: `{"code":..,"message":..,"details":[]}`. */
@@ -69,6 +74,15 @@ export class HashmailError extends Error {
 /** A limit that keeps one client from hurting others was hit; the text names the config key. */
 export function limitReached(configKey: string, limit: number): HashmailError {
   return new HashmailError('LIMIT_REACHED', `limit reached: ${configKey} (${limit})`);
+}
+
+/**
+ * An error naming a piece of client input (a field name, a header value):
+ * `say` builds the text around it. The client reads a short sanitized
+ * quotation of its input (client-text.ts); the log reads only its length.
+ */
+export function clientInputError(code: HashmailErrorCode, input: string, say: (quoted: string) => string): HashmailError {
+  return new HashmailError(code, say(quoteClientText(input)), say(describeClientText(input)));
 }
 
 /** Anything thrown that is not ours becomes INTERNAL, without leaking its text. */

@@ -2,6 +2,10 @@
  * Every transport reports a failure to its client through here first: the
  * error is counted (hashmail_errors_total{code}) and logged once, at a level
  * by kind. Anything not ours becomes INTERNAL without leaking its text.
+ * The log carries the code and our own wording, never client input: an
+ * error quoting it (clientInputError) is logged by its logMessage, which
+ * keeps only the input's length, so a request cannot write its bytes, a SID
+ * or a credential into the log.
  */
 import type { Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
@@ -30,7 +34,7 @@ export function noteError(ctx: ErrorReporter, err: unknown, where: Record<string
   const e = asHashmailError(err);
   ctx.stats.countError(e.code);
   if (e.code === 'INTERNAL') ctx.logger.error({ ...where, err }, 'internal error');
-  else if (BAD_INPUT_CODES.has(e.code)) ctx.logger.warn({ ...where, code: e.code, err: e.message }, 'bad request');
+  else if (BAD_INPUT_CODES.has(e.code)) ctx.logger.warn({ ...where, code: e.code, err: e.logMessage }, 'bad request');
   else ctx.logger.debug({ ...where, code: e.code }, 'call failed');
   return e;
 }

@@ -13,20 +13,46 @@ import {
   decodeBase64,
   errorFrame,
   maxCipherBoxJsonBytes,
-  parseCipherBox,
-  parseCipherBoxAuth,
-  parseCipherBoxDesc,
+  parseCipherBox as parseBoundedCipherBox,
+  parseCipherBoxAuth as parseBoundedCipherBoxAuth,
+  parseCipherBoxDesc as parseBoundedCipherBoxDesc,
   resultFrame,
   resultFramePrefix,
   statusJson,
 } from '../../src/transport/rest-ws-v1/json-codec.js';
-import { JsonObjectSplitter, splitJsonObjects } from '../../src/transport/rest-ws-v1/json-splitter.js';
+import {
+  JsonObjectSplitter,
+  MAX_JSON_DEPTH,
+  MAX_JSON_FIELDS,
+  onlyJsonObject,
+  splitJsonObjects,
+  type BoundedJson,
+} from '../../src/transport/rest-ws-v1/json-splitter.js';
 
 /** 64 bytes whose base64 holds '+' and '/' (standard) or '-' and '_' (URL-safe). */
 const SID = Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 251 + 0xfb) & 0xff));
 const SID_STD = SID.toString('base64');
 const SID_URL = SID.toString('base64url');
 const SID_STD_RAW = SID_STD.replace(/=+$/, '');
+
+/** Bound on test inputs (bytes). */
+const TEST_MAX_OBJECT_BYTES = 64 * 1024;
+
+/** `text` as the gateway hands it to the codec: through the splitter's bounds, one object (none: null). */
+function bounded(text: string): BoundedJson | null {
+  return onlyJsonObject(Buffer.from(text), TEST_MAX_OBJECT_BYTES, 'test');
+}
+
+/** Exactly one object, as a stream request must be. */
+function one(text: string): BoundedJson {
+  const json = bounded(text);
+  if (json === null) throw new HashmailError('MALFORMED_REQUEST', 'no object');
+  return json;
+}
+
+const parseCipherBoxDesc = (text: string) => parseBoundedCipherBoxDesc(one(text));
+const parseCipherBox = (text: string) => parseBoundedCipherBox(one(text));
+const parseCipherBoxAuth = (text: string) => parseBoundedCipherBoxAuth(bounded(text));
 
 function isMalformed(err: unknown): boolean {
   return err instanceof HashmailError && err.code === 'MALFORMED_REQUEST' && err.grpcCode === 3;
@@ -212,6 +238,121 @@ describe('several objects per message', () => {
     const msg = Buffer.alloc(maxMessageBytes, 0xff);
     const json = `{"desc":{"stream_id":"${SID_STD}"},\n  "msg": "${msg.toString('base64')}"}`;
     assert.ok(json.length <= maxCipherBoxJsonBytes(maxMessageBytes));
+  });
+});
+
+/** `{"k0":0,"k1":0,...}` with `n` keys. */
+function objectOfKeys(n: number): string {
+  return `{${Array.from({ length: n }, (_, i) => `"k${i}":0`).join(',')}}`;
+}
+
+/** `depth` objects nested in each other, the outer one counting 1. */
+function nested(depth: number): string {
+  return '{"a":'.repeat(depth - 1) + '{}' + '}'.repeat(depth - 1);
+}
+
+function isOverBound(what: RegExp): (err: unknown) => boolean {
+  return (err) => isMalformed(err) && what.test((err as Error).message);
+}
+
+const OVER_FIELDS = isOverBound(new RegExp(`more than ${MAX_JSON_FIELDS} fields`));
+const OVER_DEPTH = isOverBound(new RegExp(`deeper than ${MAX_JSON_DEPTH} levels`));
+
+describe('parse bounds: fields and depth, checked while scanning', () => {
+  test('the bounds leave room over the largest legal requests', () => {
+    const legal = [
+      `{"desc":{"stream_id":"${SID_STD}"},"msg":"QQ=="}`,
+      `{"desc":{"stream_id":"${SID_STD}"},"lnd_auth":{}}`,
+      '{"desc":null,"msg":null}',
+    ];
+    for (const text of legal) assert.deepEqual(splitJsonObjects(Buffer.from(text), 1024), [text]);
+    assert.ok(MAX_JSON_FIELDS >= 8 && MAX_JSON_DEPTH >= 3);
+  });
+
+  test(`up to ${MAX_JSON_FIELDS} fields pass the scan; one more is INVALID_ARGUMENT naming the bound`, () => {
+    const atLimit = objectOfKeys(MAX_JSON_FIELDS);
+    assert.deepEqual(splitJsonObjects(Buffer.from(atLimit), 1024), [atLimit]);
+    // Past the scan, the codec names the first unknown key.
+    assert.throws(() => parseCipherBox(atLimit), isOverBound(/unknown field "k0" in CipherBox/));
+    assert.throws(() => splitJsonObjects(Buffer.from(objectOfKeys(MAX_JSON_FIELDS + 1)), 1024), OVER_FIELDS);
+  });
+
+  test('fields are counted at every level, array elements included, separators in strings not', () => {
+    const perLevel = Math.floor(MAX_JSON_FIELDS / 2);
+    const inner = objectOfKeys(perLevel);
+    const spread = `{${Array.from({ length: perLevel - 1 }, (_, i) => `"o${i}":0`).join(',')},"in":${inner}}`;
+    assert.equal(splitJsonObjects(Buffer.from(spread), 1024).length, 1);
+    const spreadOver = spread.replace('"o0":0', '"o0":0,"extra":0');
+    assert.throws(() => splitJsonObjects(Buffer.from(spreadOver), 1024), OVER_FIELDS);
+    const array = (n: number): string => `{"msg":[${Array.from({ length: n }, () => '0').join(',')}]}`;
+    // One key plus n - 1 separators.
+    assert.equal(splitJsonObjects(Buffer.from(array(MAX_JSON_FIELDS)), 1024).length, 1);
+    assert.throws(() => splitJsonObjects(Buffer.from(array(MAX_JSON_FIELDS + 1)), 1024), OVER_FIELDS);
+    const punctuation = `{"msg":"${',:'.repeat(1000)}"}`;
+    assert.equal(splitJsonObjects(Buffer.from(punctuation), 4096).length, 1);
+  });
+
+  test('each object of a message has its own field count', () => {
+    const text = objectOfKeys(MAX_JSON_FIELDS).repeat(3);
+    assert.equal(splitJsonObjects(Buffer.from(text), 1024).length, 3);
+  });
+
+  test(`nesting up to ${MAX_JSON_DEPTH} levels passes; one more is INVALID_ARGUMENT naming the bound`, () => {
+    assert.equal(splitJsonObjects(Buffer.from(nested(MAX_JSON_DEPTH)), 1024).length, 1);
+    assert.throws(() => splitJsonObjects(Buffer.from(nested(MAX_JSON_DEPTH + 1)), 1024), OVER_DEPTH);
+    const arrays = `{"a":${'['.repeat(MAX_JSON_DEPTH - 1)}${']'.repeat(MAX_JSON_DEPTH - 1)}}`;
+    assert.equal(splitJsonObjects(Buffer.from(arrays), 1024).length, 1);
+    assert.throws(() => splitJsonObjects(Buffer.from(`{"a":${'['.repeat(MAX_JSON_DEPTH)}`), 1024), OVER_DEPTH);
+  });
+
+  test('450,000 keys: refused at the first excess, before the size bound or the end is seen', () => {
+    const storm = Buffer.from(objectOfKeys(450_000));
+    assert.ok(storm.length > 5_000_000);
+    assert.throws(() => splitJsonObjects(storm, storm.length), OVER_FIELDS);
+    // Streamed: the first chunk already fails, though the bound on size is far smaller than the object.
+    const splitter = new JsonObjectSplitter(1024);
+    assert.throws(() => splitter.push(storm.subarray(0, 512), () => assert.fail('no object completes')), OVER_FIELDS);
+  });
+
+  test('a string of escapes is scanned in linear time (quotes and backslashes searched once)', { timeout: 20_000 }, () => {
+    const escapes = '\\"\\\\'.repeat(1_000_000);
+    const text = `{"msg":"${escapes}"}{"msg":"QQ=="}`;
+    const out = splitJsonObjects(Buffer.from(text), text.length);
+    assert.deepEqual(out, [`{"msg":"${escapes}"}`, '{"msg":"QQ=="}']);
+  });
+
+  test('non-ASCII text is decoded as UTF-8, also when cut across chunks', () => {
+    const text = '{"msg":"\u00e9\u{1F600}"}';
+    assert.deepEqual(splitJsonObjects(Buffer.from(text), 1024), [text]);
+    const bytes = Buffer.from(text);
+    const out: string[] = [];
+    const splitter = new JsonObjectSplitter(1024);
+    splitter.push(bytes.subarray(0, 10), (o) => out.push(o));
+    splitter.push(bytes.subarray(10), (o) => out.push(o));
+    assert.deepEqual(out, [text]);
+  });
+
+  test('a request body holds one object: several are INVALID_ARGUMENT, whitespace is none', () => {
+    assert.equal(onlyJsonObject(Buffer.from(' \n'), 1024, 'CipherBoxAuth'), null);
+    assert.equal(onlyJsonObject(Buffer.from('{} '), 1024, 'CipherBoxAuth'), '{}');
+    assert.throws(() => onlyJsonObject(Buffer.from('{}{}'), 1024, 'CipherBoxAuth'), isOverBound(/one CipherBoxAuth object/));
+  });
+});
+
+describe('client text in errors', () => {
+  test('an unknown key is quoted short to the client and only counted in the log text', () => {
+    const key = `${SID_STD}${'x'.repeat(5 * 1024 * 1024)}`;
+    let caught: unknown;
+    try {
+      const text = `{${JSON.stringify(key)}:1}`;
+      parseBoundedCipherBox(onlyJsonObject(Buffer.from(text), text.length, 'CipherBox') as BoundedJson);
+    } catch (err) {
+      caught = err;
+    }
+    assert.ok(caught instanceof HashmailError && isMalformed(caught));
+    assert.ok(caught.message.length < 200, caught.message);
+    assert.match(caught.message, new RegExp(`^unknown field "${SID_STD.slice(0, 32).replace(/[+/]/g, '\\$&')}"\\.\\.\\. \\(${key.length} chars\\) in CipherBox$`));
+    assert.equal(caught.logMessage, `unknown field <${key.length} chars of client input> in CipherBox`);
   });
 });
 

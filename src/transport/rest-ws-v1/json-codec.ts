@@ -5,10 +5,12 @@
  * `null` for an unset field) and strict where it is (unknown field, wrong
  * type, invalid base64: INVALID_ARGUMENT). Output is compact and carries
  * exactly the fields the deployed client expects: it fails hard on anything
- * else, including an unknown field inside a CipherBox.
+ * else, including an unknown field inside a CipherBox. Input text comes from
+ * json-splitter (BoundedJson): its scan has bounded what JSON.parse may do.
  */
-import { HashmailError } from '../../session/errors.js';
+import { clientInputError, HashmailError } from '../../session/errors.js';
 import type { CipherBox, CipherBoxAuth, CipherBoxDesc } from '../grpc-v1/codec.js';
+import type { BoundedJson } from './json-splitter.js';
 
 export type { CipherBox, CipherBoxAuth, CipherBoxDesc };
 
@@ -55,7 +57,7 @@ export function decodeBase64(text: string, field: string): Buffer {
 }
 
 /** Parses one JSON text that must be an object. */
-export function parseJsonObject(text: string, what: string): Record<string, unknown> {
+function parseJsonObject(text: BoundedJson, what: string): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -81,7 +83,8 @@ function readBytes(value: unknown, field: string): Buffer {
 }
 
 function unknownField(key: string, what: string): HashmailError {
-  return malformed(`unknown field "${key}" in ${what}`);
+  // The key is client text: quoted short to the client, only its length logged.
+  return clientInputError('MALFORMED_REQUEST', key, (quoted) => `unknown field ${quoted} in ${what}`);
 }
 
 function duplicateField(field: string, what: string): HashmailError {
@@ -104,12 +107,12 @@ export function readCipherBoxDesc(value: unknown, what: string): CipherBoxDesc |
 }
 
 /** CipherBoxDesc from JSON text (RecvStream request). `{}` gives an empty stream_id. */
-export function parseCipherBoxDesc(text: string): CipherBoxDesc {
+export function parseCipherBoxDesc(text: BoundedJson): CipherBoxDesc {
   return readCipherBoxDesc(parseJsonObject(text, 'CipherBoxDesc'), 'CipherBoxDesc') as CipherBoxDesc;
 }
 
 /** CipherBox from JSON text (SendStream message). */
-export function parseCipherBox(text: string): CipherBox {
+export function parseCipherBox(text: BoundedJson): CipherBox {
   const obj = parseJsonObject(text, 'CipherBox');
   let desc: CipherBoxDesc | null = null;
   let msg: Buffer = EMPTY;
@@ -145,9 +148,9 @@ export function readCipherBoxAuth(obj: Record<string, unknown>): CipherBoxAuth {
   return { desc, hasAuth };
 }
 
-/** CipherBoxAuth from JSON text; an empty body is the empty message (as grpc-gateway reads it). */
-export function parseCipherBoxAuth(text: string): CipherBoxAuth {
-  if (text.trim().length === 0) return { desc: null, hasAuth: false };
+/** CipherBoxAuth from JSON text; null (an empty body) is the empty message, as grpc-gateway reads it. */
+export function parseCipherBoxAuth(text: BoundedJson | null): CipherBoxAuth {
+  if (text === null) return { desc: null, hasAuth: false };
   return readCipherBoxAuth(parseJsonObject(text, 'CipherBoxAuth'));
 }
 

@@ -9,6 +9,7 @@ import { shortHash } from '../../session/sid.js';
 import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext } from './context.js';
 import { sendError, sendJson, readBody } from './http-reply.js';
 import { CREATE_SUCCESS_JSON, decodeBase64, EMPTY_OBJECT_JSON, parseCipherBoxAuth } from './json-codec.js';
+import { onlyJsonObject } from './json-splitter.js';
 
 const QUERY_STREAM_ID_KEYS = ['desc.stream_id', 'desc.streamId'];
 
@@ -20,7 +21,7 @@ function callInfo(ctx: GatewayContext, req: IncomingMessage): CallInfo {
 export async function createBox(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   try {
     const body = await readBody(req, MAX_SMALL_REQUEST_BYTES);
-    const auth = parseCipherBoxAuth(body.toString('utf8'));
+    const auth = parseCipherBoxAuth(onlyJsonObject(body, MAX_SMALL_REQUEST_BYTES, 'CipherBoxAuth'));
     ctx.mailbox.newCipherBox(auth, callInfo(ctx, req));
     ctx.logger.debug({ transport: 'rest', call: 'create', sid: auth.desc ? shortHash(auth.desc.streamId) : '' }, 'box created');
     sendJson(res, 200, CREATE_SUCCESS_JSON);

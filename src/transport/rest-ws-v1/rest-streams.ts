@@ -21,8 +21,8 @@ import {
   resultFramePrefix,
   type CipherBoxDesc,
 } from './json-codec.js';
-import { JsonObjectSplitter } from './json-splitter.js';
-import { SendQueue } from './send-queue.js';
+import { JsonObjectSplitter, onlyJsonObject, type BoundedJson } from './json-splitter.js';
+import { LARGE_INPUT_BYTES, SendQueue } from './send-queue.js';
 
 const LINE_END = '\n';
 
@@ -59,9 +59,9 @@ export class RestReceiveCall implements OpenCall {
     let desc: CipherBoxDesc;
     let half: ReceiveHalf;
     try {
-      const body = (await readBody(this.req, MAX_SMALL_REQUEST_BYTES)).toString('utf8');
+      const body = onlyJsonObject(await readBody(this.req, MAX_SMALL_REQUEST_BYTES), MAX_SMALL_REQUEST_BYTES, 'CipherBoxDesc');
       // An empty body is the empty CipherBoxDesc (grpc-gateway reads EOF as "no fields").
-      desc = body.trim().length === 0 ? { streamId: Buffer.alloc(0) } : parseCipherBoxDesc(body);
+      desc = body === null ? { streamId: Buffer.alloc(0) } : parseCipherBoxDesc(body);
       const call: CallInfo = { transport: 'rest', address: this.ctx.clientAddress(this.req) };
       half = await this.ctx.mailbox.openReceive(desc.streamId, call, this.waitAbort.signal);
     } catch (err) {
@@ -114,6 +114,8 @@ export class RestSendCall implements OpenCall {
   private readonly splitter: JsonObjectSplitter;
   private readonly writer: SendQueue;
   private ended = false;
+  /** The chunk being scanned completed a large object: the request yields its turn after it. */
+  private decodedLarge = false;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -143,12 +145,14 @@ export class RestSendCall implements OpenCall {
     sendError(this.res, noteError(this.ctx, err, 'rest', 'send'), !this.req.complete);
   }
 
-  private readonly onObject = (json: string): void => {
+  private readonly onObject = (json: BoundedJson): void => {
     this.writer.push(parseCipherBox(json));
+    if (json.length >= LARGE_INPUT_BYTES) this.decodedLarge = true;
   };
 
   private onData(chunk: Buffer): void {
     if (this.done) return;
+    this.decodedLarge = false;
     try {
       this.splitter.push(chunk, this.onObject);
     } catch (err) {
@@ -156,6 +160,7 @@ export class RestSendCall implements OpenCall {
       return;
     }
     this.writer.flush();
+    if (this.decodedLarge) this.writer.yieldTurn();
   }
 
   private onEnd(): void {

@@ -3,12 +3,21 @@
  * streaming HTTP transport: CipherBoxes are written in arrival order, the
  * first one opening the box's write slot. While a write waits (slot, rate
  * limit, full box) the source is paused, so the box's bound pushes back on
- * the client's TCP.
+ * the client's TCP. After a large input the source is also paused until the
+ * next turn of the event loop, so one connection's burst of large messages
+ * cannot keep the loop from every other connection.
  */
 import type { CallInfo, LegacyMailbox, SendHalf } from '../../relay/legacy-mailbox.js';
 import type { Logger } from '../../observe/logger.js';
 import { shortHash } from '../../session/sid.js';
 import type { CipherBox, CipherBoxDesc } from '../grpc-v1/codec.js';
+
+/**
+ * An input (WebSocket message, JSON object) at least this large ends its
+ * connection's turn: decoding one costs milliseconds (a 4 MiB message is
+ * 5.6 MB of JSON), and the next one waits for the other connections.
+ */
+export const LARGE_INPUT_BYTES = 64 * 1024;
 
 export interface SendQueueOwner {
   readonly mailbox: LegacyMailbox;
@@ -29,7 +38,12 @@ export class SendQueue {
   private waitAbort: AbortController | null = null;
   private readonly queue: CipherBox[] = [];
   private writing = false;
-  private paused = false;
+  /** A write waits: the source stays paused until the queue is written. */
+  private waiting = false;
+  /** A large input was decoded this turn: the source stays paused until the next. */
+  private yielding = false;
+  /** What the source was last told. */
+  private sourcePaused = false;
   private closed = false;
 
   constructor(private readonly owner: SendQueueOwner) {}
@@ -44,10 +58,25 @@ export class SendQueue {
     if (this.closed) return;
     if (!this.writing) {
       void this.pump();
-    } else if (!this.paused) {
-      this.paused = true;
-      this.owner.source.pause();
+    } else if (!this.waiting) {
+      this.waiting = true;
+      this.updateSource();
     }
+  }
+
+  /**
+   * Call after decoding an input of LARGE_INPUT_BYTES or more: the source is
+   * not read again before the next turn of the event loop (setImmediate runs
+   * after the pending I/O of every other connection).
+   */
+  yieldTurn(): void {
+    if (this.closed || this.yielding) return;
+    this.yielding = true;
+    this.updateSource();
+    setImmediate(() => {
+      this.yielding = false;
+      this.updateSource();
+    });
   }
 
   /** Frees the slot at once (legacy: a writer that ends or drops frees it). Idempotent. */
@@ -76,11 +105,21 @@ export class SendQueue {
       this.writing = false;
     }
     if (this.closed) return;
-    if (this.paused) {
-      this.paused = false;
-      this.owner.source.resume();
+    if (this.waiting) {
+      this.waiting = false;
+      this.updateSource();
     }
     this.owner.caughtUp();
+  }
+
+  /** Pauses the source while a write waits or the turn is yielded, resumes it when neither holds. */
+  private updateSource(): void {
+    if (this.closed) return;
+    const pause = this.waiting || this.yielding;
+    if (pause === this.sourcePaused) return;
+    this.sourcePaused = pause;
+    if (pause) this.owner.source.pause();
+    else this.owner.source.resume();
   }
 
   /** The first message names the box; false if the call ended meanwhile. */

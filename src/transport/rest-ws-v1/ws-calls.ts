@@ -21,7 +21,7 @@ import {
   type CipherBoxDesc,
 } from './json-codec.js';
 import { splitJsonObjects } from './json-splitter.js';
-import { SendQueue } from './send-queue.js';
+import { LARGE_INPUT_BYTES, SendQueue } from './send-queue.js';
 import type { Keepalive, KeepaliveEntry } from './keepalive.js';
 
 /**
@@ -215,6 +215,7 @@ export class WsSendCall extends WsCall {
       return;
     }
     this.writer.flush();
+    if (data.length >= LARGE_INPUT_BYTES) this.writer.yieldTurn();
   }
 
   protected override finish(): void {

@@ -74,10 +74,12 @@ export class WsV2Gateway {
   /** Upgrade requests whose path is /v2/mailbox (query string ignored) come here. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const header = req.headers['sec-websocket-protocol'];
-    if (chooseSubprotocol(parseOffered(header)) === null) {
+    const offered = parseOffered(header);
+    if (chooseSubprotocol(offered) === null) {
       this.ctx.stats.countError('UNSUPPORTED_VERSION');
-      this.ctx.logger.debug({ transport: 'websocket', offered: header ?? null }, 'v2 handshake without a supported subprotocol');
-      refuseHandshake(socket, 400, unsupportedSubprotocolText(header));
+      // Counts only: an entry may be `Grpc-Metadata-Macaroon+<credential>`.
+      this.ctx.logger.debug({ transport: 'websocket', offeredEntries: offered.length, headerChars: header?.length ?? 0 }, 'v2 handshake without a supported subprotocol');
+      refuseHandshake(socket, 400, unsupportedSubprotocolText(offered));
       return;
     }
     // Taken now so the socket keeps no reference to the request.
