@@ -6,6 +6,8 @@
 import type { IdleMemoryResult } from './idle-memory.js';
 import type { LatencyResult } from './latency.js';
 import type { RampResult } from './browser-ramp.js';
+import type { HardeningResults } from './hardening.js';
+import { renderHardening } from './report-hardening.js';
 import { notesV2, renderV2, spreadsV2, type V2Results } from './report-v2.js';
 import { fmt, ratio, table } from './stats.js';
 import type { ThroughputResult } from './throughput.js';
@@ -38,6 +40,7 @@ export interface Results {
   idle: { hashmail: Outcome<IdleMemoryResult>; direct: Outcome<IdleMemoryResult> } | null;
   ramp: Outcome<RampResult> | null;
   v2: V2Results;
+  hardening: HardeningResults | null;
   /** Phases run (after --only). */
   phases: string[];
   notes: string[];
@@ -192,6 +195,7 @@ export function renderMarkdown(r: Results): string {
   parts.push('', '## 4. Concurrent browser sessions', '');
   parts.push(r.ramp === null ? 'Not measured (time budget, or not selected with --only).' : r.ramp.ok ? rampTable(r.ramp.value) : `Failed: ${r.ramp.error}`);
   parts.push('', ...renderV2(r.v2, { idle: r.idle }));
+  parts.push('', ...renderHardening(r.hardening));
   const spreads: string[] = [];
   for (const row of [...r.latency, ...r.throughput]) {
     for (const [name, o] of [['hashmail', row.hashmail], ['direct', row.direct]] as const) {

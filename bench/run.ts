@@ -13,7 +13,12 @@
  * v2-latency, v1-throughput, v2-throughput, v1-rate-limited, v1-idle,
  * v2-sessions-ws (idle memory, then the 1 msg/s load, on 9,000 v2 WebSocket
  * sessions), v2-sessions-grpc (idle memory of 9,000 v2 gRPC sessions),
- * v1-ramp. Example: `npm run bench -- --only=v2`.
+ * v1-ramp, hardening (issue 7, before/after builds: bench/hardening.ts).
+ * Example: `npm run bench -- --only=v2`.
+ *
+ * `--baseline=DIR`: the hardening phase's before build (a checkout of
+ * f427e43 with dist/, or its dist/); built there if missing and kept.
+ * Without it the phase builds one in a temporary directory and removes it.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,6 +28,7 @@ import { killAll } from './children.js';
 import { steadyLoad, type SteadyLoadResult } from './concurrency.js';
 import { measureIdleMemory, type IdleMemoryResult } from './idle-memory.js';
 import { measurePingPong } from './latency.js';
+import { runHardening } from './hardening.js';
 import { alternate, combineLatency, combineThroughput } from './repeat.js';
 import { renderMarkdown, type Outcome, type Results } from './report.js';
 import { shapeLabel, type V2SessionsRun } from './report-v2.js';
@@ -31,7 +37,7 @@ import type { AppTransport, V2Shape } from './session.js';
 import { measureOneWay, type Direction } from './throughput.js';
 
 /** The whole run (after the build) aims to end within this. */
-const RUN_BUDGET_MS = 11 * 60_000;
+const RUN_BUDGET_MS = 15 * 60_000;
 const KiB = 1024;
 /** Loopback clients all come from 127.0.0.1: the per-address limits would count the whole bench as one client. */
 const BENCH_LIMITS = { maxBoxesPerAddress: 1_000_000, maxConnectionsPerAddress: 200_000 };
@@ -58,18 +64,35 @@ const IDLE_PHASE_MIN_MS = 150_000;
 const V2_SESSIONS_WS_MIN_MS = 150_000;
 const V2_SESSIONS_GRPC_MIN_MS = 120_000;
 const RAMP_PHASE_MIN_MS = 60_000;
+/** The hardening phase: about 2 minutes, plus the before build when it must be made. */
+const HARDENING_PHASE_MIN_MS = 180_000;
 
-const PHASES = ['v1-latency', 'v2-latency', 'v1-throughput', 'v2-throughput', 'v1-rate-limited', 'v1-idle', 'v2-sessions-ws', 'v2-sessions-grpc', 'v1-ramp'] as const;
+const PHASES = ['v1-latency', 'v2-latency', 'v1-throughput', 'v2-throughput', 'v1-rate-limited', 'v1-idle', 'v2-sessions-ws', 'v2-sessions-grpc', 'v1-ramp', 'hardening'] as const;
 type Phase = (typeof PHASES)[number];
 
-/** `--only=a,b` (or `--only a,b`): a phase runs if it is named, or a name is its prefix up to a dash. */
-function selectedPhases(argv: string[]): Set<Phase> {
+interface Args {
+  phases: Set<Phase>;
+  baseline: string | null;
+}
+
+/**
+ * `--only=a,b` (or `--only a,b`): a phase runs if it is named, or a name is
+ * its prefix up to a dash. `--baseline=DIR` (or `--baseline DIR`).
+ */
+function parseArgs(argv: string[]): Args {
   const tokens: string[] = [];
+  let baseline: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i].startsWith('--only=')) tokens.push(...argv[i].slice('--only='.length).split(','));
     else if (argv[i] === '--only' && i + 1 < argv.length) tokens.push(...argv[++i].split(','));
-    else throw new Error(`unknown argument ${argv[i]} (phases: --only=${PHASES.join(',')})`);
+    else if (argv[i].startsWith('--baseline=')) baseline = argv[i].slice('--baseline='.length);
+    else if (argv[i] === '--baseline' && i + 1 < argv.length) baseline = argv[++i];
+    else throw new Error(`unknown argument ${argv[i]} (--only=${PHASES.join(',')}, --baseline=DIR)`);
   }
+  return { phases: selectedPhases(tokens), baseline };
+}
+
+function selectedPhases(tokens: string[]): Set<Phase> {
   const wanted = tokens.map((t) => t.trim()).filter(Boolean);
   if (wanted.length === 0) return new Set(PHASES);
   const chosen = new Set(PHASES.filter((p) => wanted.some((t) => p === t || p.startsWith(`${t}-`))));
@@ -78,7 +101,8 @@ function selectedPhases(argv: string[]): Set<Phase> {
   return chosen;
 }
 
-const phases = selectedPhases(process.argv.slice(2));
+const args = parseArgs(process.argv.slice(2));
+const phases = args.phases;
 const runs = (phase: Phase): boolean => phases.has(phase);
 
 /**
@@ -260,6 +284,7 @@ async function main(): Promise<void> {
       sessions: [],
       load: runs('v2-sessions-ws') ? { ...V2_LOAD, workers: V2_SESSIONS.workers } : null,
     },
+    hardening: null,
     phases: [...phases],
     notes: [],
   };
@@ -333,6 +358,15 @@ async function main(): Promise<void> {
         ),
       );
     } else results.notes.push('browser ramp skipped: not enough of the time budget left');
+
+    // 10: issue 7's before/after, each on fresh servers of two builds.
+    if (!runs('hardening')) {
+      // not selected
+    } else if (deadline - Date.now() > HARDENING_PHASE_MIN_MS) {
+      const outcome = await attempt('hardening', () => runHardening({ baselinePath: args.baseline, log, attempt }));
+      if (outcome.ok) results.hardening = outcome.value;
+      else results.notes.push(`hardening: FAILED: ${outcome.error}`);
+    } else results.notes.push('hardening skipped: not enough of the time budget left');
   } catch (err) {
     results.notes.push(`run aborted: ${(err as Error).message.split('\n')[0]}`);
     log(`run aborted: ${(err as Error).stack ?? String(err)}`);

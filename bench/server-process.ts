@@ -30,6 +30,8 @@ export interface RelayProcess extends Target {
   log: string[];
   /** Admin listener of hashmail (`127.0.0.1:PORT`), null for the direct pipe. */
   adminAddress: string | null;
+  /** The inspector's WebSocket URL, when started with `inspect` (and it said so). */
+  inspectorUrl?: () => string | null;
   stop(): Promise<void>;
 }
 
@@ -82,24 +84,59 @@ export async function hashmailMetric(adminAddress: string, name: string): Promis
   return undefined;
 }
 
+/**
+ * Sum of a metric's samples whose labels include every pair of `labels`
+ * (none given: every sample of that name); undefined if there is none.
+ */
+export async function hashmailMetricSum(adminAddress: string, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const res = await fetch(`http://${adminAddress}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  const body = await res.text();
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum: number | undefined;
+  for (const line of body.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== ' ' && line[name.length] !== '{')) continue;
+    const labelText = line[name.length] === '{' ? line.slice(name.length + 1, line.indexOf('}')) : '';
+    if (!wanted.every((w) => labelText.split(',').includes(w))) continue;
+    sum = (sum ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
 function keep(log: string[], line: string): void {
   log.push(line);
   if (log.length > KEPT_LOG_LINES) log.shift();
 }
 
-/** `hashmail serve --insecure` with `config` merged over the defaults. */
-export async function startHashmail(config: Record<string, unknown>): Promise<RelayProcess> {
+/** A built hashmail to run: its checkout (working directory) and its `dist/cli/main.js`. */
+export interface HashmailBuild {
+  root: string;
+  bin: string;
+}
+
+/** This checkout's dist/. */
+export const CURRENT_BUILD: HashmailBuild = { root: ROOT, bin: HASHMAIL_BIN };
+
+const INSPECTOR_LINE = /Debugger listening on (ws:\/\/\S+)/;
+
+export interface StartOptions {
+  /** Node's inspector on a free loopback port, so the bench can ask for a full GC (bench/inspector-gc.ts). */
+  inspect?: boolean;
+}
+
+/** `hashmail serve --insecure` with `config` merged over the defaults (this checkout's build unless `build` says otherwise). */
+export async function startHashmail(config: Record<string, unknown>, build: HashmailBuild = CURRENT_BUILD, options: StartOptions = {}): Promise<RelayProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hashmail-bench-'));
   const configFile = join(dataDir, 'config.json');
   writeFileSync(configFile, JSON.stringify(config));
   const child = track(
     spawn(
       process.execPath,
-      [HASHMAIL_BIN, 'serve', '--insecure', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir, '--config', configFile],
-      { cwd: ROOT, env: { ...process.env, HASHMAIL_LOG__FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] },
+      [...(options.inspect ? ['--inspect=127.0.0.1:0'] : []), build.bin, 'serve', '--insecure', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir, '--config', configFile],
+      { cwd: build.root, env: { ...process.env, HASHMAIL_LOG__FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] },
     ),
   );
   const log: string[] = [];
+  let inspectorUrl: string | null = null;
   let buffered = '';
   const ready = new Promise<{ listen: string; adminListen: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`hashmail did not log "serving" within ${START_TIMEOUT_MS} ms:\n${log.join('\n')}`)), START_TIMEOUT_MS);
@@ -124,7 +161,11 @@ export async function startHashmail(config: Record<string, unknown>): Promise<Re
         }
       }
     });
-    child.stderr!.on('data', (chunk: Buffer) => keep(log, `stderr: ${chunk.toString('utf8').trimEnd()}`));
+    child.stderr!.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      inspectorUrl ??= INSPECTOR_LINE.exec(text)?.[1] ?? null;
+      keep(log, `stderr: ${text.trimEnd()}`);
+    });
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       reject(new Error(`hashmail exited (${code ?? signal}) before serving:\n${log.join('\n')}`));
@@ -147,6 +188,7 @@ export async function startHashmail(config: Record<string, unknown>): Promise<Re
     grpcAddress: `127.0.0.1:${port}`,
     wsPort: port,
     adminAddress: addrs.adminListen,
+    inspectorUrl: () => inspectorUrl,
     async stop() {
       await stopChild(child, 'SIGTERM', STOP_GRACE_MS);
       rmSync(dataDir, { recursive: true, force: true });
