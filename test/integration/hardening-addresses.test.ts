@@ -19,6 +19,7 @@ import { proxyV1, proxyV2, startProxyBalancer } from '../helpers/proxy-balancer.
 import { BIN, ROOT, startServer, type RunningServer } from '../helpers/server.js';
 import { expectRecovered, footprint, ProbeSession, type ServerFootprint } from '../helpers/server-health.js';
 import { helloFrame, wsParty } from '../helpers/v2-peers.js';
+import { rawHttpExchange } from '../helpers/raw-http.js';
 
 const MAX_BOXES_PER_ADDRESS = 3;
 /** The server is ~80 MiB at rest; these attacks allocate next to nothing. */
@@ -66,7 +67,7 @@ async function attack(t: TestContext, options: Parameters<typeof startServer>[0]
     const s = socket ?? (await open(header));
     const body = JSON.stringify({ desc: { stream_id: sid.toString('base64') }, lnd_auth: {} });
     const forwarded = xff === undefined ? '' : `X-Forwarded-For: ${xff}\r\n`;
-    const response = await exchange(s, `POST /v1/lightning-node-connect/hashmail HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${forwarded}Content-Length: ${body.length}\r\n\r\n${body}`);
+    const response = await rawHttpExchange(s, `POST /v1/lightning-node-connect/hashmail HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${forwarded}Content-Length: ${body.length}\r\n\r\n${body}`);
     if (!socket) s.destroy();
     if (response.startsWith('HTTP/1.1 200')) sids.push(sid);
     return response;
@@ -103,34 +104,6 @@ async function attack(t: TestContext, options: Parameters<typeof startServer>[0]
 interface MetadataClient {
   newCipherBox(req: CipherBoxAuth, metadata: grpc.Metadata, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null) => void): unknown;
   close(): void;
-}
-
-/** One HTTP/1.1 exchange on an open socket: the response head and body (Content-Length framed). */
-function exchange(socket: net.Socket, request: string): Promise<string> {
-  const response = new Promise<string>((resolve, reject) => {
-    let text = '';
-    const onData = (d: Buffer): void => {
-      text += d.toString();
-      const headEnd = text.indexOf('\r\n\r\n');
-      if (headEnd < 0) return;
-      const len = /content-length: (\d+)/i.exec(text.slice(0, headEnd));
-      if (len && text.length < headEnd + 4 + Number(len[1])) return;
-      done();
-      resolve(text);
-    };
-    const onClose = (): void => {
-      done();
-      reject(new Error(`connection closed before a response (got ${JSON.stringify(text)})`));
-    };
-    const done = (): void => {
-      socket.off('data', onData);
-      socket.off('close', onClose);
-    };
-    socket.on('data', onData);
-    socket.once('close', onClose);
-    socket.write(request);
-  });
-  return withTimeout(response, WAIT_MS, 'HTTP response');
 }
 
 /** Resolves with whatever the server sent before it closed `socket`; fails if it stays open. */

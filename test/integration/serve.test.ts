@@ -16,6 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import WebSocket from 'ws';
 import { BIN, ROOT, startServer } from '../helpers/server.js';
 import { connect, randomSid } from '../helpers/grpc-v1.js';
+import { rawHttpExchange } from '../helpers/raw-http.js';
 
 const cleanups: (() => void)[] = [];
 after(() => {
@@ -33,25 +34,6 @@ async function runCli(args: string[]): Promise<{ code: number | null; stdout: st
   const [code] = (await once(child, 'exit')) as [number | null];
   clearTimeout(timer);
   return { code, stdout, stderr };
-}
-
-/** One raw HTTP/1.1 exchange on an open socket; resolves with the response head and body. */
-function rawRequest(socket: net.Socket, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const onData = (d: Buffer): void => {
-      text += d.toString();
-      const headEnd = text.indexOf('\r\n\r\n');
-      if (headEnd < 0) return;
-      const len = /content-length: (\d+)/i.exec(text.slice(0, headEnd));
-      if (len && text.length < headEnd + 4 + Number(len[1])) return;
-      socket.off('data', onData);
-      resolve(text);
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-    socket.write(request);
-  });
 }
 
 async function openSocket(port: number): Promise<net.Socket> {
@@ -154,7 +136,7 @@ test('--trust-proxy: per-address box limits use the PROXY protocol address', asy
     const from = async (address: string): Promise<string> => {
       const socket = await openSocket(server.port);
       socket.write(`PROXY TCP4 ${address} 127.0.0.1 40000 443\r\n`);
-      const response = await rawRequest(socket, createBoxRequest(randomSid()));
+      const response = await rawHttpExchange(socket, createBoxRequest(randomSid()));
       socket.destroy();
       return response;
     };
@@ -167,7 +149,7 @@ test('--trust-proxy: per-address box limits use the PROXY protocol address', asy
 
     // X-Forwarded-For is not a source in this mode: it counts against the socket's address, not 10.1.2.3.
     const socket = await openSocket(server.port);
-    const viaHeader = await rawRequest(socket, createBoxRequest(randomSid(), 'X-Forwarded-For: 10.1.2.3\r\n'));
+    const viaHeader = await rawHttpExchange(socket, createBoxRequest(randomSid(), 'X-Forwarded-For: 10.1.2.3\r\n'));
     assert.match(viaHeader, /^HTTP\/1.1 200/);
     socket.destroy();
     assert.equal(await server.metric('hashmail_limit_hits_total{limit="limits.maxBoxesPerAddress"}'), 1);
@@ -182,11 +164,11 @@ test('connections per address over the limit get RESOURCE_EXHAUSTED naming the l
     const held: net.Socket[] = [];
     for (let i = 0; i < 2; i++) {
       const socket = await openSocket(server.port);
-      assert.match(await rawRequest(socket, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
+      assert.match(await rawHttpExchange(socket, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
       held.push(socket);
     }
     const third = await openSocket(server.port);
-    const refused = await rawRequest(third, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n');
+    const refused = await rawHttpExchange(third, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.match(refused, /^HTTP\/1.1 429/);
     assert.match(refused, /limit reached: limits\.maxConnectionsPerAddress \(2\)/);
 
@@ -207,7 +189,7 @@ test('connections per address over the limit get RESOURCE_EXHAUSTED naming the l
       await new Promise((r) => setTimeout(r, 50));
     }
     const again = await openSocket(server.port);
-    assert.match(await rawRequest(again, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
+    assert.match(await rawHttpExchange(again, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
     again.destroy();
   } finally {
     await server.stop();
@@ -219,7 +201,7 @@ test('without --trust-proxy a PROXY header is not honoured (bad request), and th
   try {
     const socket = await openSocket(server.port);
     socket.write('PROXY TCP4 10.1.2.3 127.0.0.1 40000 443\r\n');
-    const response = await rawRequest(socket, createBoxRequest(randomSid()));
+    const response = await rawHttpExchange(socket, createBoxRequest(randomSid()));
     assert.match(response, /^HTTP\/1.1 400/);
     assert.equal((await server.admin('/healthz')).status, 200);
   } finally {
