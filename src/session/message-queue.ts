@@ -193,7 +193,7 @@ export class MessageQueue {
     }
   }
 
-  waitForSpace(): Promise<void> {
+  private waitForSpace(): Promise<void> {
     if (this.closedWith) return Promise.reject(this.closedWith.writer);
     return new Promise((resolve, reject) => {
       this.waitingWriter = { resolve, reject };
