@@ -97,7 +97,7 @@ test('TLS by default: a self-signed certificate is generated once, kept, and ser
     client.close();
 
     // WebSocket over TLS on the same port.
-    const ws = new WebSocket(`wss://127.0.0.1:${server.port}/v1/lightning-node-connect/hashmail/receive?method=POST`, { ca: certPem, servername: 'localhost' });
+    const ws = new WebSocket(`wss://127.0.0.1:${server.port}/v1/lightning-node-connect/hashmail/receive?method=POST`, { ca: certPem, servername: 'localhost' } as WebSocket.ClientOptions);
     await once(ws, 'open');
     ws.send(JSON.stringify({ stream_id: randomSid().toString('base64') }));
     const [frame] = (await once(ws, 'message')) as [Buffer];

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { HashmailError } from '../../src/session/errors.js';
 import { boxIndex, boxKey, checkSid, peerSid, sessionKey, shortHash, SID_BYTES } from '../../src/session/sid.js';
-import { PHRASE_VECTORS } from '../helpers/phrase-vectors.js';
+import { PHRASE_VECTORS, type PhraseVector } from '../helpers/phrase-vectors.js';
 
 const vectors = PHRASE_VECTORS;
 const specVectors = new URL('../../../shared/spec/vectors/phrase.json', import.meta.url);
