@@ -104,6 +104,34 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    directory: z
+      .object({
+        backend: z.enum(['memory', 'etcd']).default('memory').describe('memory: this process is the whole cluster (hashmail serve); etcd: the cluster directory in etcd (hashmail relay and gateway always use etcd)'),
+        etcdEndpoints: z.array(z.string().url()).default(['http://127.0.0.1:2379']).describe('etcd client URLs (http:// or https://). Environment: comma-separated'),
+        etcdUsername: z.string().default('').describe('etcd user (auth enabled); empty: no auth'),
+        etcdPassword: z.string().default('').describe('Password of etcdUsername'),
+        etcdCaFile: z.string().default('').describe('PEM CA that signs the etcd servers\' certificates (https:// endpoints); empty: the system CAs'),
+        etcdCertFile: z.string().default('').describe('PEM client certificate for etcd mutual TLS; empty: none'),
+        etcdKeyFile: z.string().default('').describe('PEM private key of etcdCertFile'),
+        prefix: z.string().min(1).default('/hashmail/').describe('Key prefix of everything hashmail keeps in etcd (instances, session map)'),
+        leaseTtlMs: z.number().int().min(2000).default(10_000).describe('Lease TTL of an instance and of its sessions: a dead instance\'s sessions are placed again this long after its last keepalive (milliseconds)'),
+        callTimeoutMs: z.number().int().positive().default(2000).describe('Deadline of every etcd call; past it the call fails as "directory unavailable" (milliseconds)'),
+        maxTxnsInFlight: count(64, 'etcd transactions (placements) in flight per process; more wait their turn, and fail with UNAVAILABLE after callTimeoutMs'),
+        keysPerLease: count(1000, 'Session mappings bound to one lease before an instance opens another (etcd slows down as one lease holds more keys)'),
+        loadPublishIntervalMs: z.number().int().positive().default(2000).describe('How often an instance publishes its load (sessions, connections) for load-aware placement (milliseconds)'),
+        placement: z.enum(['load-aware', 'random']).default('load-aware').describe('Where new sessions go: load-aware (power of two choices on published load) or random; draining instances are never chosen'),
+      })
+      .strict()
+      .prefault({}),
+    relay: z
+      .object({
+        instanceId: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, . _ - only (at most 64)').default('').describe('This relay\'s id in the cluster; empty: a random id kept in server.dataDir, so a restart keeps its id'),
+        advertise: z.array(hostPort).default([]).describe('HOST:PORT clients dial to reach this relay (first one is given out); empty: server.listen when it names a concrete host. Environment: comma-separated'),
+        drainDeadlineMs: z.number().int().min(0).default(30_000).describe('SIGTERM on a relay: how long it waits for its parties to move before it exits (milliseconds)'),
+        drainSpreadMs: z.number().int().min(0).default(2000).describe('SIGTERM on a relay: its sessions are told to move at random moments over this window, both parties of a session together (milliseconds)'),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         sessionRateWindowMs: z.number().int().min(1000).default(60_000).describe('Window over which session read rates are measured for the active/standby/inuse gauges (milliseconds)'),

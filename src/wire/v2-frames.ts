@@ -27,6 +27,8 @@ export interface FrameError {
   code: number;
   message: string;
   supportedVersions: number[];
+  /** Another relay owns the session: its `HOST:PORT` (field 4); absent otherwise. */
+  relayAddress?: string;
 }
 
 export type ServerFrame =
@@ -213,6 +215,12 @@ function decodeError(buf: Uint8Array): FrameError {
       }
       return true;
     }
+    if (n === 4) {
+      expectLen(wt, 'Error.relay_address');
+      const address = utf8Decoder.decode(readBytes(c));
+      if (address) err.relayAddress = address;
+      return true;
+    }
     return false;
   });
   return err;
@@ -353,7 +361,9 @@ export const PRESENCE_FRAMES: { readonly present: Uint8Array; readonly absent: U
 export function encodeErrorFrame(err: FrameError): Uint8Array {
   const message = utf8Encoder.encode(err.message);
   const packedLen = err.supportedVersions.reduce((n, v) => n + varintSize(v), 0);
-  const inner = varintField(err.code) + (message.length ? lenField(message.length) : 0) + (packedLen ? lenField(packedLen) : 0);
+  const relay = utf8Encoder.encode(err.relayAddress ?? '');
+  const inner =
+    varintField(err.code) + (message.length ? lenField(message.length) : 0) + (packedLen ? lenField(packedLen) : 0) + (relay.length ? lenField(relay.length) : 0);
   const w = new Writer(lenField(inner));
   w.varint(0x22).varint(inner);
   if (err.code) w.varint(0x08).varint(err.code);
@@ -362,5 +372,6 @@ export function encodeErrorFrame(err: FrameError): Uint8Array {
     w.varint(0x1a).varint(packedLen);
     for (const v of err.supportedVersions) w.varint(v);
   }
+  if (relay.length) w.varint(0x22).bytes(relay);
   return w.buf;
 }

@@ -1,0 +1,114 @@
+/**
+ * The directory: which relay instance owns each session (by route), and the
+ * registry of live instances. One interface, two backends: in-memory (one
+ * process: `hashmail serve`) and etcd (a cluster). Relays, lookups and the
+ * gateway depend on this interface only.
+ */
+
+/** What an instance publishes about its load; placement reads it. */
+export interface InstanceLoad {
+  sessions: number;
+  connections: number;
+}
+
+/** One live instance as the directory knows it. */
+export interface InstanceRecord {
+  id: string;
+  /** `HOST:PORT` clients dial (the first of `addresses`). */
+  address: string;
+  /** Every advertised `HOST:PORT`. */
+  addresses: string[];
+  load: InstanceLoad;
+  /** A draining instance takes no new sessions. */
+  draining: boolean;
+  /** hashmail version the instance runs. */
+  version: string;
+  /** When the instance registered (ms since the epoch, its own clock). */
+  startedAt: number;
+}
+
+/** Who serves a route. */
+export interface RouteOwner {
+  id: string;
+  address: string;
+}
+
+/** The instance this process registers as (relays and `serve`). */
+export interface SelfRegistration {
+  id: string;
+  addresses: string[];
+  version: string;
+}
+
+export interface LookupOptions {
+  /** Place the session if no live instance owns it (creating operations only). */
+  place: boolean;
+}
+
+export interface DirectoryHealth {
+  /** The backend answers and this instance's registration (if any) is live. */
+  ok: boolean;
+  /** Backend-specific facts for `hashmail status` and /readyz (no secrets). */
+  detail: Record<string, unknown>;
+}
+
+export interface DirectoryEvents {
+  /**
+   * This instance can no longer prove it owns its sessions (its lease is lost
+   * or about to be). Every session it serves must end at once with
+   * UNAVAILABLE; the directory registers anew by itself.
+   */
+  fenceLost(): void;
+  /** A mapping that named this instance is gone or names another instance now. */
+  routeLost(route: string): void;
+  /** Registered (again) and able to own sessions. */
+  registered(): void;
+}
+
+export interface Directory {
+  readonly backend: 'memory' | 'etcd';
+  /** Joins as an instance that owns sessions; resolves once registered. */
+  register(self: SelfRegistration): Promise<void>;
+  /** Publishes this instance's load (the backend may coalesce updates). */
+  publishLoad(load: InstanceLoad): void;
+  /** No new placements land here from now on. */
+  setDraining(): Promise<void>;
+  /**
+   * The owner of `route`; with `place`, places it on a live, non-draining
+   * instance if nobody owns it. Resolves null when not placed and `place` is
+   * false. Rejects with DirectoryUnavailableError when the backend cannot
+   * answer (a cached answer is still returned while the backend is away).
+   */
+  lookup(route: string, options: LookupOptions): Promise<RouteOwner | null>;
+  /**
+   * Fencing, synchronous: true only while the mapping of `route` names this
+   * instance under a registration it can prove is live right now.
+   */
+  servesHere(route: string): boolean;
+  /** Drops this instance's mappings of `routes` (drain), so the next lookup places them elsewhere. */
+  release(routes: readonly string[]): Promise<void>;
+  /** Live instances, from the local view. */
+  instances(): InstanceRecord[];
+  /** The id this process registered as, or null (a lookup-only member). */
+  readonly selfId: string | null;
+  health(): DirectoryHealth;
+  on<E extends keyof DirectoryEvents>(event: E, listener: DirectoryEvents[E]): void;
+  /** Stops keeping the registration alive; with `revoke`, removes it (and its mappings) now. */
+  close(options?: { revoke?: boolean }): Promise<void>;
+}
+
+/** The backend cannot answer now: placements fail fast with UNAVAILABLE "directory unavailable". */
+export class DirectoryUnavailableError extends Error {
+  constructor(readonly reason: string) {
+    super('directory unavailable');
+    this.name = 'DirectoryUnavailableError';
+  }
+}
+
+/** No live, non-draining instance can take a new session. */
+export class NoInstanceError extends Error {
+  constructor() {
+    super('no relay available');
+    this.name = 'NoInstanceError';
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * Real etcd for the cluster tests: one member or a cluster of several, each a
+ * child process of the `etcd` binary on free loopback ports with its own
+ * temporary data directory. Members can be killed, paused and restarted (same
+ * data dir); stop() ends every process this harness started and removes its
+ * files.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const ETCD_BIN = process.env.ETCD_BIN ?? 'etcd';
+const START_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 5_000;
+const HEALTH_POLL_MS = 50;
+
+/** A free loopback TCP port (bound, read, released). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface EtcdMember {
+  readonly name: string;
+  /** `http://127.0.0.1:PORT` */
+  readonly clientUrl: string;
+  readonly peerUrl: string;
+  readonly running: boolean;
+  /** SIGKILL, wait for exit (data dir kept). */
+  kill(): Promise<void>;
+  /** SIGSTOP / SIGCONT. */
+  pause(): void;
+  resume(): void;
+  /** Starts the member again on the same ports and data dir; resolves once it is healthy (needs a quorum). */
+  restart(): Promise<void>;
+}
+
+export interface EtcdCluster {
+  readonly members: readonly EtcdMember[];
+  /** Client URLs of every member, for `--etcd`. */
+  readonly endpoints: string[];
+  /** `--etcd` value: client URLs joined by commas. */
+  readonly etcdFlag: string;
+  /** Stops every member and removes the data dirs. */
+  stop(): Promise<void>;
+}
+
+interface MemberSpec {
+  name: string;
+  clientPort: number;
+  peerPort: number;
+  dataDir: string;
+}
+
+function healthy(clientUrl: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get(`${clientUrl}/health`, { agent: false, timeout: 1000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(res.statusCode === 200 && body.includes('"health":"true"')));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
+}
+
+async function waitHealthy(clientUrl: string, output: () => string, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited (${child.exitCode ?? child.signalCode}): ${output().slice(-2000)}`);
+    if (await healthy(clientUrl)) return;
+    await new Promise((r) => setTimeout(r, HEALTH_POLL_MS));
+  }
+  throw new Error(`etcd at ${clientUrl} not healthy within ${START_TIMEOUT_MS} ms: ${output().slice(-2000)}`);
+}
+
+/** Starts `size` members (1 or 3 in our tests) and waits until every one is healthy. */
+export async function startEtcd(size = 1): Promise<EtcdCluster> {
+  const root = mkdtempSync(join(tmpdir(), 'hashmail-etcd-'));
+  const specs: MemberSpec[] = [];
+  for (let i = 0; i < size; i++) {
+    specs.push({ name: `m${i}`, clientPort: await freePort(), peerPort: await freePort(), dataDir: join(root, `m${i}`) });
+  }
+  const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peerPort}`).join(',');
+  const token = `hashmail-test-${process.pid}-${Date.now()}`;
+
+  const members = specs.map((spec) => {
+    let child: ChildProcess | null = null;
+    let output = '';
+    const clientUrl = `http://127.0.0.1:${spec.clientPort}`;
+    const peerUrl = `http://127.0.0.1:${spec.peerPort}`;
+    const launch = (): ChildProcess => {
+      output = '';
+      const c = spawn(
+        ETCD_BIN,
+        [
+          '--name', spec.name,
+          '--data-dir', spec.dataDir,
+          '--listen-client-urls', clientUrl,
+          '--advertise-client-urls', clientUrl,
+          '--listen-peer-urls', peerUrl,
+          '--initial-advertise-peer-urls', peerUrl,
+          '--initial-cluster', initialCluster,
+          '--initial-cluster-state', 'new',
+          '--initial-cluster-token', token,
+          // Tests run many puts; keep the WAL small and never spill to disk sync stalls.
+          '--snapshot-count', '10000',
+          '--log-level', 'warn',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      const keep = (d: Buffer): void => {
+        output = (output + d.toString()).slice(-20_000);
+      };
+      c.stdout?.on('data', keep);
+      c.stderr?.on('data', keep);
+      c.on('error', (err) => keep(Buffer.from(String(err))));
+      return c;
+    };
+    const exitOf = (c: ChildProcess): Promise<void> =>
+      c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((resolve) => c.once('exit', () => resolve()));
+    const member: EtcdMember & { start(wait: boolean): Promise<void>; waitHealthy(): Promise<void>; stop(): Promise<void> } = {
+      name: spec.name,
+      clientUrl,
+      peerUrl,
+      get running() {
+        return child !== null && child.exitCode === null && child.signalCode === null;
+      },
+      async start(wait: boolean) {
+        child = launch();
+        if (wait) await member.waitHealthy();
+      },
+      async waitHealthy() {
+        if (child) await waitHealthy(clientUrl, () => output, child);
+      },
+      async kill() {
+        if (!child) return;
+        const c = child;
+        c.kill('SIGCONT');
+        c.kill('SIGKILL');
+        await exitOf(c);
+      },
+      pause() {
+        child?.kill('SIGSTOP');
+      },
+      resume() {
+        child?.kill('SIGCONT');
+      },
+      async restart() {
+        await member.kill();
+        await member.start(true);
+      },
+      async stop() {
+        if (!child) return;
+        const c = child;
+        c.kill('SIGCONT');
+        c.kill('SIGTERM');
+        const timer = setTimeout(() => c.kill('SIGKILL'), STOP_TIMEOUT_MS);
+        await exitOf(c);
+        clearTimeout(timer);
+      },
+    };
+    return member;
+  });
+
+  try {
+    // Members of a new cluster only become healthy together (they need a quorum).
+    await Promise.all(members.map((m) => m.start(false)));
+    await Promise.all(members.map((m) => m.waitHealthy()));
+  } catch (err) {
+    await Promise.all(members.map((m) => m.stop()));
+    rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
+  const endpoints = members.map((m) => m.clientUrl);
+  return {
+    members,
+    endpoints,
+    etcdFlag: endpoints.join(','),
+    async stop() {
+      await Promise.all(members.map((m) => m.stop()));
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
