@@ -375,3 +375,63 @@ export function encodeErrorFrame(err: FrameError): Uint8Array {
   if (relay.length) w.varint(0x22).bytes(relay);
   return w.buf;
 }
+
+/** `ServerForMailboxRequest`: which relay owns a route (proto/hashmail/v2/mailbox.proto). */
+export interface ServerForMailboxRequest {
+  route: string;
+  create: boolean;
+}
+
+/** `ServerForMailboxResponse`: the owner's instance id and `HOST:PORT`. */
+export interface ServerForMailboxResponse {
+  id: string;
+  address: string;
+}
+
+function encodeStringsAndFlag(strings: [number, string][], flag: [number, boolean] | null): Uint8Array {
+  const encoded = strings.map(([n, s]) => [n, utf8Encoder.encode(s)] as const).filter(([, b]) => b.length > 0);
+  const size = encoded.reduce((sum, [, b]) => sum + lenField(b.length), 0) + (flag?.[1] ? 2 : 0);
+  const w = new Writer(size);
+  for (const [n, b] of encoded) w.varint(n * 8 + WIRE_LEN).bytes(b);
+  if (flag?.[1]) w.varint(flag[0] * 8 + WIRE_VARINT).varint(1);
+  return w.buf;
+}
+
+export function encodeServerForMailboxRequest(req: ServerForMailboxRequest): Uint8Array {
+  return encodeStringsAndFlag([[1, req.route]], [2, req.create]);
+}
+
+export function decodeServerForMailboxRequest(buf: Uint8Array): ServerForMailboxRequest {
+  const req: ServerForMailboxRequest = { route: '', create: false };
+  eachField(buf, (n, wt, c) => {
+    if (n === 1) {
+      expectLen(wt, 'ServerForMailboxRequest.route');
+      req.route = utf8Decoder.decode(readBytes(c));
+      return true;
+    }
+    if (n === 2) {
+      expectVarint(wt, 'ServerForMailboxRequest.create');
+      req.create = readVarint(c) !== 0;
+      return true;
+    }
+    return false;
+  });
+  return req;
+}
+
+export function encodeServerForMailboxResponse(res: ServerForMailboxResponse): Uint8Array {
+  return encodeStringsAndFlag([[1, res.id], [2, res.address]], null);
+}
+
+export function decodeServerForMailboxResponse(buf: Uint8Array): ServerForMailboxResponse {
+  const res: ServerForMailboxResponse = { id: '', address: '' };
+  eachField(buf, (n, wt, c) => {
+    if (n !== 1 && n !== 2) return false;
+    expectLen(wt, n === 1 ? 'ServerForMailboxResponse.id' : 'ServerForMailboxResponse.address');
+    const text = utf8Decoder.decode(readBytes(c));
+    if (n === 1) res.id = text;
+    else res.address = text;
+    return true;
+  });
+  return res;
+}

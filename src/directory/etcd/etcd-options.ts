@@ -1,0 +1,47 @@
+/**
+ * What the etcd directory needs to run, built from the `directory.*` config
+ * keys (etcdOptionsFromConfig) by `hashmail relay`, `gateway` and `status`.
+ */
+import type { Config } from '../../config/schema.js';
+import type { Logger } from '../../observe/logger.js';
+import type { PlacementPolicy } from '../placement.js';
+
+export interface EtcdDirectoryOptions {
+  endpoints: string[];
+  /** Empty strings: not set. */
+  auth: { username: string; password: string };
+  tls: { caFile: string; certFile: string; keyFile: string };
+  /** Key prefix, ending in '/'. */
+  prefix: string;
+  leaseTtlMs: number;
+  callTimeoutMs: number;
+  maxTxnsInFlight: number;
+  keysPerLease: number;
+  loadPublishIntervalMs: number;
+  placement: PlacementPolicy;
+  /**
+   * A file that outlives a restart (in server.dataDir) where a relay keeps the
+   * ids of its leases, so a restart revokes them at once and its sessions move
+   * without waiting for the TTL. Empty: none (lookup-only members).
+   */
+  leaseStateFile: string;
+  logger: Logger;
+}
+
+export function etcdOptionsFromConfig(config: Config, logger: Logger, leaseStateFile = ''): EtcdDirectoryOptions {
+  const d = config.directory;
+  return {
+    endpoints: d.etcdEndpoints,
+    auth: { username: d.etcdUsername, password: d.etcdPassword },
+    tls: { caFile: d.etcdCaFile, certFile: d.etcdCertFile, keyFile: d.etcdKeyFile },
+    prefix: d.prefix.endsWith('/') ? d.prefix : `${d.prefix}/`,
+    leaseTtlMs: d.leaseTtlMs,
+    callTimeoutMs: d.callTimeoutMs,
+    maxTxnsInFlight: d.maxTxnsInFlight,
+    keysPerLease: d.keysPerLease,
+    loadPublishIntervalMs: d.loadPublishIntervalMs,
+    placement: d.placement,
+    leaseStateFile,
+    logger,
+  };
+}
