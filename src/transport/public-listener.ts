@@ -18,6 +18,7 @@ import { limitReached } from '../session/errors.js';
 import type { ClientAddressPolicy } from './client-address.js';
 import { endWithin } from './end-within.js';
 import { encodeGrpcMessage } from './grpc-message.js';
+import { openFileLimit } from './open-file-limit.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 
 /** A connection that sends nothing decisive within this is closed (slowloris guard). */
@@ -33,6 +34,10 @@ const MAX_PREFACE_BYTES = 4096;
  * grace whatever the peer does: "gone within a second".
  */
 export const REFUSAL_GRACE_MS = 500;
+/** Connections over limits.maxConnections still answered with a refusal before the kernel-level cut-off. */
+const REFUSAL_HEADROOM = 1000;
+/** Descriptors kept free of public sockets: admin listener, etcd, logs, files. */
+const RESERVED_FDS = 256;
 
 export interface PublicListenerOptions {
   listen: string;
@@ -110,6 +115,17 @@ export class PublicListener {
       listener.options.logger.debug({ err: err.message }, 'client socket error');
     };
     this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
+    // Past this, Node closes a new socket at once, unanswered: refused
+    // connections are answered only while descriptors are plentiful.
+    const fdLimit = openFileLimit();
+    const hardCap = options.maxConnections + REFUSAL_HEADROOM;
+    this.server.maxConnections = fdLimit === null ? hardCap : Math.max(1, Math.min(hardCap, fdLimit - RESERVED_FDS));
+    if (this.server.maxConnections <= options.maxConnections) {
+      options.logger.warn(
+        { maxConnections: options.maxConnections, openFileLimit: fdLimit, cutOff: this.server.maxConnections },
+        'limits.maxConnections is above what the open-file limit allows: connections past the cut-off are closed unanswered (raise ulimit -n or lower the key)',
+      );
+    }
     this.refusals.on('session', (session) => refuseSession(session, this.refusalText));
   }
 
@@ -145,12 +161,16 @@ export class PublicListener {
     socket.once('close', this.onSocketClose);
     this.sockets.set(socket, null);
     this.options.stats.connectionsOpen++;
-    const timer = setTimeout(() => socket.destroy(), this.prefaceTimeoutMs);
-    timer.unref();
     let buffered: Buffer = EMPTY;
     const peer = socket.remoteAddress ?? 'unknown';
     const proxyRule = this.options.clientAddress.proxyHeaderFrom(peer);
     let address: string | null = proxyRule === 'off' ? peer : null;
+    // Without a PROXY header to wait for, the client is known now: count it at
+    // once, so connections that never send a byte count against its limit too,
+    // and one over a limit waits only the refusal grace for its first bytes.
+    const overLimitNow = address === null ? null : this.countConnection(socket, address);
+    const timer = setTimeout(() => socket.destroy(), overLimitNow ? REFUSAL_GRACE_MS : this.prefaceTimeoutMs);
+    timer.unref();
 
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
@@ -194,17 +214,29 @@ export class PublicListener {
     this.options.stats.connectionAddresses = this.perAddress.size;
   }
 
-  /** Connection limits, then TLS, then the protocol handoff. */
-  private admitted(socket: net.Socket, address: string): void {
-    overrideRemoteAddress(socket, address);
+  /**
+   * Counts `socket` under its client's limit key; the config key of the limit
+   * it is over, or null. Once per socket: at accept, or after its PROXY header.
+   */
+  private countConnection(socket: net.Socket, address: string): string | null {
     const key = this.options.clientAddress.limitKey(address);
     const count = (this.perAddress.get(key) ?? 0) + 1;
     this.perAddress.set(key, count);
     this.options.stats.connectionAddresses = this.perAddress.size;
     this.sockets.set(socket, key);
-    let overLimit: string | null = null;
-    if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
-    else if (count > this.options.maxConnectionsPerAddress) overLimit = 'limits.maxConnectionsPerAddress';
+    if (this.sockets.size > this.options.maxConnections) return 'limits.maxConnections';
+    if (count > this.options.maxConnectionsPerAddress) return 'limits.maxConnectionsPerAddress';
+    return null;
+  }
+
+  /** Connection limits, then TLS, then the protocol handoff. */
+  private admitted(socket: net.Socket, address: string): void {
+    overrideRemoteAddress(socket, address);
+    const key = this.sockets.get(socket);
+    let overLimit: string | null;
+    if (key == null) overLimit = this.countConnection(socket, address);
+    else if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
+    else overLimit = (this.perAddress.get(key) ?? 0) > this.options.maxConnectionsPerAddress ? 'limits.maxConnectionsPerAddress' : null;
     if (overLimit) this.options.limitHit(overLimit);
 
     if (!this.tlsServer) {

@@ -28,6 +28,8 @@ const CLOSE_BOUND_MS = REFUSAL_GRACE_MS + 2_500;
 const HTTP1_REFUSED = 200;
 const H2_SILENT_REFUSED = 100;
 const GRPC_REFUSED = 20;
+/** Well under the 10 s preface timeout each: only counting at accept closes them within the grace. */
+const SILENT_REFUSED = 100;
 const PARALLEL = 20;
 
 const REQUEST = 'GET /v1/lightning-node-connect/hashmail HTTP/1.1\r\nHost: x\r\n\r\n';
@@ -133,6 +135,17 @@ function transportSuite(transport: 'plain' | 'TLS'): void {
       });
       assert.equal((await limitHits(server)) - hitsBefore, GRPC_REFUSED + H2_SILENT_REFUSED);
       await expectRecovered(server, base, probe, { rssBoundBytes: base.rssBytes + RSS_GROWTH_BOUND_BYTES, what: 'refused HTTP/2' });
+    });
+
+    test(`${SILENT_REFUSED} connections that never send a byte count against the address at once and are closed within the grace`, async () => {
+      const base = await footprint(server);
+      await inBatches(SILENT_REFUSED, PARALLEL, async (i) => {
+        // Plain TCP even on the TLS port: not even a ClientHello.
+        const conn = await openRaw(server.port);
+        opened.push(conn);
+        await conn.whenClosed(CLOSE_BOUND_MS, `silent connection ${i}`);
+      });
+      await expectRecovered(server, base, probe, { rssBoundBytes: base.rssBytes + RSS_GROWTH_BOUND_BYTES, what: `${SILENT_REFUSED} silent connections` });
     });
   });
 }
