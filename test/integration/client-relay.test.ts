@@ -9,6 +9,7 @@
  * Every wait is bounded; everything listens on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { connect, forgetLookupSupport, type ConnectOptions, type MailboxConnection, type ReconnectedInfo, type TransportName } from '../../src/client/index.js';
@@ -16,7 +17,7 @@ import { flipSid } from '../../src/client/bytes.js';
 import { routeOfSid } from '../../src/directory/route.js';
 import { freePort } from '../helpers/etcd.js';
 import { startLookupInstance, type LookupInstance } from '../helpers/lookup-instance.js';
-import { startServer, type RunningServer } from '../helpers/server.js';
+import { BIN, ROOT, startServer, type RunningServer } from '../helpers/server.js';
 
 const STEP_TIMEOUT_MS = 10_000;
 /** A relay going away: both parties back off (ceilings from 100 ms) and the app retries "not found" until the node is back. */
@@ -134,6 +135,66 @@ describe('client: finding the relay', () => {
     assert.equal(b.relay, owner.address);
     await exchange(a, b, 'list');
   });
+});
+
+/** A `hashmail pipe` child; its stdout and stderr collected; `waitFor` bounded. */
+function startPipe(args: string[]): { input(text: string): void; waitFor(stream: 'stdout' | 'stderr', text: string): Promise<void>; kill(): void } {
+  const child = spawn(process.execPath, [BIN, 'pipe', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  child.stdin.on('error', () => undefined);
+  return {
+    input: (text) => child.stdin.write(text),
+    waitFor: (stream, text) =>
+      bounded(
+        new Promise<void>((resolve, reject) => {
+          const check = (): void => {
+            if (out[stream].includes(text)) resolve();
+          };
+          child[stream].on('data', check);
+          child.once('exit', (code) => reject(new Error(`pipe exited (${code}) before printing '${text}': ${out.stderr}`)));
+          check();
+        }),
+        `pipe ${stream}: ${text}`,
+      ),
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+describe('hashmail pipe --protocol v2 --server ANY_INSTANCE', () => {
+  let owner: RunningServer;
+  let instance: LookupInstance;
+  before(async () => {
+    owner = await startServer();
+    instance = await startLookupInstance(owner.address);
+  });
+  after(async () => {
+    await instance.close();
+    await owner.stop();
+  });
+
+  for (const transport of TRANSPORTS) {
+    test(`${transport}: two pipes given a non-owner instance (one behind a dead one) meet on the owner`, async () => {
+      const sid = randomBytes(64);
+      const peer = Buffer.from(flipSid(sid));
+      const dead = `127.0.0.1:${await freePort()}`;
+      const at = lookupAt(instance, transport);
+      const common = ['--insecure', '--protocol', 'v2', '--transport', transport, '--create'];
+      const a = startPipe(['--server', at, '--sid', sid.toString('hex'), ...common]);
+      const b = startPipe(['--server', `${dead},${at}`, '--sid', peer.toString('hex'), ...common]);
+      try {
+        await Promise.all([a.waitFor('stderr', 'peer present'), b.waitFor('stderr', 'peer present')]);
+        a.input('hello from a\n');
+        b.input('hello from b\n');
+        await Promise.all([b.waitFor('stdout', 'hello from a\n'), a.waitFor('stdout', 'hello from b\n')]);
+      } finally {
+        a.kill();
+        b.kill();
+      }
+      assert.ok(instance.lookups.filter((l) => l.route === routeOfSid(sid)).length >= 2, 'both pipes looked the route up');
+    });
+  }
 });
 
 describe('client: looking up again after the relay went away', () => {
