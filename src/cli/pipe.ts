@@ -36,7 +36,7 @@ const EXIT_USAGE = 2;
 const NEWLINE = Buffer.from('\n');
 const EMPTY = Buffer.alloc(0);
 
-export const PIPE_USAGE = `Usage: hashmail pipe --server HOST:PORT [--insecure|--tls-skip-verify] --sid HEX128
+export const PIPE_USAGE = `Usage: hashmail pipe --server HOST:PORT[,HOST:PORT...] [--insecure|--tls-skip-verify] --sid HEX128
                      [--create] [--raw] [--protocol auto|v2|v1] [--transport grpc|websocket]
 
 Netcat for a mailbox. Acts as a party that reads SID and writes SID^1 (bit 0
@@ -50,6 +50,11 @@ received messages -> stdout: one line per message (message bytes + newline).
 
 Options:
   --server HOST:PORT   mailbox server to connect to (IPv6: [ADDR]:PORT). Required.
+                       Any instance of a cluster: with v2 the pipe looks up
+                       the relay that owns the session there and dials it
+                       (a single server answers with itself; an older one is
+                       dialed directly). Several instances, comma-separated,
+                       are asked in order (v1 over gRPC uses the first).
   --insecure           plain text (h2c / ws://), no TLS.
   --tls-skip-verify    TLS without verifying the server certificate or name
                        (self-signed servers). Default without either flag:
@@ -90,7 +95,8 @@ export interface PipeIo {
 }
 
 interface PipeOptions {
-  address: string;
+  /** The instances of --server, in order. */
+  addresses: string[];
   security: TransportSecurity;
   sid: Buffer;
   create: boolean;
@@ -153,7 +159,7 @@ function parseOptions(argv: string[]): PipeOptions | 'help' {
     throw new UsageError('--insecure and --tls-skip-verify exclude each other');
   }
   return {
-    address: parseAddress(values.server),
+    addresses: values.server.split(',').map((s) => parseAddress(s.trim())),
     security: values.insecure ? 'insecure' : values['tls-skip-verify'] ? 'tls-skip-verify' : 'tls',
     sid: parseSid(values.sid),
     create: values.create === true,
@@ -224,7 +230,7 @@ async function pipeLibrary(options: PipeOptions, io: PipeIo): Promise<number> {
   let stdinDone = false;
   try {
     const connecting = connect({
-      server: options.address,
+      server: options.addresses,
       insecure: options.security === 'insecure',
       tlsSkipVerify: options.security === 'tls-skip-verify',
       sid: options.sid,
@@ -274,7 +280,7 @@ async function pipeLibrary(options: PipeOptions, io: PipeIo): Promise<number> {
 }
 
 async function pipeLegacy(options: PipeOptions, io: PipeIo): Promise<number> {
-  const client = new LegacyHashMailClient({ address: options.address, security: options.security });
+  const client = new LegacyHashMailClient({ address: options.addresses[0], security: options.security });
   const run = outcomes(io);
   const { finished, finish } = run;
 

@@ -5,6 +5,7 @@
  */
 import { MailboxConnection } from './connection.js';
 import type { TransportOpeners } from './link.js';
+import { fetchGet, httpRelayLookup, type HttpGet } from './relay-lookup.js';
 import { resolveOptions, type ConnectOptions, type TransportName } from './options.js';
 import { v1WebSocketOpener } from './v1-websocket.js';
 import { v2WebSocketOpener } from './v2-websocket.js';
@@ -12,8 +13,15 @@ import { loadWebSocket } from './websocket.js';
 
 /** Loads the gRPC openers, or null where gRPC cannot run. */
 export type GrpcLoader = (() => Promise<TransportOpeners>) | null;
+/** Loads the GET of the HTTP lookup (Node: one that honours tlsSkipVerify), or null for fetch. */
+export type HttpGetLoader = ((options: { tlsSkipVerify: boolean }) => Promise<HttpGet>) | null;
 
-export async function connectWith(options: ConnectOptions, loadGrpc: GrpcLoader, defaultTransport: TransportName): Promise<MailboxConnection> {
+export async function connectWith(
+  options: ConnectOptions,
+  loadGrpc: GrpcLoader,
+  defaultTransport: TransportName,
+  loadHttpGet: HttpGetLoader = null,
+): Promise<MailboxConnection> {
   const resolved = await resolveOptions(options, defaultTransport);
   let openers: TransportOpeners;
   if (resolved.transport === 'grpc') {
@@ -21,7 +29,8 @@ export async function connectWith(options: ConnectOptions, loadGrpc: GrpcLoader,
     openers = await loadGrpc();
   } else {
     const factory = await loadWebSocket({ tlsSkipVerify: resolved.tlsSkipVerify });
-    openers = { openV2: v2WebSocketOpener(factory), openV1: v1WebSocketOpener(factory) };
+    const get = loadHttpGet ? await loadHttpGet({ tlsSkipVerify: resolved.tlsSkipVerify }) : fetchGet;
+    openers = { openV2: v2WebSocketOpener(factory), openV1: v1WebSocketOpener(factory), lookup: httpRelayLookup(get) };
   }
   return MailboxConnection.open(resolved, openers);
 }

@@ -13,17 +13,40 @@
  *   until the node is back;
  * - a relay that has not yet noticed our old stream died reports it
  *   "occupied" until it does; that is retried too.
+ *
+ * Finding the relay (relay-finder.ts): every attempt first looks the
+ * session's route up on the configured instance(s) and dials the owner, so
+ * after a relay died, drained or lost its lease the next attempt finds the
+ * session's new relay. A relay that names the owner instead (Error with
+ * relay_address) is dialed at once, without backoff or lookup, at most
+ * MAX_REDIRECT_HOPS times in a row; then the route is looked up afresh.
  */
 import { Backoff, sleep } from './backoff.js';
 import { Emitter, type EventMap } from './emitter.js';
-import { ConnectionLost, isRetryable, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
+import { ConnectionLost, isRetryable, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
 import type { Link, LinkHandlers, TransportOpeners } from './link.js';
 import { openNegotiated, type NegotiateParams } from './negotiate.js';
 import type { AttachMode, ResolvedOptions } from './options.js';
+import { findRelay, relayAddress, type RelayTarget, type RelayVia } from './relay-finder.js';
+import { sessionRoute } from '../wire/route.js';
 
 /** How long after losing its link a connection keeps retrying "stream not found" / "stream occupied" (ms). */
 export const RESUME_GRACE_MS = 30_000;
+/** Redirects (Error with relay_address) followed in a row before the route is looked up again: bounds a loop between relays that disagree. */
+export const MAX_REDIRECT_HOPS = 3;
+/** Lookups in one attempt (each followed by up to MAX_REDIRECT_HOPS redirects); then the attempt fails and the backoff paces the next. */
+export const MAX_LOOKUPS_PER_ATTEMPT = 2;
+
+/** A relay about to be dialed. */
+export interface DialInfo {
+  /** `HOST:PORT` of the relay. */
+  relay: string;
+  /** 'lookup': an instance named it; 'redirect': a relay named it (Error.relay_address); 'direct': the configured server, which serves no lookups. */
+  via: RelayVia;
+  /** The instance that answered the lookup. */
+  lookupServer?: string;
+}
 
 export interface ReconnectingInfo {
   /** 1 for the first attempt after a loss. */
@@ -39,6 +62,8 @@ export interface ReconnectedInfo {
   attempts: number;
   version: 1 | 2;
   peerPresent: boolean;
+  /** `HOST:PORT` of the relay now attached. */
+  relay: string;
 }
 
 export interface MailboxEvents extends EventMap {
@@ -46,6 +71,8 @@ export interface MailboxEvents extends EventMap {
   presence: [present: boolean];
   /** The link broke; a new attempt follows after `delayMs`. */
   reconnecting: [info: ReconnectingInfo];
+  /** A relay is about to be dialed (each attempt, redirect and fallback). */
+  dial: [info: DialInfo];
   /** A new link is attached. */
   reconnected: [info: ReconnectedInfo];
   /** The connection is over: null after close(), else the error the iterator throws. */
@@ -66,6 +93,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     () => this.link?.resume(),
   );
   private wakeUp: (() => void)[] = [];
+  private route: string | null = null;
+  /** `HOST:PORT` of the relay of the current (or last) link. */
+  private relayAuthority = '';
+  /** Where a relay that ended our link said the session went: the next attempt goes there at once. */
+  private redirect: RelayTarget | null = null;
 
   /** Use `connect()`. */
   private constructor(
@@ -96,6 +128,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   /** Protocol version of the current (or last) link. */
   get version(): 1 | 2 {
     return this.lastVersion;
+  }
+
+  /** `HOST:PORT` of the relay of the current (or last) link. */
+  get relay(): string {
+    return this.relayAuthority;
   }
 
   /** Whether the peer is attached. Always false in v1, which cannot tell, and while reconnecting. */
@@ -157,7 +194,49 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     return this.closing;
   }
 
+  /** Finds the session's relay and attaches there, following redirects (bounded, see MAX_REDIRECT_HOPS). */
   private async openLink(attach: AttachMode): Promise<void> {
+    const redirected = this.redirect;
+    this.redirect = null;
+    let target = redirected ?? (await this.findTarget(attach));
+    let hops = redirected ? 1 : 0;
+    let lookups = redirected ? 0 : 1;
+    for (;;) {
+      try {
+        await this.openLinkAt(target, attach);
+        return;
+      } catch (err) {
+        if (!(err instanceof RelayMoved) || this.closed) throw err;
+        if (hops < MAX_REDIRECT_HOPS) {
+          hops++;
+          target = { server: relayAddress(err.relayAddress, this.options.server), via: 'redirect' };
+        } else if (lookups < MAX_LOOKUPS_PER_ATTEMPT) {
+          lookups++;
+          hops = 0;
+          target = await this.findTarget(attach);
+        } else {
+          throw err;
+        }
+      }
+    }
+  }
+
+  private async findTarget(attach: AttachMode): Promise<RelayTarget> {
+    this.route ??= await sessionRoute(this.options.sid);
+    return findRelay({
+      servers: this.options.servers,
+      transport: this.options.transport,
+      protocol: this.options.protocol,
+      lookup: this.negotiate.openers.lookup ?? null,
+      route: this.route,
+      create: attach === 'create',
+      tlsSkipVerify: this.options.tlsSkipVerify,
+      signal: this.lifetime.signal,
+    });
+  }
+
+  private async openLinkAt(target: RelayTarget, attach: AttachMode): Promise<void> {
+    this.emit('dial', { relay: target.server.authority, via: target.via, ...(target.lookupServer ? { lookupServer: target.lookupServer } : {}) });
     let mine: Link | null = null;
     let endedEarly: HashmailClientError | null = null;
     const handlers: LinkHandlers = {
@@ -172,7 +251,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         else endedEarly = err;
       },
     };
-    const req = { server: this.options.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
+    const req = { server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();
@@ -181,6 +260,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     if (endedEarly) throw endedEarly;
     mine = link;
     this.link = link;
+    this.relayAuthority = target.server.authority;
     this.lastVersion = link.version;
     if (this.inbox.isPaused) link.pause();
     this.setPresence(link.peerPresent);
@@ -198,6 +278,13 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     this.notify();
     if (this.closed) return;
     if (!this.options.reconnect || !isRetryable(err)) return this.fail(err);
+    if (err instanceof RelayMoved) {
+      try {
+        this.redirect = { server: relayAddress(err.relayAddress, this.options.server), via: 'redirect' };
+      } catch {
+        this.redirect = null;
+      }
+    }
     void this.reconnectLoop(err);
   }
 
@@ -205,7 +292,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     const lostAt = Date.now();
     let error = cause;
     for (let attempt = 1; ; attempt++) {
-      const delayMs = this.backoff.next();
+      // A relay that named the session's new owner is followed at once; every other attempt waits its jittered turn.
+      const delayMs = attempt === 1 && this.redirect ? 0 : this.backoff.next();
       this.emit('reconnecting', { attempt, delayMs, error });
       try {
         await sleep(delayMs, this.lifetime.signal);
@@ -218,7 +306,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         return this.fail(error);
       }
       this.backoff.reset();
-      this.emit('reconnected', { attempts: attempt, version: this.lastVersion, peerPresent: this.present });
+      this.emit('reconnected', { attempts: attempt, version: this.lastVersion, peerPresent: this.present, relay: this.relayAuthority });
       return;
     }
   }

@@ -59,6 +59,22 @@ export class ConnectionLost extends HashmailClientError {
 }
 
 /**
+ * The relay we dialed does not own the session and named the one that does
+ * (v2 Error with `relay_address`, code 14). Retryable: the connection dials
+ * `relayAddress` at once, without a backoff or a lookup.
+ */
+export class RelayMoved extends ConnectionLost {
+  override name = 'RelayMoved';
+  /** `HOST:PORT` of the relay that owns the session. */
+  readonly relayAddress: string;
+
+  constructor(message: string, relayAddress: string, options?: { cause?: unknown; code?: number }) {
+    super(message, options);
+    this.relayAddress = relayAddress;
+  }
+}
+
+/**
  * Internal: the relay does not serve v2 (gRPC UNIMPLEMENTED, or the
  * WebSocket handshake answered 404/400). Negotiation turns it into a v1
  * fallback, or into UnsupportedVersion when v2 was required.

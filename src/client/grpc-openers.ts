@@ -4,7 +4,8 @@
  * so @grpc/grpc-js and Node built-ins never load on the WebSocket path.
  */
 import type { TransportOpeners } from './link.js';
+import { grpcRelayLookup } from './lookup-grpc.js';
 import { openV1Grpc } from './v1-grpc.js';
 import { openV2Grpc } from './v2-grpc.js';
 
-export const grpcOpeners: TransportOpeners = { openV2: openV2Grpc, openV1: openV1Grpc };
+export const grpcOpeners: TransportOpeners = { openV2: openV2Grpc, openV1: openV1Grpc, lookup: grpcRelayLookup };

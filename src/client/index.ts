@@ -15,21 +15,29 @@
  * Browser safety: this file and everything it imports statically use only
  * standard web APIs (WebSocket, fetch, TextEncoder, crypto.subtle,
  * Uint8Array). The gRPC transport (grpc-js, Node built-ins) is loaded with a
- * dynamic import, and only when `transport: 'grpc'` is chosen. Bundlers that
+ * dynamic import, and only when `transport: 'grpc'` is chosen; so is the
+ * Node GET of the relay lookup (http-get-node.ts), only in Node. Bundlers that
  * follow dynamic imports should use ./browser.js (WebSocket only, no gRPC
  * import anywhere).
  */
-import { connectWith } from './connect.js';
+import { connectWith, type HttpGetLoader } from './connect.js';
 import type { MailboxConnection } from './connection.js';
 import type { ConnectOptions, TransportName } from './options.js';
 
 export * from './public-api.js';
 
+function inNode(): boolean {
+  const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
+  return Boolean(proc?.versions?.node);
+}
+
 /** gRPC in Node, WebSocket elsewhere. */
 function defaultTransport(): TransportName {
-  const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
-  return proc?.versions?.node ? 'grpc' : 'websocket';
+  return inNode() ? 'grpc' : 'websocket';
 }
+
+/** Node's GET for the HTTP lookup (honours tlsSkipVerify); fetch elsewhere. */
+const loadHttpGet: HttpGetLoader = async (options) => (await import('./http-get-node.js')).nodeHttpGet(options);
 
 /**
  * Attaches to the session and resolves once attached: a v2 Welcome (the
@@ -41,5 +49,5 @@ function defaultTransport(): TransportName {
  * protocol 'auto', role 'app', attach 'create', reconnect true.
  */
 export function connect(options: ConnectOptions): Promise<MailboxConnection> {
-  return connectWith(options, async () => (await import('./grpc-openers.js')).grpcOpeners, defaultTransport());
+  return connectWith(options, async () => (await import('./grpc-openers.js')).grpcOpeners, defaultTransport(), inNode() ? loadHttpGet : null);
 }

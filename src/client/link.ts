@@ -5,6 +5,7 @@
  */
 import type { HashmailClientError } from './errors.js';
 import type { AttachMode, Role, ServerAddress } from './options.js';
+import type { RelayLookup } from './relay-lookup.js';
 
 export interface LinkHandlers {
   /** A payload from the peer, in order. May be called before the opener resolves. */
@@ -46,6 +47,8 @@ export type LinkOpener = (req: LinkRequest, handlers: LinkHandlers) => Promise<L
 export interface TransportOpeners {
   openV2: LinkOpener;
   openV1: LinkOpener;
+  /** Asks an instance which relay owns a session (relay-lookup.ts); absent: the configured server is dialed directly. */
+  lookup?: RelayLookup;
 }
 
 /** Bound on a clean close waiting for the relay to confirm (ms); then the stream is dropped. */

@@ -7,7 +7,7 @@
  */
 import { UnsupportedVersion, V2NotServed } from './errors.js';
 import type { Link, LinkHandlers, LinkRequest, TransportOpeners } from './link.js';
-import type { ProtocolChoice, TransportName } from './options.js';
+import type { ProtocolChoice, ServerAddress, TransportName } from './options.js';
 import { V2HandshakeUnexplained } from './v2-websocket.js';
 
 /** How long "this relay has no v2" is trusted before v2 is tried again (ms). */
@@ -16,12 +16,12 @@ export const V2_MISSING_RECHECK_MS = 10 * 60_000;
 /** `transport|host:port` -> when v2 was found missing (Date.now()). */
 const v2Missing = new Map<string, number>();
 
-function cacheKey(transport: TransportName, req: LinkRequest): string {
+function cacheKey(transport: TransportName, req: { server: ServerAddress }): string {
   return `${transport}|${req.server.authority}`;
 }
 
 /** Whether v2 is known to be missing on this relay (for this transport). */
-export function knownV1Only(transport: TransportName, req: LinkRequest, now = Date.now()): boolean {
+export function knownV1Only(transport: TransportName, req: { server: ServerAddress }, now = Date.now()): boolean {
   const key = cacheKey(transport, req);
   const since = v2Missing.get(key);
   if (since === undefined) return false;

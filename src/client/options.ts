@@ -14,11 +14,15 @@ export type AttachMode = 'create' | 'existing';
 
 export interface ConnectOptions {
   /**
-   * The relay: `host:port` (`[v6addr]:port`), or a URL `wss://host[:port]`,
+   * The service: `host:port` (`[v6addr]:port`), or a URL `wss://host[:port]`,
    * `https://host[:port]` (TLS) or `ws://`, `http://` (plain text). A URL
-   * without a port uses 443 (TLS) or 80. Required.
+   * without a port uses 443 (TLS) or 80. Required. Any instance of a cluster
+   * will do: a v2 party looks up the relay that owns its session there and
+   * dials that relay (a single server answers with itself). Several instances
+   * (an array, or one string separated by commas) are asked in order, so one
+   * that is down does not strand the party; TLS is taken from the first.
    */
-  server: string;
+  server: string | readonly string[];
   /** The 64-byte SID this party reads; it writes `sid ^ 1`. Give `sid` or `phrase`. */
   sid?: Uint8Array;
   /**
@@ -73,7 +77,10 @@ export interface ServerAddress {
 }
 
 export interface ResolvedOptions {
+  /** The first of `servers`. */
   server: ServerAddress;
+  /** The instances to ask for the session's relay, in order. */
+  servers: ServerAddress[];
   /** The SID this party reads. */
   sid: Uint8Array;
   role: Role;
@@ -112,6 +119,15 @@ export function parseServer(server: string, insecure: boolean | undefined): Serv
   return { host: url.hostname, port, secure, authority: `${url.hostname}:${port}` };
 }
 
+/** `server` as a list of addresses: an array, or one string separated by commas. */
+export function parseServers(server: string | readonly string[], insecure: boolean | undefined): ServerAddress[] {
+  const list = typeof server === 'string' ? server.split(',').map((s) => s.trim()) : Array.isArray(server) ? [...(server as readonly string[])] : [];
+  if (list.length === 0) throw new TypeError('server is required (host:port or a wss:// / https:// URL)');
+  const servers = list.map((s) => parseServer(s, insecure));
+  if (servers.some((s) => s.secure !== servers[0].secure)) throw new TypeError('server: every instance must use the same TLS setting');
+  return servers;
+}
+
 /** Validates `options` and derives the SID this party reads. */
 export async function resolveOptions(options: ConnectOptions, defaultTransport: TransportName): Promise<ResolvedOptions> {
   if (typeof options !== 'object' || options === null) throw new TypeError('connect needs an options object');
@@ -119,7 +135,7 @@ export async function resolveOptions(options: ConnectOptions, defaultTransport: 
   const transport = oneOf(options.transport, ['grpc', 'websocket'], 'transport', defaultTransport);
   const protocol = oneOf(options.protocol, ['v2', 'v1', 'auto'], 'protocol', 'auto');
   const attach = oneOf(options.attach, ['create', 'existing'], 'attach', 'create');
-  const server = parseServer(options.server, options.insecure);
+  const servers = parseServers(options.server, options.insecure);
   let sid: Uint8Array;
   if (options.sid !== undefined && options.phrase !== undefined) throw new TypeError('give sid or phrase, not both');
   if (options.sid !== undefined) {
@@ -132,7 +148,8 @@ export async function resolveOptions(options: ConnectOptions, defaultTransport: 
     throw new TypeError('sid or phrase is required');
   }
   return {
-    server,
+    server: servers[0],
+    servers,
     sid,
     role,
     transport,

@@ -3,9 +3,11 @@
  * Everything here is browser-safe.
  */
 export type { ConnectOptions, Role, TransportName, ProtocolChoice, AttachMode } from './options.js';
-export type { MailboxConnection, MailboxEvents, ReconnectingInfo, ReconnectedInfo } from './connection.js';
-export { RESUME_GRACE_MS } from './connection.js';
-export { HashmailClientError, SessionNotFound, SessionInUse, UnsupportedVersion, ConnectionLost, StatusCode } from './errors.js';
+export type { MailboxConnection, MailboxEvents, ReconnectingInfo, ReconnectedInfo, DialInfo } from './connection.js';
+export { RESUME_GRACE_MS, MAX_REDIRECT_HOPS } from './connection.js';
+export { forgetLookupSupport, LOOKUP_MISSING_RECHECK_MS, type RelayVia } from './relay-finder.js';
+export { sessionRoute } from '../wire/route.js';
+export { HashmailClientError, SessionNotFound, SessionInUse, UnsupportedVersion, ConnectionLost, RelayMoved, StatusCode } from './errors.js';
 export { Backoff, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, BACKOFF_MULTIPLIER, type BackoffOptions } from './backoff.js';
 export { phraseToEntropy, phraseToSids, type PhraseSids } from './phrase.js';
 export { flipSid, SID_BYTES } from './bytes.js';

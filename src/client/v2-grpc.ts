@@ -5,11 +5,11 @@
  */
 import { Client, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
-import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
+import { ConnectionLost, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
 import { asBuffer, grpcError, isUnimplemented, securityOf } from './grpc-channel.js';
 import { channelCredentials, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
-import { V2FrameRouter } from './v2-stream.js';
+import { errorOfFrame, V2FrameRouter } from './v2-stream.js';
 
 export const V2_CONNECT_PATH = '/hashmail.v2.Mailbox/Connect';
 /** Room for the frame envelope around a maximal payload. */
@@ -129,7 +129,7 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
     call.on('error', (err: ServiceError) => {
       if (localError) return finish(localError);
       const { errorFrame } = router;
-      if (errorFrame) return finish(errorFromStatus(errorFrame.code, errorFrame.message, errorFrame.supportedVersions, err));
+      if (errorFrame) return finish(errorOfFrame(errorFrame, err));
       if (!router.link && isUnimplemented(err)) return finish(new V2NotServed(StatusCode.UNIMPLEMENTED, 'relay does not serve hashmail.v2.Mailbox', { cause: err }));
       finish(grpcError(err));
     });

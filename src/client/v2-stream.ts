@@ -4,11 +4,19 @@
  * presence; an Error frame is kept for the status or close that follows.
  */
 import { PROTOCOL_V2, type FrameError, type ServerFrame } from '../wire/v2-frames.js';
-import { HashmailClientError, StatusCode } from './errors.js';
+import { errorFromStatus, HashmailClientError, RelayMoved, StatusCode } from './errors.js';
 import type { LinkHandlers } from './link.js';
 
 export function protocolError(what: string): HashmailClientError {
   return new HashmailClientError(StatusCode.INTERNAL, `v2 protocol error: ${what}`);
+}
+
+/** The error a v2 Error frame stands for: RelayMoved when it names the relay that owns the session. */
+export function errorOfFrame(frame: FrameError, cause?: unknown): HashmailClientError {
+  if (frame.relayAddress && frame.code === StatusCode.UNAVAILABLE) {
+    return new RelayMoved(frame.message, frame.relayAddress, cause === undefined ? undefined : { cause });
+  }
+  return errorFromStatus(frame.code, frame.message, frame.supportedVersions, cause);
 }
 
 /** The transport's link, as far as the stream needs it. */

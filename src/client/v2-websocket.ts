@@ -5,7 +5,7 @@
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
-import { protocolError, V2FrameRouter } from './v2-stream.js';
+import { errorOfFrame, protocolError, V2FrameRouter } from './v2-stream.js';
 import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, wsBase, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
 
 export const V2_WS_PATH = '/v2/mailbox';
@@ -119,7 +119,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         let err: HashmailClientError;
         const { errorFrame } = router;
         if (errorFrame) {
-          err = errorFromStatus(errorFrame.code, errorFrame.message, errorFrame.supportedVersions);
+          err = errorOfFrame(errorFrame);
         } else if (localError) {
           err = localError;
         } else if (code >= ERROR_CLOSE_BASE && code <= ERROR_CLOSE_MAX) {

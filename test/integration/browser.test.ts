@@ -14,6 +14,12 @@
  *   protocol 'v2' it rejects with ConnectionLost (named
  *   V2HandshakeUnexplained), not UnsupportedVersion as in Node.
  *
+ * - finding the relay: the page computes the session's route (WebCrypto) as
+ *   the directory does, asks a lookup instance (GET /v2/relay, CORS
+ *   allow-all) and dials the real relay it names; against today's serve,
+ *   which has no lookup (a 404 without CORS headers, a failed fetch to the
+ *   page), it dials the relay directly, as the tests above show.
+ *
  * Chromium must be at CHROMIUM_PATH (Debian/CI: `apt-get install -y
  * chromium`); a missing one fails the suite, it is never skipped. Every wait
  * is bounded; everything listens on 127.0.0.1.
@@ -28,6 +34,8 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { connect, UnsupportedVersion, type MailboxConnection, type ProtocolChoice, type Role, type TransportName } from '../../src/client/index.js';
 import { flipSid } from '../../src/client/bytes.js';
+import { routeOfSid } from '../../src/directory/route.js';
+import { startLookupInstance } from '../helpers/lookup-instance.js';
 import { ROOT, startServer, type RunningServer } from '../helpers/server.js';
 
 /** Debian's package (CI installs it in .ci/run); HASHMAIL_TEST_CHROMIUM points elsewhere. */
@@ -71,6 +79,8 @@ interface PageState {
   presence: boolean[];
   receivedCount: number;
   ended: PageError | 'done' | null;
+  /** `HOST:PORT` of the relay the party is attached to. */
+  relay: string;
 }
 
 /** `window.harness` of browser-page.html. */
@@ -79,6 +89,7 @@ interface Harness {
   state(id: number): PageState;
   received(id: number): string[];
   sendRandom(id: number, sizes: number[]): Promise<string[]>;
+  route(sidHex: string): Promise<string>;
   close(id: number): Promise<void>;
   closeAll(): Promise<void>;
 }
@@ -306,6 +317,28 @@ describe('browser bundle in Chromium', () => {
       assert.equal(state.ended, null, 'the page party is still attached');
       assert.equal(state.peerPresent, false);
       assertNoPageErrors();
+    });
+
+    test('the page computes the route as the directory does, looks it up (GET /v2/relay) on another instance and dials the relay it names', async () => {
+      const sid = newSid();
+      const pageRoute = await inPage(page.evaluate((hex) => (window as unknown as HarnessWindow).harness.route(hex), toHex(sid)), 'route');
+      assert.equal(pageRoute, routeOfSid(sid));
+      assert.equal(await inPage(page.evaluate((hex) => (window as unknown as HarnessWindow).harness.route(hex), toHex(flipSid(sid))), 'route'), pageRoute);
+
+      const instance = await startLookupInstance(server.address);
+      try {
+        const options: PageConnectOptions = { server: `ws://${instance.httpAddress}`, sidHex: toHex(flipSid(sid)), transport: 'websocket', protocol: 'v2', role: 'app' };
+        const result = await inPage(page.evaluate((o) => (window as unknown as HarnessWindow).harness.connect(o), options), 'connect through the lookup');
+        if ('error' in result) assert.fail(`the page's connect failed: ${result.error.name}: ${result.error.message}`);
+        assert.deepEqual(instance.lookups, [{ transport: 'http', route: pageRoute, create: true }]);
+        assert.equal((await pageState(result.id)).relay, server.address, 'the page attached to the relay the lookup named');
+        const node = await nodeParty(server, sid, 'node', 'grpc', 'v2');
+        assert.equal(node.peerPresent, true, 'both parties on one relay');
+        await exchange(result.id, node, 20);
+        assertNoPageErrors();
+      } finally {
+        await instance.close();
+      }
     });
 
     test('Node party over WebSocket first, then the page; 100 messages each way; the Node party leaves', async () => {

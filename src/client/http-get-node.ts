@@ -1,0 +1,33 @@
+/**
+ * Node-only: the HTTP lookup's GET over node:http / node:https, which (unlike
+ * fetch in Node 20) can skip certificate verification for self-signed test
+ * relays. The Node entry (index.ts) loads it with a dynamic import; the
+ * browser entry never does and uses fetch.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { HttpGet } from './relay-lookup.js';
+
+/** A lookup answer is a few hundred bytes; anything longer is not ours. */
+const MAX_BODY_BYTES = 16 * 1024;
+
+export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
+  return (url, { signal, timeoutMs }) =>
+    new Promise((resolve, reject) => {
+      const secure = url.startsWith('https:');
+      const get = secure ? https.get : http.get;
+      const req = get(url, { signal, timeout: timeoutMs, agent: false, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify } : {}) }, (res) => {
+        const chunks: Buffer[] = [];
+        let length = 0;
+        res.on('data', (chunk: Buffer) => {
+          length += chunk.length;
+          if (length <= MAX_BODY_BYTES) chunks.push(chunk);
+          else res.destroy(new Error('lookup answer too long'));
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.on('error', reject);
+    });
+}

@@ -1,0 +1,68 @@
+/**
+ * Node-only: the gRPC lookup, unary `/hashmail.v2.Mailbox/ServerForMailbox`.
+ * The channel is made ready first (failing at its first failed connection
+ * attempt, as the link openers do, not at the deadline), so that an UNAVAILABLE from the call is
+ * the instance's answer ("directory unavailable") and an instance that cannot
+ * be reached is told apart (LookupUnreachable).
+ */
+import { Client, connectivityState, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { decodeServerForMailboxResponse, encodeServerForMailboxRequest, type ServerForMailboxResponse } from '../wire/v2-frames.js';
+import { ConnectionLost, errorFromStatus, StatusCode } from './errors.js';
+import { asBuffer, securityOf } from './grpc-channel.js';
+import { channelCredentials, errorText } from './legacy-grpc.js';
+import { LOOKUP_TIMEOUT_MS, LookupUnreachable, type LookupAnswer, type RelayLookup } from './relay-lookup.js';
+
+export const SERVER_FOR_MAILBOX_PATH = '/hashmail.v2.Mailbox/ServerForMailbox';
+
+export const grpcRelayLookup: RelayLookup = (req) =>
+  new Promise<LookupAnswer>((resolve, reject) => {
+    const client = new Client(req.server.authority, channelCredentials(securityOf(req.server, req.tlsSkipVerify)));
+    const deadline = Date.now() + LOOKUP_TIMEOUT_MS;
+    let settled = false;
+    const settle = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      req.signal.removeEventListener('abort', onAbort);
+      client.close();
+      fn();
+    };
+    const onAbort = (): void => settle(() => reject(new ConnectionLost('connect aborted', { cause: req.signal.reason })));
+    if (req.signal.aborted) return onAbort();
+    req.signal.addEventListener('abort', onAbort, { once: true });
+    whenReady(client, deadline, (readyErr) => {
+      if (settled) return;
+      if (readyErr) {
+        return settle(() => reject(new LookupUnreachable(`relay lookup at ${req.server.authority} failed: ${readyErr.message}`, { cause: readyErr })));
+      }
+      client.makeUnaryRequest(
+        SERVER_FOR_MAILBOX_PATH,
+        (r: { route: string; create: boolean }) => asBuffer(encodeServerForMailboxRequest(r)),
+        (buf: Buffer) => decodeServerForMailboxResponse(buf),
+        { route: req.route, create: req.create },
+        new Metadata(),
+        { deadline },
+        (err: ServiceError | null, res?: ServerForMailboxResponse) => {
+          settle(() => {
+            if (!err && res?.address) return resolve({ kind: 'owner', id: res.id, address: res.address });
+            if (!err) return resolve({ kind: 'not-served', why: 'ServerForMailbox answered without an address' });
+            if (err.code === status.UNIMPLEMENTED) return resolve({ kind: 'not-served', why: 'UNIMPLEMENTED' });
+            if (err.code === status.NOT_FOUND) return resolve({ kind: 'not-placed', message: errorText(err) });
+            if (err.code === status.RESOURCE_EXHAUSTED) return reject(new ConnectionLost(errorText(err), { code: StatusCode.RESOURCE_EXHAUSTED, cause: err }));
+            reject(errorFromStatus(err.code, errorText(err), [], err));
+          });
+        },
+      );
+    });
+  });
+
+/** Calls back once the channel is READY, or with an error at its first failed connection attempt or the deadline. */
+function whenReady(client: Client, deadline: number, done: (err: Error | null) => void): void {
+  const channel = client.getChannel();
+  const check = (): void => {
+    const state = channel.getConnectivityState(true);
+    if (state === connectivityState.READY) return done(null);
+    if (state === connectivityState.TRANSIENT_FAILURE || state === connectivityState.SHUTDOWN) return done(new Error('no connection established'));
+    channel.watchConnectivityState(state, deadline, (err) => (err ? done(err) : check()));
+  };
+  check();
+}

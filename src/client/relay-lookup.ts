@@ -1,0 +1,132 @@
+/**
+ * Asking an instance which relay owns a session: the answer types every
+ * lookup transport shares, and the HTTP lookup (`GET /v2/relay?route=R`,
+ * the WebSocket transport's and browsers') over an injectable GET, so the
+ * browser uses fetch and Node a GET that honours tlsSkipVerify
+ * (http-get-node.ts). The gRPC lookup is in lookup-grpc.ts (Node only).
+ * Browser-safe.
+ */
+import { ConnectionLost, HashmailClientError, StatusCode } from './errors.js';
+import type { ServerAddress } from './options.js';
+import { httpBase } from './websocket.js';
+
+/** Bound on one lookup, connection included (ms). */
+export const LOOKUP_TIMEOUT_MS = 10_000;
+export const RELAY_LOOKUP_PATH = '/v2/relay';
+
+export interface LookupRequest {
+  /** The instance asked (any instance of the service). */
+  server: ServerAddress;
+  route: string;
+  /** Place the session if no relay owns it (the party attaches with 'create'). */
+  create: boolean;
+  tlsSkipVerify: boolean;
+  signal: AbortSignal;
+}
+
+export type LookupAnswer =
+  /** The owner's instance id and advertised `HOST:PORT`. */
+  | { kind: 'owner'; id: string; address: string }
+  /** No relay owns the session and `create` was false. */
+  | { kind: 'not-placed'; message: string }
+  /** The instance does not serve lookups (an old single server): dial it directly. */
+  | { kind: 'not-served'; why: string };
+
+/**
+ * Resolves with the instance's answer. Rejects with LookupUnreachable when no
+ * answer came (connection refused, TLS failure, timeout; in a browser also a
+ * CORS refusal), with ConnectionLost when the instance answered "try again"
+ * (directory unavailable, no relay available), with another
+ * HashmailClientError when it refused the request.
+ */
+export type RelayLookup = (req: LookupRequest) => Promise<LookupAnswer>;
+
+/** The lookup got no answer from the instance. */
+export class LookupUnreachable extends ConnectionLost {
+  override name = 'LookupUnreachable';
+}
+
+/** What a GET answered. */
+export interface HttpAnswer {
+  status: number;
+  body: string;
+}
+
+/** GETs `url`; rejects when no HTTP answer came. */
+export type HttpGet = (url: string, options: { signal: AbortSignal; timeoutMs: number }) => Promise<HttpAnswer>;
+
+/** GET through fetch (browsers; Node when the certificate is verified). */
+export const fetchGet: HttpGet = async (url, { signal, timeoutMs }) => {
+  const res = await fetch(url, { method: 'GET', signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), cache: 'no-store' });
+  return { status: res.status, body: await res.text() };
+};
+
+/** HTTP statuses a server without the lookup gives for an unknown path or method. */
+const NOT_SERVED_STATUSES = [404, 405, 501];
+/** HTTP statuses that mean "try again" even without our error body (a balancer in front). */
+const RETRY_STATUSES = [429, 502, 503, 504];
+
+interface ErrorBody {
+  code: number;
+  message: string;
+}
+
+/** Our JSON error body `{"error": {"code", "message"}}`, or null for anything else (another server's 404 page). */
+function errorBody(text: string): ErrorBody | null {
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } } | null;
+    const error = parsed?.error;
+    if (typeof error !== 'object' || error === null || typeof error.code !== 'number') return null;
+    return { code: error.code, message: typeof error.message === 'string' ? error.message : '' };
+  } catch {
+    return null;
+  }
+}
+
+function ownerOf(text: string): { id: string; address: string } | null {
+  try {
+    const parsed = JSON.parse(text) as { id?: unknown; address?: unknown } | null;
+    if (typeof parsed?.address !== 'string' || parsed.address.length === 0) return null;
+    return { id: typeof parsed.id === 'string' ? parsed.id : '', address: parsed.address };
+  } catch {
+    return null;
+  }
+}
+
+/** Maps an HTTP answer of `GET /v2/relay` to a lookup answer (or throws as RelayLookup does). */
+export function httpLookupAnswer(answer: HttpAnswer): LookupAnswer {
+  const { status, body } = answer;
+  const error = errorBody(body);
+  if (status === 200) {
+    const owner = ownerOf(body);
+    if (owner) return { kind: 'owner', ...owner };
+    return { kind: 'not-served', why: 'HTTP 200 without an owner' };
+  }
+  if (status === 404 && error) return { kind: 'not-placed', message: error.message || 'session not placed' };
+  if (!error && NOT_SERVED_STATUSES.includes(status)) return { kind: 'not-served', why: `HTTP ${status}` };
+  const message = error?.message || `relay lookup answered HTTP ${status}`;
+  const code = error?.code ?? StatusCode.UNAVAILABLE;
+  if (RETRY_STATUSES.includes(status) || code === StatusCode.UNAVAILABLE || code === StatusCode.RESOURCE_EXHAUSTED) {
+    throw new ConnectionLost(message, { code });
+  }
+  throw new HashmailClientError(code, message);
+}
+
+/** `http(s)://server/v2/relay?route=R[&create=1]`. */
+export function relayLookupUrl(req: LookupRequest): string {
+  return `${httpBase(req.server)}${RELAY_LOOKUP_PATH}?route=${encodeURIComponent(req.route)}${req.create ? '&create=1' : ''}`;
+}
+
+/** The HTTP lookup over `get`. */
+export function httpRelayLookup(get: HttpGet): RelayLookup {
+  return async (req) => {
+    let answer: HttpAnswer;
+    try {
+      answer = await get(relayLookupUrl(req), { signal: req.signal, timeoutMs: LOOKUP_TIMEOUT_MS });
+    } catch (err) {
+      if (req.signal.aborted) throw new ConnectionLost('connect aborted', { cause: req.signal.reason });
+      throw new LookupUnreachable(`relay lookup at ${req.server.authority} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    return httpLookupAnswer(answer);
+  };
+}
