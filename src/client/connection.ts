@@ -33,6 +33,14 @@ import { sessionRoute } from '../wire/route.js';
 
 /** How long after losing its link a connection keeps retrying "stream not found" / "stream occupied" (ms). */
 export const RESUME_GRACE_MS = 30_000;
+/**
+ * Ceiling of the jittered wait between attempts within RESUME_GRACE_MS of a
+ * lost link (ms). A dead relay's sessions are placed again as soon as its
+ * lease expires; a wait grown to seconds would add that much to every
+ * re-join. Full jitter keeps a relay's parties spread (mean 500 ms, below
+ * the 2 s that deployed legacy clients retry at).
+ */
+export const RESUME_MAX_BACKOFF_MS = 1000;
 /** Redirects (Error with relay_address) followed in a row before the route is looked up again: bounds a loop between relays that disagree. */
 export const MAX_REDIRECT_HOPS = 3;
 /** Lookups in one attempt (each followed by up to MAX_REDIRECT_HOPS redirects); then the attempt fails and the backoff paces the next. */
@@ -88,6 +96,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private closing: Promise<void> | null = null;
   private readonly lifetime = new AbortController();
   private readonly backoff = new Backoff();
+  private readonly resumeBackoff = new Backoff({ maxMs: RESUME_MAX_BACKOFF_MS });
   private readonly inbox = new Inbox(
     () => this.link?.pause(),
     () => this.link?.resume(),
@@ -293,7 +302,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     let error = cause;
     for (let attempt = 1; ; attempt++) {
       // A relay that named the session's new owner is followed at once; every other attempt waits its jittered turn.
-      const delayMs = attempt === 1 && this.redirect ? 0 : this.backoff.next();
+      const resuming = Date.now() - lostAt < RESUME_GRACE_MS;
+      const delayMs = attempt === 1 && this.redirect ? 0 : resuming ? this.resumeBackoff.next() : this.backoff.next();
       this.emit('reconnecting', { attempt, delayMs, error });
       try {
         await sleep(delayMs, this.lifetime.signal);
@@ -306,6 +316,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         return this.fail(error);
       }
       this.backoff.reset();
+      this.resumeBackoff.reset();
       this.emit('reconnected', { attempts: attempt, version: this.lastVersion, peerPresent: this.present, relay: this.relayAuthority });
       return;
     }

@@ -4,7 +4,7 @@
  */
 export type { ConnectOptions, Role, TransportName, ProtocolChoice, AttachMode } from './options.js';
 export type { MailboxConnection, MailboxEvents, ReconnectingInfo, ReconnectedInfo, DialInfo } from './connection.js';
-export { RESUME_GRACE_MS, MAX_REDIRECT_HOPS } from './connection.js';
+export { RESUME_GRACE_MS, RESUME_MAX_BACKOFF_MS, MAX_REDIRECT_HOPS } from './connection.js';
 export { forgetLookupSupport, LOOKUP_MISSING_RECHECK_MS, type RelayVia } from './relay-finder.js';
 export { sessionRoute } from '../wire/route.js';
 export { HashmailClientError, SessionNotFound, SessionInUse, UnsupportedVersion, ConnectionLost, RelayMoved, StatusCode } from './errors.js';
