@@ -52,6 +52,8 @@ export class EtcdDirectory implements Directory {
   private startedAt = 0;
   /** This generation's leases (hex); the first one also holds the instance record. */
   private leases: string[] = [];
+  /** Leases of a fenced generation not yet revoked (etcd was away): revoked after the next registration. */
+  private abandoned: string[] = [];
   private load: InstanceLoad = { sessions: 0, connections: 0 };
   private loadDirty = false;
   private draining = false;
@@ -88,6 +90,16 @@ export class EtcdDirectory implements Directory {
   /** etcd calls made so far (unary calls and stream opens): a cached lookup adds none. */
   get etcdCalls(): number {
     return this.rpc.calls;
+  }
+
+  /** The watch: established, and how often it listed everything (start, compaction). */
+  get watchState(): { watching: boolean; relists: number; revision: bigint } {
+    return { watching: this.watcher.watching, relists: this.watcher.relists, revision: this.watcher.revision };
+  }
+
+  /** Tests: hold the watch down (a disconnected watcher) or let it resume. */
+  holdWatch(on: boolean): void {
+    this.watcher.hold(on);
   }
 
   /** Connects, revokes the leases a previous run left (leaseStateFile), lists the directory and starts watching. */
@@ -217,6 +229,7 @@ export class EtcdDirectory implements Directory {
     }
     this.saveLeaseState();
     this.fenced = false;
+    this.revokeAbandoned();
     this.options.logger.info({ lease }, 'directory: registered');
     this.events.emit('registered');
   }
@@ -287,9 +300,21 @@ export class EtcdDirectory implements Directory {
     this.events.emit('fenceLost');
     // The old leases may still live in etcd (we only could not prove it): revoke them so their mappings go now.
     if (keeper) {
-      for (const l of old) keeper.drop(leaseDecimal(l), true).catch(() => undefined);
+      for (const l of old) {
+        keeper.drop(leaseDecimal(l), true).catch(() => {
+          this.abandoned.push(l);
+        });
+      }
     }
     this.scheduleReclaim(RECLAIM_MIN_MS);
+  }
+
+  private revokeAbandoned(): void {
+    const leases = this.abandoned;
+    this.abandoned = [];
+    for (const l of leases) {
+      this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: leaseDecimal(l) }, o)).catch(() => undefined);
+    }
   }
 
   private scheduleReclaim(delayMs: number): void {

@@ -54,6 +54,7 @@ export class PrefixWatcher {
   relists = 0;
   private stream: WatchStream | null = null;
   private stopped = false;
+  private held = false;
   private backoffMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | null = null;
 
@@ -68,6 +69,16 @@ export class PrefixWatcher {
   async start(): Promise<void> {
     await this.relist();
     void this.openWatch();
+  }
+
+  /**
+   * Tests: `true` drops the stream and keeps it down (a disconnected or slow
+   * watcher); `false` reconnects from the last revision seen.
+   */
+  hold(on: boolean): void {
+    this.held = on;
+    if (on) this.closeStream();
+    else this.reconnect(false);
   }
 
   stop(): void {
@@ -139,7 +150,7 @@ export class PrefixWatcher {
   }
 
   private reconnect(relist: boolean): void {
-    if (this.stopped || this.timer) return;
+    if (this.stopped || this.held || this.timer) return;
     this.watching = false;
     // Jitter: every member reconnecting at once after an etcd restart is a stampede.
     const delay = this.backoffMs * (0.5 + Math.random());
