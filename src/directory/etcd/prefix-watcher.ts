@@ -22,6 +22,8 @@ export interface ListedKey {
   key: string;
   value: string;
   modRevision: bigint;
+  /** Lease the key is bound to (decimal; '0': none). */
+  lease: string;
 }
 
 /** Every key under `prefix` at one revision, page by page, each page under the call deadline. */
@@ -43,7 +45,7 @@ export async function listPrefix(rpc: EtcdRpc, prefix: string): Promise<{ entrie
 }
 
 function toListed(kv: IKeyValue): ListedKey {
-  return { key: kv.key.toString(), value: kv.value.toString(), modRevision: BigInt(kv.mod_revision) };
+  return { key: kv.key.toString(), value: kv.value.toString(), modRevision: BigInt(kv.mod_revision), lease: kv.lease };
 }
 
 export class PrefixWatcher {
