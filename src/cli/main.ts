@@ -5,9 +5,11 @@
  */
 import { runPipe } from './pipe.js';
 import { runServe } from './serve.js';
+import { runStatus } from './status.js';
 
 const COMMANDS: Record<string, { summary: string; run(argv: string[]): Promise<number> }> = {
   serve: { summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)', run: runServe },
+  status: { summary: 'the cluster: relays, addresses, load, draining, session counts, lease age, etcd health', run: runStatus },
   pipe: { summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party', run: runPipe },
 };
 
