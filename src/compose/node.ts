@@ -141,7 +141,12 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         logger.warn({ err: (err as Error).message }, 'drain: could not mark this relay draining in the directory');
       }
       logger.info({ parties: core.router.partyCount, sessions: core.router.routeCount, spreadMs: config.relay.drainSpreadMs }, 'draining');
-      await Promise.race([core.router.drain(config.relay.drainSpreadMs), waitFor(() => false, config.relay.drainDeadlineMs)]);
+      let deadlineTimer: NodeJS.Timeout | undefined;
+      const pastDeadline = new Promise<void>((resolve) => {
+        deadlineTimer = setTimeout(resolve, config.relay.drainDeadlineMs);
+      });
+      await Promise.race([core.router.drain(config.relay.drainSpreadMs), pastDeadline]);
+      clearTimeout(deadlineTimer);
       await waitFor(() => core.router.partyCount === 0, deadline - Date.now());
       logger.info({ partiesLeft: core.router.partyCount }, 'drained');
     })());

@@ -26,7 +26,8 @@ export class SessionRouter {
     private readonly directory: Directory,
     private readonly logger: Logger,
   ) {
-    directory.on('routeLost', (route) => this.endRoute(route, new HashmailError('ROUTE_LOST')));
+    // While draining, a lost route is (usually) our own release arriving through the watch first.
+    directory.on('routeLost', (route) => this.endRoute(route, new HashmailError(this.draining ? 'RELAY_DRAINING' : 'ROUTE_LOST')));
     directory.on('fenceLost', () => {
       const count = this.partyCount;
       if (count > 0) this.logger.warn({ parties: count }, 'directory lease lost: ending every v2 stream');
