@@ -117,6 +117,9 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   try {
     listen = await listener.start();
     advertised = advertisedAddresses(config, listen);
+    if (!options.legacy && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen).host)) {
+      logger.warn({ advertise: advertised }, 'listening on every interface with no --advertise: other machines cannot dial the loopback address given out');
+    }
     await directory.register({ id: options.instanceId, addresses: advertised, version: HASHMAIL_VERSION });
   } catch (err) {
     listener.destroyAll();
