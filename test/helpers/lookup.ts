@@ -32,6 +32,25 @@ export function grpcLookup(address: string, route: string, create = false): Prom
   return withTimeout(answer, DEFAULT_WAIT_MS, 'ServerForMailbox');
 }
 
+/** A ServerForMailbox client on one channel, for many calls (races, load). */
+export function lookupClient(address: string): { lookup(route: string, create?: boolean): Promise<GrpcLookupAnswer>; close(): void } {
+  const client = new LookupClientCtor(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+  return {
+    lookup: (route, create = false) =>
+      withTimeout(
+        new Promise<GrpcLookupAnswer>((resolve) => {
+          client.serverForMailbox({ route, create }, (err, res) => {
+            if (err) resolve({ ok: false, code: err.code, details: err.details });
+            else resolve({ ok: true, owner: res as ServerForMailboxResponse });
+          });
+        }),
+        DEFAULT_WAIT_MS,
+        'ServerForMailbox',
+      ),
+    close: () => client.close(),
+  };
+}
+
 export interface HttpAnswer {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -39,10 +58,15 @@ export interface HttpAnswer {
 }
 
 /** One plain HTTP/1.1 request to the public port (default GET /v2/relay?QUERY). */
-export function httpLookup(port: number, query: string, options: { method?: string; headers?: Record<string, string>; path?: string } = {}): Promise<HttpAnswer> {
+export function httpLookup(
+  port: number,
+  query: string,
+  options: { method?: string; headers?: Record<string, string>; path?: string; agent?: http.Agent } = {},
+): Promise<HttpAnswer> {
   const answer = new Promise<HttpAnswer>((resolve, reject) => {
+    const connection = options.agent ? {} : { connection: 'close' };
     const req = http.request(
-      { host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path ?? `/v2/relay?${query}`, agent: false, headers: { connection: 'close', ...options.headers } },
+      { host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path ?? `/v2/relay?${query}`, agent: options.agent ?? false, headers: { ...connection, ...options.headers } },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

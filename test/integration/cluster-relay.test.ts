@@ -10,7 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
-import { grpcLookup, httpLookup, type GrpcLookupAnswer } from '../helpers/lookup.js';
+import http from 'node:http';
+import { grpcLookup, httpLookup, lookupClient, type GrpcLookupAnswer } from '../helpers/lookup.js';
 import { startRelay, type RunningServer } from '../helpers/server.js';
 import { closeParties, grpcParty, HelloRefused, wsParty, type V2Party } from '../helpers/v2-peers.js';
 
@@ -22,6 +23,10 @@ const RELAY_CONFIG = {
   directory: { leaseTtlMs: 3000, callTimeoutMs: 1000, loadPublishIntervalMs: 200 },
   relay: { drainSpreadMs: 500, drainDeadlineMs: DRAIN_DEADLINE_MS },
 };
+/** Concurrent placements in the race tests. */
+const RACE_LOOKUPS = 1000;
+/** HTTP connections per relay the race keeps open. */
+const HTTP_SOCKETS_PER_RELAY = 32;
 /** Placements tried to find sessions on the relay under test (each lands there with p = 1/3). */
 const MAX_PLACEMENTS = 60;
 
@@ -77,6 +82,32 @@ describe('hashmail relay: three relays on one etcd', () => {
         assert.deepEqual(JSON.parse(http.body), placed);
       }
     }
+  });
+
+  test(`race: ${RACE_LOOKUPS} concurrent placements of one new session via 3 relays (gRPC and HTTP) yield one owner; ${RACE_LOOKUPS} sessions spread`, async (t) => {
+    const clients = relays.map((r) => lookupClient(r.address));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: HTTP_SOCKETS_PER_RELAY });
+    t.after(() => {
+      for (const c of clients) c.close();
+      agent.destroy();
+    });
+    const place = async (i: number, route: string): Promise<{ id: string; address: string }> => {
+      if (i % 2 === 0) return owner(await clients[i % RELAYS].lookup(route, true));
+      const answer = await httpLookup(relays[i % RELAYS].port, `route=${route}&create=1`, { agent });
+      assert.equal(answer.status, 200, answer.body);
+      return JSON.parse(answer.body) as { id: string; address: string };
+    };
+    const route = routeOfSid(randomBytes(64));
+    const owners = await Promise.all(Array.from({ length: RACE_LOOKUPS }, (_, i) => place(i, route)));
+    assert.equal(new Set(owners.map((o) => `${o.id} ${o.address}`)).size, 1, 'one owner');
+
+    const spread = await Promise.all(Array.from({ length: RACE_LOOKUPS }, (_, i) => place(i, routeOfSid(randomBytes(64)))));
+    const perRelay = relays.map((r) => spread.filter((o) => o.address === r.address).length);
+    assert.equal(perRelay.reduce((a, b) => a + b, 0), RACE_LOOKUPS);
+    const mean = RACE_LOOKUPS / RELAYS;
+    t.diagnostic(`sessions per relay: ${perRelay.join(', ')} (max/mean ${(Math.max(...perRelay) / mean).toFixed(3)})`);
+    // Equal load everywhere: an even split, far from one relay taking most.
+    assert.ok(Math.max(...perRelay) / mean < 1.3, `uneven: ${perRelay.join(', ')}`);
   });
 
   test('a v2 party that dials a non-owner is redirected with relay_address; at the owner both parties meet', async () => {
