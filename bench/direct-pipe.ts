@@ -34,7 +34,7 @@ import { decodeClientFrame, encodeDataFrame, encodeWelcome, PRESENCE_FRAMES, PRO
 import { V2_SUBPROTOCOL, V2_WS_PATH } from './v2-party.js';
 import { RECEIVE_PATH, resultFrame, SEND_PATH } from './wire.js';
 
-/** The gRPC server options hashmail uses (src/relay/single-node.ts), so the stacks match. */
+/** The gRPC server options hashmail uses (src/compose/grpc-server.ts), so the stacks match. */
 const GRPC_SERVER_OPTIONS = {
   'grpc.keepalive_time_ms': 120_000,
   'grpc.keepalive_timeout_ms': 20_000,

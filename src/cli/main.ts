@@ -4,10 +4,14 @@
  * command has --help; usage errors exit 2.
  */
 import { runPipe } from './pipe.js';
+import { runRelay } from './relay.js';
 import { runServe } from './serve.js';
+import { runStatus } from './status.js';
 
 const COMMANDS: Record<string, { summary: string; run(argv: string[]): Promise<number> }> = {
   serve: { summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)', run: runServe },
+  relay: { summary: 'run one v2 relay of a cluster, registered in etcd (drains on SIGTERM)', run: runRelay },
+  status: { summary: 'the cluster: relays, addresses, load, draining, session counts, lease age, etcd health', run: runStatus },
   pipe: { summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party', run: runPipe },
 };
 

@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { createLogger } from '../observe/logger.js';
-import { startSingleNode } from '../relay/single-node.js';
+import { startServe } from '../compose/serve.js';
 
 export const SERVE_USAGE = `Usage: hashmail serve [flags]
 
@@ -86,7 +86,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
 
   const logger = createLogger(config.log);
-  const node = await startSingleNode(config, logger);
+  const node = await startServe(config, logger);
   logger.info({ listen: node.listen, adminListen: node.adminListen, tls: !config.server.insecure }, 'serving');
 
   await new Promise<void>((resolve) => {

@@ -147,6 +147,7 @@ export class Metrics {
       () => stats.rateLimitedWaits,
     );
     labelledCounter('hashmail_limit_hits_total', 'Requests refused by a limit, by config key.', 'limit', () => stats.limitsHit);
+    labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);
     gauge('hashmail_sessions', 'Sessions (SID pairs) that exist now.', () => table.sessionCount);
     gauge('hashmail_open_connections', 'Client connections open on the public listener.', () => stats.connectionsOpen);
     gauge('hashmail_connection_addresses', 'Client addresses (IPv6: prefixes) holding open connections: entries of the per-address connection limit.', () => stats.connectionAddresses);

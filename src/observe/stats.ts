@@ -24,6 +24,8 @@ export class RelayStats {
   readonly errors = new Map<HashmailErrorCode, number>();
   /** Limits hit, by config key. */
   readonly limitsHit = new Map<string, number>();
+  /** Route lookups answered (ServerForMailbox, GET /v2/relay), by result. */
+  readonly lookups = new Map<string, number>();
   /** Connections refused or closed by the connection limits, by config key. */
   connectionsOpen = 0;
   /** Client addresses holding at least one open connection (per-address limit entries). */
@@ -31,6 +33,10 @@ export class RelayStats {
 
   countError(code: HashmailErrorCode): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+  }
+
+  countLookup(result: string): void {
+    this.lookups.set(result, (this.lookups.get(result) ?? 0) + 1);
   }
 
   countLimit(configKey: string): void {

@@ -15,6 +15,8 @@ import type { RelayStats, TransportName } from '../observe/stats.js';
 import { Attach, type Hello } from '../wire/v2-frames.js';
 import type { CallInfo } from './legacy-mailbox.js';
 import type { ReadSource } from './read-pump.js';
+import { routeOfSid } from '../directory/route.js';
+import type { RoutedParty, SessionRouter } from './session-router.js';
 
 /** Protocol versions this relay speaks on the v2 service (v1 is the legacy service). */
 export const SUPPORTED_VERSIONS: readonly number[] = [2];
@@ -38,9 +40,13 @@ export interface V2MailboxOptions {
   maxMessageBytes: number;
 }
 
-export class V2Endpoint implements ReadSource, ReaderWatcher {
+export class V2Endpoint implements ReadSource, ReaderWatcher, RoutedParty {
   private released = false;
   private closedFn: ((err: HashmailError) => void) | null = null;
+  /** An end() that came before the transport registered onClosed. */
+  private pendingEnd: HashmailError | null = null;
+  /** Runs once on release (the router forgets the party). */
+  onRelease: (() => void) | null = null;
   private presenceFn: ((present: boolean) => void) | null = null;
 
   constructor(
@@ -84,6 +90,16 @@ export class V2Endpoint implements ReadSource, ReaderWatcher {
   /** `fn` runs once if the session is torn down (stale, shutdown) while attached. */
   onClosed(fn: (err: HashmailError) => void): void {
     this.closedFn = fn;
+    const pending = this.pendingEnd;
+    this.pendingEnd = null;
+    if (pending) this.boxClosed(pending);
+  }
+
+  /** Ends this party's stream with `err` (routing: the relay may no longer serve the session). */
+  end(err: HashmailError): void {
+    if (this.released) return;
+    if (this.closedFn) this.boxClosed(err);
+    else this.pendingEnd ??= err;
   }
 
   /** Next message from the peer, undefined when none is queued (ReadSource). */
@@ -123,6 +139,9 @@ export class V2Endpoint implements ReadSource, ReaderWatcher {
     if (this.released) return;
     this.released = true;
     this.closedFn = null;
+    const forget = this.onRelease;
+    this.onRelease = null;
+    forget?.();
     this.presenceFn = null;
     this.writeBox.watchReader(null);
     this.stats.v2Endpoints[this.transport]--;
@@ -136,6 +155,8 @@ export class V2Mailbox {
     private readonly table: SessionTable,
     private readonly stats: RelayStats,
     private readonly options: V2MailboxOptions,
+    /** Which sessions this relay serves (the directory's fencing); null: every one (unit tests). */
+    private readonly router: SessionRouter | null = null,
   ) {}
 
   /**
@@ -146,7 +167,10 @@ export class V2Mailbox {
     if (hello.maxVersion === 0) throw new HashmailError('MALFORMED_REQUEST', 'hello must state max_version');
     const version = negotiateVersion(hello.minVersion, hello.maxVersion);
     const sid = checkSid(hello.sid);
-    const { read, write } = this.table.openSession(sid, peerSid(sid), call.address, hello.attach === Attach.Create, this.options.windowBytes);
+    const create = hello.attach === Attach.Create;
+    const route = this.router ? routeOfSid(sid) : '';
+    if (this.router) await this.router.admit(route, create);
+    const { read, write } = this.table.openSession(sid, peerSid(sid), call.address, create, this.options.windowBytes);
     const readLease = await read.attachReader(signal);
     let writeLease: Lease;
     try {
@@ -155,6 +179,8 @@ export class V2Mailbox {
       read.detach(readLease);
       throw err;
     }
-    return new V2Endpoint(version, read, readLease, write, writeLease, call.transport, this.stats, this.options.maxMessageBytes);
+    const endpoint = new V2Endpoint(version, read, readLease, write, writeLease, call.transport, this.stats, this.options.maxMessageBytes);
+    if (this.router) endpoint.onRelease = this.router.track(route, endpoint);
+    return endpoint;
   }
 }

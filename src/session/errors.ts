@@ -43,6 +43,15 @@ const ERROR_TABLE = {
   UNSUPPORTED_VERSION: { grpc: GrpcCode.FAILED_PRECONDITION, http: 400 },
   PEER_OCCUPIED: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 429, text: 'stream occupied' },
   INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, text: 'internal error' },
+  // the cluster (docs/protocol-v2.md, Finding the relay)
+  SERVED_ELSEWHERE: { grpc: GrpcCode.UNAVAILABLE, http: 503 },
+  SESSION_NOT_PLACED: { grpc: GrpcCode.NOT_FOUND, http: 404, text: 'session not placed' },
+  BAD_ROUTE: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'route must be 43 base64url characters' },
+  DIRECTORY_UNAVAILABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'directory unavailable' },
+  NO_RELAY: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 503, text: 'no relay available' },
+  RELAY_DRAINING: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay draining: look up the session again' },
+  FENCE_LOST: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay lost its directory lease: look up the session again' },
+  ROUTE_LOST: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'session moved to another relay: look up the session again' },
 } satisfies Record<string, ErrorSpec>;
 
 export type HashmailErrorCode = keyof typeof ERROR_TABLE;
@@ -53,6 +62,8 @@ export class HashmailError extends Error {
   readonly httpStatus: number;
   /** The message as the log may carry it: client input reduced to its length (see clientInputError). */
   readonly logMessage: string;
+  /** SERVED_ELSEWHERE: the owning relay's `HOST:PORT` (the v2 Error frame's relay_address). */
+  relayAddress?: string;
 
   /** `message` must be our own text; an error quoting client input is made by clientInputError. */
   constructor(code: HashmailErrorCode, message?: string, logMessage?: string) {
@@ -69,6 +80,13 @@ export class HashmailError extends Error {
   toStatusJson(): { code: number; message: string; details: never[] } {
     return { code: this.grpcCode, message: this.message, details: [] };
   }
+}
+
+/** Another relay owns the session: the client goes to `address` without another lookup. */
+export function servedElsewhere(address: string): HashmailError {
+  const err = new HashmailError('SERVED_ELSEWHERE', `session is served by another relay: ${address}`);
+  err.relayAddress = address;
+  return err;
 }
 
 /** A limit that keeps one client from hurting others was hit; the text names the config key. */

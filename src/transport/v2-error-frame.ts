@@ -9,5 +9,6 @@ export function v2ErrorFrame(err: HashmailError): Uint8Array {
     code: err.grpcCode,
     message: err.message,
     supportedVersions: err.code === 'UNSUPPORTED_VERSION' ? [...SUPPORTED_VERSIONS] : [],
+    relayAddress: err.relayAddress,
   });
 }

@@ -1,7 +1,8 @@
 /**
- * Starts a real `hashmail serve` process on free loopback ports and stops it.
- * Every integration test goes through this, so each process a test starts is
- * also stopped by it (stop() kills, then waits for exit).
+ * Starts a real `hashmail serve` (or `hashmail relay`) process on free
+ * loopback ports and stops it. Every integration test goes through this, so
+ * each process a test starts is also stopped by it (stop() kills, then waits
+ * for exit).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './etcd.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = join(ROOT, 'dist/cli/main.js');
@@ -40,6 +42,8 @@ export interface RunningServer {
   admin(path: string): Promise<{ status: number; body: string }>;
   /** Current value of a metric line (exact name incl. labels, e.g. `hashmail_mailbox_count`). */
   metric(name: string): Promise<number | undefined>;
+  /** Resolves with the exit code once the process exited. */
+  exited: Promise<number | null>;
   /** SIGTERM, wait for exit; returns the exit code. */
   stop(): Promise<number | null>;
 }
@@ -48,12 +52,38 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const dataDir = mkdtempSync(join(tmpdir(), 'hashmail-test-'));
   const args = [BIN, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir];
   if (options.insecure !== false) args.push('--insecure');
+  return spawnServer(dataDir, args, options);
+}
+
+export interface RelayOptions extends ServerOptions {
+  /** `--etcd` value (etcd client URLs, comma-separated). */
+  etcd: string;
+  /** `--id`; default: the random id the relay keeps in its data dir. */
+  id?: string;
+  /** Data dir to use (a restart keeps it); default a new temporary one. Removed on stop() only when created here. */
+  dataDir?: string;
+}
+
+/** `hashmail relay` with the exact CLI flags of issue 8: --etcd --listen --advertise --admin-listen --insecure. */
+export async function startRelay(options: RelayOptions): Promise<RunningServer> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hashmail-relay-'));
+  const port = await freePort();
+  const args = [BIN, 'relay', '--etcd', options.etcd, '--listen', `127.0.0.1:${port}`, '--advertise', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir];
+  if (options.insecure !== false) args.push('--insecure');
+  if (options.id !== undefined) args.push('--id', options.id);
+  return spawnServer(dataDir, args, options, options.dataDir === undefined);
+}
+
+async function spawnServer(dataDir: string, args: string[], options: ServerOptions, removeDataDir = true): Promise<RunningServer> {
   if (options.config) {
     const file = join(dataDir, 'config.json');
     writeFileSync(file, JSON.stringify(options.config));
     args.push('--config', file);
   }
   args.push(...(options.extraArgs ?? []));
+  const removeDir = (): void => {
+    if (removeDataDir) rmSync(dataDir, { recursive: true, force: true });
+  };
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { ...process.env, HASHMAIL_LOG__FORMAT: 'json', ...options.env },
@@ -92,7 +122,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     addrs = await ready;
   } catch (err) {
     child.kill('SIGKILL');
-    rmSync(dataDir, { recursive: true, force: true });
+    removeDir();
     throw err;
   }
   const port = Number(addrs.listen.slice(addrs.listen.lastIndexOf(':') + 1));
@@ -120,6 +150,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     process: child,
     logs,
     admin,
+    exited,
     async metric(name: string): Promise<number | undefined> {
       const { body } = await admin('/metrics');
       for (const line of body.split('\n')) {
@@ -133,10 +164,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
         const code = await exited;
         clearTimeout(timer);
-        rmSync(dataDir, { recursive: true, force: true });
+        removeDir();
         return code;
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      await exited;
+      removeDir();
       return child.exitCode;
     },
   };

@@ -28,6 +28,8 @@ import { noteError } from '../report-error.js';
 import { v2ErrorFrame } from '../v2-error-frame.js';
 import type { StreamsPerConnection } from '../grpc-stream-limit.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
+import { serverForMailboxHandler, serverForMailboxMethod, serverForMailboxServerMethod } from './server-for-mailbox.js';
+import type { RouteLookup } from '../../directory/route-lookup.js';
 
 export const V2_SERVICE_NAME = 'hashmail.v2.Mailbox';
 export const V2_CONNECT_PATH = `/${V2_SERVICE_NAME}/Connect`;
@@ -49,6 +51,7 @@ export const mailboxV2Service = {
     responseSerialize: (b: Uint8Array): Buffer => asBuffer(b),
     responseDeserialize: (b: Buffer): ServerFrame => decodeServerFrame(b),
   },
+  ServerForMailbox: serverForMailboxMethod,
 } satisfies ServiceDefinition;
 
 /** Server side: frames the handler encodes itself; a frame that fails to decode becomes an INVALID_ARGUMENT answer. */
@@ -63,10 +66,13 @@ export const mailboxV2ServerService: ServiceDefinition = {
       }
     },
   },
+  ServerForMailbox: serverForMailboxServerMethod,
 };
 
 export interface GrpcV2Deps {
-  v2: V2Mailbox;
+  /** null: v2 streams are off (v2.enabled false); lookups are still answered. */
+  v2: V2Mailbox | null;
+  lookup: RouteLookup;
   logger: Logger;
   stats: RelayStats;
   metrics: GrpcMetricsHook;
@@ -77,9 +83,9 @@ export interface GrpcV2Deps {
 type ConnectCall = ServerDuplexStream<ClientFrame | HashmailError, Uint8Array>;
 
 export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementation {
-  const { v2, logger, metrics } = deps;
+  const { logger, metrics } = deps;
 
-  function connect(call: ConnectCall): void {
+  function connect(call: ConnectCall, v2: V2Mailbox): void {
     const m = metrics.grpcCall(V2_SERVICE_NAME, 'Connect', 'bidi_stream');
     const scope = new GrpcCallScope(call, m, (err) => {
       if (err === null) {
@@ -143,7 +149,8 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
   }
 
 
-  return {
-    Connect: connect,
-  };
+  const v2 = deps.v2;
+  const lookup = serverForMailboxHandler(deps);
+  // Without Connect grpc-js answers it UNIMPLEMENTED, as on a v1-only server.
+  return v2 ? { Connect: (call: ConnectCall) => connect(call, v2), ServerForMailbox: lookup } : { ServerForMailbox: lookup };
 }

@@ -1,0 +1,115 @@
+/**
+ * `hashmail relay`: one v2 relay of a cluster, registered in etcd. Flags
+ * override environment variables, which override the config file, which
+ * overrides the defaults. SIGTERM or SIGINT drains, then exits 0.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config/load.js';
+import { startRelay } from '../compose/relay.js';
+import { createLogger } from '../observe/logger.js';
+
+export const RELAY_USAGE = `Usage: hashmail relay --etcd URL[,URL...] --listen HOST:PORT --advertise HOST:PORT[,HOST:PORT]
+                      --admin-listen HOST:PORT [--insecure] [flags]
+
+Runs one relay of a cluster: protocol v2 over gRPC and WebSocket on one public
+port, the route lookups (gRPC ServerForMailbox, HTTP GET /v2/relay), registered
+in etcd; /healthz, /readyz and /metrics on the admin port.
+
+Flags:
+  --etcd URL[,URL...]       etcd client URLs (config directory.etcdEndpoints, default http://127.0.0.1:2379)
+  --listen HOST:PORT        public listener (config server.listen, default 0.0.0.0:8443)
+  --advertise HOST:PORT[,HOST:PORT]
+                            what clients dial to reach this relay; the first is given out
+                            (config relay.advertise; default: the listen address, 127.0.0.1 for a wildcard host)
+  --admin-listen HOST:PORT  /healthz, /readyz, /metrics (config server.adminListen, default 127.0.0.1:9090)
+  --insecure                plain text: h2c and HTTP/1.1 on the port, no TLS (config server.insecure)
+  --id ID                   instance id (config relay.instanceId; default: a random id kept in --data-dir)
+  --data-dir DIR            the instance id, lease ids and generated certificate (config server.dataDir, default .data)
+  --config FILE             JSON config file (see docs/configuration.md: directory.*, relay.*)
+  --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
+  -h, --help                this help
+
+SIGTERM or SIGINT: drain (no new sessions; each session's parties are told to
+move, UNAVAILABLE "relay draining: look up the session again", at random moments
+within relay.drainSpreadMs), wait up to relay.drainDeadlineMs, revoke the lease,
+exit 0.
+`;
+
+const splitList = (text: string): string[] => text.split(',').map((s) => s.trim()).filter(Boolean);
+
+export async function runRelay(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        etcd: { type: 'string' },
+        listen: { type: 'string' },
+        advertise: { type: 'string' },
+        'admin-listen': { type: 'string' },
+        insecure: { type: 'boolean' },
+        id: { type: 'string' },
+        'data-dir': { type: 'string' },
+        config: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`hashmail relay: ${(err as Error).message}\n\n${RELAY_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(RELAY_USAGE);
+    return 0;
+  }
+  const server: Record<string, unknown> = {};
+  if (values.listen !== undefined) server.listen = values.listen;
+  if (values['admin-listen'] !== undefined) server.adminListen = values['admin-listen'];
+  if (values.insecure) server.insecure = true;
+  if (values['data-dir'] !== undefined) server.dataDir = values['data-dir'];
+  const relay: Record<string, unknown> = {};
+  if (values.advertise !== undefined) relay.advertise = splitList(values.advertise);
+  if (values.id !== undefined) relay.instanceId = values.id;
+  const directory: Record<string, unknown> = { backend: 'etcd' };
+  if (values.etcd !== undefined) directory.etcdEndpoints = splitList(values.etcd);
+  const flags: Record<string, Record<string, unknown>> = { server, relay, directory };
+  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
+
+  let config;
+  try {
+    config = loadConfig({ file: values.config, flags });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hashmail relay: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const logger = createLogger(config.log);
+  const node = await startRelay(config, logger);
+  logger.info({ listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure }, 'serving');
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, 'draining on signal');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      // A second signal during the drain is ignored: the drain is bounded by relay.drainDeadlineMs.
+      process.on('SIGTERM', ignore);
+      process.on('SIGINT', ignore);
+      resolve();
+    };
+    const ignore = (): void => logger.info('already draining');
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await node.drain();
+  await node.stop({ revoke: true });
+  logger.info('stopped');
+  logger.flush();
+  return 0;
+}

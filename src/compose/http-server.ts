@@ -1,0 +1,66 @@
+/**
+ * The HTTP/1.1 side of the public port: the route lookup (GET /v2/relay) and
+ * the v2 WebSocket (/v2/mailbox) first, then the legacy REST/WebSocket
+ * gateway (serve) or a 404 (relay). Node's own timeouts do not run on a
+ * server fed emitted connections (it never listens); Http1Deadlines enforces
+ * http.*.
+ */
+import http, { type IncomingMessage } from 'node:http';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../observe/logger.js';
+import { subsystemLogger } from '../observe/logger.js';
+import { endWithin } from '../transport/end-within.js';
+import { DEADLINE_CLOSE_GRACE_MS, Http1Deadlines } from '../transport/http1-deadlines.js';
+import { HttpLookup, isLookupPath } from '../transport/http-lookup.js';
+import type { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
+import { parseTarget } from '../transport/rest-ws-v1/paths.js';
+import type { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
+import type { MailboxCore } from './mailbox-core.js';
+
+/** The v2 WebSocket endpoint (docs/protocol-v2.md). */
+const WS_V2_PATH = '/v2/mailbox';
+const NOT_FOUND_BODY = JSON.stringify({ error: { code: 5, message: 'Not Found' } });
+
+/** REST send/receive: bodies that stream for the session's life, so no body deadline. */
+function isStreamingRequest(req: IncomingMessage): boolean {
+  const { route } = parseTarget(req.url);
+  return req.method === 'POST' && (route === 'receive' || route === 'send');
+}
+
+/** `/v2/mailbox`, with or without a query string. */
+function isV2Path(url: string | undefined): boolean {
+  return url === WS_V2_PATH || (url?.startsWith(`${WS_V2_PATH}?`) ?? false);
+}
+
+export interface HttpRoutes {
+  /** The legacy front door (serve); null answers 404 to everything else. */
+  gateway: HttpGateway | null;
+  wsV2: WsV2Gateway | null;
+}
+
+export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): http.Server {
+  const { gateway, wsV2 } = routes;
+  const lookup = new HttpLookup(core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats });
+  const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
+  new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
+  server.on('request', (req, res) => {
+    if (isLookupPath(req.url)) lookup.handleRequest(req, res);
+    else if (gateway) gateway.handleRequest(req, res);
+    else {
+      res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(NOT_FOUND_BODY) });
+      res.end(NOT_FOUND_BODY);
+    }
+  });
+  server.on('upgrade', (req, socket, head) => {
+    // v2 has its own path; with v2 off it falls through to the legacy gateway's 404, as on a v1-only server.
+    if (wsV2 && isV2Path(req.url)) wsV2.handleUpgrade(req, socket, head);
+    else if (gateway) gateway.handleUpgrade(req, socket, head);
+    else endWithin(socket, DEADLINE_CLOSE_GRACE_MS, 'HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+  server.on('clientError', (err, socket) => {
+    logger.debug({ err: err.message }, 'bad HTTP request');
+    if (socket.writable) endWithin(socket, DEADLINE_CLOSE_GRACE_MS, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  return server;
+}

@@ -1,0 +1,63 @@
+/**
+ * The parts every composition shares: counters, the session table, the
+ * legacy and v2 mailboxes on it, the session router (fencing against the
+ * directory), metrics, and the route lookup both lookup transports answer.
+ */
+import type { Config } from '../config/schema.js';
+import type { Directory } from '../directory/directory.js';
+import { lookupRoute, type RouteLookup } from '../directory/route-lookup.js';
+import type { Logger } from '../observe/logger.js';
+import { Metrics } from '../observe/metrics.js';
+import { RefusalLog } from '../observe/refusal-log.js';
+import { RelayStats } from '../observe/stats.js';
+import { LegacyMailbox } from '../relay/legacy-mailbox.js';
+import { SessionRouter } from '../relay/session-router.js';
+import { V2Mailbox } from '../relay/v2-mailbox.js';
+import { SessionTable } from '../session/session-table.js';
+
+export interface MailboxCore {
+  stats: RelayStats;
+  refusalLog: RefusalLog;
+  limitHit(configKey: string): void;
+  table: SessionTable;
+  legacy: LegacyMailbox;
+  v2: V2Mailbox;
+  router: SessionRouter;
+  metrics: Metrics;
+  lookup: RouteLookup;
+}
+
+export function buildMailboxCore(config: Config, logger: Logger, directory: Directory): MailboxCore {
+  const stats = new RelayStats();
+  const refusalLog = new RefusalLog(logger, config.log.refusalLogIntervalMs);
+  const limitHit = (configKey: string): void => {
+    stats.countLimit(configKey);
+    refusalLog.refused(configKey);
+  };
+  const m = config.mailbox;
+  const table = new SessionTable(
+    {
+      bufferBytes: m.bufferBytes,
+      rateLimit: m.rateLimitIntervalMs > 0 ? { intervalMs: m.rateLimitIntervalMs, burst: m.rateLimitBurst } : null,
+      acquireWaitMs: m.acquireWaitMs,
+      maxBoxes: config.limits.maxBoxes,
+      maxBoxesPerAddress: config.limits.maxBoxesPerAddress,
+      maxBufferedBytes: config.limits.maxBufferedBytes,
+      maxBufferedBytesPerAddress: config.limits.maxBufferedBytesPerAddress,
+      staleTimeoutMs: m.staleTimeoutMs,
+    },
+    {
+      limitHit,
+      rateLimited: () => {
+        stats.rateLimitedWaits++;
+      },
+    },
+  );
+  const router = new SessionRouter(directory, logger);
+  const legacy = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes });
+  const v2 = new V2Mailbox(table, stats, { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes }, router);
+  const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
+  const count = (result: string): void => stats.countLookup(result);
+  const lookup: RouteLookup = (route, create) => lookupRoute(directory, route, create, count);
+  return { stats, refusalLog, limitHit, table, legacy, v2, router, metrics, lookup };
+}

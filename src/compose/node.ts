@@ -1,0 +1,190 @@
+/**
+ * One mailbox process on one public port, from its parts: the mailbox core,
+ * the gRPC and HTTP servers, the public listener and the admin listener,
+ * registered in a directory. `serve` and `relay` are small compositions of
+ * this (serve.ts, relay.ts); they differ in the directory and in whether the
+ * legacy front door is on the port.
+ */
+import type { Config } from '../config/schema.js';
+import type { Directory } from '../directory/directory.js';
+import { parseHostPort, startAdminServer } from '../observe/admin-server.js';
+import type { Logger } from '../observe/logger.js';
+import { subsystemLogger } from '../observe/logger.js';
+import { HASHMAIL_VERSION } from '../observe/version.js';
+import { ClientAddressPolicy } from '../transport/client-address.js';
+import { PublicListener } from '../transport/public-listener.js';
+import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
+import { loadTlsMaterial } from '../transport/tls-material.js';
+import { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
+import { buildGrpcServer } from './grpc-server.js';
+import { buildHttpServer } from './http-server.js';
+import { buildMailboxCore, type MailboxCore } from './mailbox-core.js';
+
+/** Polling step of the bounded shutdown and drain waits. */
+const WAIT_POLL_MS = 50;
+/** Hosts that mean "every interface": not an address a client can dial. */
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+const LOOPBACK_HOST = '127.0.0.1';
+
+export interface NodeOptions {
+  config: Config;
+  logger: Logger;
+  directory: Directory;
+  /** This instance's id in the directory. */
+  instanceId: string;
+  /** The legacy front door (gRPC HashMail, REST/WebSocket v1) on the public port: serve. */
+  legacy: boolean;
+}
+
+export interface RunningNode {
+  /** Actual `HOST:PORT` of the public and admin listeners (port 0 resolved). */
+  listen: string;
+  adminListen: string;
+  /** The `HOST:PORT`s registered in the directory (the first is given out). */
+  advertised: string[];
+  id: string;
+  core: MailboxCore;
+  /**
+   * Relay drain: no new sessions land here; each session's parties are told
+   * to move (UNAVAILABLE "relay draining") at random moments within
+   * relay.drainSpreadMs; resolves once no party is left or at
+   * relay.drainDeadlineMs.
+   */
+  drain(): Promise<void>;
+  /** Ends every stream with UNAVAILABLE "server shutting down", then closes; `revoke` removes the registration now. */
+  stop(options?: { revoke?: boolean }): Promise<void>;
+}
+
+/** The addresses to register: relay.advertise, else the listen address (a wildcard host becomes loopback). */
+export function advertisedAddresses(config: Config, listen: string): string[] {
+  if (config.relay.advertise.length > 0) return [...config.relay.advertise];
+  const { host, port } = parseHostPort(listen);
+  const dialable = WILDCARD_HOSTS.has(host) ? LOOPBACK_HOST : host;
+  return [dialable.includes(':') ? `[${dialable}]:${port}` : `${dialable}:${port}`];
+}
+
+export async function startNode(options: NodeOptions): Promise<RunningNode> {
+  const { config, logger, directory } = options;
+  const core = buildMailboxCore(config, logger, directory);
+  const { stats, table, metrics } = core;
+  const addresses = ClientAddressPolicy.fromConfig(config);
+  const grpc = buildGrpcServer(config, logger, core, addresses, options.legacy);
+  const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
+  const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, clientAddress: httpClientAddress }) : null;
+  const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
+  metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
+  const httpServer = buildHttpServer(config, logger, core, { gateway, wsV2 });
+
+  let tlsMaterial = null;
+  if (!config.server.insecure) {
+    tlsMaterial = loadTlsMaterial({ certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile, dataDir: config.server.dataDir });
+    logger.info(
+      { certificate: tlsMaterial.certPath, sha256: tlsMaterial.fingerprint256, generated: tlsMaterial.generated },
+      tlsMaterial.generated ? 'generated self-signed TLS certificate' : 'TLS certificate loaded',
+    );
+  }
+  const listener = new PublicListener({
+    listen: config.server.listen,
+    tls: tlsMaterial,
+    clientAddress: addresses,
+    maxConnections: config.limits.maxConnections,
+    maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
+    tlsHandshakeTimeoutMs: config.server.tlsHandshakeTimeoutMs,
+    prefaceTimeoutMs: config.http.headersTimeoutMs,
+    limitHit: core.limitHit,
+    grpc: grpc.injector,
+    http: httpServer,
+    stats,
+    logger: subsystemLogger(logger, 'listener'),
+  });
+
+  let state: 'starting' | 'serving' | 'draining' = 'starting';
+  const admin = await startAdminServer({
+    listen: config.server.adminListen,
+    metrics,
+    logger,
+    health: () => {
+      const dir = directory.health();
+      return {
+        live: state !== 'starting',
+        ready: state === 'serving' && dir.ok,
+        detail: { state, directory: dir.ok ? 'ok' : 'unavailable' },
+      };
+    },
+  });
+  let listen: string;
+  let advertised: string[];
+  try {
+    listen = await listener.start();
+    advertised = advertisedAddresses(config, listen);
+    if (!options.legacy && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen).host)) {
+      logger.warn({ advertise: advertised }, 'listening on every interface with no --advertise: other machines cannot dial the loopback address given out');
+    }
+    await directory.register({ id: options.instanceId, addresses: advertised, version: HASHMAIL_VERSION });
+  } catch (err) {
+    listener.destroyAll();
+    await admin.close();
+    throw err;
+  }
+  metrics.start();
+  const publishLoad = (): void => directory.publishLoad({ sessions: table.sessionCount, connections: stats.connectionsOpen });
+  publishLoad();
+  const loadTimer = setInterval(publishLoad, config.directory.loadPublishIntervalMs);
+  loadTimer.unref();
+  state = 'serving';
+
+  let draining: Promise<void> | null = null;
+  const drain = (): Promise<void> =>
+    (draining ??= (async () => {
+      state = 'draining';
+      const deadline = Date.now() + config.relay.drainDeadlineMs;
+      try {
+        await directory.setDraining();
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'drain: could not mark this relay draining in the directory');
+      }
+      logger.info({ parties: core.router.partyCount, sessions: core.router.routeCount, spreadMs: config.relay.drainSpreadMs }, 'draining');
+      let deadlineTimer: NodeJS.Timeout | undefined;
+      const pastDeadline = new Promise<void>((resolve) => {
+        deadlineTimer = setTimeout(resolve, config.relay.drainDeadlineMs);
+      });
+      await Promise.race([core.router.drain(config.relay.drainSpreadMs), pastDeadline]);
+      clearTimeout(deadlineTimer);
+      await waitFor(() => core.router.partyCount === 0, deadline - Date.now());
+      logger.info({ partiesLeft: core.router.partyCount }, 'drained');
+    })());
+
+  let stopping: Promise<void> | null = null;
+  const stop = (stopOptions: { revoke?: boolean } = {}): Promise<void> =>
+    (stopping ??= (async () => {
+      state = 'draining';
+      clearInterval(loadTimer);
+      await Promise.race([listener.stopAccepting(), Promise.resolve()]);
+      // Every stream ends with UNAVAILABLE "server shutting down", so clients retry at once.
+      table.shutdown();
+      gateway?.shutdown();
+      wsV2?.shutdown();
+      grpc.injector.drain(config.server.shutdownGraceMs);
+      await waitFor(() => listener.openConnections === 0, config.server.shutdownGraceMs);
+      grpc.injector.destroy();
+      listener.destroyAll();
+      httpServer.close();
+      grpc.server.forceShutdown();
+      metrics.stop();
+      core.refusalLog.flush();
+      try {
+        await directory.close({ revoke: stopOptions.revoke ?? false });
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'directory close failed; the registration goes with its lease');
+      }
+      await admin.close();
+    })());
+
+  return { listen, adminListen: admin.address, advertised, id: options.instanceId, core, drain, stop };
+}
+
+/** Polls `done` until true or `timeoutMs` passes (shutdown and drain only; bounded). */
+async function waitFor(done: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + Math.max(0, timeoutMs);
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, Math.min(WAIT_POLL_MS, Math.max(1, deadline - Date.now()))));
+}

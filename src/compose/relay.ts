@@ -1,0 +1,49 @@
+/**
+ * `hashmail relay`: the v2 relay of a cluster: gRPC and WebSocket v2 on one
+ * port plus both lookups, registered in the etcd directory, placing and
+ * serving sessions. No legacy front door (that is the gateway's).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../config/schema.js';
+import { EtcdDirectory } from '../directory/etcd/etcd-directory.js';
+import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
+import type { Logger } from '../observe/logger.js';
+import { startNode, type RunningNode } from './node.js';
+
+/** Where a relay keeps its generated id and its lease ids, in server.dataDir. */
+const INSTANCE_ID_FILE = 'relay-id';
+const LEASE_STATE_FILE = 'relay-leases.json';
+const GENERATED_ID_BYTES = 6;
+const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** relay.instanceId, else the id kept in dataDir, else a new random one kept there (a restart keeps its id). */
+export function relayInstanceId(config: Config): string {
+  if (config.relay.instanceId) return config.relay.instanceId;
+  const file = join(config.server.dataDir, INSTANCE_ID_FILE);
+  try {
+    const kept = readFileSync(file, 'utf8').trim();
+    if (ID_PATTERN.test(kept)) return kept;
+  } catch {
+    // First start: no id yet.
+  }
+  const id = `relay-${randomBytes(GENERATED_ID_BYTES).toString('hex')}`;
+  mkdirSync(config.server.dataDir, { recursive: true });
+  writeFileSync(file, `${id}\n`, { mode: 0o600 });
+  return id;
+}
+
+export async function startRelay(config: Config, logger: Logger): Promise<RunningNode> {
+  const instanceId = relayInstanceId(config);
+  mkdirSync(config.server.dataDir, { recursive: true });
+  const directory = new EtcdDirectory(etcdOptionsFromConfig(config, logger, join(config.server.dataDir, LEASE_STATE_FILE)));
+  try {
+    // Revokes the leases a previous run left, so its sessions move at once.
+    await directory.start();
+    return await startNode({ config, logger, directory, instanceId, legacy: false });
+  } catch (err) {
+    await directory.close().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,352 @@
+/**
+ * The etcd backend of the Directory. Composition of small parts: EtcdRpc
+ * (etcd3 as RPC layer, deadlines), LeaseKeeper (leases kept alive and proven
+ * on a monotonic clock), PrefixWatcher + DirectoryCache (the watch-fed local
+ * view), Placer (create-if-absent transactions). A lookup of a known session
+ * is answered from the cache with no etcd round trip.
+ */
+import { EventEmitter } from 'node:events';
+import type {
+  Directory,
+  DirectoryEvents,
+  DirectoryHealth,
+  InstanceLoad,
+  InstanceRecord,
+  LookupOptions,
+  RouteOwner,
+  SelfRegistration,
+} from '../directory.js';
+import { DirectoryUnavailableError, NoInstanceError } from '../directory.js';
+import { DirectoryCache } from './directory-cache.js';
+import type { EtcdDirectoryOptions } from './etcd-options.js';
+import { EtcdRpc } from './etcd-rpc.js';
+import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { readLeaseState, writeLeaseState } from './lease-state-file.js';
+import { Placer } from './placer.js';
+import { PrefixWatcher } from './prefix-watcher.js';
+
+/** A session lease is rotated once it holds this share of keysPerLease (placers elsewhere may still add a few). */
+const ROTATE_AT_FRACTION = 0.8;
+/** Re-registration after a lost fence: first retry, doubling to the max, with jitter. */
+const RECLAIM_MIN_MS = 100;
+const RECLAIM_MAX_MS = 2000;
+/** etcd's limit of operations in one transaction (--max-txn-ops default). */
+const MAX_TXN_OPS = 128;
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class EtcdDirectory implements Directory {
+  readonly backend = 'etcd' as const;
+  private readonly rpc: EtcdRpc;
+  private readonly layout: KeyLayout;
+  private readonly cache: DirectoryCache;
+  private readonly watcher: PrefixWatcher;
+  private readonly placer: Placer;
+  private readonly events = new EventEmitter();
+  private keeper: LeaseKeeper | null = null;
+  private starting: Promise<void> | null = null;
+  private self: SelfRegistration | null = null;
+  private startedAt = 0;
+  /** This generation's leases (hex); the first one also holds the instance record. */
+  private leases: string[] = [];
+  /** Leases of a fenced generation not yet revoked (etcd was away): revoked after the next registration. */
+  private abandoned: string[] = [];
+  private load: InstanceLoad = { sessions: 0, connections: 0 };
+  private loadDirty = false;
+  private draining = false;
+  private fenced = false;
+  private rotating = false;
+  private reclaimTimer: NodeJS.Timeout | null = null;
+  private loadTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(private readonly options: EtcdDirectoryOptions) {
+    this.rpc = new EtcdRpc(options, options.callTimeoutMs);
+    this.layout = keyLayout(options.prefix);
+    this.cache = new DirectoryCache(this.layout);
+    this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger);
+    this.placer = new Placer(this.rpc, this.layout, this.cache, {
+      policy: options.placement,
+      maxTxnsInFlight: options.maxTxnsInFlight,
+      callTimeoutMs: options.callTimeoutMs,
+    });
+    this.cache.onInstance = (id) => this.placer.loadPublished(id);
+    this.cache.onMapping = (route, before, after) => {
+      const me = this.selfId;
+      if (me === null) return;
+      if (before?.id === me && after?.id !== me) this.events.emit('routeLost', route);
+      if (after?.id === me && after.lease === this.currentSessionLease()) this.maybeRotate();
+    };
+    this.events.on('error', () => undefined);
+  }
+
+  get selfId(): string | null {
+    return this.self?.id ?? null;
+  }
+
+  /** etcd calls made so far (unary calls and stream opens): a cached lookup adds none. */
+  get etcdCalls(): number {
+    return this.rpc.calls;
+  }
+
+  /** The watch: established, and how often it listed everything (start, compaction). */
+  get watchState(): { watching: boolean; relists: number; revision: bigint } {
+    return { watching: this.watcher.watching, relists: this.watcher.relists, revision: this.watcher.revision };
+  }
+
+  /** Tests: hold the watch down (a disconnected watcher) or let it resume. */
+  holdWatch(on: boolean): void {
+    this.watcher.hold(on);
+  }
+
+  /** Connects, revokes the leases a previous run left (leaseStateFile), lists the directory and starts watching. */
+  start(): Promise<void> {
+    this.starting ??= (async () => {
+      if (this.options.leaseStateFile) await this.revokeLeftovers();
+      await this.watcher.start();
+      this.loadTimer = setInterval(() => this.publishIfDirty(), this.options.loadPublishIntervalMs);
+      this.loadTimer.unref();
+    })();
+    return this.starting;
+  }
+
+  async register(registration: SelfRegistration): Promise<void> {
+    if (registration.addresses.length === 0) throw new Error('an instance needs at least one advertised address');
+    await this.start();
+    this.self = registration;
+    this.startedAt = Date.now();
+    this.keeper = new LeaseKeeper(this.rpc, this.options.leaseTtlMs);
+    this.keeper.on('lost', (lease, reason) => this.onLeaseLost(lease, reason));
+    await this.claim();
+  }
+
+  publishLoad(load: InstanceLoad): void {
+    if (load.sessions === this.load.sessions && load.connections === this.load.connections) return;
+    this.load = { ...load };
+    this.loadDirty = true;
+  }
+
+  async setDraining(): Promise<void> {
+    this.draining = true;
+    if (this.leases.length > 0) await this.publishRecord();
+  }
+
+  async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
+    if (this.closed) throw new DirectoryUnavailableError('closed');
+    const live = this.cache.liveOwner(route);
+    if (live) return { id: live.instance.id, address: live.instance.address };
+    try {
+      if (options.place) return await this.placer.place(route);
+      // The watch-fed cache is authoritative while the watch is healthy; otherwise ask etcd.
+      if (this.watcher.watching) return null;
+      return await this.placer.fetch(route);
+    } catch (err) {
+      if (err instanceof DirectoryUnavailableError || err instanceof NoInstanceError) throw err;
+      throw new DirectoryUnavailableError(message(err));
+    }
+  }
+
+  servesHere(route: string): boolean {
+    const mapping = this.cache.sessions.get(route);
+    if (!mapping || this.self === null || this.fenced || mapping.id !== this.self.id) return false;
+    if (!this.leases.includes(mapping.lease)) return false;
+    return this.keeper !== null && this.keeper.provable(leaseDecimal(mapping.lease));
+  }
+
+  async release(routes: readonly string[]): Promise<void> {
+    const me = this.selfId;
+    if (me === null) return;
+    const ours = routes.filter((r) => this.cache.sessions.get(r)?.id === me).map((r) => Buffer.from(sessionKey(this.layout, r)));
+    for (let i = 0; i < ours.length; i += MAX_TXN_OPS) {
+      const batch = ours.slice(i, i + MAX_TXN_OPS);
+      await this.rpc.call('release', (o) => this.rpc.client.kv.txn({ success: batch.map((key) => ({ request_delete_range: { key } })) }, o));
+    }
+  }
+
+  instances(): InstanceRecord[] {
+    return [...this.cache.instances.values()].map((i) => ({
+      id: i.id,
+      address: i.address,
+      addresses: [...i.addresses],
+      load: { ...i.load },
+      draining: i.draining,
+      version: i.version,
+      startedAt: i.startedAt,
+    }));
+  }
+
+  health(): DirectoryHealth {
+    const registered = this.self !== null;
+    const leaseOk = registered ? !this.fenced && this.keeper !== null && this.keeper.allProvable() : true;
+    return {
+      ok: !this.closed && this.starting !== null && leaseOk && (registered || this.watcher.watching),
+      detail: {
+        backend: 'etcd',
+        endpoints: this.options.endpoints,
+        leaseAgeMs: this.keeper?.proofAgeMs() ?? null,
+        leases: this.leases.length,
+        watching: this.watcher.watching,
+        lastError: this.rpc.lastError || null,
+      },
+    };
+  }
+
+  on<E extends keyof DirectoryEvents>(event: E, listener: DirectoryEvents[E]): void {
+    this.events.on(event, listener);
+  }
+
+  async close(options: { revoke?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
+    if (this.loadTimer) clearInterval(this.loadTimer);
+    this.keeper?.stop();
+    this.watcher.stop();
+    if (options.revoke && this.keeper) {
+      const keeper = this.keeper;
+      await Promise.allSettled(this.leases.map((l) => keeper.drop(leaseDecimal(l), true)));
+      if (this.options.leaseStateFile) writeLeaseState(this.options.leaseStateFile, []);
+    }
+    this.rpc.close();
+  }
+
+  /** Grants a lease, publishes our record under it and makes it the lease new mappings bind to. */
+  private async claim(): Promise<void> {
+    const keeper = this.keeper;
+    if (!keeper || this.closed) return;
+    const lease = leaseHex(await keeper.grant());
+    this.leases = [lease];
+    try {
+      await this.publishRecord();
+    } catch (err) {
+      // Not registered after all: do not keep (or leak) a lease nothing uses.
+      this.leases = [];
+      keeper.drop(leaseDecimal(lease), true).catch(() => undefined);
+      throw err;
+    }
+    this.saveLeaseState();
+    this.fenced = false;
+    this.revokeAbandoned();
+    this.options.logger.info({ lease }, 'directory: registered');
+    this.events.emit('registered');
+  }
+
+  private record(): InstanceValue {
+    const self = this.self as SelfRegistration;
+    return {
+      id: self.id,
+      address: self.addresses[0],
+      addresses: [...self.addresses],
+      load: { ...this.load },
+      draining: this.draining,
+      version: self.version,
+      startedAt: this.startedAt,
+      sessionLease: this.currentSessionLease() ?? '0',
+    };
+  }
+
+  private currentSessionLease(): string | undefined {
+    return this.leases[this.leases.length - 1];
+  }
+
+  private async publishRecord(): Promise<void> {
+    const self = this.self;
+    if (!self || this.leases.length === 0) return;
+    const value = encodeInstance(this.record());
+    const key = instanceKey(this.layout, self.id);
+    const res = await this.rpc.call('put instance', (o) =>
+      this.rpc.client.kv.put({ key: Buffer.from(key), value: Buffer.from(value), lease: leaseDecimal(this.leases[0]) }, o),
+    );
+    // Our own record first-hand: placements here may land on us before the watch echoes it.
+    this.cache.put(key, value, BigInt(res.header.revision));
+    this.loadDirty = false;
+  }
+
+  private publishIfDirty(): void {
+    if (!this.loadDirty || this.fenced || this.closed) return;
+    this.publishRecord().catch((err: unknown) => this.options.logger.debug({ err: message(err) }, 'directory: load not published'));
+  }
+
+  /** Opens a new session lease before the current one holds too many mappings (etcd slows down past ~1,000 a lease). */
+  private maybeRotate(): void {
+    const current = this.currentSessionLease();
+    const keeper = this.keeper;
+    if (!current || !keeper || this.rotating || this.fenced) return;
+    if (this.cache.mappingsOnLease(current) < this.options.keysPerLease * ROTATE_AT_FRACTION) return;
+    this.rotating = true;
+    (async () => {
+      const lease = leaseHex(await keeper.grant());
+      this.leases.push(lease);
+      this.saveLeaseState();
+      await this.publishRecord();
+    })()
+      .catch((err: unknown) => this.options.logger.warn({ err: message(err) }, 'directory: session lease rotation failed'))
+      .finally(() => {
+        this.rotating = false;
+      });
+  }
+
+  /** Any lost lease fences the whole instance: end every session, then register anew by ourselves. */
+  private onLeaseLost(lease: string, reason: string): void {
+    if (this.closed || this.fenced) return;
+    this.fenced = true;
+    this.options.logger.warn({ lease: leaseHex(lease), reason }, 'directory: lease lost; fencing every session');
+    const old = this.leases;
+    this.leases = [];
+    const keeper = this.keeper;
+    this.events.emit('fenceLost');
+    // The old leases may still live in etcd (we only could not prove it): revoke them so their mappings go now.
+    if (keeper) {
+      for (const l of old) {
+        keeper.drop(leaseDecimal(l), true).catch(() => {
+          this.abandoned.push(l);
+        });
+      }
+    }
+    this.scheduleReclaim(RECLAIM_MIN_MS);
+  }
+
+  private revokeAbandoned(): void {
+    const leases = this.abandoned;
+    this.abandoned = [];
+    for (const l of leases) {
+      this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: leaseDecimal(l) }, o)).catch(() => undefined);
+    }
+  }
+
+  private scheduleReclaim(delayMs: number): void {
+    if (this.closed) return;
+    this.reclaimTimer = setTimeout(() => {
+      this.reclaimTimer = null;
+      this.claim().catch((err: unknown) => {
+        this.options.logger.debug({ err: message(err) }, 'directory: registration failed; retrying');
+        this.scheduleReclaim(Math.min(RECLAIM_MAX_MS, delayMs * 2));
+      });
+    }, delayMs * (0.5 + Math.random()));
+  }
+
+  private saveLeaseState(): void {
+    if (!this.options.leaseStateFile) return;
+    try {
+      writeLeaseState(this.options.leaseStateFile, this.leases);
+    } catch (err) {
+      this.options.logger.warn({ err: message(err) }, 'directory: lease state file not written');
+    }
+  }
+
+  private async revokeLeftovers(): Promise<void> {
+    const old = readLeaseState(this.options.leaseStateFile);
+    await Promise.all(
+      old.map((lease) =>
+        this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: leaseDecimal(lease) }, o)).catch((err: unknown) => {
+          if (err instanceof DirectoryUnavailableError) throw err;
+          // Already expired: nothing left to revoke.
+        }),
+      ),
+    );
+    if (old.length > 0) this.options.logger.info({ leases: old.length }, 'directory: revoked the leases of the previous run');
+  }
+}

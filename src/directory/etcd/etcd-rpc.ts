@@ -1,0 +1,114 @@
+/**
+ * etcd3 as the RPC layer only. The package's own policies are switched off
+ * (its circuit breaker refuses every call for 5 s after three failures, its
+ * retry has no deadline); instead every unary call here carries a deadline
+ * (callTimeoutMs), tries the other endpoints while time remains, and fails
+ * as DirectoryUnavailableError past it. Streams (watch, lease keepalive) are
+ * opened raw; their owners handle loss.
+ */
+import { readFileSync } from 'node:fs';
+import type { CallOptions } from '@grpc/grpc-js';
+import { Etcd3, GRPCCancelledError, GRPCDeadlineExceededError, isRecoverableError, type IOptions } from 'etcd3';
+import { DirectoryUnavailableError } from '../directory.js';
+import type { EtcdDirectoryOptions } from './etcd-options.js';
+
+/** gRPC pings: etcd rejects pings under 5 s as "excess pings" and closes the connection. */
+export const GRPC_KEEPALIVE_TIME_MS = 10_000;
+export const GRPC_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** One revision in which a relay's lease expires deletes thousands of keys at once. */
+export const MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
+/** Pause between tries of one call on another endpoint (connection refused answers at once). */
+const RETRY_PAUSE_MS = 25;
+/** A promise that outlives its gRPC deadline (e.g. stuck in auth) is abandoned this much later. */
+const DEADLINE_SLACK_MS = 50;
+
+type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+
+/** A policy that runs the call once and never trips: our deadline and retry loop decide instead. */
+const passThrough = {
+  // async: a synchronous throw inside must become a rejection (etcd3 throws on purpose in markFailed).
+  execute: async <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T) => fn({ signal: new AbortController().signal }),
+} as unknown as Policy;
+
+export function etcd3Options(options: Pick<EtcdDirectoryOptions, 'endpoints' | 'auth' | 'tls'>, dialTimeoutMs: number): IOptions {
+  const config: IOptions = {
+    hosts: options.endpoints,
+    dialTimeout: dialTimeoutMs,
+    faultHandling: { host: () => passThrough, global: passThrough },
+    grpcOptions: {
+      'grpc.keepalive_time_ms': GRPC_KEEPALIVE_TIME_MS,
+      'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
+    },
+  };
+  if (options.auth.username) config.auth = { username: options.auth.username, password: options.auth.password };
+  if (options.tls.caFile || options.tls.certFile) {
+    config.credentials = {
+      rootCertificate: options.tls.caFile ? readFileSync(options.tls.caFile) : Buffer.alloc(0),
+      ...(options.tls.certFile ? { certChain: readFileSync(options.tls.certFile) } : {}),
+      ...(options.tls.keyFile ? { privateKey: readFileSync(options.tls.keyFile) } : {}),
+    };
+  }
+  return config;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class EtcdRpc {
+  readonly client: Etcd3;
+  /** Unary calls and stream opens sent to etcd (tests and metrics: a cached lookup adds none). */
+  calls = 0;
+  lastError = '';
+  private closed = false;
+
+  constructor(
+    options: Pick<EtcdDirectoryOptions, 'endpoints' | 'auth' | 'tls'>,
+    private readonly callTimeoutMs: number,
+  ) {
+    this.client = new Etcd3(etcd3Options(options, callTimeoutMs));
+  }
+
+  /**
+   * Runs one unary call under a deadline. Transport failures try another
+   * endpoint while time remains; past the deadline it rejects with
+   * DirectoryUnavailableError. etcd's own answers (lease not found,
+   * compacted) pass through unchanged.
+   */
+  async call<T>(what: string, fn: (options: CallOptions) => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
+    if (this.closed) throw new DirectoryUnavailableError('closed');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      this.calls++;
+      try {
+        return await this.withDeadline(fn({ deadline }), deadline);
+      } catch (err) {
+        const transport =
+          err instanceof DirectoryUnavailableError ||
+          err instanceof GRPCDeadlineExceededError ||
+          err instanceof GRPCCancelledError ||
+          (err instanceof Error && isRecoverableError(err));
+        if (!transport) throw err;
+        this.lastError = `${what}: ${describe(err)}`;
+        if (this.closed || Date.now() + RETRY_PAUSE_MS >= deadline) throw new DirectoryUnavailableError(this.lastError);
+        await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
+      }
+    }
+  }
+
+  private withDeadline<T>(promise: Promise<T>, deadline: number): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DirectoryUnavailableError('deadline exceeded')), Math.max(0, deadline - Date.now()) + DEADLINE_SLACK_MS);
+    });
+    return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+}

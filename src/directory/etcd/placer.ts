@@ -1,0 +1,152 @@
+/**
+ * Places a session: one create-if-absent transaction binds the route to the
+ * chosen owner's published session lease, or answers with the mapping that
+ * won the race, so any number of concurrent placements from any members
+ * converge on one owner. A mapping whose owner is gone (its instance record
+ * expired) counts as absent and is replaced comparing its mod revision.
+ * Concurrent placements of one route in this process share one promise;
+ * transactions in flight are capped (TxnGate).
+ */
+import { EtcdLeaseInvalidError, type IKeyValue } from 'etcd3';
+import type { PlacementPolicy } from '../placement.js';
+import { choosePlacement } from '../placement.js';
+import type { RouteOwner } from '../directory.js';
+import { DirectoryUnavailableError, NoInstanceError } from '../directory.js';
+import type { DirectoryCache } from './directory-cache.js';
+import type { EtcdRpc } from './etcd-rpc.js';
+import type { InstanceValue, KeyLayout } from './keys.js';
+import { encodeSession, instanceKey, leaseDecimal, parseInstance, parseSession, sessionKey } from './keys.js';
+import { TxnGate } from './txn-gate.js';
+
+/** Races lost to a dying owner or a just-expired lease; a healthy cluster converges in one or two. */
+const MAX_PLACE_ATTEMPTS = 4;
+
+export interface PlacerOptions {
+  policy: PlacementPolicy;
+  maxTxnsInFlight: number;
+  callTimeoutMs: number;
+}
+
+export class Placer {
+  private readonly gate: TxnGate;
+  private readonly inFlight = new Map<string, Promise<RouteOwner>>();
+  /** Placements this process made per instance since that instance last published its load. */
+  private readonly placedSince = new Map<string, number>();
+
+  constructor(
+    private readonly rpc: EtcdRpc,
+    private readonly layout: KeyLayout,
+    private readonly cache: DirectoryCache,
+    private readonly options: PlacerOptions,
+  ) {
+    this.gate = new TxnGate(options.maxTxnsInFlight);
+  }
+
+  /** An instance published its load: our local count of placements on it starts over. */
+  loadPublished(id: string): void {
+    this.placedSince.delete(id);
+  }
+
+  get txnsActive(): number {
+    return this.gate.active;
+  }
+
+  place(route: string): Promise<RouteOwner> {
+    const pending = this.inFlight.get(route);
+    if (pending) return pending;
+    const promise = this.gate.run(this.options.callTimeoutMs, () => this.placeOnce(route)).finally(() => this.inFlight.delete(route));
+    this.inFlight.set(route, promise);
+    return promise;
+  }
+
+  /** The mapping of `route` read from etcd (not the cache), noted into the cache. */
+  async fetch(route: string): Promise<RouteOwner | null> {
+    const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(sessionKey(this.layout, route)) }, o));
+    const kv = res.kvs[0];
+    if (!kv) return null;
+    return this.ownerOf(kv);
+  }
+
+  private async placeOnce(route: string): Promise<RouteOwner> {
+    const key = Buffer.from(sessionKey(this.layout, route));
+    const excluded = new Set<string>();
+    for (let attempt = 0; attempt < MAX_PLACE_ATTEMPTS; attempt++) {
+      const live = this.cache.liveOwner(route);
+      if (live) return { id: live.instance.id, address: live.instance.address };
+      const stale = this.cache.sessions.get(route);
+      if (stale) {
+        const owner = await this.liveInstance(stale.id);
+        if (owner) return { id: owner.id, address: owner.address };
+      }
+      const target = this.choose(excluded);
+      if (!target) throw new NoInstanceError();
+      const value = encodeSession({ id: target.id, lease: target.sessionLease });
+      let res;
+      try {
+        res = await this.rpc.call('txn', (o) =>
+          this.rpc.client.kv.txn(
+            {
+              compare: stale
+                ? [{ key, target: 'Mod', result: 'Equal', mod_revision: stale.modRevision.toString() }]
+                : [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+              success: [{ request_put: { key, value: Buffer.from(value), lease: leaseDecimal(target.sessionLease) } }],
+              failure: [{ request_range: { key } }],
+            },
+            o,
+          ),
+        );
+      } catch (err) {
+        // The owner's published lease just expired or rotated away: choose again.
+        if (err instanceof EtcdLeaseInvalidError) {
+          excluded.add(target.id);
+          continue;
+        }
+        throw err;
+      }
+      if (res.succeeded) {
+        this.cache.put(key.toString(), value, BigInt(res.header.revision));
+        this.placedSince.set(target.id, (this.placedSince.get(target.id) ?? 0) + 1);
+        return { id: target.id, address: target.address };
+      }
+      const kv = res.responses[0]?.response_range?.kvs[0];
+      if (!kv) continue; // deleted in between: try to create it again
+      const owner = await this.ownerOf(kv);
+      if (owner) return owner;
+      // A dead owner's mapping (not yet expired, or our view is behind): the next round replaces it.
+    }
+    throw new DirectoryUnavailableError('placement did not converge');
+  }
+
+  /** Notes a mapping read from etcd into the cache; its owner if that instance is live. */
+  private async ownerOf(kv: IKeyValue): Promise<RouteOwner | null> {
+    const key = kv.key.toString();
+    const modRevision = BigInt(kv.mod_revision);
+    this.cache.put(key, kv.value.toString(), modRevision);
+    const mapping = parseSession(kv.value.toString());
+    if (!mapping) return null;
+    const instance = await this.liveInstance(mapping.id);
+    return instance ? { id: instance.id, address: instance.address } : null;
+  }
+
+  /** The instance record of `id`: from the cache, else from etcd (our view may lag a just-registered instance). */
+  private async liveInstance(id: string): Promise<InstanceValue | null> {
+    const cached = this.cache.instances.get(id);
+    if (cached) return cached;
+    const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(instanceKey(this.layout, id)) }, o));
+    const kv = res.kvs[0];
+    if (!kv || !parseInstance(kv.value.toString())) return null;
+    this.cache.put(kv.key.toString(), kv.value.toString(), BigInt(kv.mod_revision));
+    return this.cache.instances.get(id) ?? null;
+  }
+
+  private choose(excluded: Set<string>): InstanceValue | null {
+    const candidates: InstanceValue[] = [];
+    for (const instance of this.cache.instances.values()) {
+      if (excluded.has(instance.id)) continue;
+      const placed = this.placedSince.get(instance.id) ?? 0;
+      candidates.push(placed === 0 ? instance : { ...instance, load: { ...instance.load, sessions: instance.load.sessions + placed } });
+    }
+    const chosen = choosePlacement(candidates, this.options.policy);
+    return chosen as InstanceValue | null;
+  }
+}

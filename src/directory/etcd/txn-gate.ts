@@ -1,0 +1,64 @@
+/**
+ * At most `limit` etcd transactions in flight per process; the rest wait in
+ * order. A waiter still queued at its deadline gives up (the caller answers
+ * "directory unavailable" instead of piling onto a slow etcd).
+ */
+import { DirectoryUnavailableError } from '../directory.js';
+
+interface Waiter {
+  resolve(): void;
+  timer: NodeJS.Timeout;
+}
+
+export class TxnGate {
+  private inFlight = 0;
+  private readonly queue: Waiter[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  get active(): number {
+    return this.inFlight;
+  }
+
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  /** Resolves when a slot is ours; rejects with DirectoryUnavailableError after `timeoutMs` in the queue. */
+  acquire(timeoutMs: number): Promise<void> {
+    if (this.inFlight < this.limit) {
+      this.inFlight++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          const i = this.queue.indexOf(waiter);
+          if (i >= 0) this.queue.splice(i, 1);
+          reject(new DirectoryUnavailableError('too many directory transactions waiting'));
+        }, timeoutMs),
+      };
+      this.queue.push(waiter);
+    });
+  }
+
+  release(): void {
+    const next = this.queue.shift();
+    if (next) {
+      clearTimeout(next.timer);
+      next.resolve(); // the slot passes straight to the next waiter
+    } else {
+      this.inFlight--;
+    }
+  }
+
+  async run<T>(timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+    await this.acquire(timeoutMs);
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+}

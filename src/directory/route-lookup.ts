@@ -1,0 +1,52 @@
+/**
+ * The one lookup behind both ServerForMailbox (gRPC) and GET /v2/relay
+ * (HTTP): validates the route, asks the directory, maps its failures to our
+ * error codes (so both transports say the same thing) and counts the result.
+ */
+import { HashmailError } from '../session/errors.js';
+import { DirectoryUnavailableError, NoInstanceError, type Directory, type RouteOwner } from './directory.js';
+import { isRoute } from './route.js';
+
+/** Label values of hashmail_directory_lookups_total{result} (a fixed set). */
+export type LookupResult = 'found' | 'not_placed' | 'bad_route' | 'unavailable' | 'no_relay' | 'error';
+
+export type LookupCounter = (result: LookupResult) => void;
+
+/** Maps what a directory call threw to our error (anything unknown becomes INTERNAL upstream). */
+export function directoryError(err: unknown): unknown {
+  if (err instanceof DirectoryUnavailableError) return new HashmailError('DIRECTORY_UNAVAILABLE');
+  if (err instanceof NoInstanceError) return new HashmailError('NO_RELAY');
+  return err;
+}
+
+function resultOf(err: unknown): LookupResult {
+  if (!(err instanceof HashmailError)) return 'error';
+  if (err.code === 'DIRECTORY_UNAVAILABLE') return 'unavailable';
+  if (err.code === 'NO_RELAY') return 'no_relay';
+  return 'error';
+}
+
+/** The owner of `route`, placing it when `create`; throws a HashmailError otherwise. */
+export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter): Promise<RouteOwner> {
+  if (!isRoute(route)) {
+    count('bad_route');
+    throw new HashmailError('BAD_ROUTE');
+  }
+  let owner: RouteOwner | null;
+  try {
+    owner = await directory.lookup(route, { place: create });
+  } catch (err) {
+    const mapped = directoryError(err);
+    count(resultOf(mapped));
+    throw mapped;
+  }
+  if (owner === null) {
+    count('not_placed');
+    throw new HashmailError('SESSION_NOT_PLACED');
+  }
+  count('found');
+  return owner;
+}
+
+/** A bound lookup, as the transports get it. */
+export type RouteLookup = (route: unknown, create: boolean) => Promise<RouteOwner>;

@@ -1,0 +1,75 @@
+/**
+ * gRPC `hashmail.v2.Mailbox/ServerForMailbox`: which relay owns a route,
+ * answered by every instance (docs/protocol-v2.md, Finding the relay).
+ */
+import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
+import type { RouteLookup } from '../../directory/route-lookup.js';
+import type { Logger } from '../../observe/logger.js';
+import type { RelayStats } from '../../observe/stats.js';
+import { HashmailError } from '../../session/errors.js';
+import {
+  decodeServerForMailboxRequest,
+  decodeServerForMailboxResponse,
+  encodeServerForMailboxRequest,
+  encodeServerForMailboxResponse,
+  type ServerForMailboxRequest,
+  type ServerForMailboxResponse,
+} from '../../wire/v2-frames.js';
+import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
+import { noteError } from '../report-error.js';
+
+const SERVICE_NAME = 'hashmail.v2.Mailbox';
+export const SERVER_FOR_MAILBOX_PATH = `/${SERVICE_NAME}/ServerForMailbox`;
+
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+/** Client-side method definition (tests, the client library). */
+export const serverForMailboxMethod = {
+  path: SERVER_FOR_MAILBOX_PATH,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: (req: ServerForMailboxRequest): Buffer => asBuffer(encodeServerForMailboxRequest(req)),
+  requestDeserialize: (b: Buffer): ServerForMailboxRequest => decodeServerForMailboxRequest(b),
+  responseSerialize: (res: ServerForMailboxResponse): Buffer => asBuffer(encodeServerForMailboxResponse(res)),
+  responseDeserialize: (b: Buffer): ServerForMailboxResponse => decodeServerForMailboxResponse(b),
+} as const;
+
+/** Server side: a request that fails to decode becomes an INVALID_ARGUMENT answer. */
+export const serverForMailboxServerMethod = {
+  ...serverForMailboxMethod,
+  requestDeserialize: (b: Buffer): ServerForMailboxRequest | HashmailError => {
+    try {
+      return decodeServerForMailboxRequest(b);
+    } catch (err) {
+      return new HashmailError('MALFORMED_REQUEST', `malformed request: ${(err as Error).message}`);
+    }
+  },
+};
+
+export interface ServerForMailboxDeps {
+  lookup: RouteLookup;
+  logger: Logger;
+  stats: RelayStats;
+  metrics: GrpcMetricsHook;
+}
+
+export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
+  return (call: ServerUnaryCall<ServerForMailboxRequest | HashmailError, ServerForMailboxResponse>, callback: sendUnaryData<ServerForMailboxResponse>): void => {
+    const m = deps.metrics.grpcCall(SERVICE_NAME, 'ServerForMailbox', 'unary');
+    m.received();
+    const req = call.request;
+    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create);
+    answer.then(
+      (owner) => {
+        m.sent();
+        m.done(0);
+        callback(null, { id: owner.id, address: owner.address });
+      },
+      (err: unknown) => {
+        const e = noteError(deps, err, { transport: 'grpc', call: 'ServerForMailbox' });
+        m.done(e.grpcCode);
+        callback({ code: e.grpcCode, details: e.message });
+      },
+    );
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * HTTP `GET /v2/relay?route=ROUTE[&create=1]` on the public port: the same
+ * lookup as gRPC ServerForMailbox, for browsers (docs/protocol-v2.md,
+ * Finding the relay). 200 `{"id","address"}`; errors as
+ * `{"error":{"code":<grpc code>,"message":...}}` with the code's HTTP status
+ * (404 not placed, 503 directory unavailable, 400 bad route). CORS allows
+ * any origin, preflight included: the answer names a public address only.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { RouteLookup } from '../directory/route-lookup.js';
+import { HashmailError } from '../session/errors.js';
+import { noteError, type ErrorReporter } from './report-error.js';
+
+export const LOOKUP_PATH = '/v2/relay';
+const PREFLIGHT_MAX_AGE_S = 600;
+
+/** True for `/v2/relay`, with or without a query string. */
+export function isLookupPath(url: string | undefined): boolean {
+  return url === LOOKUP_PATH || (url?.startsWith(`${LOOKUP_PATH}?`) ?? false);
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(text),
+    'Access-Control-Allow-Origin': '*',
+    'Cache-Control': 'no-store',
+  });
+  res.end(text);
+}
+
+export class HttpLookup {
+  constructor(
+    private readonly lookup: RouteLookup,
+    private readonly reporter: ErrorReporter,
+  ) {}
+
+  handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, {
+        'Access-Control-Allow-Origin': '*',
+        'Access-Control-Allow-Methods': 'GET, OPTIONS',
+        'Access-Control-Allow-Headers': req.headers['access-control-request-headers'] ?? 'Content-Type',
+        'Access-Control-Max-Age': String(PREFLIGHT_MAX_AGE_S),
+        'Content-Length': '0',
+      });
+      res.end();
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, OPTIONS');
+      this.fail(res, new HashmailError('METHOD_NOT_ALLOWED'));
+      return;
+    }
+    const query = new URL(req.url ?? '/', 'http://x').searchParams;
+    const create = query.get('create');
+    this.lookup(query.get('route'), create === '1' || create === 'true').then(
+      (owner) => sendJson(res, 200, { id: owner.id, address: owner.address }),
+      (err: unknown) => this.fail(res, err),
+    );
+  }
+
+  private fail(res: ServerResponse, err: unknown): void {
+    const e = noteError(this.reporter, err, { transport: 'http', call: 'lookup' });
+    if (res.headersSent || res.destroyed) return;
+    sendJson(res, e.httpStatus, { error: { code: e.grpcCode, message: e.message } });
+  }
+}

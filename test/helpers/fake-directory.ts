@@ -1,0 +1,105 @@
+/**
+ * An in-memory Directory whose answers a test sets: who owns each route,
+ * whether the backend is reachable, and the events (fenceLost, routeLost)
+ * it emits. Unit tests of the relay's routing run against it.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  DirectoryUnavailableError,
+  NoInstanceError,
+  type Directory,
+  type DirectoryEvents,
+  type DirectoryHealth,
+  type InstanceLoad,
+  type InstanceRecord,
+  type LookupOptions,
+  type RouteOwner,
+  type SelfRegistration,
+} from '../../src/directory/directory.js';
+
+export class FakeDirectory implements Directory {
+  readonly backend = 'memory' as const;
+  readonly owners = new Map<string, RouteOwner>();
+  self: SelfRegistration | null = null;
+  /** Lookups throw DirectoryUnavailableError. */
+  unavailable = false;
+  /** Placements throw NoInstanceError. */
+  noInstance = false;
+  /** Where placements go; null: this instance. */
+  placeOn: RouteOwner | null = null;
+  draining = false;
+  fenced = false;
+  readonly released: string[] = [];
+  readonly loads: InstanceLoad[] = [];
+  lookups = 0;
+  closedWith: { revoke?: boolean } | null = null;
+  private readonly events = new EventEmitter();
+
+  get selfId(): string | null {
+    return this.self?.id ?? null;
+  }
+
+  get selfOwner(): RouteOwner {
+    if (!this.self) throw new Error('not registered');
+    return { id: this.self.id, address: this.self.addresses[0] };
+  }
+
+  async register(self: SelfRegistration): Promise<void> {
+    this.self = self;
+    this.events.emit('registered');
+  }
+
+  publishLoad(load: InstanceLoad): void {
+    this.loads.push(load);
+  }
+
+  async setDraining(): Promise<void> {
+    this.draining = true;
+  }
+
+  async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
+    this.lookups++;
+    if (this.unavailable) throw new DirectoryUnavailableError('test');
+    const owner = this.owners.get(route);
+    if (owner) return owner;
+    if (!options.place) return null;
+    if (this.noInstance) throw new NoInstanceError();
+    const placed = this.placeOn ?? this.selfOwner;
+    this.owners.set(route, placed);
+    return placed;
+  }
+
+  servesHere(route: string): boolean {
+    return !this.fenced && this.self !== null && this.owners.get(route)?.id === this.self.id;
+  }
+
+  async release(routes: readonly string[]): Promise<void> {
+    for (const route of routes) {
+      this.released.push(route);
+      if (this.servesHere(route)) this.owners.delete(route);
+    }
+  }
+
+  instances(): InstanceRecord[] {
+    return [];
+  }
+
+  health(): DirectoryHealth {
+    return { ok: !this.fenced && !this.unavailable, detail: {} };
+  }
+
+  on<E extends keyof DirectoryEvents>(event: E, listener: DirectoryEvents[E]): void {
+    this.events.on(event, listener);
+  }
+
+  /** Emits a directory event as a backend would. */
+  emit(event: 'fenceLost' | 'registered'): void;
+  emit(event: 'routeLost', route: string): void;
+  emit(event: keyof DirectoryEvents, route?: string): void {
+    this.events.emit(event, route);
+  }
+
+  async close(options: { revoke?: boolean } = {}): Promise<void> {
+    this.closedWith = options;
+  }
+}

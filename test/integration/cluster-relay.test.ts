@@ -1,0 +1,199 @@
+/**
+ * Three `hashmail relay` processes on one real etcd: lookups agree on every
+ * relay, a v2 party that dials a non-owner is redirected with relay_address,
+ * and SIGTERM drains a relay (its streams end with UNAVAILABLE "relay
+ * draining", new placements avoid it, it exits 0 within the deadline).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { routeOfSid } from '../../src/directory/route.js';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { member, until } from '../helpers/etcd-directory.js';
+import http from 'node:http';
+import { grpcLookup, httpLookup, lookupClient, type GrpcLookupAnswer } from '../helpers/lookup.js';
+import { startRelay, type RunningServer } from '../helpers/server.js';
+import { closeParties, grpcParty, HelloRefused, wsParty, type V2Party } from '../helpers/v2-peers.js';
+
+const UNAVAILABLE = 14;
+const NOT_FOUND = 5;
+const RELAYS = 3;
+const DRAIN_DEADLINE_MS = 4000;
+const RELAY_CONFIG = {
+  directory: { leaseTtlMs: 3000, callTimeoutMs: 1000, loadPublishIntervalMs: 200 },
+  relay: { drainSpreadMs: 500, drainDeadlineMs: DRAIN_DEADLINE_MS },
+};
+/** Concurrent placements in the race tests. */
+const RACE_LOOKUPS = 1000;
+/** HTTP connections per relay the race keeps open. */
+const HTTP_SOCKETS_PER_RELAY = 32;
+/** Placements tried to find sessions on the relay under test (each lands there with p = 1/3). */
+const MAX_PLACEMENTS = 60;
+
+function sidPair(): [Buffer, Buffer] {
+  const a = randomBytes(64);
+  const b = Buffer.from(a);
+  b[63] ^= 1;
+  return [a, b];
+}
+
+function owner(answer: GrpcLookupAnswer): { id: string; address: string } {
+  assert.ok(answer.ok, `lookup failed: ${JSON.stringify(answer)}`);
+  return answer.owner;
+}
+
+describe('hashmail relay: three relays on one etcd', () => {
+  let etcd: EtcdCluster;
+  const relays: RunningServer[] = [];
+
+  before(async () => {
+    etcd = await startEtcd(1);
+    for (let i = 0; i < RELAYS; i++) relays.push(await startRelay({ etcd: etcd.etcdFlag, id: `relay-${i}`, config: RELAY_CONFIG }));
+  });
+  after(async () => {
+    for (const relay of relays) await relay.stop();
+    await etcd.stop();
+  });
+
+  test('each relay is live and ready on its admin listener once registered', async () => {
+    for (const relay of relays) {
+      assert.equal((await relay.admin('/healthz')).status, 200);
+      assert.equal((await relay.admin('/readyz')).status, 200);
+    }
+    const serving = relays[0].logs.find((l) => l.msg === 'serving');
+    assert.equal(serving?.id, 'relay-0');
+    assert.deepEqual(serving?.advertise, [relays[0].address]);
+  });
+
+  test('every relay answers lookups alike: placed once, found everywhere, 404 when not placed', async () => {
+    const addresses = new Set(relays.map((r) => r.address));
+    for (let i = 0; i < 12; i++) {
+      const route = routeOfSid(randomBytes(64));
+      const missing = await httpLookup(relays[i % RELAYS].port, `route=${route}`);
+      assert.equal(missing.status, 404);
+      assert.deepEqual(await grpcLookup(relays[(i + 1) % RELAYS].address, route), { ok: false, code: NOT_FOUND, details: 'session not placed' });
+      const placed = owner(await grpcLookup(relays[i % RELAYS].address, route, true));
+      assert.ok(addresses.has(placed.address), `placed on ${placed.address}`);
+      assert.equal(relays.find((r) => r.address === placed.address)?.address, placed.address);
+      for (const relay of relays) {
+        assert.deepEqual(owner(await grpcLookup(relay.address, route)), placed);
+        const http = await httpLookup(relay.port, `route=${route}&create=1`);
+        assert.equal(http.status, 200);
+        assert.deepEqual(JSON.parse(http.body), placed);
+      }
+    }
+  });
+
+  test(`race: ${RACE_LOOKUPS} concurrent placements of one new session via 3 relays (gRPC and HTTP) yield one owner; ${RACE_LOOKUPS} sessions spread`, async (t) => {
+    const clients = relays.map((r) => lookupClient(r.address));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: HTTP_SOCKETS_PER_RELAY });
+    t.after(() => {
+      for (const c of clients) c.close();
+      agent.destroy();
+    });
+    const place = async (i: number, route: string): Promise<{ id: string; address: string }> => {
+      if (i % 2 === 0) return owner(await clients[i % RELAYS].lookup(route, true));
+      const answer = await httpLookup(relays[i % RELAYS].port, `route=${route}&create=1`, { agent });
+      assert.equal(answer.status, 200, answer.body);
+      return JSON.parse(answer.body) as { id: string; address: string };
+    };
+    const route = routeOfSid(randomBytes(64));
+    const owners = await Promise.all(Array.from({ length: RACE_LOOKUPS }, (_, i) => place(i, route)));
+    assert.equal(new Set(owners.map((o) => `${o.id} ${o.address}`)).size, 1, 'one owner');
+
+    const spread = await Promise.all(Array.from({ length: RACE_LOOKUPS }, (_, i) => place(i, routeOfSid(randomBytes(64)))));
+    const perRelay = relays.map((r) => spread.filter((o) => o.address === r.address).length);
+    assert.equal(perRelay.reduce((a, b) => a + b, 0), RACE_LOOKUPS);
+    const mean = RACE_LOOKUPS / RELAYS;
+    t.diagnostic(`sessions per relay: ${perRelay.join(', ')} (max/mean ${(Math.max(...perRelay) / mean).toFixed(3)})`);
+    // Equal load everywhere: an even split, far from one relay taking most.
+    assert.ok(Math.max(...perRelay) / mean < 1.3, `uneven: ${perRelay.join(', ')}`);
+  });
+
+  test('a v2 party that dials a non-owner is redirected with relay_address; at the owner both parties meet', async () => {
+    const [a, b] = sidPair();
+    const placed = owner(await grpcLookup(relays[0].address, routeOfSid(a), true));
+    const elsewhere = relays.find((r) => r.address !== placed.address) as RunningServer;
+    const home = relays.find((r) => r.address === placed.address) as RunningServer;
+    for (const party of [grpcParty(elsewhere.address), await wsParty(elsewhere.port)]) {
+      const refused = await party.hello({ sid: b }).then(
+        () => assert.fail('a non-owner welcomed the party'),
+        (err: unknown) => err as HelloRefused,
+      );
+      assert.ok(refused instanceof HelloRefused);
+      assert.equal(refused.error?.code, UNAVAILABLE);
+      assert.equal(refused.error?.message, `session is served by another relay: ${placed.address}`);
+      assert.equal(refused.error?.relayAddress, placed.address);
+      await closeParties([party]);
+    }
+    const pa = grpcParty(home.address);
+    const pb = await wsParty(home.port);
+    try {
+      await pa.hello({ sid: a });
+      await pb.hello({ sid: b });
+      await pa.expectPresence(true);
+      await pb.send(Buffer.from('over the cluster'));
+      assert.equal((await pa.nextData()).toString(), 'over the cluster');
+    } finally {
+      await closeParties([pa, pb]);
+    }
+  });
+
+  // Last: relay 2 drains and exits.
+  test('SIGTERM drains a relay: its streams end with UNAVAILABLE "relay draining", placements avoid it, it exits 0 in time', async (t) => {
+    const drained = relays[2];
+    const mine: [Buffer, Buffer][] = [];
+    let other: [Buffer, Buffer] | null = null;
+    for (let i = 0; i < MAX_PLACEMENTS && (mine.length < 2 || other === null); i++) {
+      const pair = sidPair();
+      const placed = owner(await grpcLookup(relays[i % RELAYS].address, routeOfSid(pair[0]), true));
+      if (placed.address === drained.address) mine.push(pair);
+      else other ??= pair;
+    }
+    assert.ok(mine.length >= 1 && other !== null, 'placements reached every relay');
+    const parties: V2Party[] = [];
+    const otherParties: V2Party[] = [];
+    const watcher = await member(etcd.endpoints, null);
+    try {
+      for (const [a, b] of mine) {
+        const pa = grpcParty(drained.address);
+        const pb = await wsParty(drained.port);
+        parties.push(pa, pb);
+        await pa.hello({ sid: a });
+        await pb.hello({ sid: b });
+      }
+      const [oa, ob] = other;
+      const homeAddress = owner(await grpcLookup(relays[0].address, routeOfSid(oa))).address;
+      const homeRelay = relays.find((r) => r.address === homeAddress) as RunningServer;
+      otherParties.push(grpcParty(homeRelay.address), grpcParty(homeRelay.address));
+      await otherParties[0].hello({ sid: oa });
+      await otherParties[1].hello({ sid: ob });
+      await otherParties[0].expectPresence(true);
+
+      const sent = Date.now();
+      const exitedAt = drained.exited.then((code) => ({ code, ms: Date.now() - sent }));
+      drained.process.kill('SIGTERM');
+      for (const party of parties) {
+        await party.expectError(UNAVAILABLE, /^relay draining: look up the session again$/, { skipPresence: true });
+      }
+      assert.equal((await drained.admin('/readyz')).status, 503);
+      await until(() => watcher.instances().find((i) => i.id === 'relay-2')?.draining === true, 3000, 'relay-2 seen draining');
+      for (let i = 0; i < 20; i++) {
+        const placed = owner(await grpcLookup(relays[i % 2].address, routeOfSid(randomBytes(64)), true));
+        assert.notEqual(placed.address, drained.address, 'a new session landed on the draining relay');
+      }
+      // The released sessions are placed elsewhere on the next lookup.
+      for (const [a] of mine) assert.notEqual(owner(await grpcLookup(relays[0].address, routeOfSid(a), true)).address, drained.address);
+      const exit = await exitedAt;
+      assert.equal(exit.code, 0);
+      assert.ok(exit.ms < DRAIN_DEADLINE_MS, `exit took ${exit.ms} ms`);
+      t.diagnostic(`drained relay exited ${exit.ms} ms after SIGTERM`);
+      // A session on another relay was not disturbed.
+      await otherParties[1].send(Buffer.from('still here'));
+      assert.equal((await otherParties[0].nextData()).toString(), 'still here');
+    } finally {
+      await closeParties([...parties, ...otherParties]);
+      await watcher.close();
+    }
+  });
+});

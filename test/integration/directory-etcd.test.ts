@@ -1,0 +1,310 @@
+/**
+ * The etcd directory against a real etcd: placement races, cached lookups,
+ * lease expiry and revocation, fencing, etcd outages, compaction, no SID in
+ * etcd. Members run in the test process.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import { DirectoryUnavailableError } from '../../src/directory/directory.js';
+import type { EtcdDirectory } from '../../src/directory/etcd/etcd-directory.js';
+import { allEndpointStatus } from '../../src/directory/etcd/endpoint-status.js';
+import { routeOfSid } from '../../src/directory/route.js';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { member, randomRoute, TEST_CALL_TIMEOUT_MS, TEST_TTL_MS, until } from '../helpers/etcd-directory.js';
+
+/** Slack over a deadline under test: scheduling, not the deadline itself. */
+const DEADLINE_SLACK_MS = 500;
+
+function once(d: EtcdDirectory, event: 'fenceLost' | 'registered'): Promise<number> {
+  return new Promise((resolve) => d.on(event, () => resolve(Date.now())));
+}
+
+describe('etcd directory, one etcd member', () => {
+  let etcd: EtcdCluster;
+  before(async () => {
+    etcd = await startEtcd(1);
+  });
+  after(async () => {
+    await etcd.stop();
+  });
+
+  test('three members: 1,000 concurrent placements of one route agree on one owner; 1,000 routes spread', async (t) => {
+    const prefix = '/race/';
+    const members: EtcdDirectory[] = [];
+    t.after(() => Promise.all(members.map((m) => m.close({ revoke: true }))));
+    // A burst of 1,000 placements queues behind maxTxnsInFlight: a deadline with room for the queue.
+    for (let i = 0; i < 3; i++) members.push(await member(etcd.endpoints, `r${i}`, { prefix, callTimeoutMs: 10_000 }, 7000 + i));
+    await until(() => members.every((m) => m.instances().length === 3), 5000, 'every member sees 3 instances');
+
+    const route = randomRoute();
+    const answers = await Promise.all(Array.from({ length: 1000 }, (_, i) => members[i % 3].lookup(route, { place: true })));
+    const owners = new Set(answers.map((a) => JSON.stringify(a)));
+    assert.equal(owners.size, 1, `one owner, got ${[...owners].join(' ')}`);
+    const owner = answers[0];
+    assert.ok(owner);
+    assert.equal(members.filter((m) => m.servesHere(route)).length <= 1, true);
+    const ownerMember = members.find((m) => m.selfId === owner.id);
+    assert.ok(ownerMember);
+    await until(() => ownerMember.servesHere(route), 3000, 'the owner serves the route');
+    assert.deepEqual(members.filter((m) => m.servesHere(route)).map((m) => m.selfId), [owner.id]);
+
+    const perOwner = new Map<string, number>();
+    const routes = Array.from({ length: 1000 }, () => randomRoute());
+    const placed = await Promise.all(routes.map((r, i) => members[i % 3].lookup(r, { place: true })));
+    for (const p of placed) {
+      assert.ok(p);
+      perOwner.set(p.id, (perOwner.get(p.id) ?? 0) + 1);
+    }
+    const counts = [...perOwner.values()];
+    assert.equal(counts.length, 3, `all three instances got sessions: ${JSON.stringify([...perOwner])}`);
+    const mean = 1000 / 3;
+    assert.ok(Math.max(...counts) / mean < 1.25, `max/mean ${(Math.max(...counts) / mean).toFixed(3)}: ${JSON.stringify([...perOwner])}`);
+    // Every member answers the same owner for every route, from its cache once the watch caught up.
+    await until(() => members.every((m) => routes.every((r) => m.servesHere(r) === (m.selfId === placed[routes.indexOf(r)]?.id))), 5000, 'fencing agrees');
+  });
+
+  test('a cached lookup makes no etcd call', async (t) => {
+    const prefix = '/cached/';
+    const a = await member(etcd.endpoints, 'a', { prefix });
+    const gateway = await member(etcd.endpoints, null, { prefix });
+    t.after(() => Promise.all([a.close({ revoke: true }), gateway.close()]));
+    await until(() => gateway.instances().length === 1, 3000, 'the gateway sees the relay');
+    const route = randomRoute();
+    const placed = await gateway.lookup(route, { place: true });
+    assert.equal(placed?.id, 'a');
+    await until(() => a.servesHere(route), 3000, 'the relay sees its mapping');
+    const before = [a.etcdCalls, gateway.etcdCalls];
+    for (let i = 0; i < 1000; i++) {
+      assert.deepEqual(await gateway.lookup(route, { place: true }), placed);
+      assert.deepEqual(await a.lookup(route, { place: false }), placed);
+    }
+    assert.deepEqual([a.etcdCalls, gateway.etcdCalls], before);
+    assert.equal(await gateway.lookup(randomRoute(), { place: false }), null, 'unknown route, no place: null');
+  });
+});
+
+describe('etcd directory: leases, fencing, outages (one etcd member each)', () => {
+  let etcd: EtcdCluster;
+  before(async () => {
+    etcd = await startEtcd(1);
+  });
+  after(async () => {
+    await etcd.stop();
+  });
+
+  test('closed without revoke: mappings vanish after the TTL and are placed on a live instance; with revoke: at once', async (t) => {
+    const prefix = '/expiry/';
+    const a = await member(etcd.endpoints, 'a', { prefix });
+    const b = await member(etcd.endpoints, 'b', { prefix });
+    const gateway = await member(etcd.endpoints, null, { prefix, placement: 'random' });
+    t.after(() => Promise.all([a.close(), b.close({ revoke: true }), gateway.close()]));
+    await until(() => gateway.instances().length === 2, 3000, 'the gateway sees both');
+    await b.setDraining();
+    await until(() => gateway.instances().find((i) => i.id === 'b')?.draining === true, 3000, 'b draining');
+    const routes = Array.from({ length: 20 }, () => randomRoute());
+    for (const r of routes) assert.equal((await gateway.lookup(r, { place: true }))?.id, 'a');
+
+    const closedAt = Date.now();
+    await a.close(); // no revoke: the lease runs out
+    const revoked = await member(etcd.endpoints, 'c', { prefix });
+    t.after(() => revoked.close());
+    await until(() => gateway.instances().every((i) => i.id !== 'a'), TEST_TTL_MS * 2 + 2000, 'a expired');
+    const elapsed = Date.now() - closedAt;
+    assert.ok(elapsed >= TEST_TTL_MS * 0.5, `a vanished after ${elapsed} ms, not before its lease could run out`);
+    await until(() => routes.every((r) => !gateway.servesHere(r) && gateway.watchState.watching), 3000, 'watch current');
+    for (const r of routes) assert.equal((await gateway.lookup(r, { place: true }))?.id, 'c', 'placed again on the live, non-draining one');
+
+    // With revoke the mappings go at once (well under the TTL).
+    const revokedAt = Date.now();
+    await revoked.close({ revoke: true });
+    await until(() => gateway.instances().every((i) => i.id !== 'c') && routes.every((r) => !gateway.servesHere(r)), TEST_TTL_MS / 2, 'c revoked');
+    assert.ok(Date.now() - revokedAt < TEST_TTL_MS / 2);
+    assert.equal(await gateway.lookup(routes[0], { place: false }), null);
+  });
+
+  test('leaseStateFile: a restarted relay revokes the leases its previous run left', async (t) => {
+    const prefix = '/restart/';
+    const dir = mkdtempSync(join(tmpdir(), 'hashmail-lease-'));
+    const leaseStateFile = join(dir, 'leases.json');
+    const gateway = await member(etcd.endpoints, null, { prefix });
+    t.after(() => gateway.close());
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const first = await member(etcd.endpoints, 'r', { prefix, leaseStateFile });
+    const route = randomRoute();
+    assert.equal((await first.lookup(route, { place: true }))?.id, 'r');
+    await until(() => gateway.instances().length === 1, 3000, 'gateway sees r');
+    assert.equal((await gateway.lookup(route, { place: false }))?.id, 'r');
+    await first.close(); // a crash: nothing revoked
+    const restartedAt = Date.now();
+    const second = await member(etcd.endpoints, null, { prefix, leaseStateFile });
+    t.after(() => second.close());
+    await until(() => gateway.instances().length === 0, TEST_TTL_MS / 2, 'old registration revoked at start');
+    assert.ok(Date.now() - restartedAt < TEST_TTL_MS / 2);
+    assert.equal(await gateway.lookup(route, { place: false }), null, 'the old mapping is gone at once');
+  });
+
+  test('fencing: etcd paused past the TTL: servesHere false and fenceLost before the TTL; resumed: registers again by itself', async (t) => {
+    const prefix = '/fence/';
+    const relay = await member(etcd.endpoints, 'f', { prefix });
+    t.after(() => relay.close({ revoke: true }));
+    const route = randomRoute();
+    assert.equal((await relay.lookup(route, { place: true }))?.id, 'f');
+    assert.equal(relay.servesHere(route), true);
+    const fenced = once(relay, 'fenceLost');
+    const registered = once(relay, 'registered');
+    const pausedAt = Date.now();
+    etcd.members[0].pause();
+    try {
+      const fencedAt = await fenced;
+      assert.ok(fencedAt - pausedAt < TEST_TTL_MS, `fenceLost ${fencedAt - pausedAt} ms after the pause, TTL ${TEST_TTL_MS}`);
+      assert.equal(relay.servesHere(route), false);
+      assert.equal(relay.health().ok, false);
+      // Stay paused past the TTL.
+      await new Promise((r) => setTimeout(r, Math.max(0, pausedAt + TEST_TTL_MS + 200 - Date.now())));
+      assert.equal(relay.servesHere(route), false);
+    } finally {
+      etcd.members[0].resume();
+    }
+    await registered;
+    await until(() => relay.health().ok, 5000, 'healthy again');
+    assert.equal(relay.servesHere(route), false, 'the mapping of the fenced generation is never served again');
+    const fresh = randomRoute();
+    let placed = null;
+    for (let i = 0; i < 50 && placed === null; i++) {
+      placed = await relay.lookup(fresh, { place: true }).catch(() => null);
+      if (placed === null) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(placed?.id, 'f');
+    await until(() => relay.servesHere(fresh), 3000, 'serves the new placement');
+  });
+
+  test('etcd down: cached lookups answer, placements fail fast; etcd back: placements work again', async (t) => {
+    const prefix = '/outage/';
+    const relay = await member(etcd.endpoints, 'o', { prefix });
+    const gateway = await member(etcd.endpoints, null, { prefix });
+    t.after(() => Promise.all([relay.close({ revoke: true }), gateway.close()]));
+    const route = randomRoute();
+    const owner = await gateway.lookup(route, { place: true });
+    assert.equal(owner?.id, 'o');
+    await until(() => relay.servesHere(route), 3000, 'relay sees the mapping');
+    const registered = once(relay, 'registered');
+
+    await etcd.members[0].kill();
+    try {
+      assert.deepEqual(await gateway.lookup(route, { place: true }), owner, 'cached answer while etcd is down');
+      const started = Date.now();
+      await assert.rejects(gateway.lookup(randomRoute(), { place: true }), DirectoryUnavailableError);
+      const took = Date.now() - started;
+      assert.ok(took < TEST_CALL_TIMEOUT_MS + DEADLINE_SLACK_MS, `placement failed after ${took} ms`);
+      await new Promise((r) => setTimeout(r, TEST_TTL_MS)); // down past the TTL: the relay fences
+      assert.equal(relay.servesHere(route), false);
+    } finally {
+      await etcd.members[0].restart();
+    }
+    await registered;
+    let placed = null;
+    for (let i = 0; i < 50 && placed === null; i++) {
+      placed = await gateway.lookup(randomRoute(), { place: true }).catch(() => null);
+      if (placed === null) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(placed?.id, 'o');
+  });
+
+  test('watch compaction: a watcher held down past a compaction lists again and stays current', async (t) => {
+    const prefix = '/compact/';
+    const relay = await member(etcd.endpoints, 'w', { prefix });
+    const watcher = await member(etcd.endpoints, null, { prefix });
+    const raw = new Etcd3({ hosts: etcd.endpoints });
+    t.after(() => Promise.all([relay.close({ revoke: true }), watcher.close()]));
+    t.after(() => raw.close());
+    await until(() => watcher.instances().length === 1 && watcher.watchState.watching, 3000, 'watcher current');
+    const relists = watcher.watchState.relists;
+    watcher.holdWatch(true);
+    const routes = await Promise.all(Array.from({ length: 10 }, async () => {
+      const r = randomRoute();
+      await relay.lookup(r, { place: true });
+      return r;
+    }));
+    const { header } = await raw.kv.range({ key: Buffer.from('x') });
+    await raw.kv.compact({ revision: header.revision, physical: true });
+    watcher.holdWatch(false);
+    await until(() => watcher.watchState.relists > relists && watcher.watchState.watching, 5000, 'listed again');
+    for (const r of routes) assert.equal((await watcher.lookup(r, { place: false }))?.id, 'w');
+    const later = randomRoute();
+    await relay.lookup(later, { place: true });
+    let seen = null;
+    for (let i = 0; i < 50 && seen === null; i++) {
+      seen = await watcher.lookup(later, { place: false });
+      if (seen === null) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(seen?.id, 'w', 'events after the re-list arrive');
+  });
+
+  test('etcd never holds a SID (hex, base64, base64url)', async (t) => {
+    const prefix = '/nosid/';
+    const relay = await member(etcd.endpoints, 's', { prefix });
+    const raw = new Etcd3({ hosts: etcd.endpoints });
+    t.after(() => relay.close({ revoke: true }));
+    t.after(() => raw.close());
+    const sids = Array.from({ length: 50 }, () => randomBytes(64));
+    for (const sid of sids) await relay.lookup(routeOfSid(sid), { place: true });
+    const all = await raw.getAll().prefix('').buffers();
+    const dump = Object.entries(all).map(([k, v]) => `${k}\n${v.toString('latin1')}`).join('\n');
+    assert.ok(Object.keys(all).length >= sids.length);
+    for (const sid of sids) {
+      const pair = Buffer.from(sid);
+      pair[63] ^= 1;
+      for (const s of [sid, pair]) {
+        for (const form of [s.toString('hex'), s.toString('base64'), s.toString('base64url'), s.toString('hex').toUpperCase()]) {
+          assert.equal(dump.includes(form), false, 'a SID form in etcd');
+          assert.equal(dump.includes(form.slice(0, 16)), false, 'a SID fragment in etcd');
+        }
+        assert.equal(dump.includes(s.toString('latin1')), false, 'raw SID bytes in etcd');
+      }
+    }
+  });
+});
+
+describe('etcd directory, three etcd members', () => {
+  let etcd: EtcdCluster;
+  before(async () => {
+    etcd = await startEtcd(3);
+  });
+  after(async () => {
+    await etcd.stop();
+  });
+
+  // A follower: losing the leader adds one election (~1 s with etcd's defaults), which
+  // the default callTimeoutMs (2 s) covers but this test's short deadline would not.
+  test('one member (a follower) killed: placements and lookups continue', async (t) => {
+    const prefix = '/quorum/';
+    const a = await member(etcd.endpoints, 'a', { prefix });
+    const b = await member(etcd.endpoints, 'b', { prefix });
+    t.after(() => Promise.all([a.close({ revoke: true }), b.close({ revoke: true })]));
+    await until(() => a.instances().length === 2 && b.instances().length === 2, 3000, 'both see both');
+    const before = Array.from({ length: 50 }, () => randomRoute());
+    const owners = await Promise.all(before.map((r, i) => (i % 2 ? a : b).lookup(r, { place: true })));
+    const fenced = { a: false, b: false };
+    a.on('fenceLost', () => (fenced.a = true));
+    b.on('fenceLost', () => (fenced.b = true));
+    const statuses = await allEndpointStatus({ endpoints: etcd.endpoints, auth: { username: '', password: '' }, tls: { caFile: '', certFile: '', keyFile: '' } }, 2000);
+    const follower = statuses.findIndex((s) => s.reachable && !s.isLeader);
+    assert.ok(follower >= 0, JSON.stringify(statuses));
+    await etcd.members[follower].kill();
+    const after = Array.from({ length: 200 }, () => randomRoute());
+    const placed = await Promise.all(after.map((r, i) => (i % 2 ? a : b).lookup(r, { place: true })));
+    assert.ok(placed.every((p) => p !== null));
+    for (let i = 0; i < before.length; i++) assert.deepEqual(await (i % 2 ? b : a).lookup(before[i], { place: true }), owners[i]);
+    // Both stay registered past a TTL with one member gone.
+    await new Promise((r) => setTimeout(r, TEST_TTL_MS + 200));
+    assert.deepEqual(fenced, { a: false, b: false });
+    assert.ok(a.health().ok && b.health().ok);
+    const late = await a.lookup(randomRoute(), { place: true });
+    assert.ok(late);
+  });
+});

@@ -1,0 +1,88 @@
+/**
+ * `hashmail serve` answers both route lookups with its own id and address
+ * (the in-memory directory owns every session), so clients need no special
+ * case for a single node; v2 parties still meet on it.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { routeOfSid } from '../../src/directory/route.js';
+import { grpcLookup, httpLookup } from '../helpers/lookup.js';
+import { startServer, type RunningServer } from '../helpers/server.js';
+import { closeParties, grpcParty, wsParty } from '../helpers/v2-peers.js';
+
+const INVALID_ARGUMENT = 3;
+const SERVE_ID = 'serve';
+
+let server: RunningServer;
+before(async () => {
+  server = await startServer();
+});
+after(async () => {
+  assert.equal(await server.stop(), 0);
+});
+
+const route = (): string => routeOfSid(randomBytes(64));
+
+test('gRPC ServerForMailbox: serve names itself, with or without create; a bad route is INVALID_ARGUMENT', async () => {
+  const self = { id: SERVE_ID, address: server.address };
+  assert.deepEqual(await grpcLookup(server.address, route()), { ok: true, owner: self });
+  assert.deepEqual(await grpcLookup(server.address, route(), true), { ok: true, owner: self });
+  assert.deepEqual(await grpcLookup(server.address, 'not-a-route'), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters' });
+  assert.deepEqual(await grpcLookup(server.address, `${route()}=`), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters' });
+});
+
+test('GET /v2/relay: 200 with serve\'s own address, 400 for a bad route, CORS for any origin incl. preflight', async () => {
+  const foundBefore = (await server.metric('hashmail_directory_lookups_total{result="found"}')) ?? 0;
+  const badBefore = (await server.metric('hashmail_directory_lookups_total{result="bad_route"}')) ?? 0;
+  const ok = await httpLookup(server.port, `route=${route()}&create=1`, { headers: { origin: 'https://app.example' } });
+  assert.equal(ok.status, 200);
+  assert.deepEqual(JSON.parse(ok.body), { id: SERVE_ID, address: server.address });
+  assert.equal(ok.headers['access-control-allow-origin'], '*');
+  assert.match(String(ok.headers['content-type']), /^application\/json/);
+
+  const bad = await httpLookup(server.port, 'route=short');
+  assert.equal(bad.status, 400);
+  assert.deepEqual(JSON.parse(bad.body), { error: { code: INVALID_ARGUMENT, message: 'route must be 43 base64url characters' } });
+  assert.equal(bad.headers['access-control-allow-origin'], '*');
+  const missing = await httpLookup(server.port, '');
+  assert.equal(missing.status, 400);
+
+  const preflight = await httpLookup(server.port, `route=${route()}`, {
+    method: 'OPTIONS',
+    headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'x-custom' },
+  });
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers['access-control-allow-origin'], '*');
+  assert.match(String(preflight.headers['access-control-allow-methods']), /GET/);
+  assert.equal(preflight.headers['access-control-allow-headers'], 'x-custom');
+
+  const post = await httpLookup(server.port, `route=${route()}`, { method: 'POST' });
+  assert.equal(post.status, 405);
+  // The legacy gateway still owns every other path.
+  const legacy = await httpLookup(server.port, '', { path: '/v1/nothing-here' });
+  assert.equal(legacy.status, 404);
+  assert.equal(await server.metric('hashmail_directory_lookups_total{result="found"}'), foundBefore + 1);
+  assert.equal(await server.metric('hashmail_directory_lookups_total{result="bad_route"}'), badBefore + 2);
+});
+
+test('a v2 party over gRPC meets one over WebSocket on serve, after looking the route up', async () => {
+  const a = randomBytes(64);
+  const b = Buffer.from(a);
+  b[63] ^= 1;
+  const found = await grpcLookup(server.address, routeOfSid(a), true);
+  assert.ok(found.ok && found.owner.address === server.address);
+  const pa = grpcParty(server.address);
+  const pb = await wsParty(server.port);
+  try {
+    await pa.hello({ sid: a });
+    await pb.hello({ sid: b });
+    await pa.expectPresence(true);
+    await pa.send(Buffer.from('ping'));
+    assert.equal((await pb.nextData()).toString(), 'ping');
+    await pb.send(Buffer.from('pong'));
+    assert.equal((await pa.nextData()).toString(), 'pong');
+  } finally {
+    await closeParties([pa, pb]);
+  }
+});
