@@ -72,6 +72,7 @@ export class EtcdDirectory implements Directory {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
       callTimeoutMs: options.callTimeoutMs,
+      keysPerLease: options.keysPerLease,
     });
     this.cache.onInstance = (id) => this.placer.loadPublished(id);
     this.cache.onMapping = (route, before, after) => {

@@ -57,6 +57,8 @@ export class PrefixWatcher {
   private stream: WatchStream | null = null;
   private stopped = false;
   private held = false;
+  /** The next stream goes to the next endpoint (the last one broke). */
+  private moveOn = false;
   private backoffMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | null = null;
 
@@ -101,7 +103,8 @@ export class PrefixWatcher {
     if (this.stopped) return;
     try {
       this.rpc.calls++;
-      const stream = await this.rpc.client.watchClient.watch();
+      const stream = await this.rpc.streamClient(this.moveOn).watchClient.watch();
+      this.moveOn = false;
       if (this.stopped) {
         stream.cancel();
         return;
@@ -148,6 +151,7 @@ export class PrefixWatcher {
     if (stream !== this.stream || this.stopped) return;
     this.rpc.lastError = `watch: ${reason}`;
     this.closeStream();
+    this.moveOn = true;
     this.reconnect(false);
   }
 
