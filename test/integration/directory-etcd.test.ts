@@ -97,6 +97,32 @@ describe('etcd directory, one etcd member', () => {
     assert.ok(relay.health().ok);
   });
 
+  test('drain: setDraining takes no new sessions, release drops our mappings, routeLost names each lost route', async (t) => {
+    const prefix = '/drain/';
+    const a = own(t, await member(etcd.endpoints, 'a', { prefix }));
+    const b = own(t, await member(etcd.endpoints, 'b', { prefix }));
+    const raw = new Etcd3({ hosts: etcd.endpoints });
+    t.after(() => raw.close());
+    await until(() => a.instances().length === 2 && b.instances().length === 2, 3000, 'both see both');
+    await b.setDraining();
+    await until(() => a.instances().find((i) => i.id === 'b')?.draining === true, 3000, 'a sees b draining');
+    const routes = Array.from({ length: 10 }, () => randomRoute());
+    for (const r of routes) assert.equal((await a.lookup(r, { place: true }))?.id, 'a', 'never on the draining one');
+    const lost: string[] = [];
+    a.on('routeLost', (route) => lost.push(route));
+
+    await a.setDraining();
+    await a.release(routes.slice(0, 5));
+    await until(() => lost.length === 5, 3000, 'routeLost for each released route');
+    assert.deepEqual(new Set(lost), new Set(routes.slice(0, 5)));
+    assert.ok(routes.slice(0, 5).every((r) => !a.servesHere(r)));
+    assert.ok(routes.slice(5).every((r) => a.servesHere(r)));
+    // A mapping deleted behind our back is lost too.
+    await raw.delete().key(`${prefix}sessions/${routes[5]}`);
+    await until(() => lost.length === 6, 3000, 'routeLost for a deleted mapping');
+    assert.equal(lost[5], routes[5]);
+  });
+
   test('a cached lookup makes no etcd call', async (t) => {
     const prefix = '/cached/';
     const a = own(t, await member(etcd.endpoints, 'a', { prefix }));

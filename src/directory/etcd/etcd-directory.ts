@@ -67,7 +67,7 @@ export class EtcdDirectory implements Directory {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
     this.layout = keyLayout(options.prefix);
     this.cache = new DirectoryCache(this.layout);
-    this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger);
+    this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger, options.callTimeoutMs);
     this.placer = new Placer(this.rpc, this.layout, this.cache, {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
