@@ -62,16 +62,18 @@ export class EtcdDirectory implements Directory {
   private reclaimTimer: NodeJS.Timeout | null = null;
   private loadTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  private started = false;
 
   constructor(private readonly options: EtcdDirectoryOptions) {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
     this.layout = keyLayout(options.prefix);
     this.cache = new DirectoryCache(this.layout);
-    this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger);
+    this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger, options.callTimeoutMs);
     this.placer = new Placer(this.rpc, this.layout, this.cache, {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
       callTimeoutMs: options.callTimeoutMs,
+      keysPerLease: options.keysPerLease,
     });
     this.cache.onInstance = (id) => this.placer.loadPublished(id);
     this.cache.onMapping = (route, before, after) => {
@@ -92,6 +94,17 @@ export class EtcdDirectory implements Directory {
     return this.rpc.calls;
   }
 
+  /** Counters and gauges for /metrics (no labels beyond these names). */
+  metrics(): { etcdCalls: number; txnsInFlight: number; watchRelists: number; watching: boolean; leases: number } {
+    return {
+      etcdCalls: this.rpc.calls,
+      txnsInFlight: this.placer.txnsActive,
+      watchRelists: this.watcher.relists,
+      watching: this.watcher.watching,
+      leases: this.leases.length,
+    };
+  }
+
   /** The watch: established, and how often it listed everything (start, compaction). */
   get watchState(): { watching: boolean; relists: number; revision: bigint } {
     return { watching: this.watcher.watching, relists: this.watcher.relists, revision: this.watcher.revision };
@@ -109,7 +122,11 @@ export class EtcdDirectory implements Directory {
       await this.watcher.start();
       this.loadTimer = setInterval(() => this.publishIfDirty(), this.options.loadPublishIntervalMs);
       this.loadTimer.unref();
-    })();
+      this.started = true;
+    })().catch((err: unknown) => {
+      this.starting = null; // etcd was away: the caller may try again
+      throw err;
+    });
     return this.starting;
   }
 
@@ -135,7 +152,7 @@ export class EtcdDirectory implements Directory {
   }
 
   async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
-    if (this.closed) throw new DirectoryUnavailableError('closed');
+    if (this.closed || !this.started) throw new DirectoryUnavailableError(this.closed ? 'closed' : 'not started');
     const live = this.cache.liveOwner(route);
     if (live) return { id: live.instance.id, address: live.instance.address };
     try {
@@ -182,7 +199,7 @@ export class EtcdDirectory implements Directory {
     const registered = this.self !== null;
     const leaseOk = registered ? !this.fenced && this.keeper !== null && this.keeper.allProvable() : true;
     return {
-      ok: !this.closed && this.starting !== null && leaseOk && (registered || this.watcher.watching),
+      ok: !this.closed && this.started && leaseOk && (registered || this.watcher.watching),
       detail: {
         backend: 'etcd',
         endpoints: this.options.endpoints,

@@ -59,6 +59,13 @@ function describe(err: unknown): string {
 
 export class EtcdRpc {
   readonly client: Etcd3;
+  /**
+   * One client per endpoint for the long-lived streams: a stream that broke
+   * reconnects to the NEXT endpoint (the pool would pick at random and may
+   * pick the dead member again, and its stream fails only later).
+   */
+  private readonly streamClients: Etcd3[];
+  private streamIndex = Math.floor(Math.random() * 1_000_000);
   /** Unary calls and stream opens sent to etcd (tests and metrics: a cached lookup adds none). */
   calls = 0;
   lastError = '';
@@ -69,6 +76,14 @@ export class EtcdRpc {
     private readonly callTimeoutMs: number,
   ) {
     this.client = new Etcd3(etcd3Options(options, callTimeoutMs));
+    this.streamClients =
+      options.endpoints.length === 1 ? [this.client] : options.endpoints.map((e) => new Etcd3(etcd3Options({ ...options, endpoints: [e] }, callTimeoutMs)));
+  }
+
+  /** The client streams open on; `moveOn` after a stream broke or stalled. */
+  streamClient(moveOn = false): Etcd3 {
+    if (moveOn) this.streamIndex++;
+    return this.streamClients[this.streamIndex % this.streamClients.length];
   }
 
   /**
@@ -110,5 +125,6 @@ export class EtcdRpc {
     if (this.closed) return;
     this.closed = true;
     this.client.close();
+    for (const c of this.streamClients) if (c !== this.client) c.close();
   }
 }

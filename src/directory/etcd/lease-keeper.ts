@@ -17,6 +17,8 @@ const KEEPALIVES_PER_TTL = 3;
 const CHECKS_PER_TTL = 40;
 /** A stream whose oldest keepalive is unanswered this many intervals is replaced. */
 const STALL_INTERVALS = 1.5;
+/** A broken stream is reopened (on the next endpoint) after this pause, not at the next tick. */
+const REOPEN_PAUSE_MS = 50;
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
@@ -29,6 +31,9 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   private readonly leases = new Set<string>();
   private stream: KeepAliveStream | null = null;
   private opening = false;
+  private reopenTimer: NodeJS.Timeout | null = null;
+  /** The next stream goes to the next endpoint (the last one broke or stalled). */
+  private moveOn = false;
   private oldestUnansweredAt: number | null = null;
   private readonly keepaliveTimer: NodeJS.Timeout;
   private readonly checkTimer: NodeJS.Timeout;
@@ -90,6 +95,7 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     this.stopped = true;
     clearInterval(this.keepaliveTimer);
     clearInterval(this.checkTimer);
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
     this.closeStream();
   }
 
@@ -106,8 +112,9 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     if (this.stopped || this.leases.size === 0) return;
     const now = this.now();
     if (this.stream && this.oldestUnansweredAt !== null && now - this.oldestUnansweredAt > intervalMs * STALL_INTERVALS) {
-      // etcd (or the path to it) stopped answering: try again on a fresh stream, maybe another member.
+      // etcd (or the path to it) stopped answering: try again on a fresh stream on another member.
       this.closeStream();
+      this.moveOn = true;
     }
     if (!this.stream) {
       void this.openStream();
@@ -125,7 +132,8 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     this.opening = true;
     try {
       this.rpc.calls++;
-      const stream = await this.rpc.client.leaseClient.leaseKeepAlive();
+      const stream = await this.rpc.streamClient(this.moveOn).leaseClient.leaseKeepAlive();
+      this.moveOn = false;
       if (this.stopped) {
         stream.cancel();
         return;
@@ -135,10 +143,10 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
       stream.on('data', (res: ILeaseKeepAliveResponse) => this.onAnswer(res));
       stream.on('error', (err: Error) => {
         this.rpc.lastError = `lease keepalive: ${err.message}`;
-        if (this.stream === stream) this.closeStream();
+        if (this.stream === stream) this.broken();
       });
       stream.on('end', () => {
-        if (this.stream === stream) this.closeStream();
+        if (this.stream === stream) this.broken();
       });
       // Send right away: the proof is running out while we reconnect.
       const now = this.now();
@@ -149,9 +157,22 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
       if (this.leases.size > 0) this.oldestUnansweredAt = now;
     } catch (err) {
       this.rpc.lastError = `lease keepalive: ${err instanceof Error ? err.message : String(err)}`;
+      this.moveOn = true;
     } finally {
       this.opening = false;
     }
+  }
+
+  /** The stream failed: the proof is running out, so reopen soon on the next endpoint. */
+  private broken(): void {
+    this.closeStream();
+    this.moveOn = true;
+    if (this.reopenTimer || this.stopped) return;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      void this.openStream();
+    }, REOPEN_PAUSE_MS);
+    this.reopenTimer.unref();
   }
 
   private onAnswer(res: ILeaseKeepAliveResponse): void {

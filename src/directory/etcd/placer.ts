@@ -20,11 +20,14 @@ import { TxnGate } from './txn-gate.js';
 
 /** Races lost to a dying owner or a just-expired lease; a healthy cluster converges in one or two. */
 const MAX_PLACE_ATTEMPTS = 4;
+/** Share of the call deadline a placement may wait for a full lease to rotate. */
+const FULL_WAIT_SHARE = 0.5;
 
 export interface PlacerOptions {
   policy: PlacementPolicy;
   maxTxnsInFlight: number;
   callTimeoutMs: number;
+  keysPerLease: number;
 }
 
 export class Placer {
@@ -32,6 +35,7 @@ export class Placer {
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
   /** Placements this process made per instance since that instance last published its load. */
   private readonly placedSince = new Map<string, number>();
+  private recordWaiters: (() => void)[] = [];
 
   constructor(
     private readonly rpc: EtcdRpc,
@@ -45,6 +49,20 @@ export class Placer {
   /** An instance published its load: our local count of placements on it starts over. */
   loadPublished(id: string): void {
     this.placedSince.delete(id);
+    const waiters = this.recordWaiters;
+    this.recordWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Resolves at the next instance record change (a rotated lease), or after `ms`. */
+  private recordChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.recordWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   get txnsActive(): number {
@@ -70,6 +88,8 @@ export class Placer {
   private async placeOnce(route: string): Promise<RouteOwner> {
     const key = Buffer.from(sessionKey(this.layout, route));
     const excluded = new Set<string>();
+    // Every candidate's lease full: wait for a rotation this long at most, then overfill (a soft cap).
+    const fullWaitUntil = Date.now() + this.options.callTimeoutMs * FULL_WAIT_SHARE;
     for (let attempt = 0; attempt < MAX_PLACE_ATTEMPTS; attempt++) {
       const live = this.cache.liveOwner(route);
       if (live) return { id: live.instance.id, address: live.instance.address };
@@ -78,7 +98,13 @@ export class Placer {
         const owner = await this.liveInstance(stale.id);
         if (owner) return { id: owner.id, address: owner.address };
       }
-      const target = this.choose(excluded);
+      const wait = fullWaitUntil - Date.now();
+      const target = this.choose(excluded, wait > 0);
+      if (target === 'full') {
+        await this.recordChange(wait);
+        attempt--;
+        continue;
+      }
       if (!target) throw new NoInstanceError();
       const value = encodeSession({ id: target.id, lease: target.sessionLease });
       let res;
@@ -139,14 +165,21 @@ export class Placer {
     return this.cache.instances.get(id) ?? null;
   }
 
-  private choose(excluded: Set<string>): InstanceValue | null {
+  private choose(excluded: Set<string>, waitIfFull: boolean): InstanceValue | null | 'full' {
     const candidates: InstanceValue[] = [];
+    const full: InstanceValue[] = [];
     for (const instance of this.cache.instances.values()) {
       if (excluded.has(instance.id)) continue;
+      // An instance whose published lease is full is rotating it: others first (a soft cap, see keysPerLease).
+      if (this.cache.mappingsOnLease(instance.sessionLease) >= this.options.keysPerLease) {
+        full.push(instance);
+        continue;
+      }
       const placed = this.placedSince.get(instance.id) ?? 0;
       candidates.push(placed === 0 ? instance : { ...instance, load: { ...instance.load, sessions: instance.load.sessions + placed } });
     }
-    const chosen = choosePlacement(candidates, this.options.policy);
+    if (candidates.length === 0 && full.length > 0 && waitIfFull) return 'full';
+    const chosen = choosePlacement(candidates.length > 0 ? candidates : full, this.options.policy);
     return chosen as InstanceValue | null;
   }
 }

@@ -15,6 +15,13 @@ import { prefixEnd } from './keys.js';
 export const RANGE_PAGE_KEYS = 1000;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 2000;
+/**
+ * A watch on a stalled member (paused, partitioned) says nothing, and gRPC
+ * keepalive needs >= 15 s to notice. A quiet watch is asked for progress this
+ * often; no answer within the call deadline counts as broken (lookups then
+ * read etcd, and the watch moves to the next endpoint).
+ */
+const PROBE_INTERVAL_MS = 2000;
 
 type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
 
@@ -57,15 +64,37 @@ export class PrefixWatcher {
   private stream: WatchStream | null = null;
   private stopped = false;
   private held = false;
+  /** The next stream goes to the next endpoint (the last one broke). */
+  private moveOn = false;
   private backoffMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | null = null;
+  private readonly probeTimer: NodeJS.Timeout;
+  private lastHeardAt = 0;
+  private probeSentAt: number | null = null;
 
   constructor(
     private readonly rpc: EtcdRpc,
     private readonly prefix: string,
     private readonly cache: DirectoryCache,
     private readonly logger: Logger,
-  ) {}
+    private readonly callTimeoutMs: number,
+  ) {
+    this.probeTimer = setInterval(() => this.probe(), PROBE_INTERVAL_MS);
+    this.probeTimer.unref();
+  }
+
+  private probe(): void {
+    const stream = this.stream;
+    if (!stream || !this.watching) return;
+    const now = Date.now();
+    if (this.probeSentAt !== null) {
+      if (now - this.probeSentAt > this.callTimeoutMs) this.onBroken(stream, 'watch progress not answered');
+      return;
+    }
+    if (now - this.lastHeardAt < PROBE_INTERVAL_MS) return;
+    this.probeSentAt = now;
+    stream.write({ progress_request: {} });
+  }
 
   /** Lists, then watches; rejects (DirectoryUnavailableError) when the listing cannot be read. */
   async start(): Promise<void> {
@@ -86,6 +115,7 @@ export class PrefixWatcher {
   stop(): void {
     this.stopped = true;
     this.watching = false;
+    clearInterval(this.probeTimer);
     if (this.timer) clearTimeout(this.timer);
     this.closeStream();
   }
@@ -101,7 +131,8 @@ export class PrefixWatcher {
     if (this.stopped) return;
     try {
       this.rpc.calls++;
-      const stream = await this.rpc.client.watchClient.watch();
+      const stream = await this.rpc.streamClient(this.moveOn).watchClient.watch();
+      this.moveOn = false;
       if (this.stopped) {
         stream.cancel();
         return;
@@ -120,6 +151,8 @@ export class PrefixWatcher {
 
   private onResponse(stream: WatchStream, res: IWatchResponse): void {
     if (stream !== this.stream) return;
+    this.lastHeardAt = Date.now();
+    this.probeSentAt = null;
     if (res.canceled) {
       const compacted = BigInt(res.compact_revision || '0');
       if (compacted > 0n) {
@@ -148,6 +181,7 @@ export class PrefixWatcher {
     if (stream !== this.stream || this.stopped) return;
     this.rpc.lastError = `watch: ${reason}`;
     this.closeStream();
+    this.moveOn = true;
     this.reconnect(false);
   }
 
@@ -175,6 +209,7 @@ export class PrefixWatcher {
     const stream = this.stream;
     this.stream = null;
     this.watching = false;
+    this.probeSentAt = null;
     if (stream) {
       (stream as unknown as NodeJS.EventEmitter).removeAllListeners('data');
       (stream as unknown as NodeJS.EventEmitter).on('error', () => undefined);

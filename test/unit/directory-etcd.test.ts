@@ -1,0 +1,138 @@
+/**
+ * The pure parts of the etcd directory: key layout and codecs, the lease
+ * proof (monotonic times fed by hand), the watch-fed cache, the txn gate.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DirectoryUnavailableError } from '../../src/directory/directory.js';
+import { DirectoryCache } from '../../src/directory/etcd/directory-cache.js';
+import {
+  encodeInstance,
+  encodeSession,
+  instanceKey,
+  keyLayout,
+  leaseDecimal,
+  leaseHex,
+  parseInstance,
+  parseSession,
+  prefixEnd,
+  sessionKey,
+  type InstanceValue,
+} from '../../src/directory/etcd/keys.js';
+import { FENCE_MARGIN_FRACTION, LeaseProof } from '../../src/directory/etcd/lease-proof.js';
+import { TxnGate } from '../../src/directory/etcd/txn-gate.js';
+
+const layout = keyLayout('/hm');
+
+function instance(id: string, overrides: Partial<InstanceValue> = {}): InstanceValue {
+  return {
+    id,
+    address: `${id}:1`,
+    addresses: [`${id}:1`],
+    load: { sessions: 0, connections: 0 },
+    draining: false,
+    version: 't',
+    startedAt: 1,
+    sessionLease: 'abc',
+    ...overrides,
+  };
+}
+
+test('keys: layout under the prefix, prefix end, lease ids hex <-> decimal', () => {
+  assert.equal(layout.prefix, '/hm/');
+  assert.equal(instanceKey(layout, 'r1'), '/hm/instances/r1');
+  assert.equal(sessionKey(layout, 'R'), '/hm/sessions/R');
+  assert.deepEqual(prefixEnd('/hm/'), Buffer.from('/hm0'));
+  assert.deepEqual(prefixEnd('a~'), Buffer.from('a\x7f', 'latin1'));
+  assert.equal(leaseHex('7587878712345678901'), BigInt('7587878712345678901').toString(16));
+  assert.equal(leaseDecimal(leaseHex('7587878712345678901')), '7587878712345678901');
+});
+
+test('keys: values round-trip; malformed values are refused, not thrown', () => {
+  const v = instance('a', { draining: true, load: { sessions: 3, connections: 4 } });
+  assert.deepEqual(parseInstance(encodeInstance(v)), v);
+  assert.deepEqual(parseSession(encodeSession({ id: 'a', lease: 'ff' })), { id: 'a', lease: 'ff' });
+  for (const bad of ['', '{', 'null', '[]', '{"id":"a"}', JSON.stringify({ ...v, sessionLease: 'XYZ' }), JSON.stringify({ ...v, load: { sessions: -1, connections: 0 } })]) {
+    assert.equal(parseInstance(bad), null, bad);
+  }
+  for (const bad of ['', '{"id":1,"lease":"ff"}', '{"id":"a","lease":"0xff"}', '{"id":"a"}']) assert.equal(parseSession(bad), null, bad);
+});
+
+test('lease proof: valid for TTL minus the margin from the SEND time of the last acknowledged keepalive', () => {
+  const ttl = 1000;
+  const valid = ttl * (1 - FENCE_MARGIN_FRACTION);
+  const p = new LeaseProof(ttl);
+  p.granted('L', 0);
+  assert.equal(p.provable('L', valid - 1), true);
+  assert.equal(p.provable('L', valid), false);
+  // A keepalive sent at 300 but answered only at 850 proves the lease from 300, not from 850.
+  p.sent('L', 300);
+  p.acked('L');
+  assert.equal(p.provable('L', 300 + valid - 1), true);
+  assert.equal(p.provable('L', 300 + valid), false);
+  // Answers match the oldest outstanding send.
+  p.sent('L', 400);
+  p.sent('L', 500);
+  p.acked('L');
+  assert.equal(p.provable('L', 400 + valid - 1), true);
+  assert.equal(p.provable('L', 400 + valid + 1), false);
+  // A dropped stream forgets its unanswered sends: a late answer proves nothing.
+  p.dropPending();
+  p.acked('L');
+  assert.equal(p.provable('L', 400 + valid + 1), false);
+  assert.deepEqual(p.unprovable(400 + valid + 1), ['L']);
+  assert.equal(p.provable('unknown', 0), false);
+  assert.equal(p.oldestProofAgeMs(500), 100);
+});
+
+test('cache: live owner needs a live instance; deletes and stale revisions; per-lease counts; change callbacks', () => {
+  const cache = new DirectoryCache(layout);
+  const changes: string[] = [];
+  cache.onMapping = (route, before, after) => changes.push(`${route}:${before?.id ?? '-'}>${after?.id ?? '-'}`);
+  cache.put(sessionKey(layout, 'R1'), encodeSession({ id: 'a', lease: 'aa' }), 10n);
+  assert.equal(cache.liveOwner('R1'), null, 'owner instance unknown: not live');
+  cache.put(instanceKey(layout, 'a'), encodeInstance(instance('a')), 11n);
+  assert.equal(cache.liveOwner('R1')?.instance.id, 'a');
+  assert.equal(cache.mappingsOnLease('aa'), 1);
+  cache.put(sessionKey(layout, 'R1'), encodeSession({ id: 'b', lease: 'bb' }), 9n); // older: ignored
+  assert.equal(cache.sessions.get('R1')?.id, 'a');
+  cache.put(sessionKey(layout, 'R1'), encodeSession({ id: 'b', lease: 'bb' }), 12n);
+  assert.equal(cache.mappingsOnLease('aa'), 0);
+  assert.equal(cache.mappingsOnLease('bb'), 1);
+  cache.delete(sessionKey(layout, 'R1'), 13n);
+  cache.put(sessionKey(layout, 'R1'), encodeSession({ id: 'c', lease: 'cc' }), 12n); // a late placement answer cannot resurrect it
+  assert.equal(cache.sessions.has('R1'), false);
+  cache.delete(instanceKey(layout, 'a'), 14n);
+  assert.equal(cache.instances.size, 0);
+  assert.deepEqual(changes, ['R1:->a', 'R1:a>b', 'R1:b>-']);
+
+  cache.put(sessionKey(layout, 'R2'), encodeSession({ id: 'a', lease: 'aa' }), 20n);
+  cache.reset([{ key: sessionKey(layout, 'R3'), value: encodeSession({ id: 'a', lease: 'aa' }), modRevision: 30n }]);
+  assert.deepEqual([...cache.sessions.keys()], ['R3']);
+  assert.deepEqual(changes.slice(3), ['R2:->a', 'R3:->a', 'R2:a>-']);
+});
+
+test('txn gate: at most the limit in flight, the rest in order; a queued waiter gives up at its deadline', async () => {
+  const gate = new TxnGate(2);
+  const order: number[] = [];
+  const releases: (() => void)[] = [];
+  const held = (n: number): Promise<void> =>
+    gate.run(10_000, () => {
+      order.push(n);
+      return new Promise<void>((resolve) => releases.push(resolve));
+    });
+  const all = [held(1), held(2), held(3)];
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, [1, 2]);
+  assert.equal(gate.waiting, 1);
+  const late = gate.acquire(10);
+  await assert.rejects(late, DirectoryUnavailableError);
+  assert.equal(gate.waiting, 1);
+  releases[0]();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, [1, 2, 3]);
+  releases[1]();
+  releases[2]();
+  await Promise.all(all);
+  assert.equal(gate.active, 0);
+});
