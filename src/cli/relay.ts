@@ -3,8 +3,8 @@
  * override environment variables, which override the config file, which
  * overrides the defaults. SIGTERM or SIGINT drains, then exits 0.
  */
-import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/load.js';
+import { parseCommandFlags, serverFlags, splitList } from './flags.js';
 import { startRelay } from '../compose/relay.js';
 import { createLogger } from '../observe/logger.js';
 
@@ -35,41 +35,20 @@ within relay.drainSpreadMs), wait up to relay.drainDeadlineMs, revoke the lease,
 exit 0.
 `;
 
-const splitList = (text: string): string[] => text.split(',').map((s) => s.trim()).filter(Boolean);
-
 export async function runRelay(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        etcd: { type: 'string' },
-        listen: { type: 'string' },
-        advertise: { type: 'string' },
-        'admin-listen': { type: 'string' },
-        insecure: { type: 'boolean' },
-        id: { type: 'string' },
-        'data-dir': { type: 'string' },
-        config: { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    process.stderr.write(`hashmail relay: ${(err as Error).message}\n\n${RELAY_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(RELAY_USAGE);
-    return 0;
-  }
-  const server: Record<string, unknown> = {};
-  if (values.listen !== undefined) server.listen = values.listen;
-  if (values['admin-listen'] !== undefined) server.adminListen = values['admin-listen'];
-  if (values.insecure) server.insecure = true;
-  if (values['data-dir'] !== undefined) server.dataDir = values['data-dir'];
+  const values = parseCommandFlags('relay', argv, {
+    etcd: { type: 'string' },
+    listen: { type: 'string' },
+    advertise: { type: 'string' },
+    'admin-listen': { type: 'string' },
+    insecure: { type: 'boolean' },
+    id: { type: 'string' },
+    'data-dir': { type: 'string' },
+    config: { type: 'string' },
+    'log-level': { type: 'string' },
+  }, RELAY_USAGE);
+  if (typeof values === 'number') return values;
+  const server = serverFlags(values);
   const relay: Record<string, unknown> = {};
   if (values.advertise !== undefined) relay.advertise = splitList(values.advertise);
   if (values.id !== undefined) relay.instanceId = values.id;

@@ -3,8 +3,8 @@
  * in-memory directory). Flags override environment variables, which
  * override the config file, which overrides the defaults.
  */
-import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/load.js';
+import { parseCommandFlags, serverFlags } from './flags.js';
 import { createLogger } from '../observe/logger.js';
 import { startServe } from '../compose/serve.js';
 
@@ -34,38 +34,19 @@ SIGTERM or SIGINT: every stream ends with UNAVAILABLE "server shutting down", th
 `;
 
 export async function runServe(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        listen: { type: 'string' },
-        'admin-listen': { type: 'string' },
-        insecure: { type: 'boolean' },
-        'data-dir': { type: 'string' },
-        config: { type: 'string' },
-        'trust-proxy': { type: 'boolean' },
-        'client-address-from': { type: 'string' },
-        'trusted-proxies': { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    process.stderr.write(`hashmail serve: ${(err as Error).message}\n\n${SERVE_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(SERVE_USAGE);
-    return 0;
-  }
-  const server: Record<string, unknown> = {};
-  if (values.listen !== undefined) server.listen = values.listen;
-  if (values['admin-listen'] !== undefined) server.adminListen = values['admin-listen'];
-  if (values.insecure) server.insecure = true;
-  if (values['data-dir'] !== undefined) server.dataDir = values['data-dir'];
+  const values = parseCommandFlags('serve', argv, {
+    listen: { type: 'string' },
+    'admin-listen': { type: 'string' },
+    insecure: { type: 'boolean' },
+    'data-dir': { type: 'string' },
+    config: { type: 'string' },
+    'trust-proxy': { type: 'boolean' },
+    'client-address-from': { type: 'string' },
+    'trusted-proxies': { type: 'string' },
+    'log-level': { type: 'string' },
+  }, SERVE_USAGE);
+  if (typeof values === 'number') return values;
+  const server = serverFlags(values);
   if (values['trust-proxy']) server.trustProxy = true;
   if (values['client-address-from'] !== undefined) server.clientAddressFrom = values['client-address-from'];
   if (values['trusted-proxies'] !== undefined) {

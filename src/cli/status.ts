@@ -5,8 +5,8 @@
  * message on stderr) when no etcd endpoint answers within
  * directory.callTimeoutMs.
  */
-import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/load.js';
+import { parseCommandFlags } from './flags.js';
 import { DirectoryUnavailableError } from '../directory/directory.js';
 import { clusterStatus, type ClusterStatus } from '../directory/etcd/cluster-status.js';
 import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
@@ -29,28 +29,13 @@ Exit status: 0 when etcd answered, 1 when no etcd endpoint is reachable, 2 on a 
 `;
 
 export async function runStatus(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        etcd: { type: 'string' },
-        prefix: { type: 'string' },
-        json: { type: 'boolean' },
-        config: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    process.stderr.write(`hashmail status: ${(err as Error).message}\n\n${STATUS_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(STATUS_USAGE);
-    return 0;
-  }
+  const values = parseCommandFlags('status', argv, {
+    etcd: { type: 'string' },
+    prefix: { type: 'string' },
+    json: { type: 'boolean' },
+    config: { type: 'string' },
+  }, STATUS_USAGE);
+  if (typeof values === 'number') return values;
   const directory: Record<string, unknown> = {};
   if (values.etcd !== undefined) directory.etcdEndpoints = values.etcd.split(',').map((s) => s.trim()).filter(Boolean);
   if (values.prefix !== undefined) directory.prefix = values.prefix;

@@ -59,6 +59,20 @@ async function bounded<T>(promise: Promise<T>, what: string, ms = STEP_MS): Prom
   }
 }
 
+/** A member that is not the raft leader right now. */
+async function followerOf(cluster: EtcdCluster): Promise<EtcdCluster['members'][number]> {
+  for (const m of cluster.members) {
+    const client = new Etcd3({ hosts: [m.clientUrl] });
+    try {
+      const status = await client.maintenance.status();
+      if (status.header.member_id !== status.leader) return m;
+    } finally {
+      client.close();
+    }
+  }
+  throw new Error('no follower found');
+}
+
 function ownerOf(answer: GrpcLookupAnswer): { id: string; address: string } {
   assert.ok(answer.ok, `lookup failed: ${JSON.stringify(answer)}`);
   return answer.owner;
@@ -243,7 +257,8 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     const asked = live()[0];
     const placed = ownerOf(await grpcLookup(asked.address, placedRoute, true));
 
-    await etcd.members[0].kill();
+    // A follower: losing the leader costs one election (about 1 s, longer on a loaded machine), during which placements answer UNAVAILABLE and clients retry.
+    await (await followerOf(etcd)).kill();
     for (const relay of live()) {
       assert.ok(ownerOf(await grpcLookup(relay.address, routeOfSid(randomBytes(64)), true)).address, 'placement with 2 of 3 members');
       assert.deepEqual(ownerOf(await grpcLookup(relay.address, placedRoute)), placed);

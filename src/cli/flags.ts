@@ -1,0 +1,43 @@
+/**
+ * What every server command (`serve`, `relay`, `status`) does with its argv
+ * alike: strict parsing with --help, usage errors printed with the usage and
+ * exit code 2, and the `server.*` flags they share.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | undefined>;
+const HELP = { help: { type: 'boolean', short: 'h' } } as const;
+/** What parseArgs gives for `options` (strict, no positionals). */
+export type ParsedFlags<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; strict: true; allowPositionals: false; options: O & typeof HELP }>>['values'];
+
+/** The parsed flags, or the exit code when the command is over (0 after --help, 2 on a usage error). */
+export function parseCommandFlags<O extends Options>(command: string, argv: string[], options: O, usage: string): ParsedFlags<O> | number {
+  let values: ParsedFlags<O>;
+  try {
+    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...options, ...HELP } }));
+  } catch (err) {
+    process.stderr.write(`hashmail ${command}: ${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if ((values as Values).help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  return values;
+}
+
+/** `a, b,,c` -> ['a', 'b', 'c']. */
+export function splitList(text: string): string[] {
+  return text.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/** The `server.*` layer of --listen, --admin-listen, --insecure, --data-dir. */
+export function serverFlags(values: Values): Record<string, unknown> {
+  const server: Record<string, unknown> = {};
+  if (typeof values.listen === 'string') server.listen = values.listen;
+  if (typeof values['admin-listen'] === 'string') server.adminListen = values['admin-listen'];
+  if (values.insecure === true) server.insecure = true;
+  if (typeof values['data-dir'] === 'string') server.dataDir = values['data-dir'];
+  return server;
+}
