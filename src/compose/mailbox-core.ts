@@ -30,6 +30,7 @@ export interface MailboxCore {
 export function buildMailboxCore(config: Config, logger: Logger, directory: Directory): MailboxCore {
   const stats = new RelayStats();
   const refusalLog = new RefusalLog(logger, config.log.refusalLogIntervalMs);
+  stats.badRequestLog = refusalLog;
   const limitHit = (configKey: string): void => {
     stats.countLimit(configKey);
     refusalLog.refused(configKey);

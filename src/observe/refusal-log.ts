@@ -1,10 +1,11 @@
 /**
- * Warn lines for refusals by a limit, at most one per limit per interval. A
- * flood of refused connections or calls must not become a flood of log lines
- * (one line each made 17,990 lines in one flood): the first refusal after a
+ * Warn lines for refusals by a limit and for bad requests, at most one per
+ * limit (or error code) per interval. A flood of refused connections or bad
+ * requests must not become a flood of log lines (one line each made 17,990
+ * lines in one flood, 20,000 in 8 s for malformed JSON): the first after a
  * quiet interval is logged at once, later ones are counted and written as
- * one line with the count when the interval is over. Every refusal is still
- * counted in hashmail_limit_hits_total by the caller.
+ * one line with the count when the interval is over. Every one is still
+ * counted in hashmail_limit_hits_total / hashmail_errors_total by the caller.
  */
 import type { Logger } from './logger.js';
 import { systemClock, type Clock, type TimerHandle } from '../session/clock.js';
@@ -16,7 +17,11 @@ interface LimitState {
   pending: number;
   /** The line due at the end of the interval, if one is scheduled. */
   timer: TimerHandle | null;
+  /** Bad requests: where the latest one came from (transport, call, our own wording; never client bytes). */
+  sample: Record<string, string> | null;
 }
+
+const BAD_REQUEST_PREFIX = 'bad request:';
 
 export class RefusalLog {
   /** One entry per config key that ever refused: a handful, never per client. */
@@ -30,11 +35,21 @@ export class RefusalLog {
 
   /** One refusal by the limit named by its config key (e.g. `limits.maxConnectionsPerAddress`). */
   refused(limit: string): void {
+    this.count(limit, null);
+  }
+
+  /** One bad request answered with `code`; `sample` says where (no client input in it). */
+  badRequest(code: string, sample: Record<string, string>): void {
+    this.count(`${BAD_REQUEST_PREFIX}${code}`, sample);
+  }
+
+  private count(limit: string, sample: Record<string, string> | null): void {
     let state = this.limits.get(limit);
     if (!state) {
-      state = { lastLineAt: -Infinity, pending: 0, timer: null };
+      state = { lastLineAt: -Infinity, pending: 0, timer: null, sample: null };
       this.limits.set(limit, state);
     }
+    state.sample = sample;
     state.pending++;
     if (state.timer) return;
     const wait = state.lastLineAt + this.intervalMs - this.clock.now();
@@ -60,7 +75,12 @@ export class RefusalLog {
   }
 
   private write(limit: string, state: LimitState): void {
-    this.logger.warn({ limit, refused: state.pending, intervalMs: this.intervalMs }, 'refused by limit');
+    if (limit.startsWith(BAD_REQUEST_PREFIX)) {
+      const code = limit.slice(BAD_REQUEST_PREFIX.length);
+      this.logger.warn({ ...state.sample, code, count: state.pending, intervalMs: this.intervalMs }, 'bad requests');
+    } else {
+      this.logger.warn({ limit, refused: state.pending, intervalMs: this.intervalMs }, 'refused by limit');
+    }
     state.pending = 0;
     state.lastLineAt = this.clock.now();
   }

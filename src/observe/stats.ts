@@ -30,6 +30,12 @@ export class RelayStats {
   connectionsOpen = 0;
   /** Client addresses holding at least one open connection (per-address limit entries). */
   connectionAddresses = 0;
+  /**
+   * Where bad requests are logged, summarized (RefusalLog), so that every
+   * transport reporting through report-error.ts shares one bound on warn
+   * lines; null: one line each (unit tests).
+   */
+  badRequestLog: { badRequest(code: string, sample: Record<string, string>): void } | null = null;
 
   countError(code: HashmailErrorCode): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);

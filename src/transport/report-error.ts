@@ -34,7 +34,15 @@ export function noteError(ctx: ErrorReporter, err: unknown, where: Record<string
   const e = asHashmailError(err);
   ctx.stats.countError(e.code);
   if (e.code === 'INTERNAL') ctx.logger.error({ ...where, err }, 'internal error');
-  else if (BAD_INPUT_CODES.has(e.code)) ctx.logger.warn({ ...where, code: e.code, err: e.logMessage }, 'bad request');
+  else if (BAD_INPUT_CODES.has(e.code)) {
+    // Anyone can send bad requests as fast as they like: the warn lines are summarized per code and interval.
+    if (ctx.stats.badRequestLog) {
+      ctx.stats.badRequestLog.badRequest(e.code, { ...where, err: e.logMessage });
+      ctx.logger.debug({ ...where, code: e.code, err: e.logMessage }, 'bad request');
+    } else {
+      ctx.logger.warn({ ...where, code: e.code, err: e.logMessage }, 'bad request');
+    }
+  }
   else ctx.logger.debug({ ...where, code: e.code }, 'call failed');
   return e;
 }

@@ -86,3 +86,22 @@ test('flush writes what is pending and cancels the scheduled line', () => {
   log.flush();
   assert.equal(lines.length, 2, 'nothing pending: no line');
 });
+
+test('bad requests: one warn line per code and interval, with the count and where the latest came from', () => {
+  const clock = new FakeClock();
+  const lines: { code: string; count: number; call: string; msg: string }[] = [];
+  const logger = {
+    warn(fields: { code: string; count: number; call: string }, msg: string) {
+      lines.push({ code: fields.code, count: fields.count, call: fields.call, msg });
+    },
+  } as unknown as Logger;
+  const log = new RefusalLog(logger, INTERVAL_MS, clock);
+  for (let i = 0; i < 20_000; i++) log.badRequest('MALFORMED_REQUEST', { transport: 'websocket', call: i % 2 ? 'send' : 'receive' });
+  log.badRequest('INVALID_STREAM_ID', { transport: 'grpc', call: 'RecvStream' });
+  assert.deepEqual(lines, [
+    { code: 'MALFORMED_REQUEST', count: 1, call: 'receive', msg: 'bad requests' },
+    { code: 'INVALID_STREAM_ID', count: 1, call: 'RecvStream', msg: 'bad requests' },
+  ]);
+  clock.advance(INTERVAL_MS);
+  assert.deepEqual(lines.slice(2), [{ code: 'MALFORMED_REQUEST', count: 19_999, call: 'send', msg: 'bad requests' }]);
+});
