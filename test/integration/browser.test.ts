@@ -25,6 +25,7 @@
  * is bounded; everything listens on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
+import { withTimeout } from '../helpers/async-queue.js';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -107,16 +108,9 @@ const pageErrors: string[] = [];
 const servers: RunningServer[] = [];
 let nodeParties: MailboxConnection[] = [];
 
-async function bounded<T>(promise: Promise<T>, what: string, ms = STEP_TIMEOUT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** `promise`, or a rejection naming `what` after `ms` (the shared withTimeout with this file's default step). */
+function bounded<T>(promise: Promise<T>, what: string, ms = STEP_TIMEOUT_MS): Promise<T> {
+  return withTimeout(promise, ms, what);
 }
 
 /** Serves the harness page and the bundle (with its source map) on 127.0.0.1:0. */

@@ -9,6 +9,7 @@
  * Every wait is bounded; everything listens on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
+import { withTimeout } from '../helpers/async-queue.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -31,16 +32,9 @@ afterEach(async () => {
   forgetLookupSupport();
 });
 
-async function bounded<T>(promise: Promise<T>, what: string, ms = STEP_TIMEOUT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** `promise`, or a rejection naming `what` after `ms` (the shared withTimeout with this file's default step). */
+function bounded<T>(promise: Promise<T>, what: string, ms = STEP_TIMEOUT_MS): Promise<T> {
+  return withTimeout(promise, ms, what);
 }
 
 async function party(options: ConnectOptions): Promise<MailboxConnection> {

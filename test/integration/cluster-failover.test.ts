@@ -14,6 +14,7 @@
  * - no SID, in any encoding, in any etcd key or value or in any relay log.
  */
 import assert from 'node:assert/strict';
+import { withTimeout } from '../helpers/async-queue.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,16 +48,9 @@ function sidPair(): [Buffer, Buffer] {
   return [a, b];
 }
 
-async function bounded<T>(promise: Promise<T>, what: string, ms = STEP_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** `promise`, or a rejection naming `what` after `ms` (the shared withTimeout with this file's default step). */
+function bounded<T>(promise: Promise<T>, what: string, ms = STEP_MS): Promise<T> {
+  return withTimeout(promise, ms, what);
 }
 
 /** A member that is not the raft leader right now. */
