@@ -4,6 +4,8 @@
  * exit code 2, and the `server.*` flags they share.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | undefined>;
@@ -40,4 +42,17 @@ export function serverFlags(values: Values): Record<string, unknown> {
   if (values.insecure === true) server.insecure = true;
   if (typeof values['data-dir'] === 'string') server.dataDir = values['data-dir'];
   return server;
+}
+
+/** The validated Config from the file, environment and flag layers, or exit code 2 with the error on stderr. */
+export function loadCommandConfig(command: string, file: string | undefined, flags: Record<string, Record<string, unknown>>): Config | number {
+  try {
+    return loadConfig({ file, flags });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hashmail ${command}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
 }

@@ -3,8 +3,7 @@
  * override environment variables, which override the config file, which
  * overrides the defaults. SIGTERM or SIGINT drains, then exits 0.
  */
-import { ConfigError, loadConfig } from '../config/load.js';
-import { parseCommandFlags, serverFlags, splitList } from './flags.js';
+import { loadCommandConfig, parseCommandFlags, serverFlags, splitList } from './flags.js';
 import { startRelay } from '../compose/relay.js';
 import { createLogger } from '../observe/logger.js';
 
@@ -57,16 +56,8 @@ export async function runRelay(argv: string[]): Promise<number> {
   const flags: Record<string, Record<string, unknown>> = { server, relay, directory };
   if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
 
-  let config;
-  try {
-    config = loadConfig({ file: values.config, flags });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`hashmail relay: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const config = loadCommandConfig('relay', values.config, flags);
+  if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
   const node = await startRelay(config, logger);

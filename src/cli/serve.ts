@@ -3,8 +3,7 @@
  * in-memory directory). Flags override environment variables, which
  * override the config file, which overrides the defaults.
  */
-import { ConfigError, loadConfig } from '../config/load.js';
-import { parseCommandFlags, serverFlags } from './flags.js';
+import { loadCommandConfig, parseCommandFlags, serverFlags } from './flags.js';
 import { createLogger } from '../observe/logger.js';
 import { startServe } from '../compose/serve.js';
 
@@ -55,16 +54,8 @@ export async function runServe(argv: string[]): Promise<number> {
   const flags: Record<string, Record<string, unknown>> = { server };
   if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
 
-  let config;
-  try {
-    config = loadConfig({ file: values.config, flags });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`hashmail serve: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const config = loadCommandConfig('serve', values.config, flags);
+  if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
   const node = await startServe(config, logger);

@@ -5,8 +5,7 @@
  * message on stderr) when no etcd endpoint answers within
  * directory.callTimeoutMs.
  */
-import { ConfigError, loadConfig } from '../config/load.js';
-import { parseCommandFlags } from './flags.js';
+import { loadCommandConfig, parseCommandFlags, splitList } from './flags.js';
 import { DirectoryUnavailableError } from '../directory/directory.js';
 import { clusterStatus, type ClusterStatus } from '../directory/etcd/cluster-status.js';
 import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
@@ -37,18 +36,10 @@ export async function runStatus(argv: string[]): Promise<number> {
   }, STATUS_USAGE);
   if (typeof values === 'number') return values;
   const directory: Record<string, unknown> = {};
-  if (values.etcd !== undefined) directory.etcdEndpoints = values.etcd.split(',').map((s) => s.trim()).filter(Boolean);
+  if (values.etcd !== undefined) directory.etcdEndpoints = splitList(values.etcd);
   if (values.prefix !== undefined) directory.prefix = values.prefix;
-  let config;
-  try {
-    config = loadConfig({ file: values.config, flags: { directory, log: { level: 'silent' } } });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`hashmail status: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const config = loadCommandConfig('status', values.config, { directory, log: { level: 'silent' } });
+  if (typeof config === 'number') return config;
   const options = etcdOptionsFromConfig(config, createLogger({ level: 'silent', format: 'json' }));
   let status: ClusterStatus;
   try {
