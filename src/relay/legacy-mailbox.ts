@@ -11,20 +11,10 @@ import type { SessionTable } from '../session/session-table.js';
 import type { ReadableCallback } from '../session/message-queue.js';
 import { checkSid } from '../session/sid.js';
 import type { ReadSource } from './read-pump.js';
-import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
+import type { HalfKind, RelayStats } from '../observe/stats.js';
+import type { BoxRequest, CallInfo, LegacyOperations, LegacyReceive, LegacySend } from './legacy-operations.js';
 
-/** Who is calling: the transport (for metrics) and the client address (for per-address limits). */
-export interface CallInfo {
-  transport: TransportName;
-  address: string;
-}
-
-export interface BoxRequest {
-  /** null when the request carries no `desc`. */
-  desc: { streamId: Buffer } | null;
-  /** The `auth` oneof was set. */
-  hasAuth: boolean;
-}
+export type { BoxRequest, CallInfo } from './legacy-operations.js';
 
 /** Legacy validation order: desc, then stream_id, then auth (spec section 3). */
 function validateBoxRequest(req: BoxRequest): Buffer {
@@ -68,7 +58,7 @@ abstract class Half {
   }
 }
 
-export class ReceiveHalf extends Half implements ReadSource {
+export class ReceiveHalf extends Half implements LegacyReceive, ReadSource {
   take(): Buffer | undefined {
     const msg = this.box.take();
     if (msg !== undefined) {
@@ -88,7 +78,7 @@ export class ReceiveHalf extends Half implements ReadSource {
   }
 }
 
-export class SendHalf extends Half {
+export class SendHalf extends Half implements LegacySend {
   constructor(
     box: Box,
     lease: Lease,
@@ -111,13 +101,18 @@ export class SendHalf extends Half {
     }
     return this.box.writeNow(msg) ? undefined : this.box.write(msg);
   }
+
+  /** Every write resolved only once its message was queued in the box. */
+  finish(): undefined {
+    return undefined;
+  }
 }
 
 export interface LegacyMailboxOptions {
   maxMessageBytes: number;
 }
 
-export class LegacyMailbox {
+export class LegacyMailbox implements LegacyOperations {
   constructor(
     private readonly table: SessionTable,
     private readonly stats: RelayStats,

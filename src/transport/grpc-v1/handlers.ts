@@ -1,6 +1,6 @@
 /**
  * gRPC transport for the legacy `hashmailrpc.HashMail` service: decodes,
- * calls the relay's LegacyMailbox, encodes. No protocol decisions here.
+ * calls the mailbox's legacy operations, encodes. No protocol decisions here.
  */
 import type {
   sendUnaryData,
@@ -12,7 +12,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
-import type { CallInfo, LegacyMailbox, SendHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, LegacyOperations, LegacySend } from '../../relay/legacy-operations.js';
 import { asHashmailError, HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
@@ -60,7 +60,7 @@ export const hashMailServerService: ServiceDefinition = {
 };
 
 export interface GrpcV1Deps {
-  mailbox: LegacyMailbox;
+  mailbox: LegacyOperations;
   logger: Logger;
   stats: RelayStats;
   metrics: GrpcMetricsHook;
@@ -83,15 +83,15 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
   };
 
   const unary =
-    (method: 'NewCipherBox' | 'DelCipherBox', run: (req: CipherBoxAuth, info: CallInfo) => void) =>
-    (call: ServerUnaryCall<CipherBoxAuth | HashmailError, CipherInitResp>, callback: sendUnaryData<unknown>): void => {
+    (method: 'NewCipherBox' | 'DelCipherBox', run: (req: CipherBoxAuth, info: CallInfo) => Promise<void> | void) =>
+    async (call: ServerUnaryCall<CipherBoxAuth | HashmailError, CipherInitResp>, callback: sendUnaryData<unknown>): Promise<void> => {
       const m = metrics.grpcCall(SERVICE_NAME, method, 'unary');
       m.received();
       let closeStream = NOTHING_HELD;
       try {
         closeStream = deps.streams.acquire(call.getPeer());
         if (call.request instanceof HashmailError) throw call.request;
-        run(call.request, { transport: 'grpc', address: deps.clientAddress(call) });
+        await run(call.request, { transport: 'grpc', address: deps.clientAddress(call) });
         closeStream();
         m.sent();
         m.done(0);
@@ -106,7 +106,7 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
 
   return {
     NewCipherBox: unary('NewCipherBox', (req, info) => mailbox.newCipherBox(req, info)),
-    DelCipherBox: unary('DelCipherBox', (req) => mailbox.delCipherBox(req)),
+    DelCipherBox: unary('DelCipherBox', (req, info) => mailbox.delCipherBox(req, info)),
 
     RecvStream: (call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): void => {
       void receive(call);
@@ -162,7 +162,7 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       // Stop reading: the call is over whatever the client still sends.
       call.destroy();
     });
-    let half: SendHalf | null = null;
+    let half: LegacySend | null = null;
     const attach = async (box: CipherBox): Promise<void> => {
       const h = await mailbox.openSend(box.desc, { transport: 'grpc', address: deps.clientAddress(call) }, scope.beginWait());
       if (!scope.attached(() => h.release())) return;
@@ -177,7 +177,13 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       if (box instanceof HashmailError) throw box;
       return half ? half.write(box.msg) : attach(box);
     };
-    readWithPushBack(call, handle, scope.fail, () => scope.ended);
+    /** The client half-closed: answer OK once the mailbox holds every message (a gateway waits for the relay). */
+    const ended = (err: unknown): void => {
+      const finishing = err === null ? half?.finish() : undefined;
+      if (finishing) finishing.then(() => scope.end(null), scope.fail);
+      else scope.end(err);
+    };
+    readWithPushBack(call, handle, ended, () => scope.ended);
     try {
       scope.holdStream(deps.streams.acquire(call.getPeer()));
     } catch (err) {

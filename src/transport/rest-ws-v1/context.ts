@@ -6,7 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import { noteError as reportError } from '../report-error.js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats, TransportName } from '../../observe/stats.js';
-import type { LegacyMailbox } from '../../relay/legacy-mailbox.js';
+import type { LegacyOperations } from '../../relay/legacy-operations.js';
 import type { HashmailError } from '../../session/errors.js';
 
 /** JSON requests without a message (CipherBoxDesc, CipherBoxAuth) are tiny; this bounds their body (bytes). */
@@ -20,7 +20,7 @@ export interface OpenCall {
 }
 
 export interface GatewayContext {
-  readonly mailbox: LegacyMailbox;
+  readonly mailbox: LegacyOperations;
   readonly logger: Logger;
   readonly stats: RelayStats;
   clientAddress(req: IncomingMessage): string;

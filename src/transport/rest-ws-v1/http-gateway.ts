@@ -1,14 +1,14 @@
 /**
  * The legacy REST + WebSocket gateway (spec section 4): every HTTP/1.1
  * request and upgrade on the public port comes here. It translates to
- * LegacyMailbox and decides no protocol semantics itself.
+ * mailbox's legacy operations and decides no protocol semantics itself.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Config } from '../../config/schema.js';
 import { subsystemLogger, type Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
-import type { LegacyMailbox } from '../../relay/legacy-mailbox.js';
+import type { LegacyOperations } from '../../relay/legacy-operations.js';
 import { HashmailError } from '../../session/errors.js';
 import { noteError, type OpenCall } from './context.js';
 import { answerPreflight, setCorsHeaders } from './cors.js';
@@ -22,7 +22,7 @@ import type { WsContext } from './ws-calls.js';
 import { rejectUpgrade, WsGateway } from './ws-gateway.js';
 
 export interface HttpGatewayDeps {
-  mailbox: LegacyMailbox;
+  mailbox: LegacyOperations;
   config: Config;
   logger: Logger;
   stats: RelayStats;
@@ -67,7 +67,7 @@ export class HttpGateway {
     setCorsHeaders(req, res);
     if (route === 'box') {
       if (method === 'POST') void createBox(this.ctx, req, res);
-      else if (method === 'DELETE') deleteBox(this.ctx, res, query);
+      else if (method === 'DELETE') void deleteBox(this.ctx, req, res, query);
       else this.methodNotAllowed(res, route);
       return;
     }

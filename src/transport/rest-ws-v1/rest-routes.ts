@@ -1,10 +1,10 @@
 /**
  * NewCipherBox and DelCipherBox over plain HTTP (spec section 4). Both are
  * one request, one answer; validation order and texts come from
- * LegacyMailbox, so they match the gRPC transport word for word.
+ * mailbox's legacy operations, so they match the gRPC transport word for word.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CallInfo, BoxRequest } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, BoxRequest } from '../../relay/legacy-operations.js';
 import { shortHash } from '../../session/sid.js';
 import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext } from './context.js';
 import { sendError, sendJson, readBody } from './http-reply.js';
@@ -22,7 +22,7 @@ export async function createBox(ctx: GatewayContext, req: IncomingMessage, res: 
   try {
     const body = await readBody(req, MAX_SMALL_REQUEST_BYTES);
     const auth = parseCipherBoxAuth(onlyJsonObject(body, MAX_SMALL_REQUEST_BYTES, 'CipherBoxAuth'));
-    ctx.mailbox.newCipherBox(auth, callInfo(ctx, req));
+    await ctx.mailbox.newCipherBox(auth, callInfo(ctx, req));
     ctx.logger.debug({ transport: 'rest', call: 'create', sid: auth.desc ? shortHash(auth.desc.streamId) : '' }, 'box created');
     sendJson(res, 200, CREATE_SUCCESS_JSON);
   } catch (err) {
@@ -49,9 +49,9 @@ export function boxRequestFromQuery(query: string): BoxRequest {
 }
 
 /** DELETE /v1/lightning-node-connect/hashmail?desc.stream_id=... */
-export function deleteBox(ctx: GatewayContext, res: ServerResponse, query: string): void {
+export async function deleteBox(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, query: string): Promise<void> {
   try {
-    ctx.mailbox.delCipherBox(boxRequestFromQuery(query));
+    await ctx.mailbox.delCipherBox(boxRequestFromQuery(query), callInfo(ctx, req));
     sendJson(res, 200, EMPTY_OBJECT_JSON);
   } catch (err) {
     // An unread DELETE body is discarded by node:http once the answer is sent.

@@ -6,7 +6,7 @@
  * serves it, and it shares the mailbox semantics with every other transport.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CallInfo, ReceiveHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, LegacyReceive } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
@@ -34,7 +34,7 @@ const LINE_END = '\n';
  */
 export class RestReceiveCall implements OpenCall {
   private done = false;
-  private half: ReceiveHalf | null = null;
+  private half: LegacyReceive | null = null;
   private readonly waitAbort = new AbortController();
 
   constructor(
@@ -57,7 +57,7 @@ export class RestReceiveCall implements OpenCall {
 
   private async run(): Promise<void> {
     let desc: CipherBoxDesc;
-    let half: ReceiveHalf;
+    let half: LegacyReceive;
     try {
       const body = onlyJsonObject(await readBody(this.req, MAX_SMALL_REQUEST_BYTES), MAX_SMALL_REQUEST_BYTES, 'CipherBoxDesc');
       // An empty body is the empty CipherBoxDesc (grpc-gateway reads EOF as "no fields").
@@ -182,8 +182,14 @@ export class RestSendCall implements OpenCall {
       this.abort(new HashmailError('DESC_REQUIRED'));
       return;
     }
-    this.finish();
-    sendJson(this.res, 200, cipherBoxDescJson(desc));
+    const answer = (): void => {
+      if (this.done) return;
+      this.finish();
+      sendJson(this.res, 200, cipherBoxDescJson(desc));
+    };
+    const finishing = this.writer.finish();
+    if (finishing) finishing.then(answer, (err: unknown) => this.abort(err));
+    else answer();
   }
 
   /** Frees the slot at once (legacy: a writer that ends or drops frees it). Idempotent. */

@@ -7,7 +7,7 @@
  * next turn of the event loop, so one connection's burst of large messages
  * cannot keep the loop from every other connection.
  */
-import type { CallInfo, LegacyMailbox, SendHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, LegacyOperations, LegacySend } from '../../relay/legacy-operations.js';
 import type { Logger } from '../../observe/logger.js';
 import { shortHash } from '../../session/sid.js';
 import type { CipherBox, CipherBoxDesc } from '../grpc-v1/codec.js';
@@ -20,7 +20,7 @@ import type { CipherBox, CipherBoxDesc } from '../grpc-v1/codec.js';
 export const LARGE_INPUT_BYTES = 64 * 1024;
 
 export interface SendQueueOwner {
-  readonly mailbox: LegacyMailbox;
+  readonly mailbox: LegacyOperations;
   readonly logger: Logger;
   readonly call: CallInfo;
   /** What to pause while a write waits (a socket, a request). */
@@ -32,7 +32,7 @@ export interface SendQueueOwner {
 }
 
 export class SendQueue {
-  private half: SendHalf | null = null;
+  private half: LegacySend | null = null;
   /** The first message's desc, once its box is open. */
   desc: CipherBoxDesc | null = null;
   private waitAbort: AbortController | null = null;
@@ -80,6 +80,11 @@ export class SendQueue {
   }
 
   /** Frees the slot at once (legacy: a writer that ends or drops frees it). Idempotent. */
+  /** The client ended its input: settles once the mailbox holds every message (see LegacySend.finish). */
+  finish(): Promise<void> | undefined {
+    return this.closed ? undefined : this.half?.finish();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -95,7 +100,7 @@ export class SendQueue {
     try {
       for (let box = this.queue.shift(); box !== undefined; box = this.queue.shift()) {
         if (!this.half && !(await this.open(box.desc))) return;
-        await (this.half as SendHalf).write(box.msg);
+        await (this.half as LegacySend).write(box.msg);
         if (this.closed) return;
       }
     } catch (err) {

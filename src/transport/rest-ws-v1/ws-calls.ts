@@ -7,7 +7,7 @@
  * close, failure, or the box going away.
  */
 import type { RawData, WebSocket } from 'ws';
-import type { CallInfo, ReceiveHalf } from '../../relay/legacy-mailbox.js';
+import type { CallInfo, LegacyReceive } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
@@ -106,7 +106,7 @@ abstract class WsCall implements OpenCall {
  */
 export class WsReceiveCall extends WsCall {
   private requested = false;
-  private half: ReceiveHalf | null = null;
+  private half: LegacyReceive | null = null;
   private waitAbort: AbortController | null = null;
 
   constructor(ctx: WsContext, ws: WebSocket, address: string) {
@@ -133,7 +133,7 @@ export class WsReceiveCall extends WsCall {
 
   private async run(desc: CipherBoxDesc): Promise<void> {
     this.waitAbort = new AbortController();
-    let half: ReceiveHalf;
+    let half: LegacyReceive;
     try {
       half = await this.ctx.mailbox.openReceive(desc.streamId, this.call, this.waitAbort.signal);
     } catch (err) {
