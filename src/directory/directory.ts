@@ -11,9 +11,16 @@ export interface InstanceLoad {
   connections: number;
 }
 
+/**
+ * What an instance is: a relay owns sessions and is a placement target; a
+ * gateway carries legacy calls to relays and never owns a session.
+ */
+export type InstanceRole = 'relay' | 'gateway';
+
 /** One live instance as the directory knows it. */
 export interface InstanceRecord {
   id: string;
+  role: InstanceRole;
   /** `HOST:PORT` clients dial (the first of `addresses`). */
   address: string;
   /** Every advertised `HOST:PORT`. */
@@ -36,6 +43,8 @@ export interface RouteOwner {
 /** The instance this process registers as (relays and `serve`). */
 export interface SelfRegistration {
   id: string;
+  /** Default 'relay'. */
+  role?: InstanceRole;
   addresses: string[];
   version: string;
 }
@@ -63,6 +72,11 @@ export interface DirectoryEvents {
   routeLost(route: string): void;
   /** Registered (again) and able to own sessions. */
   registered(): void;
+  /**
+   * An instance's registration vanished (lease expired or revoked): whatever
+   * was carried to it is gone, and its sessions are placed anew on lookup.
+   */
+  instanceGone(id: string): void;
 }
 
 export interface Directory {

@@ -28,6 +28,7 @@ export class MemoryDirectory implements Directory {
     if (registration.addresses.length === 0) throw new Error('an instance needs at least one advertised address');
     this.self = {
       id: registration.id,
+      role: registration.role ?? 'relay',
       address: registration.addresses[0],
       addresses: [...registration.addresses],
       load: { sessions: 0, connections: 0 },

@@ -1,5 +1,6 @@
 /**
- * Where a new session goes. Both policies skip draining instances.
+ * Where a new session goes. Both policies skip draining instances
+ * and gateways (which own no session).
  * - random: uniform over the candidates (the seed's proposal).
  * - load-aware (default): power of two choices: two distinct candidates at
  *   random, the one with fewer published sessions wins. Stays near the mean
@@ -20,7 +21,7 @@ export function choosePlacement(
   policy: PlacementPolicy,
   random: RandomIndex = mathRandomIndex,
 ): InstanceRecord | null {
-  const candidates = instances.filter((i) => !i.draining);
+  const candidates = instances.filter((i) => !i.draining && i.role === 'relay');
   if (candidates.length === 0) return null;
   if (candidates.length === 1) return candidates[0];
   const i = random(candidates.length);

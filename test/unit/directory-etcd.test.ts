@@ -27,6 +27,7 @@ const layout = keyLayout('/hm');
 function instance(id: string, overrides: Partial<InstanceValue> = {}): InstanceValue {
   return {
     id,
+    role: 'relay',
     address: `${id}:1`,
     addresses: [`${id}:1`],
     load: { sessions: 0, connections: 0 },

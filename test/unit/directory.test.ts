@@ -7,7 +7,7 @@ import { choosePlacement } from '../../src/directory/placement.js';
 import { isRoute, routeOfSid } from '../../src/directory/route.js';
 
 function instance(id: string, sessions: number, draining = false): InstanceRecord {
-  return { id, address: `127.0.0.1:${1000 + sessions}`, addresses: [], load: { sessions, connections: 0 }, draining, version: 'test', startedAt: 0 };
+  return { id, role: 'relay', address: `127.0.0.1:${1000 + sessions}`, addresses: [], load: { sessions, connections: 0 }, draining, version: 'test', startedAt: 0 };
 }
 
 test('route: base64url SHA-256 of the SID with bit 0 of byte 63 cleared; both SIDs of a pair share it', () => {
@@ -28,6 +28,15 @@ test('placement skips draining instances; none left is null', () => {
   for (const policy of ['random', 'load-aware'] as const) {
     for (let r = 0; r < 4; r++) assert.equal(choosePlacement(all, policy, () => r % 2)?.id, 'b');
     assert.equal(choosePlacement([instance('a', 0, true)], policy), null);
+  }
+});
+
+test('placement never chooses a gateway, however idle', () => {
+  const gateway: InstanceRecord = { ...instance('gw', 0), role: 'gateway' };
+  const all = [gateway, instance('r', 50)];
+  for (const policy of ['random', 'load-aware'] as const) {
+    for (let r = 0; r < 4; r++) assert.equal(choosePlacement(all, policy, () => r % 2)?.id, 'r');
+    assert.equal(choosePlacement([gateway], policy), null);
   }
 });
 

@@ -75,7 +75,10 @@ export class EtcdDirectory implements Directory {
       callTimeoutMs: options.callTimeoutMs,
       keysPerLease: options.keysPerLease,
     });
-    this.cache.onInstance = (id) => this.placer.loadPublished(id);
+    this.cache.onInstance = (id, record) => {
+      this.placer.loadPublished(id);
+      if (record === undefined) this.events.emit('instanceGone', id);
+    };
     this.cache.onMapping = (route, before, after) => {
       const me = this.selfId;
       if (me === null) return;
@@ -186,6 +189,7 @@ export class EtcdDirectory implements Directory {
   instances(): InstanceRecord[] {
     return [...this.cache.instances.values()].map((i) => ({
       id: i.id,
+      role: i.role,
       address: i.address,
       addresses: [...i.addresses],
       load: { ...i.load },
@@ -255,6 +259,7 @@ export class EtcdDirectory implements Directory {
     const self = this.self as SelfRegistration;
     return {
       id: self.id,
+      role: self.role ?? 'relay',
       address: self.addresses[0],
       addresses: [...self.addresses],
       load: { ...this.load },

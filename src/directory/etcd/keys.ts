@@ -80,8 +80,12 @@ export function parseInstance(text: string): InstanceValue | null {
   if (typeof load !== 'object' || load === null || !isCount(load.sessions) || !isCount(load.connections)) return null;
   if (typeof o.draining !== 'boolean' || !isString(o.version) || !isCount(o.startedAt)) return null;
   if (!isString(o.sessionLease) || !HEX_LEASE.test(o.sessionLease)) return null;
+  // Records written before roles existed are relays.
+  const role = o.role === undefined ? 'relay' : o.role;
+  if (role !== 'relay' && role !== 'gateway') return null;
   return {
     id: o.id,
+    role,
     address: o.address,
     addresses: [...(o.addresses as string[])],
     load: { sessions: load.sessions, connections: load.connections },
