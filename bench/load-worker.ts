@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { dialGrpc, type HashMailStub } from './grpc-party.js';
 import { openSession, openV2Session, type Party, type Session, type V2Shape } from './session.js';
 import { nsToMs, runBounded, sleep, summarize, type Summary } from './stats.js';
+import { routeLookupClient } from './route-lookup.js';
 import { dialV2, type MailboxV2Stub } from './v2-party.js';
 import type { Target } from './wire.js';
 
@@ -25,6 +26,8 @@ export type WorkerCommand =
       v2?: V2Shape;
       /** Source address for WebSocket parties (127.x). */
       localAddress?: string;
+      /** A cluster (v2 only): each session is looked up (and placed) through these instances and opened at its owner. */
+      lookupVia?: string[];
     }
   | { op: 'verify'; concurrency: number; timeoutMs: number }
   | LoadCommand
@@ -32,7 +35,16 @@ export type WorkerCommand =
 
 export type WorkerReply =
   | { op: 'ready' }
-  | { op: 'opened'; held: number; failed: number; errors: string[]; elapsedMs: number }
+  | {
+      op: 'opened';
+      held: number;
+      failed: number;
+      errors: string[];
+      elapsedMs: number;
+      /** With lookupVia: each lookup's latency, and sessions per owner address. */
+      lookupMs?: number[];
+      owners?: Record<string, number>;
+    }
   | { op: 'verified'; ok: number; failed: number; latenciesMs: number[]; errors: string[]; elapsedMs: number }
   | LoadReply
   | { op: 'closed' }
@@ -94,18 +106,35 @@ async function open(cmd: Extract<WorkerCommand, { op: 'open' }>): Promise<void> 
   const start = process.hrtime.bigint();
   const base = opened;
   opened += cmd.count;
+  const finder = cmd.lookupVia ? routeLookupClient(cmd.lookupVia, cmd.timeoutMs) : null;
+  const owners: Record<string, number> = {};
+  const lookup = finder
+    ? async (route: string): Promise<Target> => {
+        const t = await finder.lookup(route);
+        owners[t.grpcAddress] = (owners[t.grpcAddress] ?? 0) + 1;
+        return t;
+      }
+    : undefined;
   const errors = await runBounded(cmd.count, cmd.concurrency, async (i) => {
     const group = Math.floor((base + i) / cmd.sessionsPerNodeConnection);
     const shared = cmd.sessionsPerNodeConnection > 1;
     if (cmd.v2) {
       const nodeStub = shared && cmd.v2.node === 'grpc' ? ((sharedStubs[group] ??= dialV2(cmd.target.grpcAddress)) as MailboxV2Stub) : undefined;
-      sessions.push(await openV2Session(cmd.target, { ...cmd.v2, nodeStub, localAddress: cmd.localAddress, timeoutMs: cmd.timeoutMs }));
+      sessions.push(await openV2Session(cmd.target, { ...cmd.v2, nodeStub, localAddress: cmd.localAddress, timeoutMs: cmd.timeoutMs, lookup }));
       return;
     }
     const nodeStub = shared ? ((sharedStubs[group] ??= dialGrpc(cmd.target.grpcAddress)) as HashMailStub) : undefined;
     sessions.push(await openSession(cmd.target, { app: 'ws', nodeStub, timeoutMs: cmd.timeoutMs }));
   });
-  reply({ op: 'opened', held: sessions.length, failed: errors.length, errors: distinct(errors), elapsedMs: nsToMs(process.hrtime.bigint() - start) });
+  finder?.close();
+  reply({
+    op: 'opened',
+    held: sessions.length,
+    failed: errors.length,
+    errors: distinct(errors),
+    elapsedMs: nsToMs(process.hrtime.bigint() - start),
+    ...(finder ? { lookupMs: finder.latenciesMs, owners } : {}),
+  });
 }
 
 /** One message app -> node, then one node -> app, through every session. */

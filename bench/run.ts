@@ -13,7 +13,9 @@
  * v2-latency, v1-throughput, v2-throughput, v1-rate-limited, v1-idle,
  * v2-sessions-ws (idle memory, then the 1 msg/s load, on 9,000 v2 WebSocket
  * sessions), v2-sessions-grpc (idle memory of 9,000 v2 gRPC sessions),
- * v1-ramp, hardening (issue 7, before/after builds: bench/hardening.ts).
+ * v1-ramp, hardening (issue 7, before/after builds: bench/hardening.ts); and,
+ * only when named, cluster-directory, cluster-rejoin, cluster-scale (issue 8:
+ * bench/cluster.ts; `--only=cluster` runs the three).
  * Example: `npm run bench -- --only=v2`.
  *
  * `--baseline=DIR`: the hardening phase's before build (a checkout of
@@ -25,6 +27,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { rampBrowserSessions } from './browser-ramp.js';
 import { killAll } from './children.js';
+import { CLUSTER_PHASES, runClusterPhase } from './cluster.js';
 import { steadyLoad, type SteadyLoadResult } from './concurrency.js';
 import { measureIdleMemory, type IdleMemoryResult } from './idle-memory.js';
 import { measurePingPong } from './latency.js';
@@ -67,7 +70,9 @@ const RAMP_PHASE_MIN_MS = 60_000;
 /** The hardening phase: about 2 minutes, plus the before build when it must be made. */
 const HARDENING_PHASE_MIN_MS = 180_000;
 
-const PHASES = ['v1-latency', 'v2-latency', 'v1-throughput', 'v2-throughput', 'v1-rate-limited', 'v1-idle', 'v2-sessions-ws', 'v2-sessions-grpc', 'v1-ramp', 'hardening'] as const;
+const DEFAULT_PHASES = ['v1-latency', 'v2-latency', 'v1-throughput', 'v2-throughput', 'v1-rate-limited', 'v1-idle', 'v2-sessions-ws', 'v2-sessions-grpc', 'v1-ramp', 'hardening'] as const;
+/** Every phase: the default ones, then the cluster ones, which run only when named (bench/cluster.ts). */
+const PHASES = [...DEFAULT_PHASES, ...CLUSTER_PHASES] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Args {
@@ -94,7 +99,7 @@ function parseArgs(argv: string[]): Args {
 
 function selectedPhases(tokens: string[]): Set<Phase> {
   const wanted = tokens.map((t) => t.trim()).filter(Boolean);
-  if (wanted.length === 0) return new Set(PHASES);
+  if (wanted.length === 0) return new Set(DEFAULT_PHASES);
   const chosen = new Set(PHASES.filter((p) => wanted.some((t) => p === t || p.startsWith(`${t}-`))));
   const unknown = wanted.filter((t) => !PHASES.some((p) => p === t || p.startsWith(`${t}-`)));
   if (unknown.length > 0) throw new Error(`--only: no phase named ${unknown.join(', ')} (phases: ${PHASES.join(', ')})`);
@@ -371,9 +376,18 @@ async function main(): Promise<void> {
     results.notes.push(`run aborted: ${(err as Error).message.split('\n')[0]}`);
     log(`run aborted: ${(err as Error).stack ?? String(err)}`);
   }
+  // Issue 8's cluster phases: each a script of its own, outside the time budget (named only).
+  const clusterMarkdown: string[] = [];
+  for (const phase of CLUSTER_PHASES) {
+    if (!runs(phase)) continue;
+    log(`${phase}`);
+    const outcome = await attempt(phase, () => runClusterPhase(phase));
+    if (outcome.ok) clusterMarkdown.push(outcome.value);
+    else results.notes.push(`${phase}: FAILED: ${outcome.error}`);
+  }
   results.durationS = (Date.now() - startedMs) / 1000;
   results.machine['load average at end'] = os.loadavg().map((l) => l.toFixed(2)).join(' ');
-  const markdown = renderMarkdown(results);
+  const markdown = renderMarkdown(results) + (clusterMarkdown.length > 0 ? `\n# Cluster (issue 8)\n\n${clusterMarkdown.join('\n')}` : '');
   process.stdout.write(`\n${markdown}`);
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });

@@ -121,17 +121,40 @@ const INSPECTOR_LINE = /Debugger listening on (ws:\/\/\S+)/;
 export interface StartOptions {
   /** Node's inspector on a free loopback port, so the bench can ask for a full GC (bench/inspector-gc.ts). */
   inspect?: boolean;
+  /** `relay` (a cluster member: give `args` its --etcd and --advertise, and `listen` a fixed port); default `serve`. */
+  command?: 'serve' | 'relay';
+  /** Public listener; default 127.0.0.1:0. */
+  listen?: string;
+  /** More command-line flags. */
+  args?: string[];
+  /** A data directory to use (and keep: a restart with the same one); default a temporary one removed at stop. */
+  dataDir?: string;
 }
 
-/** `hashmail serve --insecure` with `config` merged over the defaults (this checkout's build unless `build` says otherwise). */
+/** `hashmail serve --insecure` (or `relay`) with `config` merged over the defaults (this checkout's build unless `build` says otherwise). */
 export async function startHashmail(config: Record<string, unknown>, build: HashmailBuild = CURRENT_BUILD, options: StartOptions = {}): Promise<RelayProcess> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'hashmail-bench-'));
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hashmail-bench-'));
+  const keepDataDir = options.dataDir !== undefined;
   const configFile = join(dataDir, 'config.json');
   writeFileSync(configFile, JSON.stringify(config));
   const child = track(
     spawn(
       process.execPath,
-      [...(options.inspect ? ['--inspect=127.0.0.1:0'] : []), build.bin, 'serve', '--insecure', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir, '--config', configFile],
+      [
+        ...(options.inspect ? ['--inspect=127.0.0.1:0'] : []),
+        build.bin,
+        options.command ?? 'serve',
+        '--insecure',
+        '--listen',
+        options.listen ?? '127.0.0.1:0',
+        '--admin-listen',
+        '127.0.0.1:0',
+        '--data-dir',
+        dataDir,
+        '--config',
+        configFile,
+        ...(options.args ?? []),
+      ],
       { cwd: build.root, env: { ...process.env, HASHMAIL_LOG__FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] },
     ),
   );
@@ -176,7 +199,7 @@ export async function startHashmail(config: Record<string, unknown>, build: Hash
     addrs = await ready;
   } catch (err) {
     await stopChild(child, 'SIGKILL', 1_000);
-    rmSync(dataDir, { recursive: true, force: true });
+    if (!keepDataDir) rmSync(dataDir, { recursive: true, force: true });
     throw err;
   }
   const port = Number(addrs.listen.slice(addrs.listen.lastIndexOf(':') + 1));
@@ -191,7 +214,7 @@ export async function startHashmail(config: Record<string, unknown>, build: Hash
     inspectorUrl: () => inspectorUrl,
     async stop() {
       await stopChild(child, 'SIGTERM', STOP_GRACE_MS);
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!keepDataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -5,6 +5,7 @@
  * litd does and exchanges one message each way, so an open session is known
  * to relay.
  */
+import { routeOfSid } from '../src/directory/route.js';
 import { createBox, dialGrpc, GrpcInlet, GrpcOutlet, type HashMailStub, type Inlet, type Outlet, type Sink } from './grpc-party.js';
 import { GrpcV2Link, WsV2Link, type MailboxV2Stub, type V2Transport } from './v2-party.js';
 import { newSidPair, type SidPair, type Target } from './wire.js';
@@ -170,6 +171,8 @@ export interface V2OpenOptions extends V2Shape {
   nodeStub?: MailboxV2Stub;
   /** Source address of WebSocket parties (127.x), when one address has too few ephemeral ports. */
   localAddress?: string;
+  /** A cluster: asks where the session's route lives (placing it) and opens both parties there instead of `target`. */
+  lookup?: (route: string) => Promise<Target>;
 }
 
 /**
@@ -179,6 +182,7 @@ export interface V2OpenOptions extends V2Shape {
  */
 export async function openV2Session(target: Target, o: V2OpenOptions): Promise<Session> {
   const pair = newSidPair();
+  if (o.lookup) target = await o.lookup(routeOfSid(pair.s2c));
   const node = new Party();
   const app = new Party();
   const close = (): void => {

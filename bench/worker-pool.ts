@@ -51,6 +51,11 @@ export class WorkerPool {
     return this.workers.length;
   }
 
+  /** The workers' process ids (their CPU and memory are read from /proc). */
+  get pids(): number[] {
+    return this.workers.map((w) => w.pid ?? 0);
+  }
+
   /** Sends `commandFor(i)` to worker i and waits for each one's reply of kind `expect`. */
   async each<K extends WorkerReply['op']>(
     commandFor: (i: number) => WorkerCommand,

@@ -35,6 +35,9 @@ export interface EtcdMember {
   readonly clientUrl: string;
   readonly peerUrl: string;
   readonly running: boolean;
+  /** The running process's pid (benchmarks read its memory), null when stopped. */
+  readonly pid: number | null;
+  readonly dataDir: string;
   /** SIGKILL, wait for exit (data dir kept). */
   kill(): Promise<void>;
   /** SIGSTOP / SIGCONT. */
@@ -132,6 +135,10 @@ export async function startEtcd(size = 1): Promise<EtcdCluster> {
       name: spec.name,
       clientUrl,
       peerUrl,
+      dataDir: spec.dataDir,
+      get pid() {
+        return member.running ? (child?.pid ?? null) : null;
+      },
       get running() {
         return child !== null && child.exitCode === null && child.signalCode === null;
       },

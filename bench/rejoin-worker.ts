@@ -1,0 +1,106 @@
+/**
+ * A child process holding client-library sessions (node over gRPC, app over
+ * WebSocket, protocol v2) against a cluster, for bench/rejoin.ts. On 'arm' it
+ * records, per session, when both parties re-attached after the relay's death
+ * (`reconnected`) and when a probe sent each way afterwards arrived. Driven
+ * over IPC; exits with its parent.
+ */
+import { randomBytes } from 'node:crypto';
+import { connect, type MailboxConnection } from '../src/client/index.js';
+import { runBounded } from './stats.js';
+
+export type RejoinCommand =
+  | { op: 'open'; servers: string[]; count: number; concurrency: number }
+  | { op: 'arm' }
+  | { op: 'collect'; timeoutMs: number }
+  | { op: 'close' };
+
+export interface SessionRejoin {
+  /** Both parties emitted `reconnected` (epoch ms). */
+  attachedAt: number;
+  /** The probes sent each way after that both arrived (epoch ms). */
+  relayingAt: number;
+}
+
+export type RejoinReply =
+  | { op: 'ready' }
+  | { op: 'opened'; held: number; failed: number; errors: string[] }
+  | { op: 'armed' }
+  | { op: 'collected'; rejoins: SessionRejoin[]; missing: number; errors: string[] };
+
+const PROBE = new TextEncoder().encode('probe');
+
+interface Pair {
+  node: MailboxConnection;
+  app: MailboxConnection;
+  node$: AsyncIterator<Uint8Array>;
+  app$: AsyncIterator<Uint8Array>;
+  done: Promise<SessionRejoin> | null;
+}
+
+const pairs: Pair[] = [];
+
+function reply(msg: RejoinReply): void {
+  process.send?.(msg);
+}
+
+async function exchange(p: Pair): Promise<void> {
+  await p.app.send(PROBE);
+  await p.node$.next();
+  await p.node.send(PROBE);
+  await p.app$.next();
+}
+
+async function openPair(servers: string[]): Promise<Pair> {
+  const nodeSid = randomBytes(64);
+  const appSid = Buffer.from(nodeSid);
+  appSid[63] ^= 1;
+  const base = { server: servers, insecure: true, protocol: 'v2' as const };
+  const node = await connect({ ...base, sid: nodeSid, role: 'node', transport: 'grpc' });
+  const app = await connect({ ...base, sid: appSid, role: 'app', transport: 'websocket' });
+  const p: Pair = { node, app, node$: node[Symbol.asyncIterator](), app$: app[Symbol.asyncIterator](), done: null };
+  await exchange(p);
+  return p;
+}
+
+function arm(p: Pair): Promise<SessionRejoin> {
+  const once = (c: MailboxConnection): Promise<number> => new Promise((resolve) => c.once('reconnected', () => resolve(Date.now())));
+  return Promise.all([once(p.node), once(p.app)]).then(async ([a, b]) => {
+    const attachedAt = Math.max(a, b);
+    await exchange(p);
+    return { attachedAt, relayingAt: Date.now() };
+  });
+}
+
+process.on('message', (cmd: RejoinCommand) => {
+  void (async () => {
+    if (cmd.op === 'open') {
+      const errors = await runBounded(cmd.count, cmd.concurrency, async () => {
+        pairs.push(await openPair(cmd.servers));
+      });
+      reply({ op: 'opened', held: pairs.length, failed: errors.length, errors: [...new Set(errors.map((e) => e.message))].slice(0, 5) });
+    } else if (cmd.op === 'arm') {
+      for (const p of pairs) p.done = arm(p);
+      reply({ op: 'armed' });
+    } else if (cmd.op === 'collect') {
+      const rejoins: SessionRejoin[] = [];
+      const errors: string[] = [];
+      const deadline = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), cmd.timeoutMs));
+      await Promise.all(
+        pairs.map(async (p) => {
+          const r = await Promise.race([p.done ?? Promise.resolve('timeout' as const), deadline]).catch((err: unknown) => {
+            errors.push(String(err));
+            return 'timeout' as const;
+          });
+          if (r !== 'timeout') rejoins.push(r);
+        }),
+      );
+      reply({ op: 'collected', rejoins, missing: pairs.length - rejoins.length, errors: [...new Set(errors)].slice(0, 5) });
+    } else if (cmd.op === 'close') {
+      await Promise.all(pairs.map((p) => Promise.all([p.node.close(), p.app.close()]).catch(() => undefined)));
+      process.exit(0);
+    }
+  })();
+});
+process.on('disconnect', () => process.exit(0));
+reply({ op: 'ready' });

@@ -1,0 +1,205 @@
+/**
+ * Issue 8's re-join benchmark: time from a relay's death to both parties of
+ * every session it held being back in session on a live relay, for 1 and
+ * for 2,000 sessions, through the client library (node over gRPC, app over
+ * WebSocket, protocol v2, reconnecting by itself).
+ *
+ * Each case gets a fresh one-member etcd and three relays: relay A starts
+ * alone so that every session is placed on it; B and C join; A is killed
+ * with SIGKILL. Two paths:
+ *   - ttl:     A stays dead: its sessions move once its lease expires
+ *              (directory.leaseTtlMs), at the parties' next lookup.
+ *   - restart: A is restarted at once with the same data directory: it
+ *              revokes its old leases at start, so the sessions move at once.
+ *
+ *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4]
+ * Prints markdown; writes bench/results/rejoin.{md,json}.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
+import { killAll, stopChild, track } from './children.js';
+import type { RejoinCommand, RejoinReply, SessionRejoin } from './rejoin-worker.js';
+import { CURRENT_BUILD, ROOT, startHashmail, type RelayProcess } from './server-process.js';
+import { fmt, percentile, table } from './stats.js';
+
+const WORKER_ENTRY = join(ROOT, 'bench/rejoin-worker.ts');
+const OPEN_CONCURRENCY = 20;
+const REPLY_TIMEOUT_MS = 10 * 60_000;
+/** How long after the kill the bench waits for every session, beyond the TTL. */
+const REJOIN_WAIT_EXTRA_MS = 60_000;
+const BENCH_LIMITS = { maxBoxesPerAddress: 10_000_000, maxConnectionsPerAddress: 10_000_000, maxConnections: 19_000 };
+
+type Path = 'ttl' | 'restart';
+
+interface CaseResult {
+  path: Path;
+  sessions: number;
+  rejoined: number;
+  missing: number;
+  /** ms from the kill until both parties re-attached: p50, p99, max (the last session). */
+  attached: { p50: number; p99: number; max: number };
+  /** ms from the kill until a probe went each way again. */
+  relaying: { p50: number; p99: number; max: number };
+  errors: string[];
+}
+
+class Worker {
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(): Promise<Worker> {
+    const child = track(fork(WORKER_ENTRY, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const w = new Worker(child);
+    await w.wait('ready');
+    return w;
+  }
+
+  wait<K extends RejoinReply['op']>(op: K): Promise<Extract<RejoinReply, { op: K }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => done(new Error(`rejoin worker: no "${op}" within ${REPLY_TIMEOUT_MS} ms`)), REPLY_TIMEOUT_MS);
+      const onMessage = (m: RejoinReply): void => {
+        if (m.op === op) done(null, m as Extract<RejoinReply, { op: K }>);
+      };
+      const onExit = (code: number | null): void => done(new Error(`rejoin worker exited (${code})`));
+      const done = (err: Error | null, m?: Extract<RejoinReply, { op: K }>): void => {
+        clearTimeout(timer);
+        this.child.off('message', onMessage);
+        this.child.off('exit', onExit);
+        if (err) reject(err);
+        else resolve(m!);
+      };
+      this.child.on('message', onMessage);
+      this.child.once('exit', onExit);
+    });
+  }
+
+  ask<K extends RejoinReply['op']>(cmd: RejoinCommand, op: K): Promise<Extract<RejoinReply, { op: K }>> {
+    const reply = this.wait(op);
+    this.child.send(cmd);
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    if (this.child.connected) this.child.send({ op: 'close' } satisfies RejoinCommand);
+    await stopChild(this.child, 'SIGTERM', 10_000);
+  }
+}
+
+async function startRelay(etcd: EtcdCluster, ttlMs: number, port: number, dataDir: string | undefined, id: string): Promise<RelayProcess> {
+  return startHashmail({ limits: BENCH_LIMITS, directory: { leaseTtlMs: ttlMs } }, CURRENT_BUILD, {
+    command: 'relay',
+    listen: `127.0.0.1:${port}`,
+    dataDir,
+    args: ['--etcd', etcd.etcdFlag, '--advertise', `127.0.0.1:${port}`, '--id', id],
+  });
+}
+
+const spread = (sorted: number[]): { p50: number; p99: number; max: number } => ({
+  p50: percentile(sorted, 50),
+  p99: percentile(sorted, 99),
+  max: sorted[sorted.length - 1] ?? NaN,
+});
+
+async function runCase(path: Path, sessions: number, ttlMs: number, workerCount: number): Promise<CaseResult> {
+  const etcd = await startEtcd(1);
+  const relays: RelayProcess[] = [];
+  const workers: Worker[] = [];
+  const aDir = mkdtempSync(join(tmpdir(), 'hashmail-rejoin-a-'));
+  try {
+    // The parties know all three instances (as a DNS name or a list would give them); B and C start later.
+    const ports = [await freePort(), await freePort(), await freePort()];
+    const servers = ports.map((p) => `127.0.0.1:${p}`);
+    const aPort = ports[0];
+    const a = await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a');
+    relays.push(a);
+    const n = Math.min(workerCount, sessions);
+    for (let i = 0; i < n; i++) workers.push(await Worker.start());
+    const share = (i: number): number => Math.floor(sessions / n) + (i < sessions % n ? 1 : 0);
+    const opened = await Promise.all(workers.map((w, i) => w.ask({ op: 'open', servers, count: share(i), concurrency: OPEN_CONCURRENCY }, 'opened')));
+    const failed = opened.reduce((x, o) => x + o.failed, 0);
+    if (failed > 0) throw new Error(`${failed} sessions did not open: ${opened.flatMap((o) => o.errors).join('; ')}`);
+    relays.push(await startRelay(etcd, ttlMs, ports[1], undefined, 'relay-b'));
+    relays.push(await startRelay(etcd, ttlMs, ports[2], undefined, 'relay-c'));
+    await Promise.all(workers.map((w) => w.ask({ op: 'arm' }, 'armed')));
+    const killedAt = Date.now();
+    a.child.kill('SIGKILL');
+    await new Promise<void>((resolve) => (a.child.exitCode !== null || a.child.signalCode !== null ? resolve() : a.child.once('exit', () => resolve())));
+    if (path === 'restart') relays.push(await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a'));
+    const collected = await Promise.all(workers.map((w) => w.ask({ op: 'collect', timeoutMs: ttlMs + REJOIN_WAIT_EXTRA_MS }, 'collected')));
+    const rejoins: SessionRejoin[] = collected.flatMap((c) => c.rejoins);
+    const attached = rejoins.map((r) => r.attachedAt - killedAt).sort((x, y) => x - y);
+    const relaying = rejoins.map((r) => r.relayingAt - killedAt).sort((x, y) => x - y);
+    return {
+      path,
+      sessions,
+      rejoined: rejoins.length,
+      missing: collected.reduce((x, c) => x + c.missing, 0),
+      attached: spread(attached),
+      relaying: spread(relaying),
+      errors: [...new Set(collected.flatMap((c) => c.errors))].slice(0, 5),
+    };
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await Promise.all(relays.map((r) => r.stop()));
+    await etcd.stop();
+    rmSync(aDir, { recursive: true, force: true });
+  }
+}
+
+function render(command: string, ttlMs: number, results: CaseResult[]): string {
+  const ms = (v: number): string => fmt(v, 0);
+  return [
+    `\`${command}\``,
+    '',
+    `directory.leaseTtlMs ${ttlMs}; 3 relays, one-member etcd; times from the SIGKILL of the relay holding every session.`,
+    '',
+    table(
+      ['path', 'sessions', 're-joined', 'both attached p50 / p99 / last ms', 'relaying again p50 / p99 / last ms', 'bound'],
+      results.map((r) => [
+        r.path === 'ttl' ? 'kill -9, lease expires' : 'kill -9, restart same data dir',
+        r.sessions.toLocaleString('en'),
+        `${r.rejoined.toLocaleString('en')}${r.missing > 0 ? ` (${r.missing} missing)` : ''}`,
+        `${ms(r.attached.p50)} / ${ms(r.attached.p99)} / ${ms(r.attached.max)}`,
+        `${ms(r.relaying.p50)} / ${ms(r.relaying.p99)} / ${ms(r.relaying.max)}`,
+        r.path === 'ttl' ? `TTL + 3 s = ${ttlMs + 3000}` : 'under 3,000',
+      ]),
+    ),
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' } } });
+  const sizes = (values.sessions ?? '1,2000').split(',').map(Number);
+  const ttlMs = Number(values['ttl-ms'] ?? 10_000);
+  const workerCount = Number(values.workers ?? 4);
+  const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}`;
+  const results: CaseResult[] = [];
+  for (const path of ['ttl', 'restart'] as const) {
+    for (const size of sizes) {
+      process.stderr.write(`${path}, ${size} sessions\n`);
+      results.push(await runCase(path, size, ttlMs, workerCount));
+    }
+  }
+  const md = render(command, ttlMs, results);
+  process.stdout.write(md);
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'rejoin.md'), md);
+  writeFileSync(join(dir, 'rejoin.json'), JSON.stringify({ command, ttlMs, results }, null, 2));
+}
+
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+    killAll();
+    process.exitCode = 1;
+  });
+}
