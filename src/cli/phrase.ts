@@ -101,9 +101,9 @@ async function writeFiles(url: string, flags: Flags): Promise<string> {
 }
 
 async function runNew(args: string[], flags: Flags): Promise<void> {
-  if (args.length > 0) throw new UsageError('new takes no arguments');
+  if (args.length > 0) throw new UsageError('takes no arguments');
   const mailboxes = (flags.mailbox ?? []).flatMap(splitList);
-  if (mailboxes.length === 0) throw new UsageError('new needs --mailbox HOST:PORT');
+  if (mailboxes.length === 0) throw new UsageError('--mailbox HOST:PORT is required');
   const url = await encodeConnectionPhrase({ entropy: newPhraseEntropy(), mailboxes: mailboxes.map(parseMailbox) });
   const phrase = await decodePhrase(url);
   const files = await writeFiles(url, flags);
@@ -136,11 +136,11 @@ async function runDecode(args: string[], flags: Flags): Promise<void> {
 }
 
 async function runQr(args: string[], flags: Flags): Promise<void> {
+  const toFile = flags.png !== undefined || flags.svg !== undefined;
+  if (flags.json && !toFile) throw new UsageError('--json needs --png FILE or --svg FILE');
   const phrase = await decodePhrase(phraseArgument(args));
   if (phrase.version !== PHRASE_VERSION) throw new PhraseError('WRONG_SCHEME', `qr needs a ${PHRASE_SCHEME}: URL; legacy words name no mailbox`);
   const url = args.join(' ').trim();
-  const toFile = flags.png !== undefined || flags.svg !== undefined;
-  if (flags.json && !toFile) throw new UsageError('qr --json needs --png FILE or --svg FILE');
   const files = await writeFiles(url, flags);
   const object: Record<string, unknown> = { url, errorCorrection: QR_ERROR_CORRECTION };
   if (flags.png !== undefined) object.png = flags.png;

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
 import { resolveOptions } from '../../src/client/options.js';
 import {
@@ -124,6 +125,15 @@ describe('connection phrase: round trips and vectors', () => {
     const decoded = await decodePhrase(future);
     assert.deepEqual(decoded.mailboxes, ['m.example:443']);
     assert.equal(hex(decoded.entropy), entropy.toString('hex'));
+  });
+
+  test('the example in docs/connection-phrase.md decodes', async () => {
+    const doc = readFileSync(new URL('../../docs/connection-phrase.md', import.meta.url), 'utf8');
+    const example = /^hashmail\+v2:abuse\S+$/m.exec(doc)?.[0];
+    assert.ok(example, 'the example is in the doc');
+    const decoded = await decodePhrase(example);
+    assert.equal(decoded.words.join(' '), WORDS);
+    assert.deepEqual(decoded.mailboxes, ['mailbox.example.com:443', '[2001:db8::1]:8443']);
   });
 
   test('leniency: upper case, raw IPv6 brackets, surrounding whitespace, legacy words split by hyphens or commas', async () => {
