@@ -40,9 +40,9 @@ function matrix(url: string, level: QrLevel): Matrix {
 /**
  * The code as text: one character a module wide and two modules tall (upper
  * and lower half blocks), black on white, with a full quiet zone. Level M,
- * or L when M would be wider than TERMINAL_COLUMNS; throws when neither fits.
+ * or L when M would be wider than TERMINAL_COLUMNS; null when neither fits.
  */
-export function qrTerminal(url: string): { text: string; level: QrLevel; columns: number } {
+export function qrTerminal(url: string): { text: string; level: QrLevel; columns: number } | null {
   for (const level of [QR_ERROR_CORRECTION, 'L'] as const) {
     const m = matrix(url, level);
     const columns = m.size + 2 * QUIET_ZONE_MODULES;
@@ -59,8 +59,10 @@ export function qrTerminal(url: string): { text: string; level: QrLevel; columns
     }
     return { text: `${lines.join('\n')}\n`, level, columns };
   }
-  throw new Error(`the phrase is too long for a QR code in ${TERMINAL_COLUMNS} columns: write it with --png or --svg`);
+  return null;
 }
+
+export const TOO_WIDE = `the phrase is too long for a QR code in ${TERMINAL_COLUMNS} columns: write it with --png FILE or --svg FILE`;
 
 export async function writeQrPng(url: string, file: string): Promise<void> {
   await QRCode.toFile(file, url, {

@@ -20,7 +20,7 @@ import {
 import { routeOfSid } from '../directory/route.js';
 import { shortHash } from '../session/sid.js';
 import { parseCommandArgs, splitList } from './flags.js';
-import { QR_ERROR_CORRECTION, qrTerminal, writeQrPng, writeQrSvg } from './phrase-qr.js';
+import { QR_ERROR_CORRECTION, qrTerminal, TOO_WIDE, writeQrPng, writeQrSvg } from './phrase-qr.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -38,7 +38,8 @@ secret (the 10 BIP-39 words of legacy LNC phrases). A legacy phrase is the 10
 words alone (v1: no mailbox). WORDS may be 10 arguments or one quoted string.
 
 Commands:
-  new      fresh pairing entropy: prints the URL, the words and a QR code.
+  new      fresh pairing entropy: prints the URL, the words and a QR code
+           (--png and --svg also write it to files).
   decode   the fields of a phrase; says v1 for a legacy 10-word phrase.
   qr       the QR code of a URL: in the terminal (80 columns), or as files.
   sid      the first-connection SID pair in hex, to find a session:
@@ -78,6 +79,8 @@ interface Flags {
 }
 
 class UsageError extends Error {}
+/** A failure that is not a usage mistake (exit 1). */
+class CommandError extends Error {}
 
 function print(json: boolean, object: Record<string, unknown>, text: string): void {
   process.stdout.write(json ? `${JSON.stringify(object)}\n` : text);
@@ -107,7 +110,8 @@ async function runNew(args: string[], flags: Flags): Promise<void> {
   const url = await encodeConnectionPhrase({ entropy: newPhraseEntropy(), mailboxes: mailboxes.map(parseMailbox) });
   const phrase = await decodePhrase(url);
   const files = await writeFiles(url, flags);
-  const qr = flags.json ? '' : qrTerminal(url).text;
+  // The URL and words are printed whatever the QR code's size: a new phrase must not be lost.
+  const qr = flags.json ? '' : (qrTerminal(url)?.text ?? `(${TOO_WIDE})\n`);
   print(
     Boolean(flags.json),
     { url, words: phrase.words, entropy: toHex(phrase.entropy), ...mailboxFields(phrase.mailboxes) },
@@ -145,7 +149,13 @@ async function runQr(args: string[], flags: Flags): Promise<void> {
   const object: Record<string, unknown> = { url, errorCorrection: QR_ERROR_CORRECTION };
   if (flags.png !== undefined) object.png = flags.png;
   if (flags.svg !== undefined) object.svg = flags.svg;
-  print(Boolean(flags.json), object, toFile ? files : qrTerminal(url).text);
+  let text = files;
+  if (!toFile) {
+    const qr = qrTerminal(url);
+    if (!qr) throw new CommandError(TOO_WIDE);
+    text = qr.text;
+  }
+  print(Boolean(flags.json), object, text);
 }
 
 async function runSid(args: string[], flags: Flags): Promise<void> {
@@ -189,7 +199,7 @@ export async function runPhrase(argv: string[]): Promise<number> {
       process.stderr.write(`${command}: ${err.message}\n\n${PHRASE_USAGE}`);
       return EXIT_USAGE;
     }
-    if (err instanceof PhraseError) {
+    if (err instanceof PhraseError || err instanceof CommandError) {
       process.stderr.write(`${command}: ${err.message}\n`);
       return EXIT_FAILURE;
     }

@@ -133,6 +133,15 @@ describe('hashmail phrase', () => {
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /Usage: hashmail phrase new/);
     }
+    // Too wide for 80 columns even at level L: the URL and words of `new` are still printed; `qr` refuses.
+    const host = (c: string): string => Array(4).fill(c.repeat(60)).join('.');
+    const wide = await hashmail('new', '--mailbox', `${host('a')}:1`, '--mailbox', `${host('b')}:1`);
+    assert.equal(wide.code, 0, wide.stderr);
+    assert.match(wide.stdout, /^hashmail\+v2:.*\n\nwords: [a-z ]+\n.*\(the phrase is too long for a QR code in 80 columns: write it with --png FILE or --svg FILE\)\n$/s);
+    const refused = await hashmail('qr', wide.stdout.split('\n')[0]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /too long for a QR code in 80 columns/);
+
     const help = await hashmail('--help');
     assert.equal(help.code, 0);
     assert.match(help.stdout, /hashmail phrase sid URL\|WORDS/);
