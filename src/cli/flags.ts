@@ -1,5 +1,5 @@
 /**
- * What every server command (`serve`, `relay`, `status`) does with its argv
+ * What every command (`serve`, `relay`, `status`, `phrase`) does with its argv
  * alike: strict parsing with --help, usage errors printed with the usage and
  * exit code 2, and the `server.*` flags they share.
  */
@@ -27,6 +27,25 @@ export function parseCommandFlags<O extends Options>(command: string, argv: stri
     return 0;
   }
   return values;
+}
+
+/** What parseArgs gives for `options` with positionals allowed. */
+export type ParsedArgs<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; strict: true; allowPositionals: true; options: O & typeof HELP }>>;
+
+/** As parseCommandFlags, for commands that also take positional arguments (`hashmail phrase`). */
+export function parseCommandArgs<O extends Options>(command: string, argv: string[], options: O, usage: string): ParsedArgs<O> | number {
+  let parsed: ParsedArgs<O>;
+  try {
+    parsed = parseArgs({ args: argv, strict: true, allowPositionals: true, options: { ...options, ...HELP } });
+  } catch (err) {
+    process.stderr.write(`hashmail ${command}: ${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if ((parsed.values as Values).help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  return parsed;
 }
 
 /** `a, b,,c` -> ['a', 'b', 'c']. */

@@ -4,7 +4,7 @@
  * option (never its value: SIDs and phrases are secrets).
  */
 import { checkSidBytes, flipSid } from './bytes.js';
-import { phraseToSids } from './phrase.js';
+import { decodePhrase, entropyToSids, PHRASE_VERSION } from './phrase.js';
 
 /** Which side of an LNC connection this party is (see ConnectOptions.role). */
 export type Role = 'node' | 'app';
@@ -21,14 +21,22 @@ export interface ConnectOptions {
    * dials that relay (a single server answers with itself). Several instances
    * (an array, or one string separated by commas) are asked in order, so one
    * that is down does not strand the party; TLS is taken from the first.
+   * Required with `sid` or a legacy 10-word `phrase`. A v2 connection phrase
+   * URL names its own mailboxes, which are used instead: an app may pass its
+   * default `server` with whatever the user scanned or typed.
    */
-  server: string | readonly string[];
+  server?: string | readonly string[];
   /** The 64-byte SID this party reads; it writes `sid ^ 1`. Give `sid` or `phrase`. */
   sid?: Uint8Array;
   /**
-   * A 10-word legacy LNC pairing phrase (BIP-39 English words). The SIDs are
-   * derived as LNC does for the first connection: S2C = SHA-512(entropy),
-   * C2S = S2C ^ 1. The app reads S2C and writes C2S; the node reads C2S.
+   * What the user scanned or typed: a v2 connection phrase URL
+   * (`hashmail+v2:WORDS?mailbox=HOST:PORT...&check=...`, see
+   * docs/connection-phrase.md), which names the mailboxes (tried in order,
+   * any instance of a cluster) and protocol v2; or a legacy 10-word LNC
+   * pairing phrase (BIP-39 English words) with `server`, negotiated as
+   * `protocol` says. The SIDs are derived as LNC does for the first
+   * connection: S2C = SHA-512(entropy), C2S = S2C ^ 1. The app reads S2C and
+   * writes C2S; the node reads C2S. A bad phrase rejects with a PhraseError.
    */
   phrase?: string;
   /** BIP-39 English word list for `phrase` (2048 words); default: @scure/bip39's. */
@@ -49,7 +57,8 @@ export interface ConnectOptions {
   /**
    * 'auto' (default): v2, falling back to v1 on a relay without v2 (and
    * remembering that per relay); 'v2': v2 only (a v1-only relay fails with
-   * UnsupportedVersion); 'v1': the legacy two half-streams only.
+   * UnsupportedVersion); 'v1': the legacy two half-streams only. A v2
+   * connection phrase means 'v2' unless 'auto' is given; 'v1' contradicts it.
    */
   protocol?: ProtocolChoice;
   /** Plain text (h2c / ws://) for a bare `host:port`. Default false: TLS. */
@@ -133,20 +142,29 @@ export async function resolveOptions(options: ConnectOptions, defaultTransport: 
   if (typeof options !== 'object' || options === null) throw new TypeError('connect needs an options object');
   const role = oneOf(options.role, ['node', 'app'], 'role', 'app');
   const transport = oneOf(options.transport, ['grpc', 'websocket'], 'transport', defaultTransport);
-  const protocol = oneOf(options.protocol, ['v2', 'v1', 'auto'], 'protocol', 'auto');
   const attach = oneOf(options.attach, ['create', 'existing'], 'attach', 'create');
-  const servers = parseServers(options.server, options.insecure);
-  let sid: Uint8Array;
   if (options.sid !== undefined && options.phrase !== undefined) throw new TypeError('give sid or phrase, not both');
+  let sid: Uint8Array;
+  let protocol = oneOf(options.protocol, ['v2', 'v1', 'auto'], 'protocol', 'auto');
+  let server = options.server;
   if (options.sid !== undefined) {
     sid = checkSidBytes(options.sid, 'sid');
   } else if (options.phrase !== undefined) {
-    const { s2c } = await phraseToSids(options.phrase, options.wordlist);
+    const phrase = await decodePhrase(options.phrase, options.wordlist);
+    const { s2c } = await entropyToSids(phrase.entropy);
     // The app reads server-to-client; the node reads client-to-server.
     sid = role === 'app' ? s2c : flipSid(s2c);
+    if (phrase.version === PHRASE_VERSION) {
+      if (options.protocol === 'v1') throw new TypeError("protocol 'v1' contradicts the v2 connection phrase");
+      protocol = options.protocol ?? 'v2';
+      // The phrase's mailboxes are the node's choice; `server` is the app's default for legacy phrases.
+      server = phrase.mailboxes;
+    }
   } else {
     throw new TypeError('sid or phrase is required');
   }
+  if (server === undefined) throw new TypeError('server is required (host:port or a wss:// / https:// URL) unless phrase is a v2 connection phrase');
+  const servers = parseServers(server, options.insecure);
   return {
     server: servers[0],
     servers,

@@ -20,6 +20,9 @@
  *   which has no lookup (a 404 without CORS headers, a failed fetch to the
  *   page), it dials the relay directly, as the tests above show.
  *
+ * - connection phrase: the bundle decodes a v2 URL made in Node (and names a
+ *   bad checksum), and the page connects from that URL alone.
+ *
  * Chromium must be at CHROMIUM_PATH (Debian/CI: `apt-get install -y
  * chromium`); a missing one fails the suite, it is never skipped. Every wait
  * is bounded; everything listens on 127.0.0.1.
@@ -35,6 +38,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { connect, UnsupportedVersion, type MailboxConnection, type ProtocolChoice, type Role, type TransportName } from '../../src/client/index.js';
 import { flipSid } from '../../src/client/bytes.js';
+import { encodeConnectionPhrase, entropyToWords, loadEnglishWordlist, newPhraseEntropy } from '../../src/client/phrase.js';
 import { routeOfSid } from '../../src/directory/route.js';
 import { startLookupInstance } from '../helpers/lookup-instance.js';
 import { ROOT, startServer, type RunningServer } from '../helpers/server.js';
@@ -52,12 +56,14 @@ const MESSAGES_EACH_WAY = 100;
 const MAX_MESSAGE_BYTES = 32 * 1024;
 const V1_ONLY = { HASHMAIL_V2__ENABLED: 'false' };
 
-/** The options the page's harness takes: ConnectOptions with the SID as hex. */
+/** The options the page's harness takes: ConnectOptions with the SID as hex (or a phrase). */
 interface PageConnectOptions {
-  server: string;
-  sidHex: string;
-  transport: TransportName;
-  protocol: ProtocolChoice;
+  server?: string;
+  sidHex?: string;
+  phrase?: string;
+  insecure?: boolean;
+  transport?: TransportName;
+  protocol?: ProtocolChoice;
   role: Role;
 }
 
@@ -84,8 +90,13 @@ interface PageState {
   relay: string;
 }
 
+type PageDecoded =
+  | { version: number; mailboxes: string[]; words: string[]; entropy: string }
+  | { error: { name: string; code: string; message: string; phraseError: boolean } };
+
 /** `window.harness` of browser-page.html. */
 interface Harness {
+  decodePhrase(text: string): Promise<PageDecoded>;
   connect(options: PageConnectOptions): Promise<PageConnectResult>;
   state(id: number): PageState;
   received(id: number): string[];
@@ -333,6 +344,24 @@ describe('browser bundle in Chromium', () => {
       } finally {
         await instance.close();
       }
+    });
+
+    test('connection phrase: the bundle decodes a v2 URL, refuses a bad checksum, and connects from the URL alone', async () => {
+      const entropy = newPhraseEntropy();
+      const url = await encodeConnectionPhrase({ entropy, mailboxes: [server.address, '[::1]:443'] });
+      const decode = (text: string): Promise<PageDecoded> => inPage(page.evaluate((t) => (window as unknown as HarnessWindow).harness.decodePhrase(t), text), 'decodePhrase');
+      assert.deepEqual(await decode(url), { version: 2, mailboxes: [server.address, '[::1]:443'], words: entropyToWords(entropy, await loadEnglishWordlist()), entropy: toHex(entropy) });
+      const bad = await decode(url.replace(/check=(.)/, (_, c: string) => `check=${c === '0' ? '1' : '0'}`));
+      assert.ok('error' in bad && bad.error.phraseError && bad.error.code === 'BAD_CHECKSUM', JSON.stringify(bad));
+
+      const node = await bounded(connect({ phrase: url, role: 'node', insecure: true }), 'the Node party to connect from the phrase');
+      nodeParties.push(node);
+      const result = await inPage(page.evaluate((o) => (window as unknown as HarnessWindow).harness.connect(o), { phrase: url, insecure: true, role: 'app' as Role }), 'connect from the phrase');
+      if ('error' in result) assert.fail(`the page's connect failed: ${result.error.name}: ${result.error.message}`);
+      assert.equal(result.version, 2);
+      assert.equal(result.peerPresent, true, 'the page and the Node party share the session the phrase names');
+      await exchange(result.id, node, 10);
+      assertNoPageErrors();
     });
 
     test('Node party over WebSocket first, then the page; 100 messages each way; the Node party leaves', async () => {
