@@ -73,7 +73,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
-  const httpServer = buildHttpServer(config, logger, core, { gateway, wsV2 });
+  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, { gateway, wsV2 });
+  grpc.setHttpHandler(handleH2Request);
 
   let tlsMaterial = null;
   if (!config.server.insecure) {
