@@ -82,7 +82,7 @@ function overH2(method: string, path: string, headers: Record<string, string>, b
 function overHttp1(method: string, path: string, headers: Record<string, string>, body: string): Promise<Answer> {
   return withTimeout(
     new Promise((resolve, reject) => {
-      const req = https.request({ host: '127.0.0.1', port: server.port, servername: 'localhost', ca, method, path, headers, ALPNProtocols: ['http/1.1'], agent: false }, (res) => {
+      const req = https.request({ host: '127.0.0.1', port: server.port, servername: 'localhost', ca, method, path, headers, agent: false }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (text += d));
