@@ -70,7 +70,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const addresses = ClientAddressPolicy.fromConfig(config);
   const grpc = buildGrpcServer(config, logger, core, addresses, options.legacy);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
-  const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, clientAddress: httpClientAddress }) : null;
+  const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
   const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, { gateway, wsV2 });

@@ -11,7 +11,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../session/clock.js';
 import type { SessionTable } from '../session/session-table.js';
-import { GrpcServerMetrics, type GrpcCallMetrics, type GrpcType } from './grpc-metrics.js';
+import { GrpcServerMetrics, type CallTransport, type GrpcCallMetrics, type GrpcType } from './grpc-metrics.js';
 import { SessionActivitySampler, type SessionActivityCounts } from './session-activity.js';
 
 const EXPENSIVE_DEFAULT_METRICS = [
@@ -23,7 +23,7 @@ const EXPENSIVE_DEFAULT_METRICS = [
 ];
 import type { HalfKind, RelayStats, TransportName } from './stats.js';
 
-export type { GrpcCallMetrics, GrpcType } from './grpc-metrics.js';
+export type { CallTransport, GrpcCallMetrics, GrpcType } from './grpc-metrics.js';
 export type { SessionActivityCounts } from './session-activity.js';
 
 export interface MetricsDeps {
@@ -174,9 +174,9 @@ export class Metrics {
     return this.sampler.sampleNow();
   }
 
-  /** For the gRPC transport: counts a started call and returns its per-message reporter. */
-  grpcCall(service: string, method: string, type: GrpcType): GrpcCallMetrics {
-    return this.grpc.call(service, method, type);
+  /** For the gRPC transport and the legacy gateway: counts a started call and returns its per-message reporter. */
+  grpcCall(service: string, method: string, type: GrpcType, transport: CallTransport = 'grpc'): GrpcCallMetrics {
+    return this.grpc.call(service, method, type, transport);
   }
 
   /** The Prometheus text exposition of every metric. */
