@@ -18,7 +18,7 @@ import { SessionTable } from '../session/session-table.js';
 export interface MailboxCore {
   stats: RelayStats;
   refusalLog: RefusalLog;
-  limitHit(configKey: string): void;
+  limitHit(configKey: string, client: string): void;
   table: SessionTable;
   legacy: LegacyMailbox;
   v2: V2Mailbox;
@@ -31,9 +31,9 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const stats = new RelayStats();
   const refusalLog = new RefusalLog(logger, config.log.refusalLogIntervalMs);
   stats.badRequestLog = refusalLog;
-  const limitHit = (configKey: string): void => {
+  const limitHit = (configKey: string, client: string): void => {
     stats.countLimit(configKey);
-    refusalLog.refused(configKey);
+    refusalLog.refused(configKey, client);
   };
   const m = config.mailbox;
   const table = new SessionTable(
