@@ -12,6 +12,8 @@ import type { ReadableCallback } from '../session/message-queue.js';
 import { checkSid } from '../session/sid.js';
 import type { ReadSource } from './read-pump.js';
 import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
+import { logAttach } from '../observe/attach-log.js';
+import type { Logger } from '../observe/logger.js';
 
 /** Who is calling: the transport (for metrics) and the client address (for per-address limits). */
 export interface CallInfo {
@@ -47,8 +49,10 @@ abstract class Half {
     private readonly kind: HalfKind,
     private readonly call: CallInfo,
     protected readonly stats: RelayStats,
+    private readonly log: Logger | null,
   ) {
     stats.attached[call.transport][kind]++;
+    logAttach(log, 'attached', box.sid, { transport: call.transport, kind, client: call.address });
   }
 
   /**
@@ -65,6 +69,7 @@ abstract class Half {
     this.released = true;
     this.stats.attached[this.call.transport][this.kind]--;
     this.box.detach(this.lease);
+    logAttach(this.log, 'detached', this.box.sid, { transport: this.call.transport, kind: this.kind, client: this.call.address });
   }
 }
 
@@ -94,9 +99,10 @@ export class SendHalf extends Half {
     lease: Lease,
     call: CallInfo,
     stats: RelayStats,
+    log: Logger | null,
     private readonly maxMessageBytes: number,
   ) {
-    super(box, lease, 'write', call, stats);
+    super(box, lease, 'write', call, stats, log);
   }
 
   /**
@@ -115,6 +121,8 @@ export class SendHalf extends Half {
 
 export interface LegacyMailboxOptions {
   maxMessageBytes: number;
+  /** Attach and detach lines at debug; none without. */
+  logger?: Logger;
 }
 
 export class LegacyMailbox {
@@ -142,7 +150,7 @@ export class LegacyMailbox {
   async openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<ReceiveHalf> {
     const box = this.table.findBox(checkSid(streamId));
     const lease = await box.attachReader(signal);
-    return new ReceiveHalf(box, lease, 'read', call, this.stats);
+    return new ReceiveHalf(box, lease, 'read', call, this.stats, this.options.logger ?? null);
   }
 
   /** SendStream: the first message's desc names the box; takes its write slot. */
@@ -150,6 +158,6 @@ export class LegacyMailbox {
     if (!desc) throw new HashmailError('DESC_REQUIRED');
     const box = this.table.findBox(checkSid(desc.streamId));
     const lease = await box.attachWriter(signal);
-    return new SendHalf(box, lease, call, this.stats, this.options.maxMessageBytes);
+    return new SendHalf(box, lease, call, this.stats, this.options.logger ?? null, this.options.maxMessageBytes);
   }
 }
