@@ -16,7 +16,8 @@ import selfsigned from 'selfsigned';
 import WebSocket from 'ws';
 import { AsyncQueue, pollUntil, withTimeout } from '../helpers/async-queue.js';
 import { randomSid } from '../helpers/grpc-v1.js';
-import { BIN, ROOT, startServer } from '../helpers/server.js';
+import { startEtcd } from '../helpers/etcd.js';
+import { BIN, ROOT, startRelay, startServer } from '../helpers/server.js';
 import { b64, HASHMAIL_PATH, RECEIVE_PATH, SEND_PATH, sendRequest } from '../helpers/ws-v1.js';
 
 const WAIT_MS = 10_000;
@@ -175,5 +176,25 @@ test('limit lines name the client; attach and detach are logged at debug', async
     }
   } finally {
     await server.stop();
+  }
+});
+
+test('hashmail relay: version in the serving line, hashmail_build_info, SIGHUP reloads its certificate', async () => {
+  const etcd = await startEtcd(1);
+  try {
+    const relay = await startRelay({ etcd: etcd.etcdFlag, insecure: false });
+    try {
+      const serving = relay.logs.find((l) => l.msg === 'serving');
+      assert.equal(typeof serving?.version, 'string');
+      assert.equal(await relay.metric(`hashmail_build_info{version="${String(serving?.version)}",node_version="${process.version}"}`), 1);
+      relay.process.kill('SIGHUP');
+      await pollUntil(async () => relay.logs.some((l) => l.msg === 'TLS certificate reloaded'), 'relay reload logged');
+      assert.equal(relay.process.exitCode, null, 'SIGHUP does not stop the relay');
+      assert.equal((await relay.admin('/readyz')).status, 200);
+    } finally {
+      await relay.stop();
+    }
+  } finally {
+    await etcd.stop();
   }
 });
