@@ -64,12 +64,19 @@ export function serverFlags(values: Values): Record<string, unknown> {
 }
 
 /** The validated Config from the file, environment and flag layers, or exit code 2 with the error on stderr. */
-export function loadCommandConfig(command: string, file: string | undefined, flags: Record<string, Record<string, unknown>>): Config | number {
+export function loadCommandConfig(
+  command: string,
+  file: string | undefined,
+  flags: Record<string, Record<string, unknown>>,
+  /** Also reports the error elsewhere (servers: the log stream). */
+  onError?: (message: string) => void,
+): Config | number {
   try {
     return loadConfig({ file, flags });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`hashmail ${command}: ${err.message}\n`);
+      onError?.(`hashmail ${command}: ${err.message}`);
       return 2;
     }
     throw err;

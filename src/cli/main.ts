@@ -8,6 +8,7 @@ import { runPipe } from './pipe.js';
 import { runRelay } from './relay.js';
 import { runServe } from './serve.js';
 import { runStatus } from './status.js';
+import { HASHMAIL_VERSION } from '../observe/version.js';
 
 const COMMANDS: Record<string, { summary: string; run(argv: string[]): Promise<number> }> = {
   serve: { summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)', run: runServe },
@@ -19,7 +20,7 @@ const COMMANDS: Record<string, { summary: string; run(argv: string[]): Promise<n
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
-  return `Usage: hashmail <command> [flags]\n\nCommands:\n${lines.join('\n')}\n\nRun 'hashmail <command> --help' for the flags of a command.\n`;
+  return `Usage: hashmail <command> [flags]\n\nCommands:\n${lines.join('\n')}\n  ${'version'.padEnd(8)} print the version (also --version)\n\nRun 'hashmail <command> --help' for the flags of a command.\n`;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -27,6 +28,10 @@ async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());
     return name === undefined ? 2 : 0;
+  }
+  if (name === 'version' || name === '--version' || name === '-v') {
+    process.stdout.write(`hashmail ${HASHMAIL_VERSION} (node ${process.version})\n`);
+    return 0;
   }
   const command = COMMANDS[name];
   if (!command) {

@@ -5,6 +5,8 @@
  */
 import { loadCommandConfig, parseCommandFlags, serverFlags, splitList } from './flags.js';
 import { startRelay } from '../compose/relay.js';
+import type { RunningNode } from '../compose/node.js';
+import { logFatal, reloadOnSighup, startLogged, versionFields } from './server-process.js';
 import { createLogger } from '../observe/logger.js';
 
 export const RELAY_USAGE = `Usage: hashmail relay --etcd URL[,URL...] --listen HOST:PORT --advertise HOST:PORT[,HOST:PORT]
@@ -32,6 +34,7 @@ SIGTERM or SIGINT: drain (no new sessions; each session's parties are told to
 move, UNAVAILABLE "relay draining: look up the session again", at random moments
 within relay.drainSpreadMs), wait up to relay.drainDeadlineMs, revoke the lease,
 exit 0.
+SIGHUP: reload the TLS certificate and key (new connections get them; no session is dropped).
 `;
 
 export async function runRelay(argv: string[]): Promise<number> {
@@ -56,12 +59,21 @@ export async function runRelay(argv: string[]): Promise<number> {
   const flags: Record<string, Record<string, unknown>> = { server, relay, directory };
   if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
 
-  const config = loadCommandConfig('relay', values.config, flags);
+  const config = loadCommandConfig('relay', values.config, flags, (message) => logFatal(null, message));
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
-  const node = await startRelay(config, logger);
-  logger.info({ listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure }, 'serving');
+  let running: RunningNode | null = null;
+  const stopReloading = reloadOnSighup(logger, () => running);
+  const node = await startLogged(logger, () => startRelay(config, logger)).catch((err: unknown) => {
+    stopReloading();
+    throw err;
+  });
+  running = node;
+  logger.info(
+    { listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure, ...versionFields() },
+    'serving',
+  );
 
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -79,6 +91,7 @@ export async function runRelay(argv: string[]): Promise<number> {
   });
   await node.drain();
   await node.stop({ revoke: true });
+  stopReloading();
   logger.info('stopped');
   logger.flush();
   return 0;

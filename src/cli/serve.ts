@@ -6,6 +6,8 @@
 import { loadCommandConfig, parseCommandFlags, serverFlags } from './flags.js';
 import { createLogger } from '../observe/logger.js';
 import { startServe } from '../compose/serve.js';
+import type { RunningNode } from '../compose/node.js';
+import { logFatal, reloadOnSighup, startLogged, versionFields } from './server-process.js';
 
 export const SERVE_USAGE = `Usage: hashmail serve [flags]
 
@@ -30,6 +32,7 @@ Flags:
 Every config key can also be set by environment variable, e.g.
 HASHMAIL_LIMITS__MAX_BOXES=500000 (see docs/configuration.md).
 SIGTERM or SIGINT: every stream ends with UNAVAILABLE "server shutting down", then the process exits.
+SIGHUP: reload the TLS certificate and key (new connections get them; no session is dropped).
 `;
 
 export async function runServe(argv: string[]): Promise<number> {
@@ -54,12 +57,18 @@ export async function runServe(argv: string[]): Promise<number> {
   const flags: Record<string, Record<string, unknown>> = { server };
   if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
 
-  const config = loadCommandConfig('serve', values.config, flags);
+  const config = loadCommandConfig('serve', values.config, flags, (message) => logFatal(null, message));
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
-  const node = await startServe(config, logger);
-  logger.info({ listen: node.listen, adminListen: node.adminListen, tls: !config.server.insecure }, 'serving');
+  let running: RunningNode | null = null;
+  const stopReloading = reloadOnSighup(logger, () => running);
+  const node = await startLogged(logger, () => startServe(config, logger)).catch((err: unknown) => {
+    stopReloading();
+    throw err;
+  });
+  running = node;
+  logger.info({ listen: node.listen, adminListen: node.adminListen, tls: !config.server.insecure, ...versionFields() }, 'serving');
 
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -72,6 +81,7 @@ export async function runServe(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
   });
   await node.stop();
+  stopReloading();
   logger.info('stopped');
   logger.flush();
   return 0;

@@ -1,7 +1,8 @@
 /**
  * The gRPC server of a composition: the legacy service (serve only), the v2
  * service (Connect when v2 is on, ServerForMailbox always), fed connections
- * by the public listener through a connection injector.
+ * by the public listener through a connection injector. HTTP/2 streams that
+ * are not gRPC go to the HTTP request handler (set once it exists).
  */
 import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
@@ -11,6 +12,7 @@ import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
+import { routeNonGrpcStreams, type H2RequestHandler } from '../transport/h2-http-routes.js';
 import { guardResetStreams } from '../transport/h2-reset-streams.js';
 import { H2SessionReaper, injectorHttp2Servers } from '../transport/h2-session-reaper.js';
 import type { MailboxCore } from './mailbox-core.js';
@@ -23,7 +25,11 @@ const HTTP2_SESSION_MEMORY_MB = 64;
 export interface GrpcParts {
   server: GrpcServer;
   injector: ReturnType<GrpcServer['createConnectionInjector']>;
+  /** Where plain HTTP/2 requests (REST, CORS, lookup, 404) go: the same handler as HTTP/1.1. */
+  setHttpHandler(handler: H2RequestHandler): void;
 }
+
+const NO_HANDLER_STATUS = 503;
 
 export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCore, addresses: ClientAddressPolicy, withLegacy: boolean): GrpcParts {
   const m = config.mailbox;
@@ -49,12 +55,30 @@ export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCor
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
   const reaper = new H2SessionReaper({ stalledWriteLimitMs: config.grpc.keepaliveTimeoutMs, logger: grpcLogger });
   const h2Servers = injectorHttp2Servers(server);
+  let httpHandler: H2RequestHandler | null = null;
+  const onHttpRequest: H2RequestHandler = (req, res) => {
+    if (httpHandler) httpHandler(req, res);
+    else {
+      res.statusCode = NO_HANDLER_STATUS;
+      res.end();
+    }
+  };
+  let routed = h2Servers.length > 0;
   for (const h2 of h2Servers) {
     reaper.watchServer(h2);
+    routed = routeNonGrpcStreams(h2, onHttpRequest) && routed;
+    // After the router, so it guards every stream, gRPC or not.
     guardResetStreams(h2);
   }
+  if (!routed) logger.warn('grpc-js internals changed: plain HTTP requests over HTTP/2 (REST, CORS) get grpc-js\'s 415');
   if (h2Servers.length === 0) {
     logger.warn('grpc-js internals changed: HTTP/2 sessions ended by GOAWAY are closed only by the keepalive, and reset streams are not guarded');
   }
-  return { server, injector };
+  return {
+    server,
+    injector,
+    setHttpHandler: (handler) => {
+      httpHandler = handler;
+    },
+  };
 }

@@ -1,11 +1,12 @@
 /**
- * The HTTP/1.1 side of the public port: the route lookup (GET /v2/relay) and
+ * The plain HTTP side of the public port (HTTP/1.1, and HTTP/2 requests that are not gRPC): the route lookup (GET /v2/relay) and
  * the v2 WebSocket (/v2/mailbox) first, then the legacy REST/WebSocket
  * gateway (serve) or a 404 (relay). Node's own timeouts do not run on a
  * server fed emitted connections (it never listens); Http1Deadlines enforces
  * http.*.
  */
-import http, { type IncomingMessage } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
@@ -38,19 +39,32 @@ export interface HttpRoutes {
   wsV2: WsV2Gateway | null;
 }
 
-export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): http.Server {
+export interface HttpParts {
+  server: http.Server;
+  /**
+   * The same routes for a plain HTTP/2 request (TLS, ALPN h2). Node's
+   * HTTP/2 compatibility objects offer the IncomingMessage/ServerResponse
+   * surface the routes use (url, method, headers, streaming body, writeHead,
+   * setHeader, write, end, 'close'); http-reply.ts leaves out the one
+   * HTTP/1.1-only header (Connection).
+   */
+  handleH2Request(req: Http2ServerRequest, res: Http2ServerResponse): void;
+}
+
+export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): HttpParts {
   const { gateway, wsV2 } = routes;
   const lookup = new HttpLookup(core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats });
   const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
   new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
-  server.on('request', (req, res) => {
+  const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (isLookupPath(req.url)) lookup.handleRequest(req, res);
     else if (gateway) gateway.handleRequest(req, res);
     else {
       res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(NOT_FOUND_BODY) });
       res.end(NOT_FOUND_BODY);
     }
-  });
+  };
+  server.on('request', handleRequest);
   server.on('upgrade', (req, socket, head) => {
     // v2 has its own path; with v2 off it falls through to the legacy gateway's 404, as on a v1-only server.
     if (wsV2 && isV2Path(req.url)) wsV2.handleUpgrade(req, socket, head);
@@ -62,5 +76,7 @@ export function buildHttpServer(config: Config, logger: Logger, core: MailboxCor
     if (socket.writable) endWithin(socket, DEADLINE_CLOSE_GRACE_MS, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else socket.destroy();
   });
-  return server;
+  const handleH2Request = (req: Http2ServerRequest, res: Http2ServerResponse): void =>
+    handleRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse);
+  return { server, handleH2Request };
 }

@@ -6,7 +6,7 @@
 import type { Config } from '../config/schema.js';
 import type { Directory } from '../directory/directory.js';
 import { lookupRoute, type RouteLookup } from '../directory/route-lookup.js';
-import type { Logger } from '../observe/logger.js';
+import { subsystemLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
 import { RefusalLog } from '../observe/refusal-log.js';
 import { RelayStats } from '../observe/stats.js';
@@ -18,7 +18,7 @@ import { SessionTable } from '../session/session-table.js';
 export interface MailboxCore {
   stats: RelayStats;
   refusalLog: RefusalLog;
-  limitHit(configKey: string): void;
+  limitHit(configKey: string, client: string): void;
   table: SessionTable;
   legacy: LegacyMailbox;
   v2: V2Mailbox;
@@ -31,9 +31,9 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const stats = new RelayStats();
   const refusalLog = new RefusalLog(logger, config.log.refusalLogIntervalMs);
   stats.badRequestLog = refusalLog;
-  const limitHit = (configKey: string): void => {
+  const limitHit = (configKey: string, client: string): void => {
     stats.countLimit(configKey);
-    refusalLog.refused(configKey);
+    refusalLog.refused(configKey, client);
   };
   const m = config.mailbox;
   const table = new SessionTable(
@@ -55,8 +55,10 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
     },
   );
   const router = new SessionRouter(directory, logger);
-  const legacy = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes });
-  const v2 = new V2Mailbox(table, stats, { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes }, router);
+  // HASHMAIL_TRACE=relay shows every attach and detach without raising the global level.
+  const relayLogger = subsystemLogger(logger, 'relay');
+  const legacy = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes, logger: relayLogger });
+  const v2 = new V2Mailbox(table, stats, { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes, logger: relayLogger }, router);
   const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
   const count = (result: string): void => stats.countLookup(result);
   const lookup: RouteLookup = (route, create) => lookupRoute(directory, route, create, count);

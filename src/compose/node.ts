@@ -14,7 +14,8 @@ import { HASHMAIL_VERSION } from '../observe/version.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
-import { loadTlsMaterial } from '../transport/tls-material.js';
+import { isIP } from 'node:net';
+import { loadTlsMaterial, type TlsMaterial } from '../transport/tls-material.js';
 import { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
 import { buildGrpcServer } from './grpc-server.js';
 import { buildHttpServer } from './http-server.js';
@@ -51,6 +52,13 @@ export interface RunningNode {
    * relay.drainDeadlineMs.
    */
   drain(): Promise<void>;
+  /**
+   * Re-reads the TLS certificate and key (SIGHUP) and serves them to new
+   * connections; open connections and their sessions are untouched. Throws
+   * (the old pair stays) if they cannot be read or do not match. Null in
+   * plain text.
+   */
+  reloadTls(): TlsMaterial | null;
   /** Ends every stream with UNAVAILABLE "server shutting down", then closes; `revoke` removes the registration now. */
   stop(options?: { revoke?: boolean }): Promise<void>;
 }
@@ -70,14 +78,16 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const addresses = ClientAddressPolicy.fromConfig(config);
   const grpc = buildGrpcServer(config, logger, core, addresses, options.legacy);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
-  const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, clientAddress: httpClientAddress }) : null;
+  const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
-  const httpServer = buildHttpServer(config, logger, core, { gateway, wsV2 });
+  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, { gateway, wsV2 });
+  grpc.setHttpHandler(handleH2Request);
 
+  const tlsFiles = { certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile, dataDir: config.server.dataDir };
   let tlsMaterial = null;
   if (!config.server.insecure) {
-    tlsMaterial = loadTlsMaterial({ certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile, dataDir: config.server.dataDir });
+    tlsMaterial = loadTlsMaterial(tlsFiles);
     logger.info(
       { certificate: tlsMaterial.certPath, sha256: tlsMaterial.fingerprint256, generated: tlsMaterial.generated },
       tlsMaterial.generated ? 'generated self-signed TLS certificate' : 'TLS certificate loaded',
@@ -126,6 +136,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     await admin.close();
     throw err;
   }
+  warnIfAdminExposed(admin.address, logger);
   metrics.start();
   const publishLoad = (): void => directory.publishLoad({ sessions: table.sessionCount, connections: stats.connectionsOpen });
   publishLoad();
@@ -180,7 +191,31 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       await admin.close();
     })());
 
-  return { listen, adminListen: admin.address, advertised, id: options.instanceId, core, drain, stop };
+  const reloadTls = (): TlsMaterial | null => {
+    if (config.server.insecure) return null;
+    const material = loadTlsMaterial(tlsFiles);
+    listener.reloadTls(material);
+    logger.info({ certificate: material.certPath, sha256: material.fingerprint256 }, 'TLS certificate reloaded');
+    return material;
+  };
+
+  return { listen, adminListen: admin.address, advertised, id: options.instanceId, core, drain, reloadTls, stop };
+}
+
+/**
+ * /metrics and the health endpoints need no credentials: on an address other
+ * machines can reach they tell anyone the relay's load. Said once at start.
+ */
+function warnIfAdminExposed(adminListen: string, logger: Logger): void {
+  const { host } = parseHostPort(adminListen);
+  if (isLoopback(host)) return;
+  logger.warn({ adminListen }, 'the admin listener (metrics, health) is not on a loopback address: anyone who can reach it reads it; keep it behind a firewall or use 127.0.0.1');
+}
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || host.toLowerCase().startsWith('::ffff:127.');
 }
 
 /** Polls `done` until true or `timeoutMs` passes (shutdown and drain only; bounded). */

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { configSchema, type Config } from './schema.js';
+import { closestName } from './suggest.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -82,7 +83,8 @@ function readEnvLayer(env: NodeJS.ProcessEnv): Layer {
   for (const name of Object.keys(env)) {
     // HASHMAIL_TRACE is read by the logger, not a config key.
     if (name.startsWith(ENV_PREFIX) && name.includes('__') && !known.has(name)) {
-      throw new ConfigError(`${name}: unknown configuration variable (see docs/configuration.md)`);
+      const near = closestName(name, known);
+      throw new ConfigError(`${name}: unknown configuration variable${near ? `; did you mean ${near}?` : ''} (see docs/configuration.md)`);
     }
   }
   return layer;
@@ -108,6 +110,15 @@ export interface LoadOptions {
   flags?: Layer;
 }
 
+/** `mailbox.bufferBytez: unknown key; did you mean `bufferBytes`?` (sections too). */
+function unknownKeyLine(path: string[], key: string): string {
+  const defaults = configDefaults() as unknown as Layer;
+  const known = path.length === 0 ? Object.keys(defaults) : Object.keys(defaults[path[0]] ?? {});
+  const near = closestName(key, known);
+  const name = [...path, key].join('.');
+  return `${name}: unknown ${path.length === 0 ? 'section' : 'key'}${near ? `; did you mean \`${near}\`?` : ''}`;
+}
+
 export function loadConfig(options: LoadOptions = {}): Config {
   let layer: Layer = {};
   if (options.file) layer = merge(layer, readFileLayer(options.file));
@@ -115,10 +126,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
   if (options.flags) layer = merge(layer, options.flags);
   const result = configSchema.safeParse(layer);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
+    const lines = result.error.issues.flatMap((issue) => {
       const key = issue.path.join('.') || '(top level)';
-      const extra = issue.code === 'unrecognized_keys' ? ` ${issue.keys.join(', ')}` : '';
-      return `  ${key}: ${issue.message}${extra}`;
+      if (issue.code === 'unrecognized_keys') return issue.keys.map((k) => `  ${unknownKeyLine(issue.path.map(String), k)}`);
+      return [`  ${key}: ${issue.message}`];
     });
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }

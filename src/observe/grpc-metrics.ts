@@ -2,6 +2,12 @@
  * The go-grpc-prometheus server metrics, same names, labels and label values,
  * so dashboards built for the Go mailbox server carry over. Label children
  * are resolved once per method, so the per-message calls are one increment.
+ *
+ * In the reference every REST and WebSocket call passes through an
+ * in-process gRPC client to its own gRPC server and is counted there; here
+ * the legacy gateway reports its calls under the gRPC method they stand for,
+ * with one extra label, `transport` (grpc, rest, websocket), so a dashboard
+ * that sums over methods and codes sees all traffic as before.
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 
@@ -64,7 +70,10 @@ export interface GrpcCallMetrics {
   done(code: number): void;
 }
 
-type MethodLabels = 'grpc_type' | 'grpc_service' | 'grpc_method';
+/** What carried the call: native gRPC, or the legacy REST / WebSocket gateway. */
+export type CallTransport = 'grpc' | 'rest' | 'websocket';
+
+type MethodLabels = 'grpc_type' | 'grpc_service' | 'grpc_method' | 'transport';
 type HandledLabels = MethodLabels | 'grpc_code';
 
 interface MethodChildren {
@@ -86,7 +95,7 @@ export class GrpcServerMetrics {
   private readonly methods = new Map<string, MethodChildren>();
 
   constructor(registry: Registry) {
-    const methodLabels: MethodLabels[] = ['grpc_type', 'grpc_service', 'grpc_method'];
+    const methodLabels: MethodLabels[] = ['grpc_type', 'grpc_service', 'grpc_method', 'transport'];
     const registers = [registry];
     this.startedTotal = new Counter({
       name: 'grpc_server_started_total',
@@ -122,8 +131,8 @@ export class GrpcServerMetrics {
   }
 
   /** Counts a started call and returns its reporter. */
-  call(service: string, method: string, type: GrpcType): GrpcCallMetrics {
-    const children = this.children(service, method, type);
+  call(service: string, method: string, type: GrpcType, transport: CallTransport = 'grpc'): GrpcCallMetrics {
+    const children = this.children(service, method, type, transport);
     children.started.inc();
     const startedAt = performance.now();
     let finished = false;
@@ -144,15 +153,15 @@ export class GrpcServerMetrics {
     };
   }
 
-  private children(service: string, method: string, type: GrpcType): MethodChildren {
-    const key = `${type}\0${service}\0${method}`;
+  private children(service: string, method: string, type: GrpcType, transport: CallTransport): MethodChildren {
+    const key = `${type}\0${service}\0${method}\0${transport}`;
     const cached = this.methods.get(key);
     if (cached) return cached;
     const isFallback = service === UNKNOWN_LABEL && method === UNKNOWN_LABEL;
     if (this.methods.size >= MAX_GRPC_METHODS && !isFallback) {
-      return this.children(UNKNOWN_LABEL, UNKNOWN_LABEL, type);
+      return this.children(UNKNOWN_LABEL, UNKNOWN_LABEL, type, transport);
     }
-    const labels: Record<MethodLabels, string> = { grpc_type: type, grpc_service: service, grpc_method: method };
+    const labels: Record<MethodLabels, string> = { grpc_type: type, grpc_service: service, grpc_method: method, transport };
     const children: MethodChildren = {
       started: this.startedTotal.labels(labels),
       received: this.receivedTotal.labels(labels),

@@ -11,7 +11,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../session/clock.js';
 import type { SessionTable } from '../session/session-table.js';
-import { GrpcServerMetrics, type GrpcCallMetrics, type GrpcType } from './grpc-metrics.js';
+import { GrpcServerMetrics, type CallTransport, type GrpcCallMetrics, type GrpcType } from './grpc-metrics.js';
 import { SessionActivitySampler, type SessionActivityCounts } from './session-activity.js';
 
 const EXPENSIVE_DEFAULT_METRICS = [
@@ -22,8 +22,9 @@ const EXPENSIVE_DEFAULT_METRICS = [
   'nodejs_active_resources_total',
 ];
 import type { HalfKind, RelayStats, TransportName } from './stats.js';
+import { HASHMAIL_VERSION } from './version.js';
 
-export type { GrpcCallMetrics, GrpcType } from './grpc-metrics.js';
+export type { CallTransport, GrpcCallMetrics, GrpcType } from './grpc-metrics.js';
 export type { SessionActivityCounts } from './session-activity.js';
 
 export interface MetricsDeps {
@@ -148,6 +149,22 @@ export class Metrics {
     );
     labelledCounter('hashmail_limit_hits_total', 'Requests refused by a limit, by config key.', 'limit', () => stats.limitsHit);
     labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);
+    new Counter<'reason'>({
+      name: 'hashmail_tls_handshake_failures_total',
+      help: 'TLS handshakes on the public port that failed, by reason: timeout (server.tlsHandshakeTimeoutMs) or error (bad ClientHello, no shared cipher, peer reset, ...).',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const reason of ['timeout', 'error'] as const) this.inc({ reason }, stats.tlsHandshakeFailures[reason]);
+      },
+    });
+    new Gauge<'version' | 'node_version'>({
+      name: 'hashmail_build_info',
+      help: 'Always 1; the labels say which hashmail and which Node.js run.',
+      labelNames: ['version', 'node_version'],
+      registers,
+    }).set({ version: HASHMAIL_VERSION, node_version: process.version }, 1);
     gauge('hashmail_sessions', 'Sessions (SID pairs) that exist now.', () => table.sessionCount);
     gauge('hashmail_open_connections', 'Client connections open on the public listener.', () => stats.connectionsOpen);
     gauge('hashmail_connection_addresses', 'Client addresses (IPv6: prefixes) holding open connections: entries of the per-address connection limit.', () => stats.connectionAddresses);
@@ -174,9 +191,9 @@ export class Metrics {
     return this.sampler.sampleNow();
   }
 
-  /** For the gRPC transport: counts a started call and returns its per-message reporter. */
-  grpcCall(service: string, method: string, type: GrpcType): GrpcCallMetrics {
-    return this.grpc.call(service, method, type);
+  /** For the gRPC transport and the legacy gateway: counts a started call and returns its per-message reporter. */
+  grpcCall(service: string, method: string, type: GrpcType, transport: CallTransport = 'grpc'): GrpcCallMetrics {
+    return this.grpc.call(service, method, type, transport);
   }
 
   /** The Prometheus text exposition of every metric. */

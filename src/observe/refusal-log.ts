@@ -17,7 +17,10 @@ interface LimitState {
   pending: number;
   /** The line due at the end of the interval, if one is scheduled. */
   timer: TimerHandle | null;
-  /** Bad requests: where the latest one came from (transport, call, our own wording; never client bytes). */
+  /**
+   * Where the latest one came from. Bad requests: transport, call, our own
+   * wording (never client bytes); limits: the refused client's address.
+   */
   sample: Record<string, string> | null;
 }
 
@@ -33,9 +36,13 @@ export class RefusalLog {
     private readonly clock: Clock = systemClock,
   ) {}
 
-  /** One refusal by the limit named by its config key (e.g. `limits.maxConnectionsPerAddress`). */
-  refused(limit: string): void {
-    this.count(limit, null);
+  /**
+   * One refusal by the limit named by its config key (e.g.
+   * `limits.maxConnectionsPerAddress`) of `client` (its address or per-address
+   * limit key; the line names the latest one refused).
+   */
+  refused(limit: string, client?: string): void {
+    this.count(limit, client === undefined ? null : { client });
   }
 
   /** One bad request answered with `code`; `sample` says where (no client input in it). */
@@ -79,7 +86,7 @@ export class RefusalLog {
       const code = limit.slice(BAD_REQUEST_PREFIX.length);
       this.logger.warn({ ...state.sample, code, count: state.pending, intervalMs: this.intervalMs }, 'bad requests');
     } else {
-      this.logger.warn({ limit, refused: state.pending, intervalMs: this.intervalMs }, 'refused by limit');
+      this.logger.warn({ limit, refused: state.pending, intervalMs: this.intervalMs, ...state.sample }, 'refused by limit');
     }
     state.pending = 0;
     state.lastLineAt = this.clock.now();

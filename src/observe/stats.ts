@@ -30,6 +30,8 @@ export class RelayStats {
   connectionsOpen = 0;
   /** Client addresses holding at least one open connection (per-address limit entries). */
   connectionAddresses = 0;
+  /** TLS handshakes that failed, by `timeout` (server.tlsHandshakeTimeoutMs) or `error` (anything else). */
+  readonly tlsHandshakeFailures = { timeout: 0, error: 0 };
   /**
    * Where bad requests are logged, summarized (RefusalLog), so that every
    * transport reporting through report-error.ts shares one bound on warn

@@ -13,6 +13,8 @@ import { checkSid } from '../session/sid.js';
 import type { ReadSource } from './read-pump.js';
 import type { HalfKind, RelayStats } from '../observe/stats.js';
 import type { BoxRequest, CallInfo, LegacyOperations, LegacyReceive, LegacySend } from './legacy-operations.js';
+import { logAttach } from '../observe/attach-log.js';
+import type { Logger } from '../observe/logger.js';
 
 export type { BoxRequest, CallInfo } from './legacy-operations.js';
 
@@ -37,8 +39,10 @@ abstract class Half {
     private readonly kind: HalfKind,
     private readonly call: CallInfo,
     protected readonly stats: RelayStats,
+    private readonly log: Logger | null,
   ) {
     stats.attached[call.transport][kind]++;
+    logAttach(log, 'attached', box.sid, { transport: call.transport, kind, client: call.address });
   }
 
   /**
@@ -55,6 +59,7 @@ abstract class Half {
     this.released = true;
     this.stats.attached[this.call.transport][this.kind]--;
     this.box.detach(this.lease);
+    logAttach(this.log, 'detached', this.box.sid, { transport: this.call.transport, kind: this.kind, client: this.call.address });
   }
 }
 
@@ -84,9 +89,10 @@ export class SendHalf extends Half implements LegacySend {
     lease: Lease,
     call: CallInfo,
     stats: RelayStats,
+    log: Logger | null,
     private readonly maxMessageBytes: number,
   ) {
-    super(box, lease, 'write', call, stats);
+    super(box, lease, 'write', call, stats, log);
   }
 
   /**
@@ -110,6 +116,8 @@ export class SendHalf extends Half implements LegacySend {
 
 export interface LegacyMailboxOptions {
   maxMessageBytes: number;
+  /** Attach and detach lines at debug; none without. */
+  logger?: Logger;
 }
 
 export class LegacyMailbox implements LegacyOperations {
@@ -137,7 +145,7 @@ export class LegacyMailbox implements LegacyOperations {
   async openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<ReceiveHalf> {
     const box = this.table.findBox(checkSid(streamId));
     const lease = await box.attachReader(signal);
-    return new ReceiveHalf(box, lease, 'read', call, this.stats);
+    return new ReceiveHalf(box, lease, 'read', call, this.stats, this.options.logger ?? null);
   }
 
   /** SendStream: the first message's desc names the box; takes its write slot. */
@@ -145,6 +153,6 @@ export class LegacyMailbox implements LegacyOperations {
     if (!desc) throw new HashmailError('DESC_REQUIRED');
     const box = this.table.findBox(checkSid(desc.streamId));
     const lease = await box.attachWriter(signal);
-    return new SendHalf(box, lease, call, this.stats, this.options.maxMessageBytes);
+    return new SendHalf(box, lease, call, this.stats, this.options.logger ?? null, this.options.maxMessageBytes);
   }
 }

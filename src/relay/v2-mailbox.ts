@@ -12,6 +12,8 @@ import type { Lease } from '../session/slot.js';
 import type { SessionTable } from '../session/session-table.js';
 import { checkSid, peerSid } from '../session/sid.js';
 import type { RelayStats, TransportName } from '../observe/stats.js';
+import { logAttach } from '../observe/attach-log.js';
+import type { Logger } from '../observe/logger.js';
 import { Attach, type Hello } from '../wire/v2-frames.js';
 import type { CallInfo } from './legacy-mailbox.js';
 import type { ReadSource } from './read-pump.js';
@@ -38,6 +40,8 @@ export interface V2MailboxOptions {
   /** Bytes a v2 box holds for a reader that is not keeping up; then the writer waits. */
   windowBytes: number;
   maxMessageBytes: number;
+  /** Attach and detach lines at debug; none without. */
+  logger?: Logger;
 }
 
 export class V2Endpoint implements ReadSource, ReaderWatcher, RoutedParty {
@@ -58,8 +62,11 @@ export class V2Endpoint implements ReadSource, ReaderWatcher, RoutedParty {
     private readonly transport: TransportName,
     private readonly stats: RelayStats,
     private readonly maxMessageBytes: number,
+    private readonly client: string = '',
+    private readonly log: Logger | null = null,
   ) {
     stats.v2Endpoints[transport]++;
+    logAttach(log, 'attached', readBox.sid, { transport, kind: 'v2 party', version, client });
     // The peer is whoever reads what this party writes.
     writeBox.watchReader(this);
     readLease.onClosed = this.boxClosed;
@@ -147,6 +154,7 @@ export class V2Endpoint implements ReadSource, ReaderWatcher, RoutedParty {
     this.stats.v2Endpoints[this.transport]--;
     this.readBox.detach(this.readLease);
     this.writeBox.detach(this.writeLease);
+    logAttach(this.log, 'detached', this.readBox.sid, { transport: this.transport, kind: 'v2 party', version: this.version, client: this.client });
   }
 }
 
@@ -179,7 +187,18 @@ export class V2Mailbox {
       read.detach(readLease);
       throw err;
     }
-    const endpoint = new V2Endpoint(version, read, readLease, write, writeLease, call.transport, this.stats, this.options.maxMessageBytes);
+    const endpoint = new V2Endpoint(
+      version,
+      read,
+      readLease,
+      write,
+      writeLease,
+      call.transport,
+      this.stats,
+      this.options.maxMessageBytes,
+      call.address,
+      this.options.logger ?? null,
+    );
     if (this.router) endpoint.onRelease = this.router.track(route, endpoint);
     return endpoint;
   }

@@ -22,7 +22,7 @@ export interface SessionTableOptions extends BoxOptions {
 export interface SessionTableObserver {
   boxCreated?(box: Box): void;
   boxClosed?(box: Box, reason: CloseReason): void;
-  limitHit?(configKey: string): void;
+  limitHit?(configKey: string, client: string): void;
   /** A write waited for a rate-limit token. */
   rateLimited?(): void;
 }
@@ -113,11 +113,11 @@ export class SessionTable implements BoxHost {
   /** Throws LIMIT_REACHED unless `count` more boxes fit, in total and for `owner`. */
   private checkRoom(owner: string, count: number): void {
     if (this.entries.size + count > this.options.maxBoxes) {
-      this.observer.limitHit?.('limits.maxBoxes');
+      this.observer.limitHit?.('limits.maxBoxes', owner);
       throw limitReached('limits.maxBoxes', this.options.maxBoxes);
     }
     if ((this.owners.get(owner)?.boxes ?? 0) + count > this.options.maxBoxesPerAddress) {
-      this.observer.limitHit?.('limits.maxBoxesPerAddress');
+      this.observer.limitHit?.('limits.maxBoxesPerAddress', owner);
       throw limitReached('limits.maxBoxesPerAddress', this.options.maxBoxesPerAddress);
     }
   }

@@ -12,14 +12,14 @@ export class StreamsPerConnection {
 
   constructor(
     private readonly limit: number,
-    private readonly onLimit: (configKey: string) => void,
+    private readonly onLimit: (configKey: string, client: string) => void,
   ) {}
 
   /** Counts one more call on `peer`'s connection, or throws LIMIT_REACHED. Returns the idempotent release. */
   acquire(peer: string): () => void {
     const count = (this.open.get(peer) ?? 0) + 1;
     if (count > this.limit) {
-      this.onLimit('limits.maxStreamsPerConnection');
+      this.onLimit('limits.maxStreamsPerConnection', peer);
       throw limitReached('limits.maxStreamsPerConnection', this.limit);
     }
     this.open.set(peer, count);

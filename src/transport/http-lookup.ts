@@ -43,7 +43,7 @@ export class HttpLookup {
         'Access-Control-Allow-Methods': 'GET, OPTIONS',
         'Access-Control-Allow-Headers': req.headers['access-control-request-headers'] ?? 'Content-Type',
         'Access-Control-Max-Age': String(PREFLIGHT_MAX_AGE_S),
-        'Content-Length': '0',
+        // No Content-Length: a 204 must not carry one (RFC 9110 8.6), and HTTP/2 drops it.
       });
       res.end();
       return;

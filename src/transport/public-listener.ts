@@ -34,6 +34,8 @@ const MAX_PREFACE_BYTES = 4096;
  * grace whatever the peer does: "gone within a second".
  */
 export const REFUSAL_GRACE_MS = 500;
+/** What Node's tls.Server reports for a handshake past its handshakeTimeout. */
+const TLS_HANDSHAKE_TIMEOUT_CODE = 'ERR_TLS_HANDSHAKE_TIMEOUT';
 /** Connections over limits.maxConnections still answered with a refusal before the kernel-level cut-off. */
 const REFUSAL_HEADROOM = 1000;
 /** Descriptors kept free of public sockets: admin listener, etcd, logs, files. */
@@ -51,8 +53,8 @@ export interface PublicListenerOptions {
   tlsHandshakeTimeoutMs: number;
   /** Bytes that decide the protocol must come within this (http.headersTimeoutMs). */
   prefaceTimeoutMs?: number;
-  /** Counts and logs (rate-limited) one connection refused by the limit named by its config key. */
-  limitHit(configKey: string): void;
+  /** Counts and logs (rate-limited) one connection from `client` refused by the limit named by its config key. */
+  limitHit(configKey: string, client: string): void;
   grpc: ConnectionInjector;
   http: HttpServer;
   stats: RelayStats;
@@ -102,8 +104,9 @@ export class PublicListener {
       : null;
     this.tlsServer?.on('secureConnection', (secure: tls.TLSSocket) => this.secured(secure));
     // tls.Server only reports a failed handshake (a timeout included) and leaves the socket open: close it.
-    this.tlsServer?.on('tlsClientError', (err, secure) => {
-      options.logger.debug({ err: err.message }, 'TLS handshake failed');
+    this.tlsServer?.on('tlsClientError', (err: Error & { code?: string }, secure) => {
+      options.stats.tlsHandshakeFailures[err.code === TLS_HANDSHAKE_TIMEOUT_CODE ? 'timeout' : 'error']++;
+      options.logger.debug({ err: err.message, client: secure.remoteAddress }, 'TLS handshake failed');
       secure.destroy();
     });
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the handlers need both the socket (their `this`) and the listener
@@ -140,6 +143,17 @@ export class PublicListener {
     });
     const addr = this.server.address() as net.AddressInfo;
     return formatHostPort(addr.address, addr.port);
+  }
+
+  /**
+   * Serves `material` to every handshake from now on (SIGHUP after a
+   * certificate renewal). Connections already up keep their session: nothing
+   * is dropped. No-op in plain text.
+   */
+  reloadTls(material: { cert: Buffer; key: Buffer }): boolean {
+    if (!this.tlsServer) return false;
+    this.tlsServer.setSecureContext({ cert: material.cert, key: material.key });
+    return true;
   }
 
   /** Stops accepting; open connections stay until destroyAll(). */
@@ -237,7 +251,7 @@ export class PublicListener {
     if (key == null) overLimit = this.countConnection(socket, address);
     else if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
     else overLimit = (this.perAddress.get(key) ?? 0) > this.options.maxConnectionsPerAddress ? 'limits.maxConnectionsPerAddress' : null;
-    if (overLimit) this.options.limitHit(overLimit);
+    if (overLimit) this.options.limitHit(overLimit, address);
 
     if (!this.tlsServer) {
       this.handOff(socket, sniffH2(socket), overLimit);

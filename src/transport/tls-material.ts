@@ -3,7 +3,7 @@
  * self-signed certificate generated once and kept in the data directory so
  * clients that pinned it keep working across restarts.
  */
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import selfsigned from 'selfsigned';
@@ -26,7 +26,8 @@ export function loadTlsMaterial(opts: { certFile: string; keyFile: string; dataD
     if (!opts.certFile || !opts.keyFile) throw new Error('server.tlsCertFile and server.tlsKeyFile must be given together');
     const cert = readFileSync(opts.certFile);
     const key = readFileSync(opts.keyFile);
-    return { cert, key, certPath: opts.certFile, fingerprint256: new X509Certificate(cert).fingerprint256, generated: false };
+    const x509 = checkKeyPair(cert, key, `server.tlsCertFile (${opts.certFile})`, `server.tlsKeyFile (${opts.keyFile})`);
+    return { cert, key, certPath: opts.certFile, fingerprint256: x509.fingerprint256, generated: false };
   }
   const certPath = join(opts.dataDir, 'tls.cert');
   const keyPath = join(opts.dataDir, 'tls.key');
@@ -54,5 +55,31 @@ export function loadTlsMaterial(opts: { certFile: string; keyFile: string; dataD
     generated = true;
   }
   const cert = readFileSync(certPath);
-  return { cert, key: readFileSync(keyPath), certPath, fingerprint256: new X509Certificate(cert).fingerprint256, generated };
+  const key = readFileSync(keyPath);
+  const x509 = checkKeyPair(cert, key, `the certificate ${certPath}`, `the key ${keyPath}`);
+  return { cert, key, certPath, fingerprint256: x509.fingerprint256, generated };
+}
+
+/**
+ * The parsed certificate, if `key` is its private key; otherwise an error
+ * naming both. A mismatched pair (an EC certificate with an RSA key) would
+ * start and then fail every handshake.
+ */
+export function checkKeyPair(cert: Buffer, key: Buffer, certName: string, keyName: string): X509Certificate {
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    throw new Error(`${certName} is not a PEM certificate: ${(err as Error).message}`, { cause: err });
+  }
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    throw new Error(`${keyName} is not a PEM private key: ${(err as Error).message}`, { cause: err });
+  }
+  if (!x509.checkPrivateKey(privateKey)) {
+    throw new Error(`${certName} and ${keyName} do not match: the key is not the certificate's private key (certificate key type ${x509.publicKey.asymmetricKeyType}, key type ${privateKey.asymmetricKeyType})`);
+  }
+  return x509;
 }

@@ -49,11 +49,23 @@ test('a bad value names the key and the expected form', () => {
     return true;
   });
   assert.throws(() => loadConfig({ env: { HASHMAIL_LIMITS__MAX_BOXES: 'many' } }), /HASHMAIL_LIMITS__MAX_BOXES=many: expected a number/);
-  assert.throws(() => loadConfig({ env: { HASHMAIL_LIMITS__MAX_BOXEZ: '1' } }), /HASHMAIL_LIMITS__MAX_BOXEZ: unknown configuration variable/);
+  assert.throws(
+    () => loadConfig({ env: { HASHMAIL_LIMITS__MAX_BOXEZ: '1' } }),
+    /HASHMAIL_LIMITS__MAX_BOXEZ: unknown configuration variable; did you mean HASHMAIL_LIMITS__MAX_BOXES\?/,
+  );
   const dir = mkdtempSync(join(tmpdir(), 'hashmail-config-'));
   const file = join(dir, 'c.json');
   writeFileSync(file, JSON.stringify({ mailbox: { bufferSize: 1 } }));
-  assert.throws(() => loadConfig({ file, env: {} }), /mailbox: Unrecognized key.*bufferSize/);
+  assert.throws(() => loadConfig({ file, env: {} }), /mailbox\.bufferSize: unknown key/);
+  // A typo gets the closest key or section; a name far from any gets none.
+  writeFileSync(file, JSON.stringify({ mailbox: { bufferBytez: 1 }, limts: {}, zzzzzz: {} }));
+  assert.throws(() => loadConfig({ file, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /mailbox\.bufferBytez: unknown key; did you mean `bufferBytes`\?/);
+    assert.match(err.message, /limts: unknown section; did you mean `limits`\?/);
+    assert.match(err.message, /zzzzzz: unknown section\n|zzzzzz: unknown section$/);
+    return true;
+  });
   writeFileSync(file, '{ not json');
   assert.throws(() => loadConfig({ file, env: {} }), /not valid JSON/);
 });

@@ -245,8 +245,8 @@ describe('Metrics', () => {
     unary.done(0);
     metrics.grpcCall('hashmailrpc.HashMail', 'NewCipherBox', 'unary').done(0);
     const text = await render(metrics);
-    const recv = 'grpc_type="server_stream",grpc_service="hashmailrpc.HashMail",grpc_method="RecvStream"';
-    const box = 'grpc_type="unary",grpc_service="hashmailrpc.HashMail",grpc_method="NewCipherBox"';
+    const recv = 'grpc_type="server_stream",grpc_service="hashmailrpc.HashMail",grpc_method="RecvStream",transport="grpc"';
+    const box = 'grpc_type="unary",grpc_service="hashmailrpc.HashMail",grpc_method="NewCipherBox",transport="grpc"';
     assert.equal(value(text, `grpc_server_started_total{${recv}}`), 1);
     assert.equal(value(text, `grpc_server_msg_sent_total{${recv}}`), 2);
     assert.equal(value(text, `grpc_server_handled_total{${recv},grpc_code="NotFound"}`), 1);

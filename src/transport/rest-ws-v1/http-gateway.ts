@@ -10,7 +10,7 @@ import { subsystemLogger, type Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import type { LegacyOperations } from '../../relay/legacy-operations.js';
 import { HashmailError } from '../../session/errors.js';
-import { noteError, type OpenCall } from './context.js';
+import { noteError, type CallMetricsHook, type OpenCall } from './context.js';
 import { answerPreflight, setCorsHeaders } from './cors.js';
 import { sendError } from './http-reply.js';
 import { maxCipherBoxJsonBytes } from './json-codec.js';
@@ -26,6 +26,8 @@ export interface HttpGatewayDeps {
   config: Config;
   logger: Logger;
   stats: RelayStats;
+  /** Each call is counted in grpc_server_* under the gRPC method it stands for. */
+  metrics: CallMetricsHook;
   clientAddress(req: IncomingMessage): string;
 }
 
@@ -47,6 +49,7 @@ export class HttpGateway {
       maxCipherBoxJsonBytes: maxCipherBoxJsonBytes(deps.config.mailbox.maxMessageBytes),
       calls,
       shuttingDown: false,
+      metrics: deps.metrics,
       keepalive: new Keepalive(deps.config.websocket, () => logger.debug({ transport: 'websocket' }, 'keepalive timeout: socket dropped')),
     };
     this.ws = new WsGateway(this.ctx);

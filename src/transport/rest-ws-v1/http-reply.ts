@@ -9,6 +9,11 @@ import { statusJson } from './json-codec.js';
 
 const JSON_CONTENT_TYPE = 'application/json';
 
+/** True for an HTTP/2 compatibility response (it carries its stream). */
+function isHttp2(res: ServerResponse): boolean {
+  return 'stream' in res;
+}
+
 /** Sends a complete JSON answer. */
 export function sendJson(res: ServerResponse, status: number, body: string): void {
   res.statusCode = status;
@@ -27,7 +32,8 @@ export function sendError(res: ServerResponse, err: HashmailError, closeConnecti
     res.end();
     return;
   }
-  if (closeConnection) res.setHeader('Connection', 'close');
+  // HTTP/2 has no Connection header (a stream ends alone); setting it there throws.
+  if (closeConnection && !isHttp2(res)) res.setHeader('Connection', 'close');
   sendJson(res, err.httpStatus, statusJson(err));
 }
 

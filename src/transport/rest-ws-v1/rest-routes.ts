@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CallInfo, BoxRequest } from '../../relay/legacy-operations.js';
 import { shortHash } from '../../session/sid.js';
-import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext } from './context.js';
+import { MAX_SMALL_REQUEST_BYTES, noteError, OK_CODE, startCallMetrics, type GatewayContext } from './context.js';
 import { sendError, sendJson, readBody } from './http-reply.js';
 import { CREATE_SUCCESS_JSON, decodeBase64, EMPTY_OBJECT_JSON, parseCipherBoxAuth } from './json-codec.js';
 import { onlyJsonObject } from './json-splitter.js';
@@ -19,14 +19,20 @@ function callInfo(ctx: GatewayContext, req: IncomingMessage): CallInfo {
 
 /** POST /v1/lightning-node-connect/hashmail, body CipherBoxAuth JSON. */
 export async function createBox(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const m = startCallMetrics(ctx, 'create', 'rest');
   try {
     const body = await readBody(req, MAX_SMALL_REQUEST_BYTES);
     const auth = parseCipherBoxAuth(onlyJsonObject(body, MAX_SMALL_REQUEST_BYTES, 'CipherBoxAuth'));
+    m.received();
     await ctx.mailbox.newCipherBox(auth, callInfo(ctx, req));
     ctx.logger.debug({ transport: 'rest', call: 'create', sid: auth.desc ? shortHash(auth.desc.streamId) : '' }, 'box created');
+    m.sent();
+    m.done(OK_CODE);
     sendJson(res, 200, CREATE_SUCCESS_JSON);
   } catch (err) {
-    sendError(res, noteError(ctx, err, 'rest', 'create'), !req.complete);
+    const e = noteError(ctx, err, 'rest', 'create');
+    m.done(e.grpcCode);
+    sendError(res, e, !req.complete);
   }
 }
 
@@ -50,11 +56,18 @@ export function boxRequestFromQuery(query: string): BoxRequest {
 
 /** DELETE /v1/lightning-node-connect/hashmail?desc.stream_id=... */
 export async function deleteBox(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, query: string): Promise<void> {
+  const m = startCallMetrics(ctx, 'delete', 'rest');
   try {
-    await ctx.mailbox.delCipherBox(boxRequestFromQuery(query), callInfo(ctx, req));
+    const request = boxRequestFromQuery(query);
+    m.received();
+    await ctx.mailbox.delCipherBox(request, callInfo(ctx, req));
+    m.sent();
+    m.done(OK_CODE);
     sendJson(res, 200, EMPTY_OBJECT_JSON);
   } catch (err) {
+    const e = noteError(ctx, err, 'rest', 'delete');
+    m.done(e.grpcCode);
     // An unread DELETE body is discarded by node:http once the answer is sent.
-    sendError(res, noteError(ctx, err, 'rest', 'delete'));
+    sendError(res, e);
   }
 }

@@ -10,7 +10,8 @@ import type { CallInfo, LegacyReceive } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
-import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext, type OpenCall } from './context.js';
+import type { GrpcCallMetrics } from '../../observe/grpc-metrics.js';
+import { CANCELLED_CODE, MAX_SMALL_REQUEST_BYTES, noteError, OK_CODE, startCallMetrics, type GatewayContext, type OpenCall } from './context.js';
 import { readBody, sendError, sendJson, startJsonStream } from './http-reply.js';
 import {
   cipherBoxDescJson,
@@ -36,14 +37,20 @@ export class RestReceiveCall implements OpenCall {
   private done = false;
   private half: LegacyReceive | null = null;
   private readonly waitAbort = new AbortController();
+  private readonly metrics: GrpcCallMetrics;
 
   constructor(
     private readonly ctx: GatewayContext,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
   ) {
+    this.metrics = startCallMetrics(ctx, 'receive', 'rest');
     ctx.calls.add(this);
-    res.on('close', () => this.finish());
+    res.on('close', () => {
+      // First status wins: after abort() this is a no-op.
+      this.metrics.done(CANCELLED_CODE);
+      this.finish();
+    });
     void this.run();
   }
 
@@ -51,6 +58,7 @@ export class RestReceiveCall implements OpenCall {
     if (this.done) return;
     this.finish();
     const e = noteError(this.ctx, err, 'rest', 'receive');
+    this.metrics.done(e.grpcCode);
     if (this.res.headersSent) this.res.end(errorFrame(e) + LINE_END);
     else sendError(this.res, e, !this.req.complete);
   }
@@ -62,6 +70,7 @@ export class RestReceiveCall implements OpenCall {
       const body = onlyJsonObject(await readBody(this.req, MAX_SMALL_REQUEST_BYTES), MAX_SMALL_REQUEST_BYTES, 'CipherBoxDesc');
       // An empty body is the empty CipherBoxDesc (grpc-gateway reads EOF as "no fields").
       desc = body === null ? { streamId: Buffer.alloc(0) } : parseCipherBoxDesc(body);
+      this.metrics.received();
       const call: CallInfo = { transport: 'rest', address: this.ctx.clientAddress(this.req) };
       half = await this.ctx.mailbox.openReceive(desc.streamId, call, this.waitAbort.signal);
     } catch (err) {
@@ -83,6 +92,7 @@ export class RestReceiveCall implements OpenCall {
       (msg, flushed) => {
         // A message taken by a reader that left is not delivered again (legacy semantics).
         if (this.done) return false;
+        this.metrics.sent();
         if (res.write(resultFrame(prefix, msg) + LINE_END, flushed)) return true;
         res.once('drain', pump.resume);
         return false;
@@ -116,12 +126,14 @@ export class RestSendCall implements OpenCall {
   private ended = false;
   /** The chunk being scanned completed a large object: the request yields its turn after it. */
   private decodedLarge = false;
+  private readonly metrics: GrpcCallMetrics;
 
   constructor(
     private readonly ctx: GatewayContext,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
   ) {
+    this.metrics = startCallMetrics(ctx, 'send', 'rest');
     this.splitter = new JsonObjectSplitter(ctx.maxCipherBoxJsonBytes);
     this.writer = new SendQueue({
       mailbox: ctx.mailbox,
@@ -134,7 +146,10 @@ export class RestSendCall implements OpenCall {
       },
     });
     ctx.calls.add(this);
-    res.on('close', () => this.finish());
+    res.on('close', () => {
+      this.metrics.done(CANCELLED_CODE);
+      this.finish();
+    });
     req.on('data', (chunk: Buffer) => this.onData(chunk));
     req.on('end', () => this.onEnd());
   }
@@ -142,11 +157,14 @@ export class RestSendCall implements OpenCall {
   abort(err: unknown): void {
     if (this.done) return;
     this.finish();
-    sendError(this.res, noteError(this.ctx, err, 'rest', 'send'), !this.req.complete);
+    const e = noteError(this.ctx, err, 'rest', 'send');
+    this.metrics.done(e.grpcCode);
+    sendError(this.res, e, !this.req.complete);
   }
 
   private readonly onObject = (json: BoundedJson): void => {
     this.writer.push(parseCipherBox(json));
+    this.metrics.received();
     if (json.length >= LARGE_INPUT_BYTES) this.decodedLarge = true;
   };
 
@@ -184,6 +202,8 @@ export class RestSendCall implements OpenCall {
     }
     const answer = (): void => {
       if (this.done) return;
+      this.metrics.sent();
+      this.metrics.done(OK_CODE);
       this.finish();
       sendJson(this.res, 200, cipherBoxDescJson(desc));
     };

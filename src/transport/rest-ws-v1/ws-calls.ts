@@ -11,7 +11,8 @@ import type { CallInfo, LegacyReceive } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
-import { MAX_SMALL_REQUEST_BYTES, noteError, type GatewayContext, type OpenCall } from './context.js';
+import type { GrpcCallMetrics } from '../../observe/grpc-metrics.js';
+import { CANCELLED_CODE, MAX_SMALL_REQUEST_BYTES, noteError, OK_CODE, startCallMetrics, type GatewayContext, type OpenCall } from './context.js';
 import {
   errorFrame,
   parseCipherBox,
@@ -34,6 +35,10 @@ export const RECEIVE_HIGH_WATER_BYTES = 64 * 1024;
 const CLOSE_NORMAL = 1000;
 /** Close code when the server shuts down. */
 const CLOSE_GOING_AWAY = 1001;
+/** A close frame without a code (RFC 6455 7.1.5), as `ws.close()` sends. */
+const CLOSE_NO_STATUS = 1005;
+/** WebSocket close codes of a client that ended its side on purpose (a close frame, not a dropped TCP). */
+const CLIENT_DONE_CLOSE_CODES = new Set([CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS]);
 
 export interface WsContext extends GatewayContext {
   readonly keepalive: Keepalive;
@@ -57,6 +62,8 @@ export function sendErrorAndClose(ws: WebSocket, err: HashmailError): void {
 abstract class WsCall implements OpenCall {
   protected done = false;
   protected readonly call: CallInfo;
+  /** The call in grpc_server_* (transport="websocket"), as the reference's gateway counted it. */
+  protected readonly metrics: GrpcCallMetrics;
   private readonly entry: KeepaliveEntry | null;
 
   constructor(
@@ -66,6 +73,7 @@ abstract class WsCall implements OpenCall {
     private readonly name: 'receive' | 'send',
   ) {
     this.call = { transport: 'websocket', address };
+    this.metrics = startCallMetrics(ctx, name, 'websocket');
     this.entry = ctx.keepalive.track(ws);
     ctx.calls.add(this);
     ws.on('message', (data: RawData) => {
@@ -76,8 +84,10 @@ abstract class WsCall implements OpenCall {
       const entry = this.entry;
       ws.on('pong', () => entry.sawPong());
     }
-    ws.on('close', () => {
+    ws.on('close', (code: number) => {
       ctx.keepalive.untrack(this.entry);
+      // First status wins: after abort() this is a no-op.
+      this.metrics.done(this.clientClosedCode(code));
       this.finish();
     });
     ws.on('error', (err) => ctx.logger.debug({ transport: 'websocket', call: name, err: err.message }, 'socket error'));
@@ -86,11 +96,22 @@ abstract class WsCall implements OpenCall {
   /** Reports `err` in an error frame and ends the socket; no-op once the call ended. */
   abort(err: unknown): void {
     if (this.done) return;
+    const e = noteError(this.ctx, err, 'websocket', this.name);
+    this.metrics.done(e.grpcCode);
     this.finish();
-    sendErrorAndClose(this.ws, noteError(this.ctx, err, 'websocket', this.name));
+    sendErrorAndClose(this.ws, e);
   }
 
   protected abstract onMessage(data: Buffer): void;
+
+  /**
+   * The gRPC status counted when the client closes the socket first: a
+   * reader that leaves cancels its stream; a writer that closes cleanly has
+   * ended its stream (the gateway's CloseSend), anything else cancels it.
+   */
+  protected clientClosedCode(closeCode: number): number {
+    return this.name === 'send' && CLIENT_DONE_CLOSE_CODES.has(closeCode) ? OK_CODE : CANCELLED_CODE;
+  }
 
   /** Frees what the call holds; the client is not told. Idempotent. */
   protected finish(): void {
@@ -124,6 +145,7 @@ export class WsReceiveCall extends WsCall {
       const objects = splitJsonObjects(data, MAX_SMALL_REQUEST_BYTES);
       if (objects.length !== 1) throw new HashmailError('MALFORMED_REQUEST', 'receive takes exactly one CipherBoxDesc object');
       desc = parseCipherBoxDesc(objects[0]);
+      this.metrics.received();
     } catch (err) {
       this.abort(err);
       return;
@@ -156,6 +178,7 @@ export class WsReceiveCall extends WsCall {
         // A message taken by a reader that left is not delivered again (legacy semantics).
         if (this.done) return false;
         const frame = resultFrame(prefix, msg);
+        this.metrics.sent();
         // Callbacks run once the frame left for the kernel (or the socket failed).
         if (ws.bufferedAmount + frame.length <= RECEIVE_HIGH_WATER_BYTES) {
           ws.send(frame, flushed);
@@ -209,7 +232,10 @@ export class WsSendCall extends WsCall {
 
   protected onMessage(data: Buffer): void {
     try {
-      for (const json of splitJsonObjects(data, this.ctx.maxCipherBoxJsonBytes)) this.writer.push(parseCipherBox(json));
+      for (const json of splitJsonObjects(data, this.ctx.maxCipherBoxJsonBytes)) {
+        this.writer.push(parseCipherBox(json));
+        this.metrics.received();
+      }
     } catch (err) {
       this.abort(err);
       return;

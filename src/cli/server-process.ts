@@ -1,0 +1,58 @@
+/**
+ * What `serve` and `relay` share as long-running processes: the version in
+ * the log, fatal start-up errors in the log stream as well as on stderr,
+ * and SIGHUP reloading the TLS certificate instead of killing the process.
+ */
+import type { RunningNode } from '../compose/node.js';
+import { createLogger, type Logger } from '../observe/logger.js';
+import { HASHMAIL_VERSION } from '../observe/version.js';
+
+/** Fields every process's start-up line carries. */
+export function versionFields(): { version: string; node: string } {
+  return { version: HASHMAIL_VERSION, node: process.version };
+}
+
+/**
+ * A fatal start-up error as a log line too (stderr gets it from main.ts):
+ * an operator reading only the log (journald, a collector on stdout) sees
+ * why the process exited. Before the config is known the default logger
+ * writes it.
+ */
+export function logFatal(logger: Logger | null, message: string): void {
+  const log = logger ?? createLogger({ level: 'info', format: 'json' });
+  log.fatal({ ...versionFields(), err: message }, 'start-up failed');
+  log.flush();
+}
+
+/** Starts the node; on failure logs the error (fatal) and rethrows it for main.ts. */
+export async function startLogged(logger: Logger, start: () => Promise<RunningNode>): Promise<RunningNode> {
+  try {
+    return await start();
+  } catch (err) {
+    logFatal(logger, err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+}
+
+/**
+ * SIGHUP reloads the TLS certificate and key (after a renewal): new
+ * connections get the new pair, open ones keep theirs, no session is
+ * dropped. Installed before start so an early SIGHUP does not kill the
+ * process. Returns the uninstaller.
+ */
+export function reloadOnSighup(logger: Logger, node: () => RunningNode | null): () => void {
+  const onHup = (): void => {
+    const running = node();
+    if (!running) {
+      logger.info('SIGHUP before the server was up: nothing reloaded');
+      return;
+    }
+    try {
+      if (running.reloadTls() === null) logger.info('SIGHUP: plain text (--insecure), no certificate to reload');
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'TLS certificate reload failed; the previous certificate and key stay in use');
+    }
+  };
+  process.on('SIGHUP', onHup);
+  return () => process.off('SIGHUP', onHup);
+}
