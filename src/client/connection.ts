@@ -22,7 +22,7 @@
  * MAX_REDIRECT_HOPS times in a row; then the route is looked up afresh.
  */
 import { Backoff, sleep } from './backoff.js';
-import { Emitter, type EventMap } from './emitter.js';
+import { Emitter } from './emitter.js';
 import { ConnectionLost, isRetryable, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
 import type { Link, LinkHandlers, TransportOpeners } from './link.js';
@@ -74,7 +74,7 @@ export interface ReconnectedInfo {
   relay: string;
 }
 
-export interface MailboxEvents extends EventMap {
+export interface MailboxEvents {
   /** The peer attached (true) or left (false). v2 only: a v1 connection never emits it. */
   presence: [present: boolean];
   /** The link broke; a new attempt follows after `delayMs`. */
@@ -100,7 +100,10 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private readonly inbox = new Inbox(
     () => this.link?.pause(),
     () => this.link?.resume(),
+    () => this.close(),
   );
+  /** The `signal`'s reason once it aborted the connection: what `send` then rejects with. */
+  private abortReason: unknown = undefined;
   private wakeUp: (() => void)[] = [];
   private route: string | null = null;
   /** `HOST:PORT` of the relay of the current (or last) link. */
@@ -120,17 +123,21 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   static async open(options: ResolvedOptions, openers: TransportOpeners): Promise<MailboxConnection> {
     const conn = new MailboxConnection(options, { protocol: options.protocol, transport: options.transport, openers });
     const { signal } = options;
-    const onAbort = (): void => void conn.close();
+    const onAbort = (): void => {
+      conn.abortReason = signal?.reason;
+      void conn.close();
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      if (signal?.aborted) throw new ConnectionLost('connect aborted', { cause: signal.reason });
+      // The signal's own reason (an AbortError DOMException unless the caller gave one), as fetch does.
+      if (signal?.aborted) throw signal.reason;
       await conn.openLink(options.attach);
       return conn;
     } catch (err) {
       signal?.removeEventListener('abort', onAbort);
       conn.closed = true;
       conn.lifetime.abort();
-      throw signal?.aborted ? new ConnectionLost('connect aborted', { cause: signal.reason }) : toClientError(err);
+      throw signal?.aborted ? signal.reason : toClientError(err);
     }
   }
 
@@ -164,6 +171,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     if (!(msg instanceof Uint8Array)) throw new TypeError('send takes a Uint8Array');
     for (;;) {
       if (this.failure) throw this.failure;
+      if (this.abortReason !== undefined) throw this.abortReason;
       if (this.closed) throw new ConnectionLost('connection closed');
       const link = this.link;
       if (!link) {

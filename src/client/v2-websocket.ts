@@ -3,7 +3,9 @@
  * one binary message per frame. Standard WebSocket API only.
  */
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
-import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
+import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2HandshakeUnexplained, V2NotServed } from './errors.js';
+
+export { V2HandshakeUnexplained };
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
 import { errorOfFrame, protocolError, V2FrameRouter } from './v2-stream.js';
 import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, wsBase, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
@@ -15,15 +17,6 @@ const ERROR_CLOSE_BASE = 4000;
 const ERROR_CLOSE_MAX = 4099;
 /** HTTP answers of a relay without v2 (404) or without a version we offered (400). */
 const NO_V2_STATUSES = [400, 404];
-
-/**
- * The v2 handshake failed and the WebSocket did not say why (browsers never
- * show the HTTP status): negotiation may probe v1 to tell "no v2 here" from
- * "relay unreachable".
- */
-export class V2HandshakeUnexplained extends ConnectionLost {
-  override name = 'V2HandshakeUnexplained';
-}
 
 class V2WebSocketLink implements Link {
   readonly version = 2;
