@@ -23,9 +23,9 @@
  */
 import { Backoff, sleep } from './backoff.js';
 import { Emitter } from './emitter.js';
-import { ConnectionLost, isRetryable, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
+import { ConnectionLost, ConnectTimeout, isRetryable, MessageTooLarge, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
-import type { Link, LinkHandlers, TransportOpeners } from './link.js';
+import { anySignal, type Link, type LinkHandlers, type TransportOpeners } from './link.js';
 import { openNegotiated, type NegotiateParams } from './negotiate.js';
 import type { AttachMode, ResolvedOptions } from './options.js';
 import { findRelay, relayAddress, type RelayTarget, type RelayVia } from './relay-finder.js';
@@ -90,6 +90,7 @@ export interface MailboxEvents {
 export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIterable<Uint8Array> {
   private link: Link | null = null;
   private lastVersion: 1 | 2 = 2;
+  private lastMaxMessageBytes = 0;
   private present = false;
   private failure: HashmailClientError | null = null;
   private closed = false;
@@ -151,6 +152,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     return this.relayAuthority;
   }
 
+  /** Largest payload `send` takes (bytes), as the relay announced it; 0 when it did not (v1, older relays). */
+  get maxMessageBytes(): number {
+    return this.link?.maxMessageBytes ?? this.lastMaxMessageBytes;
+  }
+
   /** Whether the peer is attached. Always false in v1, which cannot tell, and while reconnecting. */
   get peerPresent(): boolean {
     return this.present;
@@ -177,6 +183,10 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       if (!link) {
         await this.stateChange();
         continue;
+      }
+      // Refused here, before a byte goes out: the relay would end the stream over it.
+      if (link.maxMessageBytes > 0 && msg.length > link.maxMessageBytes) {
+        throw new MessageTooLarge(`message too large: ${msg.length} bytes, the relay takes at most ${link.maxMessageBytes} (v2.maxMessageBytes)`, link.maxMessageBytes, msg.length);
       }
       try {
         await link.send(msg);
@@ -213,14 +223,32 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
 
   /** Finds the session's relay and attaches there, following redirects (bounded, see MAX_REDIRECT_HOPS). */
   private async openLink(attach: AttachMode): Promise<void> {
+    const timeoutMs = this.options.connectTimeoutMs;
+    if (timeoutMs <= 0) return this.openLinkWithin(attach, this.lifetime.signal);
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), timeoutMs);
+    const attempt = anySignal([this.lifetime.signal, deadline.signal]);
+    try {
+      await this.openLinkWithin(attach, attempt.signal);
+    } catch (err) {
+      if (deadline.signal.aborted && !this.closed) throw new ConnectTimeout(timeoutMs, { cause: err });
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      attempt.dispose();
+    }
+  }
+
+  /** openLink within `signal` (the connection's lifetime and the attempt's deadline). */
+  private async openLinkWithin(attach: AttachMode, signal: AbortSignal): Promise<void> {
     const redirected = this.redirect;
     this.redirect = null;
-    let target = redirected ?? (await this.findTarget(attach));
+    let target = redirected ?? (await this.findTarget(attach, signal));
     let hops = redirected ? 1 : 0;
     let lookups = redirected ? 0 : 1;
     for (;;) {
       try {
-        await this.openLinkAt(target, attach);
+        await this.openLinkAt(target, attach, signal);
         return;
       } catch (err) {
         if (!(err instanceof RelayMoved) || this.closed) throw err;
@@ -230,7 +258,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         } else if (lookups < MAX_LOOKUPS_PER_ATTEMPT) {
           lookups++;
           hops = 0;
-          target = await this.findTarget(attach);
+          target = await this.findTarget(attach, signal);
         } else {
           throw err;
         }
@@ -238,7 +266,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     }
   }
 
-  private async findTarget(attach: AttachMode): Promise<RelayTarget> {
+  private async findTarget(attach: AttachMode, signal: AbortSignal): Promise<RelayTarget> {
     this.route ??= await sessionRoute(this.options.sid);
     return findRelay({
       servers: this.options.servers,
@@ -248,11 +276,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       route: this.route,
       create: attach === 'create',
       tlsSkipVerify: this.options.tlsSkipVerify,
-      signal: this.lifetime.signal,
+      signal,
     });
   }
 
-  private async openLinkAt(target: RelayTarget, attach: AttachMode): Promise<void> {
+  private async openLinkAt(target: RelayTarget, attach: AttachMode, signal: AbortSignal): Promise<void> {
     this.emit('dial', { relay: target.server.authority, via: target.via, ...(target.lookupServer ? { lookupServer: target.lookupServer } : {}) });
     let mine: Link | null = null;
     let endedEarly: HashmailClientError | null = null;
@@ -268,7 +296,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         else endedEarly = err;
       },
     };
-    const req = { server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
+    const req = { server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();
@@ -279,6 +307,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     this.link = link;
     this.relayAuthority = target.server.authority;
     this.lastVersion = link.version;
+    this.lastMaxMessageBytes = link.maxMessageBytes;
     if (this.inbox.isPaused) link.pause();
     this.setPresence(link.peerPresent);
     this.notify();

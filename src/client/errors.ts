@@ -159,7 +159,10 @@ export function errorFromStatus(code: number, message: string, supportedVersions
   // Substrings first: the v1 reference server sends UNKNOWN with these texts.
   if (message.includes('stream not found')) return new SessionNotFound(code, message, options);
   if (message.includes('stream occupied')) return new SessionInUse(code, message, options);
-  if (message.includes('message too large')) return messageTooLargeOf(message, options);
+  // The relay's own answer, or grpc-js's ("Received message larger than max") for a frame far over its limit.
+  if (message.includes('message too large') || (code === StatusCode.RESOURCE_EXHAUSTED && message.includes('larger than max'))) {
+    return messageTooLargeOf(message, options);
+  }
   if (code === StatusCode.FAILED_PRECONDITION && (supportedVersions.length > 0 || message.includes('unsupported protocol version'))) {
     return new UnsupportedVersion(code, message, supportedVersions, options);
   }

@@ -4,7 +4,7 @@
  * time and replaces it when it breaks; the links know nothing of reconnects.
  */
 import type { HashmailClientError } from './errors.js';
-import type { AttachMode, Role, ServerAddress } from './options.js';
+import type { AttachMode, Liveness, Role, ServerAddress } from './options.js';
 import type { RelayLookup } from './relay-lookup.js';
 
 export interface LinkHandlers {
@@ -20,6 +20,8 @@ export interface Link {
   readonly version: 1 | 2;
   /** Last known presence of the peer (always false in v1, which cannot tell). */
   readonly peerPresent: boolean;
+  /** Largest payload the relay takes (bytes, from the v2 Welcome); 0: not announced. */
+  readonly maxMessageBytes: number;
   /** Resolves once the transport accepted `msg`; rejects once the link failed. */
   send(msg: Uint8Array): Promise<void>;
   /** Stop reading from the relay (flow control holds the peer back); no-op where the transport cannot. */
@@ -36,8 +38,10 @@ export interface LinkRequest {
   role: Role;
   attach: AttachMode;
   tlsSkipVerify: boolean;
-  /** Aborted when the connection closes: a pending open gives up. */
+  /** Aborted when the connection closes or the attempt's deadline passed: a pending open gives up. */
   signal: AbortSignal;
+  /** Pings on the attached link (v2). */
+  liveness: Liveness;
 }
 
 /** Opens a link: resolves once attached, rejects with a HashmailClientError. */
@@ -62,4 +66,20 @@ export function onAbort(signal: AbortSignal, fn: () => void): () => void {
   }
   signal.addEventListener('abort', fn, { once: true });
   return () => signal.removeEventListener('abort', fn);
+}
+
+/** A signal that aborts when any of `signals` does; `dispose` stops forwarding (call it when done). */
+export function anySignal(signals: AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const undo: (() => void)[] = [];
+  for (const s of signals) {
+    if (s.aborted) {
+      controller.abort(s.reason);
+      break;
+    }
+    const forward = (): void => controller.abort(s.reason);
+    s.addEventListener('abort', forward, { once: true });
+    undo.push(() => s.removeEventListener('abort', forward));
+  }
+  return { signal: controller.signal, dispose: () => undo.forEach((fn) => fn()) };
 }

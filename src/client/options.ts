@@ -63,8 +63,43 @@ export interface ConnectOptions {
    * the peer. 'existing': fail with SessionNotFound unless it exists.
    */
   attach?: AttachMode;
-  /** Aborting it rejects a pending connect, or closes the connection. */
+  /**
+   * Aborting it rejects a pending connect with the signal's reason (an
+   * `AbortError` DOMException unless `abort(reason)` gave another), or closes
+   * the connection (a later `send` rejects with that reason).
+   */
   signal?: AbortSignal;
+  /**
+   * Deadline of one attempt to attach: lookup, dial, TLS, handshake and the
+   * relay's Welcome (ms). A relay that accepts TCP and never answers fails
+   * with ConnectTimeout (retried on reconnects). Default 10000; 0 disables.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Liveness of an attached v2 link: a ping this often (ms). gRPC: HTTP/2
+   * keepalive pings; WebSocket in Node: WebSocket pings (a browser cannot
+   * send them). Default 10000; 0 disables.
+   */
+  pingIntervalMs?: number;
+  /**
+   * A link whose relay answers neither a ping nor anything else this long
+   * after the ping (ms) is dropped and replaced as a lost connection
+   * (LivenessTimeout over WebSocket). Default 5000.
+   */
+  pingTimeoutMs?: number;
+}
+
+/** Default of ConnectOptions.connectTimeoutMs (ms). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** Default of ConnectOptions.pingIntervalMs (ms). */
+export const DEFAULT_PING_INTERVAL_MS = 10_000;
+/** Default of ConnectOptions.pingTimeoutMs (ms). */
+export const DEFAULT_PING_TIMEOUT_MS = 5_000;
+
+/** Pings on an attached link (pingIntervalMs 0: none). */
+export interface Liveness {
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
 }
 
 export interface ServerAddress {
@@ -90,11 +125,19 @@ export interface ResolvedOptions {
   reconnect: boolean;
   tlsSkipVerify: boolean;
   signal: AbortSignal | undefined;
+  connectTimeoutMs: number;
+  liveness: Liveness;
 }
 
 const DEFAULT_TLS_PORT = 443;
 const DEFAULT_PLAIN_PORT = 80;
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):(\d{1,5})$/;
+
+function milliseconds(value: number | undefined, name: string, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw new TypeError(`${name} must be an integer >= ${min} (milliseconds)`);
+  return value;
+}
 
 function oneOf<T extends string>(value: T | undefined, allowed: readonly T[], name: string, fallback: T): T {
   if (value === undefined) return fallback;
@@ -158,5 +201,10 @@ export async function resolveOptions(options: ConnectOptions, defaultTransport: 
     reconnect: options.reconnect ?? true,
     tlsSkipVerify: options.tlsSkipVerify === true,
     signal: options.signal,
+    connectTimeoutMs: milliseconds(options.connectTimeoutMs, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS),
+    liveness: {
+      pingIntervalMs: milliseconds(options.pingIntervalMs, 'pingIntervalMs', DEFAULT_PING_INTERVAL_MS),
+      pingTimeoutMs: milliseconds(options.pingTimeoutMs, 'pingTimeoutMs', DEFAULT_PING_TIMEOUT_MS, 1),
+    },
   };
 }

@@ -5,7 +5,7 @@
  * bufferedAmount), so the code above runs unchanged in a browser.
  */
 import { ConnectionLost, type HashmailClientError } from './errors.js';
-import type { ServerAddress } from './options.js';
+import type { Liveness, ServerAddress } from './options.js';
 
 export const WS_CONNECTING = 0;
 export const WS_OPEN = 1;
@@ -38,6 +38,10 @@ export interface WebSocketLike {
   resume?(): void;
   /** `ws` only: drop the connection without a closing handshake. */
   terminate?(): void;
+  /** `ws` only: send a WebSocket ping (browsers cannot). */
+  ping?(): void;
+  /** `ws` only: the EventEmitter side, for 'pong'. */
+  on?(event: 'pong', listener: () => void): unknown;
 }
 
 export type WebSocketFactory = (url: string, protocols: string[]) => WebSocketLike;
@@ -108,4 +112,38 @@ export function closeSocket(ws: WebSocketLike, closed: Promise<void>, ms: number
     }, ms);
   });
   return Promise.race([closed, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Liveness of an open socket where the implementation can ping (`ws` in
+ * Node): a ping every `pingIntervalMs`; nothing heard (pong or message)
+ * within `pingTimeoutMs` of it calls `dead`. A browser's WebSocket cannot
+ * ping; there the relay's pings keep the path alive and the browser's TCP
+ * notices a dead relay. Returns `heard` (call it on every message) and `stop`.
+ */
+export function watchLiveness(ws: WebSocketLike, liveness: Liveness, dead: () => void): { heard: () => void; stop: () => void } {
+  if (liveness.pingIntervalMs <= 0 || typeof ws.ping !== 'function' || typeof ws.on !== 'function') return { heard: () => undefined, stop: () => undefined };
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  const heard = (): void => {
+    clearTimeout(deadline);
+    deadline = undefined;
+  };
+  const interval = setInterval(() => {
+    if (deadline !== undefined || ws.readyState !== WS_OPEN) return;
+    try {
+      ws.ping?.();
+    } catch {
+      return;
+    }
+    deadline = setTimeout(() => {
+      stop();
+      dead();
+    }, liveness.pingTimeoutMs);
+  }, liveness.pingIntervalMs);
+  const stop = (): void => {
+    clearInterval(interval);
+    heard();
+  };
+  ws.on('pong', heard);
+  return { heard, stop };
 }

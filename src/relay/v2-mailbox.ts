@@ -57,7 +57,8 @@ export class V2Endpoint implements ReadSource, ReaderWatcher, RoutedParty {
     private readonly writeLease: Lease,
     private readonly transport: TransportName,
     private readonly stats: RelayStats,
-    private readonly maxMessageBytes: number,
+    /** Largest payload this party may write (bytes): announced in the Welcome. */
+    readonly maxMessageBytes: number,
   ) {
     stats.v2Endpoints[transport]++;
     // The peer is whoever reads what this party writes.
