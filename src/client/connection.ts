@@ -30,6 +30,7 @@ import { openNegotiated, type NegotiateParams } from './negotiate.js';
 import type { AttachMode, ResolvedOptions } from './options.js';
 import { findRelay, relayAddress, type RelayTarget, type RelayVia } from './relay-finder.js';
 import { sessionRoute } from '../wire/route.js';
+import type { TrustLoader } from './tls-trust-node.js';
 
 /** How long after losing its link a connection keeps retrying "stream not found" / "stream occupied" (ms). */
 export const RESUME_GRACE_MS = 30_000;
@@ -116,13 +117,15 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private constructor(
     private readonly options: ResolvedOptions,
     private readonly negotiate: NegotiateParams,
+    /** TLS options per server from `ca` / `certificateSha256` (Node); null: the default verification. */
+    private readonly trust: TrustLoader | null,
   ) {
     super();
   }
 
   /** Opens the first link; rejects with its error (no retries: an unreachable relay is reported at once). */
-  static async open(options: ResolvedOptions, openers: TransportOpeners): Promise<MailboxConnection> {
-    const conn = new MailboxConnection(options, { protocol: options.protocol, transport: options.transport, openers });
+  static async open(options: ResolvedOptions, openers: TransportOpeners, trust: TrustLoader | null = null): Promise<MailboxConnection> {
+    const conn = new MailboxConnection(options, { protocol: options.protocol, transport: options.transport, openers }, trust);
     const { signal } = options;
     const onAbort = (): void => {
       conn.abortReason = signal?.reason;
@@ -277,6 +280,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       create: attach === 'create',
       tlsSkipVerify: this.options.tlsSkipVerify,
       signal,
+      trustFor: this.trust ? (server) => this.trust!(server, signal) : null,
     });
   }
 
@@ -296,7 +300,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         else endedEarly = err;
       },
     };
-    const req = { server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
+    const tls = this.trust ? await this.trust(target.server, signal) : undefined;
+    const req = { ...(tls ? { tls } : {}), server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();

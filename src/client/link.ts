@@ -6,6 +6,7 @@
 import type { HashmailClientError } from './errors.js';
 import type { AttachMode, Liveness, Role, ServerAddress } from './options.js';
 import type { RelayLookup } from './relay-lookup.js';
+import type { NodeTls } from './tls-trust-node.js';
 
 export interface LinkHandlers {
   /** A payload from the peer, in order. May be called before the opener resolves. */
@@ -42,6 +43,8 @@ export interface LinkRequest {
   signal: AbortSignal;
   /** Pings on the attached link (v2). */
   liveness: Liveness;
+  /** Node TLS verification from `ca` / `certificateSha256`; absent: the default (or tlsSkipVerify). */
+  tls?: NodeTls;
 }
 
 /** Opens a link: resolves once attached, rejects with a HashmailClientError. */

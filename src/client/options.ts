@@ -76,6 +76,20 @@ export interface ConnectOptions {
    */
   connectTimeoutMs?: number;
   /**
+   * PEM certificate(s) to trust instead of the system roots (a private CA).
+   * Node only (gRPC, WebSocket through `ws`, the HTTP lookup); browsers use
+   * their own trust store.
+   */
+  ca?: string | Uint8Array | readonly (string | Uint8Array)[];
+  /**
+   * Trust exactly the relay certificate with this SHA-256 fingerprint (hex,
+   * colons optional), as `hashmail serve` logs it at start (`sha256` of
+   * "generated self-signed TLS certificate" / "TLS certificate loaded"):
+   * a self-signed relay without `tlsSkipVerify`. The name is not checked; any
+   * other certificate fails with CertificateMismatch. Node only.
+   */
+  certificateSha256?: string;
+  /**
    * Liveness of an attached v2 link: a ping this often (ms). gRPC: HTTP/2
    * keepalive pings; WebSocket in Node: WebSocket pings (a browser cannot
    * send them). Default 10000; 0 disables.
@@ -127,6 +141,8 @@ export interface ResolvedOptions {
   signal: AbortSignal | undefined;
   connectTimeoutMs: number;
   liveness: Liveness;
+  /** `ca` / `certificateSha256`, validated (Node only). */
+  trust: { ca?: string[]; pinSha256?: string };
 }
 
 const DEFAULT_TLS_PORT = 443;
@@ -137,6 +153,25 @@ function milliseconds(value: number | undefined, name: string, fallback: number,
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw new TypeError(`${name} must be an integer >= ${min} (milliseconds)`);
   return value;
+}
+
+function resolveTrust(options: ConnectOptions, secure: boolean): ResolvedOptions['trust'] {
+  const { ca, certificateSha256 } = options;
+  if (ca === undefined && certificateSha256 === undefined) return {};
+  if (!secure) throw new TypeError('ca and certificateSha256 need a TLS server');
+  if (options.tlsSkipVerify) throw new TypeError('ca and certificateSha256 contradict tlsSkipVerify');
+  const trust: ResolvedOptions['trust'] = {};
+  if (ca !== undefined) {
+    const list = (typeof ca === 'string' || ca instanceof Uint8Array ? [ca] : Array.isArray(ca) ? [...(ca as readonly (string | Uint8Array)[])] : null) ?? [];
+    if (list.length === 0 || list.some((c) => typeof c !== 'string' && !(c instanceof Uint8Array))) throw new TypeError('ca must be PEM text or bytes, or a list of them');
+    trust.ca = list.map((c) => (typeof c === 'string' ? c : new TextDecoder().decode(c)));
+  }
+  if (certificateSha256 !== undefined) {
+    const hex = typeof certificateSha256 === 'string' ? certificateSha256.replace(/[:\s]/g, '').toUpperCase() : '';
+    if (!/^[0-9A-F]{64}$/.test(hex)) throw new TypeError('certificateSha256 must be a SHA-256 fingerprint: 64 hex digits, colons optional');
+    trust.pinSha256 = hex.match(/../g)!.join(':');
+  }
+  return trust;
 }
 
 function oneOf<T extends string>(value: T | undefined, allowed: readonly T[], name: string, fallback: T): T {
@@ -201,6 +236,7 @@ export async function resolveOptions(options: ConnectOptions, defaultTransport: 
     reconnect: options.reconnect ?? true,
     tlsSkipVerify: options.tlsSkipVerify === true,
     signal: options.signal,
+    trust: resolveTrust(options, servers[0].secure),
     connectTimeoutMs: milliseconds(options.connectTimeoutMs, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS),
     liveness: {
       pingIntervalMs: milliseconds(options.pingIntervalMs, 'pingIntervalMs', DEFAULT_PING_INTERVAL_MS),

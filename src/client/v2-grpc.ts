@@ -6,8 +6,8 @@
 import { Client, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
-import { asBuffer, grpcError, isUnimplemented, securityOf } from './grpc-channel.js';
-import { channelCredentials, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
+import { asBuffer, credentialsFor, grpcError, isUnimplemented } from './grpc-channel.js';
+import { KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
 import { errorOfFrame, V2FrameRouter } from './v2-stream.js';
 
@@ -92,7 +92,7 @@ class V2GrpcLink implements Link {
 export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) =>
   new Promise<Link>((resolve, reject) => {
     const { pingIntervalMs, pingTimeoutMs } = req.liveness;
-    const client = new Client(req.server.authority, channelCredentials(securityOf(req.server, req.tlsSkipVerify)), {
+    const client = new Client(req.server.authority, credentialsFor(req.server, req.tlsSkipVerify, req.tls), {
       // Liveness: HTTP/2 pings; one unanswered within the timeout drops the connection, and with it this call.
       'grpc.keepalive_time_ms': pingIntervalMs > 0 ? pingIntervalMs : KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': pingTimeoutMs,

@@ -68,7 +68,7 @@ class V2WebSocketLink implements Link {
 export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
   return (req: LinkRequest, handlers: LinkHandlers) =>
     new Promise<Link>((resolve, reject) => {
-      const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL]);
+      const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL], req.tls);
       ws.binaryType = 'arraybuffer';
       let opened = false;
       let localError: HashmailClientError | null = null;

@@ -6,6 +6,7 @@
  */
 import { ConnectionLost, type HashmailClientError } from './errors.js';
 import type { Liveness, ServerAddress } from './options.js';
+import type { NodeTls } from './tls-trust-node.js';
 
 export const WS_CONNECTING = 0;
 export const WS_OPEN = 1;
@@ -44,7 +45,8 @@ export interface WebSocketLike {
   on?(event: 'pong', listener: () => void): unknown;
 }
 
-export type WebSocketFactory = (url: string, protocols: string[]) => WebSocketLike;
+/** Makes a socket; `tls` (Node, `ws` only) overrides the certificate verification. */
+export type WebSocketFactory = (url: string, protocols: string[], tls?: NodeTls) => WebSocketLike;
 
 type NativeWebSocket = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
@@ -53,11 +55,15 @@ export async function loadWebSocket(options: { tlsSkipVerify: boolean }): Promis
   const native = (globalThis as { WebSocket?: NativeWebSocket }).WebSocket;
   if (typeof native === 'function') return (url, protocols) => new native(url, protocols);
   const { WebSocket: Ws } = await import('ws');
-  return (url, protocols) =>
-    new Ws(url, protocols, {
+  return (url, protocols, tls) => {
+    // ws hands these to tls.connect; its type for checkServerIdentity (boolean) is not Node's (Error | undefined).
+    const tlsOptions = { ...tls } as Record<string, unknown>;
+    return new Ws(url, protocols, {
       rejectUnauthorized: !options.tlsSkipVerify,
       handshakeTimeout: WS_HANDSHAKE_TIMEOUT_MS,
+      ...tlsOptions,
     }) as unknown as WebSocketLike;
+  };
 }
 
 /** `ws://host:port` or `wss://host:port`. */

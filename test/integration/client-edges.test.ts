@@ -9,9 +9,11 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
 import {
+  CertificateMismatch,
   connect,
   ConnectionLost,
   ConnectTimeout,
@@ -231,6 +233,40 @@ describe('dead relays are noticed', () => {
       assert.equal(again.peerPresent, true);
     });
   }
+});
+
+describe('client API: TLS trust (ca, certificateSha256)', () => {
+  /** The TLS relay's certificate as it logged it at start, and its PEM file. */
+  async function tlsRelay(): Promise<{ relay: RunningServer; sha256: string; pem: string }> {
+    const relay = await startServer({ insecure: false });
+    cleanups.push(() => relay.stop());
+    const line = relay.logs.find((l) => l.msg === 'generated self-signed TLS certificate' || l.msg === 'TLS certificate loaded');
+    assert.ok(line && typeof line.sha256 === 'string', 'the server logs its certificate fingerprint at start');
+    return { relay, sha256: line.sha256, pem: readFileSync(String(line.certificate), 'utf8') };
+  }
+
+  test('a pinned fingerprint (as the server logs it) is trusted exactly; another is CertificateMismatch; the certificate as ca works too', async () => {
+    const { relay, sha256, pem } = await tlsRelay();
+    const wrong = sha256.replace(/^../, sha256.startsWith('00') ? '11' : '00');
+    for (const transport of TRANSPORTS) {
+      const s = sid();
+      const a = await withTimeout(connect({ server: relay.address, sid: s, transport, certificateSha256: sha256 }), STEP_TIMEOUT_MS, 'pinned connect');
+      open.push(a);
+      // Colons and case do not matter.
+      const b = await withTimeout(connect({ server: relay.address, sid: flipSid(s), transport, certificateSha256: sha256.replace(/:/g, '').toLowerCase() }), STEP_TIMEOUT_MS, 'pinned connect');
+      open.push(b);
+      await a.send(new TextEncoder().encode('pinned'));
+      assert.equal(new TextDecoder().decode(await next(b)), 'pinned', transport);
+
+      await assert.rejects(connect({ server: relay.address, sid: sid(), transport, certificateSha256: wrong, reconnect: false }), CertificateMismatch, transport);
+      const viaCa = await withTimeout(connect({ server: relay.address, sid: sid(), transport, ca: pem }), STEP_TIMEOUT_MS, 'connect with ca');
+      open.push(viaCa);
+      // Without either, the self-signed certificate is refused (the system roots do not know it).
+      await assert.rejects(connect({ server: relay.address, sid: sid(), transport, reconnect: false, connectTimeoutMs: 5_000 }), ConnectionLost, transport);
+    }
+    await assert.rejects(connect({ server: relay.address, sid: sid(), certificateSha256: 'abc' }), TypeError);
+    await assert.rejects(connect({ server: relay.address, sid: sid(), certificateSha256: sha256, tlsSkipVerify: true }), TypeError);
+  });
 });
 
 describe('client API', () => {
