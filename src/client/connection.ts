@@ -22,14 +22,15 @@
  * MAX_REDIRECT_HOPS times in a row; then the route is looked up afresh.
  */
 import { Backoff, sleep } from './backoff.js';
-import { Emitter, type EventMap } from './emitter.js';
-import { ConnectionLost, isRetryable, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
+import { Emitter } from './emitter.js';
+import { ConnectionLost, ConnectTimeout, isRetryable, MessageTooLarge, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
-import type { Link, LinkHandlers, TransportOpeners } from './link.js';
+import { anySignal, type Link, type LinkHandlers, type TransportOpeners } from './link.js';
 import { openNegotiated, type NegotiateParams } from './negotiate.js';
 import type { AttachMode, ResolvedOptions } from './options.js';
 import { findRelay, relayAddress, type RelayTarget, type RelayVia } from './relay-finder.js';
 import { sessionRoute } from '../wire/route.js';
+import type { TrustLoader } from './tls-trust-node.js';
 
 /** How long after losing its link a connection keeps retrying "stream not found" / "stream occupied" (ms). */
 export const RESUME_GRACE_MS = 30_000;
@@ -74,7 +75,7 @@ export interface ReconnectedInfo {
   relay: string;
 }
 
-export interface MailboxEvents extends EventMap {
+export interface MailboxEvents {
   /** The peer attached (true) or left (false). v2 only: a v1 connection never emits it. */
   presence: [present: boolean];
   /** The link broke; a new attempt follows after `delayMs`. */
@@ -90,6 +91,7 @@ export interface MailboxEvents extends EventMap {
 export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIterable<Uint8Array> {
   private link: Link | null = null;
   private lastVersion: 1 | 2 = 2;
+  private lastMaxMessageBytes = 0;
   private present = false;
   private failure: HashmailClientError | null = null;
   private closed = false;
@@ -100,7 +102,10 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private readonly inbox = new Inbox(
     () => this.link?.pause(),
     () => this.link?.resume(),
+    () => this.close(),
   );
+  /** The `signal`'s reason once it aborted the connection: what `send` then rejects with. */
+  private abortReason: unknown = undefined;
   private wakeUp: (() => void)[] = [];
   private route: string | null = null;
   /** `HOST:PORT` of the relay of the current (or last) link. */
@@ -112,25 +117,31 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private constructor(
     private readonly options: ResolvedOptions,
     private readonly negotiate: NegotiateParams,
+    /** TLS options per server from `ca` / `certificateSha256` (Node); null: the default verification. */
+    private readonly trust: TrustLoader | null,
   ) {
     super();
   }
 
   /** Opens the first link; rejects with its error (no retries: an unreachable relay is reported at once). */
-  static async open(options: ResolvedOptions, openers: TransportOpeners): Promise<MailboxConnection> {
-    const conn = new MailboxConnection(options, { protocol: options.protocol, transport: options.transport, openers });
+  static async open(options: ResolvedOptions, openers: TransportOpeners, trust: TrustLoader | null = null): Promise<MailboxConnection> {
+    const conn = new MailboxConnection(options, { protocol: options.protocol, transport: options.transport, openers }, trust);
     const { signal } = options;
-    const onAbort = (): void => void conn.close();
+    const onAbort = (): void => {
+      conn.abortReason = signal?.reason;
+      void conn.close();
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      if (signal?.aborted) throw new ConnectionLost('connect aborted', { cause: signal.reason });
+      // The signal's own reason (an AbortError DOMException unless the caller gave one), as fetch does.
+      if (signal?.aborted) throw signal.reason;
       await conn.openLink(options.attach);
       return conn;
     } catch (err) {
       signal?.removeEventListener('abort', onAbort);
       conn.closed = true;
       conn.lifetime.abort();
-      throw signal?.aborted ? new ConnectionLost('connect aborted', { cause: signal.reason }) : toClientError(err);
+      throw signal?.aborted ? signal.reason : toClientError(err);
     }
   }
 
@@ -142,6 +153,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   /** `HOST:PORT` of the relay of the current (or last) link. */
   get relay(): string {
     return this.relayAuthority;
+  }
+
+  /** Largest payload `send` takes (bytes), as the relay announced it; 0 when it did not (v1, older relays). */
+  get maxMessageBytes(): number {
+    return this.link?.maxMessageBytes ?? this.lastMaxMessageBytes;
   }
 
   /** Whether the peer is attached. Always false in v1, which cannot tell, and while reconnecting. */
@@ -164,11 +180,16 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     if (!(msg instanceof Uint8Array)) throw new TypeError('send takes a Uint8Array');
     for (;;) {
       if (this.failure) throw this.failure;
+      if (this.abortReason !== undefined) throw this.abortReason;
       if (this.closed) throw new ConnectionLost('connection closed');
       const link = this.link;
       if (!link) {
         await this.stateChange();
         continue;
+      }
+      // Refused here, before a byte goes out: the relay would end the stream over it.
+      if (link.maxMessageBytes > 0 && msg.length > link.maxMessageBytes) {
+        throw new MessageTooLarge(`message too large: ${msg.length} bytes, the relay takes at most ${link.maxMessageBytes} (v2.maxMessageBytes)`, link.maxMessageBytes, msg.length);
       }
       try {
         await link.send(msg);
@@ -205,14 +226,32 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
 
   /** Finds the session's relay and attaches there, following redirects (bounded, see MAX_REDIRECT_HOPS). */
   private async openLink(attach: AttachMode): Promise<void> {
+    const timeoutMs = this.options.connectTimeoutMs;
+    if (timeoutMs <= 0) return this.openLinkWithin(attach, this.lifetime.signal);
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), timeoutMs);
+    const attempt = anySignal([this.lifetime.signal, deadline.signal]);
+    try {
+      await this.openLinkWithin(attach, attempt.signal);
+    } catch (err) {
+      if (deadline.signal.aborted && !this.closed) throw new ConnectTimeout(timeoutMs, { cause: err });
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      attempt.dispose();
+    }
+  }
+
+  /** openLink within `signal` (the connection's lifetime and the attempt's deadline). */
+  private async openLinkWithin(attach: AttachMode, signal: AbortSignal): Promise<void> {
     const redirected = this.redirect;
     this.redirect = null;
-    let target = redirected ?? (await this.findTarget(attach));
+    let target = redirected ?? (await this.findTarget(attach, signal));
     let hops = redirected ? 1 : 0;
     let lookups = redirected ? 0 : 1;
     for (;;) {
       try {
-        await this.openLinkAt(target, attach);
+        await this.openLinkAt(target, attach, signal);
         return;
       } catch (err) {
         if (!(err instanceof RelayMoved) || this.closed) throw err;
@@ -222,7 +261,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         } else if (lookups < MAX_LOOKUPS_PER_ATTEMPT) {
           lookups++;
           hops = 0;
-          target = await this.findTarget(attach);
+          target = await this.findTarget(attach, signal);
         } else {
           throw err;
         }
@@ -230,7 +269,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     }
   }
 
-  private async findTarget(attach: AttachMode): Promise<RelayTarget> {
+  private async findTarget(attach: AttachMode, signal: AbortSignal): Promise<RelayTarget> {
     this.route ??= await sessionRoute(this.options.sid);
     return findRelay({
       servers: this.options.servers,
@@ -240,11 +279,12 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       route: this.route,
       create: attach === 'create',
       tlsSkipVerify: this.options.tlsSkipVerify,
-      signal: this.lifetime.signal,
+      signal,
+      trustFor: this.trust ? (server) => this.trust!(server, signal) : null,
     });
   }
 
-  private async openLinkAt(target: RelayTarget, attach: AttachMode): Promise<void> {
+  private async openLinkAt(target: RelayTarget, attach: AttachMode, signal: AbortSignal): Promise<void> {
     this.emit('dial', { relay: target.server.authority, via: target.via, ...(target.lookupServer ? { lookupServer: target.lookupServer } : {}) });
     let mine: Link | null = null;
     let endedEarly: HashmailClientError | null = null;
@@ -260,7 +300,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         else endedEarly = err;
       },
     };
-    const req = { server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
+    const tls = this.trust ? await this.trust(target.server, signal) : undefined;
+    const req = { ...(tls ? { tls } : {}), server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();
@@ -271,6 +312,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     this.link = link;
     this.relayAuthority = target.server.authority;
     this.lastVersion = link.version;
+    this.lastMaxMessageBytes = link.maxMessageBytes;
     if (this.inbox.isPaused) link.pause();
     this.setPresence(link.peerPresent);
     this.notify();

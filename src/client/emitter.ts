@@ -4,10 +4,15 @@
  * does not stop the others; the error is rethrown asynchronously, where an
  * application's global handler sees it, instead of breaking the connection.
  */
-export type EventMap = Record<string, unknown[]>;
+/**
+ * Event name -> listener arguments. Constrained by mapping over the map's own
+ * keys, not by an index signature, so a misspelled event name
+ * (`on('presense', ...)`) does not compile.
+ */
+export type EventMap<E> = { [K in keyof E]: unknown[] };
 export type Listener<Args extends unknown[]> = (...args: Args) => void;
 
-export class Emitter<E extends EventMap> {
+export class Emitter<E extends EventMap<E>> {
   // Stored untyped; on() and emit() are typed per event, which keeps the pairs consistent.
   private readonly listeners = new Map<keyof E, Set<unknown>>();
 

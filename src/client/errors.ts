@@ -75,6 +75,76 @@ export class RelayMoved extends ConnectionLost {
 }
 
 /**
+ * The v2 WebSocket handshake failed and the WebSocket did not say why
+ * (browsers never show the HTTP status): with protocol 'auto' negotiation
+ * probes v1 to tell "no v2 here" from "relay unreachable"; with 'v2' the
+ * application gets this.
+ */
+export class V2HandshakeUnexplained extends ConnectionLost {
+  override name = 'V2HandshakeUnexplained';
+}
+
+/**
+ * No answer from the relay within `connectTimeoutMs` (lookup, dial and
+ * attach of one attempt): e.g. a host that accepts TCP and never answers.
+ * Retryable like any lost connection.
+ */
+export class ConnectTimeout extends ConnectionLost {
+  override name = 'ConnectTimeout';
+  /** The deadline that passed (ms). */
+  readonly timeoutMs: number;
+
+  constructor(timeoutMs: number, options?: { cause?: unknown }) {
+    super(`no answer from the relay within ${timeoutMs} ms (connectTimeoutMs)`, { ...options, code: StatusCode.DEADLINE_EXCEEDED });
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * An attached link went silent: a ping was not answered within
+ * `pingTimeoutMs` (relay frozen, network gone). The connection reconnects
+ * as for any lost connection; this is the `error` of 'reconnecting'.
+ */
+export class LivenessTimeout extends ConnectionLost {
+  override name = 'LivenessTimeout';
+}
+
+/**
+ * A payload over the relay's limit (`v2.maxMessageBytes`, announced in the
+ * Welcome): `send` rejects at once and nothing is sent; the connection stays
+ * usable. Also what a relay's "message too large" answer becomes (then the
+ * stream has ended: the connection reports it, never retries it silently).
+ */
+export class MessageTooLarge extends HashmailClientError {
+  override name = 'MessageTooLarge';
+  /** The largest payload the relay takes (bytes); 0 when unknown. */
+  readonly limit: number;
+  /** The payload's size (bytes); 0 when unknown. */
+  readonly size: number;
+
+  constructor(message: string, limit: number, size: number, options?: { cause?: unknown }) {
+    super(StatusCode.RESOURCE_EXHAUSTED, message, options);
+    this.limit = limit;
+    this.size = size;
+  }
+}
+
+/**
+ * The relay's TLS certificate does not have the SHA-256 fingerprint given in
+ * `certificateSha256`. Not retried: the relay is not the one pinned.
+ */
+export class CertificateMismatch extends HashmailClientError {
+  override name = 'CertificateMismatch';
+  /** The fingerprint the relay presented (colon-separated hex). */
+  readonly presented: string;
+
+  constructor(presented: string) {
+    super(StatusCode.UNAUTHENTICATED, `relay certificate SHA-256 ${presented} is not the pinned one (certificateSha256)`);
+    this.presented = presented;
+  }
+}
+
+/**
  * Internal: the relay does not serve v2 (gRPC UNIMPLEMENTED, or the
  * WebSocket handshake answered 404/400). Negotiation turns it into a v1
  * fallback, or into UnsupportedVersion when v2 was required.
@@ -89,11 +159,22 @@ export function errorFromStatus(code: number, message: string, supportedVersions
   // Substrings first: the v1 reference server sends UNKNOWN with these texts.
   if (message.includes('stream not found')) return new SessionNotFound(code, message, options);
   if (message.includes('stream occupied')) return new SessionInUse(code, message, options);
+  // The relay's own answer, or grpc-js's ("Received message larger than max") for a frame far over its limit.
+  if (message.includes('message too large') || (code === StatusCode.RESOURCE_EXHAUSTED && message.includes('larger than max'))) {
+    return messageTooLargeOf(message, options);
+  }
   if (code === StatusCode.FAILED_PRECONDITION && (supportedVersions.length > 0 || message.includes('unsupported protocol version'))) {
     return new UnsupportedVersion(code, message, supportedVersions, options);
   }
   if (code === StatusCode.UNAVAILABLE) return new ConnectionLost(message, { cause, code });
   return new HashmailClientError(code, message, options);
+}
+
+/** The relay's "message too large: N bytes, limit v2.maxMessageBytes (M)" as MessageTooLarge, the numbers read where present. */
+function messageTooLargeOf(message: string, options?: { cause?: unknown }): MessageTooLarge {
+  const size = /(\d+) bytes/.exec(message)?.[1];
+  const limit = /\((\d+)\)/.exec(message)?.[1];
+  return new MessageTooLarge(message, limit ? Number(limit) : 0, size ? Number(size) : 0, options);
 }
 
 /**
@@ -104,7 +185,8 @@ export function errorFromStatus(code: number, message: string, supportedVersions
 export function isRetryable(err: unknown): boolean {
   if (err instanceof ConnectionLost) return true;
   if (!(err instanceof HashmailClientError)) return false;
-  if (err instanceof SessionNotFound || err instanceof SessionInUse || err instanceof UnsupportedVersion) return false;
+  if (err instanceof SessionNotFound || err instanceof SessionInUse || err instanceof UnsupportedVersion || err instanceof MessageTooLarge) return false;
+  if (err instanceof CertificateMismatch) return false;
   // UNKNOWN: the v1 reference ends streams with "EOF"; INTERNAL: grpc-js reports protocol breakage (RST_STREAM) so.
   return err.code === StatusCode.UNKNOWN || err.code === StatusCode.DEADLINE_EXCEEDED || err.code === StatusCode.INTERNAL;
 }

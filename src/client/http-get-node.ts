@@ -12,11 +12,11 @@ import type { HttpGet } from './relay-lookup.js';
 const MAX_BODY_BYTES = 16 * 1024;
 
 export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
-  return (url, { signal, timeoutMs }) =>
+  return (url, { signal, timeoutMs, tls }) =>
     new Promise((resolve, reject) => {
       const secure = url.startsWith('https:');
       const get = secure ? https.get : http.get;
-      const req = get(url, { signal, timeout: timeoutMs, agent: false, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify } : {}) }, (res) => {
+      const req = get(url, { signal, timeout: timeoutMs, agent: false, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         let length = 0;
         res.on('data', (chunk: Buffer) => {

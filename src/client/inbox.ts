@@ -23,6 +23,8 @@ export class Inbox implements AsyncIterator<Uint8Array> {
   constructor(
     private readonly pause: () => void,
     private readonly resume: () => void,
+    /** The reader stopped early (`break` out of for-await, or `return()`): the owner closes the connection. */
+    private readonly stopped: () => Promise<void> = () => Promise.resolve(),
   ) {}
 
   get isPaused(): boolean {
@@ -85,9 +87,14 @@ export class Inbox implements AsyncIterator<Uint8Array> {
     });
   }
 
-  /** `break` out of a for-await: the reader stops; the connection and its queue stay. */
-  return(): Promise<IteratorResult<Uint8Array>> {
-    return Promise.resolve({ value: undefined, done: true });
+  /**
+   * `break` (or `return`, or a throw) out of a for-await: the connection is
+   * closed, as an iterator that owns a resource does; resolves once closed.
+   */
+  async return(): Promise<IteratorResult<Uint8Array>> {
+    this.end();
+    await this.stopped();
+    return { value: undefined, done: true };
   }
 
   private settle(result: IteratorResult<Uint8Array>): void {

@@ -20,7 +20,7 @@
  * follow dynamic imports should use ./browser.js (WebSocket only, no gRPC
  * import anywhere).
  */
-import { connectWith, type HttpGetLoader } from './connect.js';
+import { connectWith, type HttpGetLoader, type TrustLoaderLoader } from './connect.js';
 import type { MailboxConnection } from './connection.js';
 import type { ConnectOptions, TransportName } from './options.js';
 
@@ -39,6 +39,9 @@ function defaultTransport(): TransportName {
 /** Node's GET for the HTTP lookup (honours tlsSkipVerify); fetch elsewhere. */
 const loadHttpGet: HttpGetLoader = async (options) => (await import('./http-get-node.js')).nodeHttpGet(options);
 
+/** `ca` / `certificateSha256` as Node TLS options (Node only: imported on demand). */
+const loadTrust: TrustLoaderLoader = async (options) => (await import('./tls-trust-node.js')).trustLoader(options);
+
 /**
  * Attaches to the session and resolves once attached: a v2 Welcome (the
  * peer may not be there yet: see `peerPresent` and 'presence'), or in v1
@@ -49,5 +52,5 @@ const loadHttpGet: HttpGetLoader = async (options) => (await import('./http-get-
  * protocol 'auto', role 'app', attach 'create', reconnect true.
  */
 export function connect(options: ConnectOptions): Promise<MailboxConnection> {
-  return connectWith(options, async () => (await import('./grpc-openers.js')).grpcOpeners, defaultTransport(), inNode() ? loadHttpGet : null);
+  return connectWith(options, async () => (await import('./grpc-openers.js')).grpcOpeners, defaultTransport(), inNode() ? loadHttpGet : null, inNode() ? loadTrust : null);
 }

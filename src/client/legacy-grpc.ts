@@ -79,6 +79,8 @@ export interface LegacyClientOptions {
   /** `host:port` (or `[v6]:port`). */
   address: string;
   security: TransportSecurity;
+  /** Credentials to use instead of those of `security` (the library's `ca` / `certificateSha256`). */
+  credentials?: ChannelCredentials;
   /** Extra grpc-js channel options, merged over ours. */
   channelOptions?: ChannelOptions;
 }
@@ -92,7 +94,7 @@ export class LegacyHashMailClient {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES + ENVELOPE_BYTES,
       ...options.channelOptions,
     };
-    const client = new HashMailClient(options.address, channelCredentials(options.security), channelOptions);
+    const client = new HashMailClient(options.address, options.credentials ?? channelCredentials(options.security), channelOptions);
     this.stub = client as unknown as Client & HashMailStub;
   }
 

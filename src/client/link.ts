@@ -4,8 +4,9 @@
  * time and replaces it when it breaks; the links know nothing of reconnects.
  */
 import type { HashmailClientError } from './errors.js';
-import type { AttachMode, Role, ServerAddress } from './options.js';
+import type { AttachMode, Liveness, Role, ServerAddress } from './options.js';
 import type { RelayLookup } from './relay-lookup.js';
+import type { NodeTls } from './tls-trust-node.js';
 
 export interface LinkHandlers {
   /** A payload from the peer, in order. May be called before the opener resolves. */
@@ -20,6 +21,8 @@ export interface Link {
   readonly version: 1 | 2;
   /** Last known presence of the peer (always false in v1, which cannot tell). */
   readonly peerPresent: boolean;
+  /** Largest payload the relay takes (bytes, from the v2 Welcome); 0: not announced. */
+  readonly maxMessageBytes: number;
   /** Resolves once the transport accepted `msg`; rejects once the link failed. */
   send(msg: Uint8Array): Promise<void>;
   /** Stop reading from the relay (flow control holds the peer back); no-op where the transport cannot. */
@@ -36,8 +39,12 @@ export interface LinkRequest {
   role: Role;
   attach: AttachMode;
   tlsSkipVerify: boolean;
-  /** Aborted when the connection closes: a pending open gives up. */
+  /** Aborted when the connection closes or the attempt's deadline passed: a pending open gives up. */
   signal: AbortSignal;
+  /** Pings on the attached link (v2). */
+  liveness: Liveness;
+  /** Node TLS verification from `ca` / `certificateSha256`; absent: the default (or tlsSkipVerify). */
+  tls?: NodeTls;
 }
 
 /** Opens a link: resolves once attached, rejects with a HashmailClientError. */
@@ -62,4 +69,20 @@ export function onAbort(signal: AbortSignal, fn: () => void): () => void {
   }
   signal.addEventListener('abort', fn, { once: true });
   return () => signal.removeEventListener('abort', fn);
+}
+
+/** A signal that aborts when any of `signals` does; `dispose` stops forwarding (call it when done). */
+export function anySignal(signals: AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const undo: (() => void)[] = [];
+  for (const s of signals) {
+    if (s.aborted) {
+      controller.abort(s.reason);
+      break;
+    }
+    const forward = (): void => controller.abort(s.reason);
+    s.addEventListener('abort', forward, { once: true });
+    undo.push(() => s.removeEventListener('abort', forward));
+  }
+  return { signal: controller.signal, dispose: () => undo.forEach((fn) => fn()) };
 }

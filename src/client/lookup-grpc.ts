@@ -8,15 +8,15 @@
 import { Client, connectivityState, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { decodeServerForMailboxResponse, encodeServerForMailboxRequest, type ServerForMailboxResponse } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, StatusCode } from './errors.js';
-import { asBuffer, securityOf } from './grpc-channel.js';
-import { channelCredentials, errorText } from './legacy-grpc.js';
+import { asBuffer, credentialsFor } from './grpc-channel.js';
+import { errorText } from './legacy-grpc.js';
 import { LOOKUP_TIMEOUT_MS, LookupUnreachable, type LookupAnswer, type RelayLookup } from './relay-lookup.js';
 
 export const SERVER_FOR_MAILBOX_PATH = '/hashmail.v2.Mailbox/ServerForMailbox';
 
 export const grpcRelayLookup: RelayLookup = (req) =>
   new Promise<LookupAnswer>((resolve, reject) => {
-    const client = new Client(req.server.authority, channelCredentials(securityOf(req.server, req.tlsSkipVerify)));
+    const client = new Client(req.server.authority, credentialsFor(req.server, req.tlsSkipVerify, req.tls));
     const deadline = Date.now() + LOOKUP_TIMEOUT_MS;
     let settled = false;
     const settle = (fn: () => void): void => {

@@ -72,8 +72,57 @@ export interface ConnectOptions {
    * the peer. 'existing': fail with SessionNotFound unless it exists.
    */
   attach?: AttachMode;
-  /** Aborting it rejects a pending connect, or closes the connection. */
+  /**
+   * Aborting it rejects a pending connect with the signal's reason (an
+   * `AbortError` DOMException unless `abort(reason)` gave another), or closes
+   * the connection (a later `send` rejects with that reason).
+   */
   signal?: AbortSignal;
+  /**
+   * Deadline of one attempt to attach: lookup, dial, TLS, handshake and the
+   * relay's Welcome (ms). A relay that accepts TCP and never answers fails
+   * with ConnectTimeout (retried on reconnects). Default 10000; 0 disables.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * PEM certificate(s) to trust instead of the system roots (a private CA).
+   * Node only (gRPC, WebSocket through `ws`, the HTTP lookup); browsers use
+   * their own trust store.
+   */
+  ca?: string | Uint8Array | readonly (string | Uint8Array)[];
+  /**
+   * Trust exactly the relay certificate with this SHA-256 fingerprint (hex,
+   * colons optional), as `hashmail serve` logs it at start (`sha256` of
+   * "generated self-signed TLS certificate" / "TLS certificate loaded"):
+   * a self-signed relay without `tlsSkipVerify`. The name is not checked; any
+   * other certificate fails with CertificateMismatch. Node only.
+   */
+  certificateSha256?: string;
+  /**
+   * Liveness of an attached v2 link: a ping this often (ms). gRPC: HTTP/2
+   * keepalive pings; WebSocket in Node: WebSocket pings (a browser cannot
+   * send them). Default 10000; 0 disables.
+   */
+  pingIntervalMs?: number;
+  /**
+   * A link whose relay answers neither a ping nor anything else this long
+   * after the ping (ms) is dropped and replaced as a lost connection
+   * (LivenessTimeout over WebSocket). Default 5000.
+   */
+  pingTimeoutMs?: number;
+}
+
+/** Default of ConnectOptions.connectTimeoutMs (ms). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** Default of ConnectOptions.pingIntervalMs (ms). */
+export const DEFAULT_PING_INTERVAL_MS = 10_000;
+/** Default of ConnectOptions.pingTimeoutMs (ms). */
+export const DEFAULT_PING_TIMEOUT_MS = 5_000;
+
+/** Pings on an attached link (pingIntervalMs 0: none). */
+export interface Liveness {
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
 }
 
 export interface ServerAddress {
@@ -99,11 +148,40 @@ export interface ResolvedOptions {
   reconnect: boolean;
   tlsSkipVerify: boolean;
   signal: AbortSignal | undefined;
+  connectTimeoutMs: number;
+  liveness: Liveness;
+  /** `ca` / `certificateSha256`, validated (Node only). */
+  trust: { ca?: string[]; pinSha256?: string };
 }
 
 const DEFAULT_TLS_PORT = 443;
 const DEFAULT_PLAIN_PORT = 80;
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):(\d{1,5})$/;
+
+function milliseconds(value: number | undefined, name: string, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw new TypeError(`${name} must be an integer >= ${min} (milliseconds)`);
+  return value;
+}
+
+function resolveTrust(options: ConnectOptions, secure: boolean): ResolvedOptions['trust'] {
+  const { ca, certificateSha256 } = options;
+  if (ca === undefined && certificateSha256 === undefined) return {};
+  if (!secure) throw new TypeError('ca and certificateSha256 need a TLS server');
+  if (options.tlsSkipVerify) throw new TypeError('ca and certificateSha256 contradict tlsSkipVerify');
+  const trust: ResolvedOptions['trust'] = {};
+  if (ca !== undefined) {
+    const list = (typeof ca === 'string' || ca instanceof Uint8Array ? [ca] : Array.isArray(ca) ? [...(ca as readonly (string | Uint8Array)[])] : null) ?? [];
+    if (list.length === 0 || list.some((c) => typeof c !== 'string' && !(c instanceof Uint8Array))) throw new TypeError('ca must be PEM text or bytes, or a list of them');
+    trust.ca = list.map((c) => (typeof c === 'string' ? c : new TextDecoder().decode(c)));
+  }
+  if (certificateSha256 !== undefined) {
+    const hex = typeof certificateSha256 === 'string' ? certificateSha256.replace(/[:\s]/g, '').toUpperCase() : '';
+    if (!/^[0-9A-F]{64}$/.test(hex)) throw new TypeError('certificateSha256 must be a SHA-256 fingerprint: 64 hex digits, colons optional');
+    trust.pinSha256 = hex.match(/../g)!.join(':');
+  }
+  return trust;
+}
 
 function oneOf<T extends string>(value: T | undefined, allowed: readonly T[], name: string, fallback: T): T {
   if (value === undefined) return fallback;
@@ -176,5 +254,11 @@ export async function resolveOptions(options: ConnectOptions, defaultTransport: 
     reconnect: options.reconnect ?? true,
     tlsSkipVerify: options.tlsSkipVerify === true,
     signal: options.signal,
+    trust: resolveTrust(options, servers[0].secure),
+    connectTimeoutMs: milliseconds(options.connectTimeoutMs, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS),
+    liveness: {
+      pingIntervalMs: milliseconds(options.pingIntervalMs, 'pingIntervalMs', DEFAULT_PING_INTERVAL_MS),
+      pingTimeoutMs: milliseconds(options.pingTimeoutMs, 'pingTimeoutMs', DEFAULT_PING_TIMEOUT_MS, 1),
+    },
   };
 }

@@ -1,14 +1,26 @@
 /**
  * What both entries export besides `connect`: types, errors, helpers.
- * Everything here is browser-safe.
+ * Everything here is browser-safe. Internals (backoff, caches, tunables) are
+ * not exported: tests import them from their module files.
  */
 export type { ConnectOptions, Role, TransportName, ProtocolChoice, AttachMode } from './options.js';
 export type { MailboxConnection, MailboxEvents, ReconnectingInfo, ReconnectedInfo, DialInfo } from './connection.js';
-export { RESUME_GRACE_MS, RESUME_MAX_BACKOFF_MS, MAX_REDIRECT_HOPS } from './connection.js';
-export { forgetLookupSupport, LOOKUP_MISSING_RECHECK_MS, type RelayVia } from './relay-finder.js';
+export type { RelayVia } from './relay-finder.js';
 export { sessionRoute } from '../wire/route.js';
-export { HashmailClientError, SessionNotFound, SessionInUse, UnsupportedVersion, ConnectionLost, RelayMoved, StatusCode } from './errors.js';
-export { Backoff, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, BACKOFF_MULTIPLIER, type BackoffOptions } from './backoff.js';
+export {
+  HashmailClientError,
+  SessionNotFound,
+  SessionInUse,
+  UnsupportedVersion,
+  ConnectionLost,
+  RelayMoved,
+  ConnectTimeout,
+  LivenessTimeout,
+  MessageTooLarge,
+  CertificateMismatch,
+  V2HandshakeUnexplained,
+  StatusCode,
+} from './errors.js';
 export {
   decodePhrase,
   encodeConnectionPhrase,
@@ -30,4 +42,3 @@ export {
   type PhraseSids,
 } from './phrase.js';
 export { flipSid, SID_BYTES } from './bytes.js';
-export { forgetNegotiatedProtocols, V2_MISSING_RECHECK_MS } from './negotiate.js';

@@ -9,10 +9,11 @@
  * a reachable old server unusable (a browser cannot tell a CORS refusal from
  * an instance that is down).
  */
-import { ConnectionLost, HashmailClientError, SessionNotFound, StatusCode } from './errors.js';
+import { CertificateMismatch, ConnectionLost, HashmailClientError, SessionNotFound, StatusCode } from './errors.js';
 import { knownV1Only } from './negotiate.js';
 import { parseServer, type ProtocolChoice, type ServerAddress, type TransportName } from './options.js';
 import { LookupUnreachable, type RelayLookup } from './relay-lookup.js';
+import type { NodeTls } from './tls-trust-node.js';
 
 /** How long "this instance serves no lookups" is trusted before asking it again (ms): servers get upgraded. */
 export const LOOKUP_MISSING_RECHECK_MS = 10 * 60_000;
@@ -39,6 +40,8 @@ export interface FindRelayParams {
   create: boolean;
   tlsSkipVerify: boolean;
   signal: AbortSignal;
+  /** TLS options for an instance (`ca` / `certificateSha256`, Node); null: the default verification. */
+  trustFor: ((server: ServerAddress) => Promise<NodeTls | undefined>) | null;
 }
 
 /** `transport|host:port` -> when the instance was found not serving lookups (Date.now()). */
@@ -85,8 +88,16 @@ export async function findRelay(params: FindRelayParams): Promise<RelayTarget> {
   for (const server of servers) {
     if (knownWithoutLookup(transport, server)) return { server, via: 'direct' };
     let answer;
+    let tls: NodeTls | undefined;
     try {
-      answer = await lookup({ server, route: params.route, create: params.create, tlsSkipVerify: params.tlsSkipVerify, signal: params.signal });
+      tls = params.trustFor ? await params.trustFor(server) : undefined;
+    } catch (err) {
+      // A pin that does not match is reported; an instance whose certificate could not be fetched gave no answer.
+      if (err instanceof CertificateMismatch || params.signal.aborted) throw err;
+      continue;
+    }
+    try {
+      answer = await lookup({ server, route: params.route, create: params.create, tlsSkipVerify: params.tlsSkipVerify, signal: params.signal, ...(tls ? { tls } : {}) });
     } catch (err) {
       if (params.signal.aborted) throw new ConnectionLost('connect aborted', { cause: params.signal.reason });
       if (err instanceof LookupUnreachable) continue;

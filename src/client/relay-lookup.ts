@@ -12,6 +12,8 @@ import { httpBase } from './websocket.js';
 
 /** Bound on one lookup, connection included (ms). */
 export const LOOKUP_TIMEOUT_MS = 10_000;
+import type { NodeTls } from './tls-trust-node.js';
+
 export const RELAY_LOOKUP_PATH = '/v2/relay';
 
 export interface LookupRequest {
@@ -22,6 +24,8 @@ export interface LookupRequest {
   create: boolean;
   tlsSkipVerify: boolean;
   signal: AbortSignal;
+  /** Node TLS verification from `ca` / `certificateSha256`. */
+  tls?: NodeTls;
 }
 
 export type LookupAnswer =
@@ -53,7 +57,7 @@ export interface HttpAnswer {
 }
 
 /** GETs `url`; rejects when no HTTP answer came. */
-export type HttpGet = (url: string, options: { signal: AbortSignal; timeoutMs: number }) => Promise<HttpAnswer>;
+export type HttpGet = (url: string, options: { signal: AbortSignal; timeoutMs: number; tls?: NodeTls }) => Promise<HttpAnswer>;
 
 /** GET through fetch (browsers; Node when the certificate is verified). */
 export const fetchGet: HttpGet = async (url, { signal, timeoutMs }) => {
@@ -122,7 +126,7 @@ export function httpRelayLookup(get: HttpGet): RelayLookup {
   return async (req) => {
     let answer: HttpAnswer;
     try {
-      answer = await get(relayLookupUrl(req), { signal: req.signal, timeoutMs: LOOKUP_TIMEOUT_MS });
+      answer = await get(relayLookupUrl(req), { signal: req.signal, timeoutMs: LOOKUP_TIMEOUT_MS, ...(req.tls ? { tls: req.tls } : {}) });
     } catch (err) {
       if (req.signal.aborted) throw new ConnectionLost('connect aborted', { cause: req.signal.reason });
       throw new LookupUnreachable(`relay lookup at ${req.server.authority} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

@@ -3,7 +3,7 @@
  * pipe` uses (legacy-grpc.ts). A fresh channel per attempt, like v2.
  */
 import { ConnectionLost, toClientError, type HashmailClientError } from './errors.js';
-import { asBuffer, grpcError, securityOf } from './grpc-channel.js';
+import { asBuffer, credentialsFor, grpcError, securityOf } from './grpc-channel.js';
 import { LegacyHashMailClient } from './legacy-grpc.js';
 import type { LinkOpener, LinkRequest } from './link.js';
 import { openV1Link, type ReceiveHalf, type ReceiveSink, type SendHalf, type V1Halves } from './v1-link.js';
@@ -14,7 +14,11 @@ class GrpcHalves implements V1Halves {
   private disposed = false;
 
   constructor(req: LinkRequest) {
-    this.client = new LegacyHashMailClient({ address: req.server.authority, security: securityOf(req.server, req.tlsSkipVerify) });
+    this.client = new LegacyHashMailClient({
+      address: req.server.authority,
+      security: securityOf(req.server, req.tlsSkipVerify),
+      credentials: credentialsFor(req.server, req.tlsSkipVerify, req.tls),
+    });
   }
 
   async createBoxes(sid: Uint8Array, signal: AbortSignal): Promise<void> {

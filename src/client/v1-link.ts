@@ -65,6 +65,8 @@ class V1Link implements Link {
   readonly version = 1;
   /** v1 cannot tell. */
   readonly peerPresent = false;
+  /** v1 relays announce no limit. */
+  readonly maxMessageBytes = 0;
   private receive: ReceiveHalf | null = null;
   private sendHalf: SendHalf | null = null;
   private failure: HashmailClientError | null = null;

@@ -6,8 +6,8 @@
 import { Client, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
-import { asBuffer, grpcError, isUnimplemented, securityOf } from './grpc-channel.js';
-import { channelCredentials, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
+import { asBuffer, credentialsFor, grpcError, isUnimplemented } from './grpc-channel.js';
+import { KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
 import { errorOfFrame, V2FrameRouter } from './v2-stream.js';
 
@@ -20,6 +20,7 @@ type FrameCall = ClientDuplexStream<Uint8Array, ServerFrame>;
 class V2GrpcLink implements Link {
   readonly version = 2;
   peerPresent = false;
+  maxMessageBytes = 0;
   failure: HashmailClientError | null = null;
   private closing = false;
   private drained: Promise<void> | null = null;
@@ -90,8 +91,12 @@ class V2GrpcLink implements Link {
 
 export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) =>
   new Promise<Link>((resolve, reject) => {
-    const client = new Client(req.server.authority, channelCredentials(securityOf(req.server, req.tlsSkipVerify)), {
-      'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
+    const { pingIntervalMs, pingTimeoutMs } = req.liveness;
+    const client = new Client(req.server.authority, credentialsFor(req.server, req.tlsSkipVerify, req.tls), {
+      // Liveness: HTTP/2 pings; one unanswered within the timeout drops the connection, and with it this call.
+      'grpc.keepalive_time_ms': pingIntervalMs > 0 ? pingIntervalMs : KEEPALIVE_TIME_MS,
+      'grpc.keepalive_timeout_ms': pingTimeoutMs,
+      'grpc.keepalive_permit_without_calls': 1,
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES + ENVELOPE_BYTES,
     });
     const call: FrameCall = client.makeBidiStreamRequest(V2_CONNECT_PATH, asBuffer, decodeServerFrame, new Metadata(), {});

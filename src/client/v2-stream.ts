@@ -22,6 +22,7 @@ export function errorOfFrame(frame: FrameError, cause?: unknown): HashmailClient
 /** The transport's link, as far as the stream needs it. */
 export interface V2StreamLink {
   peerPresent: boolean;
+  maxMessageBytes: number;
   setPresence(present: boolean): void;
 }
 
@@ -47,6 +48,7 @@ export class V2FrameRouter<L extends V2StreamLink> {
       if (frame.welcome.version !== PROTOCOL_V2) return this.fail(protocolError(`relay chose version ${frame.welcome.version}`));
       const link = this.makeLink();
       link.peerPresent = frame.welcome.peerPresent;
+      link.maxMessageBytes = frame.welcome.maxMessageBytes;
       this.link = link;
       this.resolve(link);
     } else if (!this.link) {

@@ -3,31 +3,27 @@
  * one binary message per frame. Standard WebSocket API only.
  */
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
-import { ConnectionLost, errorFromStatus, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
+import { ConnectionLost, errorFromStatus, HashmailClientError, LivenessTimeout, MessageTooLarge, StatusCode, V2HandshakeUnexplained, V2NotServed } from './errors.js';
+
+export { V2HandshakeUnexplained };
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
 import { errorOfFrame, protocolError, V2FrameRouter } from './v2-stream.js';
-import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, wsBase, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
+import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, watchLiveness, wsBase, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
 
 export const V2_WS_PATH = '/v2/mailbox';
 export const V2_SUBPROTOCOL = 'hashmail.v2';
 /** The relay closes with 4000 + gRPC code after an Error frame. */
 const ERROR_CLOSE_BASE = 4000;
 const ERROR_CLOSE_MAX = 4099;
+/** RFC 6455 close code "Message Too Big". */
+const WS_CLOSE_MESSAGE_TOO_BIG = 1009;
 /** HTTP answers of a relay without v2 (404) or without a version we offered (400). */
 const NO_V2_STATUSES = [400, 404];
-
-/**
- * The v2 handshake failed and the WebSocket did not say why (browsers never
- * show the HTTP status): negotiation may probe v1 to tell "no v2 here" from
- * "relay unreachable".
- */
-export class V2HandshakeUnexplained extends ConnectionLost {
-  override name = 'V2HandshakeUnexplained';
-}
 
 class V2WebSocketLink implements Link {
   readonly version = 2;
   peerPresent = false;
+  maxMessageBytes = 0;
   failure: HashmailClientError | null = null;
   closing = false;
 
@@ -72,7 +68,7 @@ class V2WebSocketLink implements Link {
 export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
   return (req: LinkRequest, handlers: LinkHandlers) =>
     new Promise<Link>((resolve, reject) => {
-      const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL]);
+      const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL], req.tls);
       ws.binaryType = 'arraybuffer';
       let opened = false;
       let localError: HashmailClientError | null = null;
@@ -90,10 +86,17 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         ws.close(1000);
       };
       const router = new V2FrameRouter(handlers, () => new V2WebSocketLink(ws, handlers, closed), resolve, fail);
+      let liveness = { heard: (): void => undefined, stop: (): void => undefined };
 
       ws.addEventListener('open', () => {
         opened = true;
         if (ws.protocol !== V2_SUBPROTOCOL) return fail(protocolError(`relay chose subprotocol '${ws.protocol}'`));
+        liveness = watchLiveness(ws, req.liveness, () => {
+          localError ??= new LivenessTimeout(`no answer from the relay within ${req.liveness.pingTimeoutMs} ms of a ping (pingTimeoutMs)`);
+          // A frozen relay would never complete a close handshake.
+          if (ws.terminate) ws.terminate();
+          else ws.close(1000);
+        });
         const attach = req.attach === 'existing' ? Attach.Existing : Attach.Create;
         ws.send(encodeHello({ minVersion: PROTOCOL_V2, maxVersion: PROTOCOL_V2, sid: req.sid, attach }));
       });
@@ -101,6 +104,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         errorMessage = event.message ?? errorMessage;
       });
       ws.addEventListener('message', (event: WsEvent) => {
+        liveness.heard();
         const bytes = messageBytes(event.data);
         if (!bytes) return fail(protocolError('text message on the v2 socket'));
         let frame: ServerFrame;
@@ -112,6 +116,7 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
         router.route(frame);
       });
       ws.addEventListener('close', (event: WsEvent) => {
+        liveness.stop();
         stopWatching();
         markClosed();
         const code = event.code ?? 1006;
@@ -122,6 +127,9 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
           err = errorOfFrame(errorFrame);
         } else if (localError) {
           err = localError;
+        } else if (code === WS_CLOSE_MESSAGE_TOO_BIG) {
+          // A frame far over the relay's limit is cut off by its WebSocket layer before the relay sees it.
+          err = new MessageTooLarge(`relay closed the stream: message too big (1009${reason ? `: ${reason}` : ''})`, 0, 0);
         } else if (code >= ERROR_CLOSE_BASE && code <= ERROR_CLOSE_MAX) {
           err = errorFromStatus(code - ERROR_CLOSE_BASE, reason);
         } else if (!opened) {

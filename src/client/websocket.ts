@@ -5,7 +5,8 @@
  * bufferedAmount), so the code above runs unchanged in a browser.
  */
 import { ConnectionLost, type HashmailClientError } from './errors.js';
-import type { ServerAddress } from './options.js';
+import type { Liveness, ServerAddress } from './options.js';
+import type { NodeTls } from './tls-trust-node.js';
 
 export const WS_CONNECTING = 0;
 export const WS_OPEN = 1;
@@ -38,9 +39,14 @@ export interface WebSocketLike {
   resume?(): void;
   /** `ws` only: drop the connection without a closing handshake. */
   terminate?(): void;
+  /** `ws` only: send a WebSocket ping (browsers cannot). */
+  ping?(): void;
+  /** `ws` only: the EventEmitter side, for 'pong'. */
+  on?(event: 'pong', listener: () => void): unknown;
 }
 
-export type WebSocketFactory = (url: string, protocols: string[]) => WebSocketLike;
+/** Makes a socket; `tls` (Node, `ws` only) overrides the certificate verification. */
+export type WebSocketFactory = (url: string, protocols: string[], tls?: NodeTls) => WebSocketLike;
 
 type NativeWebSocket = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
@@ -49,11 +55,15 @@ export async function loadWebSocket(options: { tlsSkipVerify: boolean }): Promis
   const native = (globalThis as { WebSocket?: NativeWebSocket }).WebSocket;
   if (typeof native === 'function') return (url, protocols) => new native(url, protocols);
   const { WebSocket: Ws } = await import('ws');
-  return (url, protocols) =>
-    new Ws(url, protocols, {
+  return (url, protocols, tls) => {
+    // ws hands these to tls.connect; its type for checkServerIdentity (boolean) is not Node's (Error | undefined).
+    const tlsOptions = { ...tls } as Record<string, unknown>;
+    return new Ws(url, protocols, {
       rejectUnauthorized: !options.tlsSkipVerify,
       handshakeTimeout: WS_HANDSHAKE_TIMEOUT_MS,
+      ...tlsOptions,
     }) as unknown as WebSocketLike;
+  };
 }
 
 /** `ws://host:port` or `wss://host:port`. */
@@ -108,4 +118,38 @@ export function closeSocket(ws: WebSocketLike, closed: Promise<void>, ms: number
     }, ms);
   });
   return Promise.race([closed, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Liveness of an open socket where the implementation can ping (`ws` in
+ * Node): a ping every `pingIntervalMs`; nothing heard (pong or message)
+ * within `pingTimeoutMs` of it calls `dead`. A browser's WebSocket cannot
+ * ping; there the relay's pings keep the path alive and the browser's TCP
+ * notices a dead relay. Returns `heard` (call it on every message) and `stop`.
+ */
+export function watchLiveness(ws: WebSocketLike, liveness: Liveness, dead: () => void): { heard: () => void; stop: () => void } {
+  if (liveness.pingIntervalMs <= 0 || typeof ws.ping !== 'function' || typeof ws.on !== 'function') return { heard: () => undefined, stop: () => undefined };
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  const heard = (): void => {
+    clearTimeout(deadline);
+    deadline = undefined;
+  };
+  const interval = setInterval(() => {
+    if (deadline !== undefined || ws.readyState !== WS_OPEN) return;
+    try {
+      ws.ping?.();
+    } catch {
+      return;
+    }
+    deadline = setTimeout(() => {
+      stop();
+      dead();
+    }, liveness.pingTimeoutMs);
+  }, liveness.pingIntervalMs);
+  const stop = (): void => {
+    clearInterval(interval);
+    heard();
+  };
+  ws.on('pong', heard);
+  return { heard, stop };
 }

@@ -65,7 +65,9 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true).describe('Serve protocol v2 (gRPC hashmail.v2.Mailbox and WebSocket /v2/mailbox) next to v1; false answers v2 with UNIMPLEMENTED / 404 as a v1-only server does'),
         windowBytes: z.number().int().min(1024).max(16 * MiB).default(64 * 1024).describe('Bytes the relay holds per direction of a v2 session for a reader that is absent or slow; then the writer is held back by flow control (bytes)'),
-        maxMessageBytes: z.number().int().positive().max(16 * MiB).default(64 * 1024).describe('Largest v2 payload (bytes); larger ones fail with RESOURCE_EXHAUSTED'),
+        maxMessageBytes: z.number().int().positive().max(16 * MiB).default(64 * 1024).describe('Largest v2 payload (bytes), announced to clients in the Welcome; a larger one ends the stream with an Error frame RESOURCE_EXHAUSTED "message too large"'),
+        pingIntervalMs: z.number().int().min(0).default(15_000).describe('WebSocket ping interval on v2 sockets: a socket that showed no life this long is pinged; 0 disables pings. gRPC connections use grpc.keepaliveTimeMs (milliseconds)'),
+        pingTimeoutMs: z.number().int().min(0).default(10_000).describe('Drop a v2 WebSocket that sent nothing (pong or data) this long after a ping, freeing its session slots; 0 never drops. gRPC: grpc.keepaliveTimeoutMs (milliseconds)'),
       })
       .strict()
       .prefault({}),

@@ -61,7 +61,8 @@ export class V2Endpoint implements ReadSource, ReaderWatcher, RoutedParty {
     private readonly writeLease: Lease,
     private readonly transport: TransportName,
     private readonly stats: RelayStats,
-    private readonly maxMessageBytes: number,
+    /** Largest payload this party may write (bytes): announced in the Welcome. */
+    readonly maxMessageBytes: number,
     private readonly client: string = '',
     private readonly log: Logger | null = null,
   ) {

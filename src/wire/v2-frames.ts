@@ -31,8 +31,15 @@ export interface FrameError {
   relayAddress?: string;
 }
 
+export interface Welcome {
+  version: number;
+  peerPresent: boolean;
+  /** The relay's largest payload (bytes); 0 when it did not say (older relays). */
+  maxMessageBytes: number;
+}
+
 export type ServerFrame =
-  | { welcome: { version: number; peerPresent: boolean } }
+  | { welcome: Welcome }
   | { data: Uint8Array }
   | { presence: { peerPresent: boolean } }
   | { error: FrameError };
@@ -234,7 +241,7 @@ export function decodeServerFrame(buf: Uint8Array): ServerFrame {
     switch (n) {
       case 1: {
         expectLen(wt, 'ServerFrame.welcome');
-        const welcome = { version: 0, peerPresent: false };
+        const welcome: Welcome = { version: 0, peerPresent: false, maxMessageBytes: 0 };
         eachField(readBytes(c), (m, wt2, c2) => {
           if (m === 1) {
             expectVarint(wt2, 'Welcome.version');
@@ -243,6 +250,11 @@ export function decodeServerFrame(buf: Uint8Array): ServerFrame {
           }
           if (m === 2) {
             welcome.peerPresent = decodeBool(c2, wt2, 'Welcome.peer_present');
+            return true;
+          }
+          if (m === 3) {
+            expectVarint(wt2, 'Welcome.max_message_bytes');
+            welcome.maxMessageBytes = readVarint(c2);
             return true;
           }
           return false;
@@ -343,12 +355,13 @@ export function encodeHello(hello: Hello): Uint8Array {
   return w.buf;
 }
 
-export function encodeWelcome(version: number, peerPresent: boolean): Uint8Array {
-  const inner = varintField(version) + (peerPresent ? 2 : 0);
+export function encodeWelcome(version: number, peerPresent: boolean, maxMessageBytes = 0): Uint8Array {
+  const inner = varintField(version) + (peerPresent ? 2 : 0) + varintField(maxMessageBytes);
   const w = new Writer(lenField(inner));
   w.varint(0x0a).varint(inner);
   if (version) w.varint(0x08).varint(version);
   if (peerPresent) w.varint(0x10).varint(1);
+  if (maxMessageBytes) w.varint(0x18).varint(maxMessageBytes);
   return w.buf;
 }
 

@@ -23,6 +23,7 @@ import {
   type FrameError,
   type Hello,
   type ServerFrame,
+  type Welcome,
 } from '../../src/wire/v2-frames.js';
 import { AsyncQueue, DEFAULT_WAIT_MS, withTimeout } from './async-queue.js';
 
@@ -54,7 +55,7 @@ export interface V2End {
 
 export type V2Event = { kind: 'frame'; frame: ServerFrame } | { kind: 'bad'; error: string } | { kind: 'end'; end: V2End };
 
-export type Welcome = { version: number; peerPresent: boolean };
+export type { Welcome } from '../../src/wire/v2-frames.js';
 
 export interface HelloOptions {
   sid: Uint8Array;

@@ -10,7 +10,6 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import {
   connect,
   ConnectionLost,
-  forgetNegotiatedProtocols,
   SessionInUse,
   SessionNotFound,
   UnsupportedVersion,
@@ -19,6 +18,7 @@ import {
   type TransportName,
 } from '../../src/client/index.js';
 import { flipSid } from '../../src/client/bytes.js';
+import { forgetNegotiatedProtocols } from '../../src/client/negotiate.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 
 const STEP_TIMEOUT_MS = 10_000;

@@ -243,7 +243,7 @@ describe('cross-generation sessions', () => {
     const sid = randomSid();
     const p = grpcParty(server.address);
     parties.add(p);
-    assert.deepEqual(await p.hello({ sid }), { version: 2, peerPresent: false });
+    assert.deepEqual(await p.hello({ sid }), { version: 2, peerPresent: false, maxMessageBytes: 64 * 1024 });
     const client = v1Client();
     const reader = client.openReader(peerSid(sid));
     await p.expectPresence(true);

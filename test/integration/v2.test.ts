@@ -20,6 +20,7 @@ import {
   type HelloOptions,
   type TransportKind,
   type V2Party,
+  type Welcome,
   type WsV2Party,
 } from '../helpers/v2-peers.js';
 import { checkMessage, makeMessage, randomSizes, StreamDigest } from '../helpers/v2-stream-check.js';
@@ -90,7 +91,7 @@ describe('protocol v2', () => {
     return p;
   }
 
-  async function attached(kind: TransportKind, opts: HelloOptions): Promise<{ p: V2Party; welcome: { version: number; peerPresent: boolean } }> {
+  async function attached(kind: TransportKind, opts: HelloOptions): Promise<{ p: V2Party; welcome: Welcome }> {
     const p = await party(kind);
     const welcome = await p.hello(opts);
     return { p, welcome };
@@ -100,7 +101,7 @@ describe('protocol v2', () => {
     describe(`over ${kind}`, () => {
       test('hello [2,2]: Welcome{version 2, peer_present false} on a fresh session', async () => {
         const { welcome } = await attached(kind, { sid: randomSid(), minVersion: 2, maxVersion: 2 });
-        assert.deepEqual(welcome, { version: 2, peerPresent: false });
+        assert.deepEqual(welcome, { version: 2, peerPresent: false, maxMessageBytes: MAX_MESSAGE_BYTES });
       });
 
       test('hello [1,3]: the highest common version, 2', async () => {
@@ -176,7 +177,7 @@ describe('protocol v2', () => {
       test('presence: Welcome{false}, Presence{true} when the peer attaches, Presence{false} when it leaves', async () => {
         const sid = randomSid();
         const { p: a, welcome } = await attached(kind, { sid });
-        assert.deepEqual(welcome, { version: PROTOCOL_V2, peerPresent: false });
+        assert.deepEqual(welcome, { version: PROTOCOL_V2, peerPresent: false, maxMessageBytes: MAX_MESSAGE_BYTES });
 
         const { p: b, welcome: bWelcome } = await attached(kind, { sid: peerSid(sid) });
         assert.equal(bWelcome.peerPresent, true);
@@ -215,11 +216,11 @@ describe('protocol v2', () => {
       test('peer not online yet: ATTACH_CREATE answers Welcome{false}; ATTACH_EXISTING then finds the session', async () => {
         const sid = randomSid();
         const { p: a, welcome } = await attached(kind, { sid, attach: Attach.Create });
-        assert.deepEqual(welcome, { version: 2, peerPresent: false });
+        assert.deepEqual(welcome, { version: 2, peerPresent: false, maxMessageBytes: MAX_MESSAGE_BYTES });
         await a.close();
         // The session outlives its party: resuming it is a Welcome, peer away.
         const { p: again, welcome: resumed } = await attached(kind, { sid, attach: Attach.Existing });
-        assert.deepEqual(resumed, { version: 2, peerPresent: false });
+        assert.deepEqual(resumed, { version: 2, peerPresent: false, maxMessageBytes: MAX_MESSAGE_BYTES });
         const { welcome: peerWelcome } = await attached(kind, { sid: peerSid(sid), attach: Attach.Existing });
         assert.equal(peerWelcome.peerPresent, true);
         await again.expectPresence(true);

@@ -15,11 +15,11 @@ import { V2HandshakeUnexplained } from '../../src/client/v2-websocket.js';
 const handlers: LinkHandlers = { message: () => undefined, presence: () => undefined, closed: () => undefined };
 
 function fakeLink(version: 1 | 2): Link {
-  return { version, peerPresent: false, send: async () => undefined, pause: () => undefined, resume: () => undefined, close: async () => undefined };
+  return { version, peerPresent: false, maxMessageBytes: 0, send: async () => undefined, pause: () => undefined, resume: () => undefined, close: async () => undefined };
 }
 
 function request(authority = '127.0.0.1:1000'): LinkRequest {
-  return { server: parseServer(authority, true), sid: new Uint8Array(64), role: 'app', attach: 'create', tlsSkipVerify: false, signal: new AbortController().signal };
+  return { server: parseServer(authority, true), sid: new Uint8Array(64), role: 'app', attach: 'create', tlsSkipVerify: false, signal: new AbortController().signal, liveness: { pingIntervalMs: 0, pingTimeoutMs: 1 } };
 }
 
 /** Openers whose v2 fails with `v2Error` (or succeeds when null) and whose v1 succeeds unless `v1Error`. */

@@ -81,7 +81,7 @@ class FakeCluster {
         this.dials.push(relay);
         const err = this.dial(relay, req);
         if (err) throw err;
-        const link: Link = { version: 2, peerPresent: false, send: async () => undefined, pause: () => undefined, resume: () => undefined, close: async () => undefined };
+        const link: Link = { version: 2, peerPresent: false, maxMessageBytes: 0, send: async () => undefined, pause: () => undefined, resume: () => undefined, close: async () => undefined };
         this.links.push({ link, handlers, relay });
         return link;
       },

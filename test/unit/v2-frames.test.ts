@@ -168,12 +168,13 @@ describe('v2 frames: Hello', () => {
 
 describe('v2 frames: Welcome', () => {
   const cases = [
-    ...UINT32_VALUES.map((version) => ({ version, peerPresent: false })),
-    ...UINT32_VALUES.map((version) => ({ version, peerPresent: true })),
+    ...UINT32_VALUES.map((version) => ({ version, peerPresent: false, maxMessageBytes: 0 })),
+    // max_message_bytes (field 3) over the same range of uint32 values.
+    ...UINT32_VALUES.map((version) => ({ version, peerPresent: true, maxMessageBytes: version })),
   ];
   for (const welcome of cases) {
-    test(`version ${welcome.version}, peer ${welcome.peerPresent ? 'present' : 'absent'}: both ways, same bytes`, () => {
-      const ours = encodeWelcome(welcome.version, welcome.peerPresent);
+    test(`version ${welcome.version}, peer ${welcome.peerPresent ? 'present' : 'absent'}, max_message_bytes ${welcome.maxMessageBytes}: both ways, same bytes`, () => {
+      const ours = encodeWelcome(welcome.version, welcome.peerPresent, welcome.maxMessageBytes);
       const decoded = pbDecode(PbServerFrame, ours);
       assert.equal(decoded.frame, 'welcome');
       assert.deepEqual(decoded.welcome, welcome);
@@ -247,7 +248,7 @@ describe('v2 frames: unknown fields', () => {
     assert.ok('data' in data && same(data.data, Buffer.from([1, 2, 3])));
 
     const welcome = decodeServerFrame(Buffer.concat([unknown, wrap(0x0a, Buffer.concat([unknown, encodeWelcome(2, true).subarray(2)]))]));
-    assert.deepEqual(welcome, { welcome: { version: 2, peerPresent: true } });
+    assert.deepEqual(welcome, { welcome: { version: 2, peerPresent: true, maxMessageBytes: 0 } });
 
     const presence = decodeServerFrame(Buffer.concat([wrap(0x1a, Buffer.concat([unknown, Buffer.from([0x08, 0x01])])), unknown]));
     assert.deepEqual(presence, { presence: { peerPresent: true } });

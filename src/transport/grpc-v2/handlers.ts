@@ -112,7 +112,7 @@ export function mailboxV2Handlers(deps: GrpcV2Deps): UntypedServiceImplementatio
       logger.debug({ sid: shortHash(hello.sid), version: ep.version }, 'v2 grpc party attached');
       ep.onClosed(scope.fail);
       ep.onPresence((present) => send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
-      send(encodeWelcome(ep.version, ep.peerPresent));
+      send(encodeWelcome(ep.version, ep.peerPresent, ep.maxMessageBytes));
       const pump: ReadPump = new ReadPump(
         ep,
         (msg, flushed) => {

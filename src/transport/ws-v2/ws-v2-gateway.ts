@@ -46,8 +46,10 @@ export class WsV2Gateway {
       v2: deps.v2,
       logger,
       stats: deps.stats,
-      // One interval timer for every v2 socket; pings are the v1 ones.
-      keepalive: new Keepalive(deps.config.websocket, () => logger.debug({ transport: 'websocket' }, 'keepalive timeout: v2 socket dropped')),
+      // One interval timer for every v2 socket, with the v2 liveness settings: a dead client's socket is dropped and its slots freed.
+      keepalive: new Keepalive({ pingIntervalMs: deps.config.v2.pingIntervalMs, pongTimeoutMs: deps.config.v2.pingTimeoutMs }, () =>
+        logger.debug({ transport: 'websocket' }, 'keepalive timeout: v2 socket dropped'),
+      ),
       parties: new Set(),
       openSockets: 0,
     };

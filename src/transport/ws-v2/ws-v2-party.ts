@@ -208,7 +208,7 @@ export class WsV2Party {
       this.ctx.logger.debug({ transport: 'websocket', sid: shortHash(hello.sid), version: endpoint.version, peerPresent: endpoint.peerPresent }, 'v2 party attached');
     }
     const ws = this.ws;
-    ws.send(encodeWelcome(endpoint.version, endpoint.peerPresent));
+    ws.send(encodeWelcome(endpoint.version, endpoint.peerPresent, endpoint.maxMessageBytes));
     endpoint.onPresence((present) => ws.send(present ? PRESENCE_FRAMES.present : PRESENCE_FRAMES.absent));
     endpoint.onClosed((err) => this.fail(err));
     this.pump(endpoint);
