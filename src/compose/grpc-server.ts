@@ -1,6 +1,7 @@
 /**
  * The gRPC server of a composition: the legacy service (serve only), the v2
- * service (Connect when v2 is on, ServerForMailbox always), fed connections
+ * service (Connect when v2 is on, ServerForMailbox always), the gateway hop
+ * (relay only: it needs the cluster's hop token), fed connections
  * by the public listener through a connection injector.
  */
 import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
@@ -10,6 +11,8 @@ import { subsystemLogger } from '../observe/logger.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
+import { hopHandlers, hopServerService } from '../transport/grpc-hop/handlers.js';
+import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
 import { guardResetStreams } from '../transport/h2-reset-streams.js';
 import { H2SessionReaper, injectorHttp2Servers } from '../transport/h2-session-reaper.js';
@@ -25,7 +28,14 @@ export interface GrpcParts {
   injector: ReturnType<GrpcServer['createConnectionInjector']>;
 }
 
-export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCore, addresses: ClientAddressPolicy, withLegacy: boolean): GrpcParts {
+export function buildGrpcServer(
+  config: Config,
+  logger: Logger,
+  core: MailboxCore,
+  addresses: ClientAddressPolicy,
+  withLegacy: boolean,
+  hopToken: HopToken | null = null,
+): GrpcParts {
   const m = config.mailbox;
   const server = new GrpcServer({
     // grpc-js enforces no minimum client ping interval, so litd's 2-minute
@@ -44,6 +54,11 @@ export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCor
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
   if (withLegacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: core.legacy }));
+  if (hopToken) {
+    // Hop calls are not counted by limits.maxStreamsPerConnection: a gateway packs hop.streamsPerConnection calls on one connection.
+    const hop = { mailbox: core.legacy, router: core.router, token: hopToken, logger: subsystemLogger(logger, 'hop'), stats: core.stats, metrics: core.metrics };
+    server.addService(hopServerService, hopHandlers(hop));
+  }
   server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));
 
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());

@@ -11,6 +11,7 @@ import { parseHostPort, startAdminServer } from '../observe/admin-server.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
+import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
@@ -34,6 +35,8 @@ export interface NodeOptions {
   instanceId: string;
   /** The legacy front door (gRPC HashMail, REST/WebSocket v1) on the public port: serve. */
   legacy: boolean;
+  /** The hop token: serves the gateway hop (hashmail.hop.v1.LegacyHop) on the public port. Relays only. */
+  hopToken?: HopToken;
 }
 
 export interface RunningNode {
@@ -68,7 +71,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const core = buildMailboxCore(config, logger, directory);
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);
-  const grpc = buildGrpcServer(config, logger, core, addresses, options.legacy);
+  const grpc = buildGrpcServer(config, logger, core, addresses, options.legacy, options.hopToken ?? null);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
   const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;

@@ -1,7 +1,8 @@
 /**
  * `hashmail relay`: the v2 relay of a cluster: gRPC and WebSocket v2 on one
  * port plus both lookups, registered in the etcd directory, placing and
- * serving sessions. No legacy front door (that is the gateway's).
+ * serving sessions, and the gateway hop (docs/gateway-hop.md). No legacy
+ * front door (that is the gateway's).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import type { Config } from '../config/schema.js';
 import { EtcdDirectory } from '../directory/etcd/etcd-directory.js';
 import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
 import type { Logger } from '../observe/logger.js';
+import { resolveHopToken } from './hop-token.js';
 import { startNode, type RunningNode } from './node.js';
 
 /** Where a relay keeps its generated id and its lease ids, in server.dataDir. */
@@ -41,7 +43,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
   try {
     // Revokes the leases a previous run left, so its sessions move at once.
     await directory.start();
-    return await startNode({ config, logger, directory, instanceId, legacy: false });
+    const hopToken = await resolveHopToken(config, logger);
+    return await startNode({ config, logger, directory, instanceId, legacy: false, hopToken });
   } catch (err) {
     await directory.close().catch(() => undefined);
     throw err;
