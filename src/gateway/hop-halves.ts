@@ -61,6 +61,10 @@ abstract class HopHalf {
   whenAttached(signal?: AbortSignal): Promise<this> {
     return new Promise((resolve, reject) => {
       if (this.closedErr) return reject(this.closedErr);
+      if (signal?.aborted) {
+        this.end(new HashmailError('CANCELLED'), true);
+        return reject(this.closedErr);
+      }
       const onAbort = (): void => this.end(new HashmailError('CANCELLED'), true);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.attachWait = {
