@@ -37,6 +37,9 @@ describe('the gateway hop when the relay fails', () => {
   /** One relay, a session on it with a reader and a writer carried over the hop. */
   async function carriedSession(relay: RunningServer): Promise<{ halves: { release(): void }[]; closed: Promise<Error>[] }> {
     gw = await testGateway(etcd.endpoints);
+    // A relay of an earlier test may still be registered until its lease expires: sessions must land on this one.
+    const self = relay.logs.find((l) => l.msg === 'serving')?.id;
+    await until(() => gw.directory.instances().every((i) => i.id === self), ENDED_WITHIN_MS, 'only the relay under test registered');
     const call = callFrom('10.3.0.1');
     const sid = randomSid();
     await gw.mailbox.newCipherBox(boxAuth(sid), call);
@@ -85,6 +88,23 @@ describe('the gateway hop when the relay fails', () => {
       for (const h of halves) h.release();
     } finally {
       relay.process.kill('SIGCONT');
+      await relay.stop();
+      await gw?.close();
+    }
+  });
+
+  test('SIGTERM drains the relay: the SessionRouter ends the carried halves with UNAVAILABLE "relay draining"', async () => {
+    const relay = await startRelay({ etcd: etcd.etcdFlag, id: 'victim-drained', config: { ...RELAY_CONFIG, relay: { drainSpreadMs: 100, drainDeadlineMs: 3000 } } });
+    try {
+      const { halves, closed } = await carriedSession(relay);
+      relay.process.kill('SIGTERM');
+      for (const err of await Promise.all(closed)) {
+        assertUnavailable(err);
+        assert.equal(err.message, 'relay draining: look up the session again');
+      }
+      for (const h of halves) h.release();
+      assert.equal(await relay.exited, 0);
+    } finally {
       await relay.stop();
       await gw?.close();
     }
