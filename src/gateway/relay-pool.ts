@@ -8,7 +8,9 @@
  * reference gateway's stall at 250 streams on one connection). A connection
  * that carried nothing for hop.idleConnectionMs is closed.
  */
+import { readFileSync } from 'node:fs';
 import { Client, credentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
+import type { Config } from '../config/schema.js';
 import { HashmailError } from '../session/errors.js';
 
 /** HTTP/2 keepalive on hop channels: a silent relay is noticed within this plus the timeout. */
@@ -30,6 +32,19 @@ export interface RelayPoolOptions {
   maxMessageBytes: number;
   /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
   onLimit?: (configKey: string) => void;
+}
+
+/** The pool a gateway runs with: the hop.* keys; TLS to relays unless server.insecure (`--insecure`). */
+export function relayPoolOptions(config: Config, onLimit?: (configKey: string) => void): RelayPoolOptions {
+  const { hop } = config;
+  return {
+    streamsPerConnection: hop.streamsPerConnection,
+    maxConnectionsPerRelay: hop.maxConnectionsPerRelay,
+    idleConnectionMs: hop.idleConnectionMs,
+    tls: config.server.insecure ? null : { ca: hop.caFile ? readFileSync(hop.caFile) : null },
+    maxMessageBytes: config.mailbox.maxMessageBytes,
+    onLimit,
+  };
 }
 
 interface Connection {
