@@ -7,6 +7,7 @@
 import { pino } from 'pino';
 import { ensureClusterSecret } from '../../src/directory/etcd/cluster-secret.js';
 import { EtcdRpc } from '../../src/directory/etcd/etcd-rpc.js';
+import type { Directory } from '../../src/directory/directory.js';
 import type { EtcdDirectory } from '../../src/directory/etcd/etcd-directory.js';
 import { RemoteLegacyMailbox } from '../../src/gateway/remote-legacy-mailbox.js';
 import { RelayPool, type RelayPoolOptions } from '../../src/gateway/relay-pool.js';
@@ -38,7 +39,13 @@ export async function clusterHopToken(endpoints: string[]): Promise<HopToken> {
   }
 }
 
-export async function testGateway(endpoints: string[], pool: Partial<RelayPoolOptions> = {}, token?: HopToken): Promise<TestGateway> {
+/** `wrap` may stand in for the directory the mailbox sees (e.g. one whose view is behind). */
+export async function testGateway(
+  endpoints: string[],
+  pool: Partial<RelayPoolOptions> = {},
+  token?: HopToken,
+  wrap: (d: EtcdDirectory) => Directory = (d) => d,
+): Promise<TestGateway> {
   const directory = await member(endpoints, null);
   const relayPool = new RelayPool({
     streamsPerConnection: 1000,
@@ -50,7 +57,7 @@ export async function testGateway(endpoints: string[], pool: Partial<RelayPoolOp
   });
   const stats = new RelayStats();
   const mailbox = new RemoteLegacyMailbox({
-    directory,
+    directory: wrap(directory),
     pool: relayPool,
     token: token ?? (await clusterHopToken(endpoints)),
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),

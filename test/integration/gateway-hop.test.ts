@@ -281,4 +281,37 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
       await small.close();
     }
   });
+
+  test('a gateway whose view is behind is told SERVED_ELSEWHERE with hashmail-relay-address and retries at the owner once', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    const owner = await ownerOf(sid);
+    const wrong = relays.find((r) => r !== owner) as RunningServer;
+    const wrongId = String(wrong.logs.find((l) => l.msg === 'serving')?.id);
+    // Every lookup names the relay that does not own the session.
+    const behind = await testGateway(etcd.endpoints, {}, undefined, (d) =>
+      new Proxy(d, {
+        get(target, key, receiver) {
+          if (key === 'lookup') return async () => ({ id: wrongId, address: wrong.address });
+          const v = Reflect.get(target, key, receiver) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+    );
+    try {
+      const before = (await wrong.metric('hashmail_errors_total{code="SERVED_ELSEWHERE"}')) ?? 0;
+      const reader = await behind.mailbox.openReceive(sid, call);
+      const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+      await writer.write(Buffer.from('via the owner'));
+      assert.equal((await readOne(reader)).toString(), 'via the owner');
+      assert.equal(await wrong.metric('hashmail_errors_total{code="SERVED_ELSEWHERE"}'), before + 1);
+      assert.equal(behind.pool.connectionsTo(owner.address), 1);
+      reader.release();
+      writer.release();
+    } finally {
+      await behind.close();
+    }
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
 });
