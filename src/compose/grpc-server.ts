@@ -1,5 +1,5 @@
 /**
- * The gRPC server of a composition: the legacy service (serve only), the v2
+ * The gRPC server of a composition: the legacy service (serve, gateway), the v2
  * service (Connect when v2 is on, ServerForMailbox always), fed connections
  * by the public listener through a connection injector.
  */
@@ -7,6 +7,7 @@ import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
+import type { LegacyOperations } from '../relay/legacy-operations.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
@@ -25,7 +26,7 @@ export interface GrpcParts {
   injector: ReturnType<GrpcServer['createConnectionInjector']>;
 }
 
-export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCore, addresses: ClientAddressPolicy, withLegacy: boolean): GrpcParts {
+export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCore, addresses: ClientAddressPolicy, legacy: LegacyOperations | null): GrpcParts {
   const m = config.mailbox;
   const server = new GrpcServer({
     // grpc-js enforces no minimum client ping interval, so litd's 2-minute
@@ -43,7 +44,7 @@ export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCor
   // Every transport counts boxes under the same key the listener counts connections under.
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
-  if (withLegacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: core.legacy }));
+  if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
   server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));
 
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());

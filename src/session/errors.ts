@@ -52,6 +52,8 @@ const ERROR_TABLE = {
   RELAY_DRAINING: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay draining: look up the session again' },
   FENCE_LOST: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay lost its directory lease: look up the session again' },
   ROUTE_LOST: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'session moved to another relay: look up the session again' },
+  // the gateway (text at construction: what is unavailable)
+  GATEWAY_UNAVAILABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503 },
 } satisfies Record<string, ErrorSpec>;
 
 export type HashmailErrorCode = keyof typeof ERROR_TABLE;
