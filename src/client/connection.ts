@@ -260,7 +260,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         else endedEarly = err;
       },
     };
-    const req = { server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
+    this.route ??= await sessionRoute(this.options.sid);
+    const req = { server: target.server, sid: this.options.sid, route: this.route, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal: this.lifetime.signal };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();

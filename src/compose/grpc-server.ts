@@ -1,5 +1,5 @@
 /**
- * The gRPC server of a composition: the legacy service (serve only), the v2
+ * The gRPC server of a composition: the legacy service (serve, gateway), the v2
  * service (Connect when v2 is on, ServerForMailbox always), the gateway hop
  * (relay only: it needs the cluster's hop token), fed connections
  * by the public listener through a connection injector.
@@ -8,6 +8,7 @@ import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
+import type { LegacyOperations } from '../relay/legacy-operations.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
@@ -33,7 +34,7 @@ export function buildGrpcServer(
   logger: Logger,
   core: MailboxCore,
   addresses: ClientAddressPolicy,
-  withLegacy: boolean,
+  legacy: LegacyOperations | null,
   hopToken: HopToken | null = null,
 ): GrpcParts {
   const m = config.mailbox;
@@ -53,7 +54,7 @@ export function buildGrpcServer(
   // Every transport counts boxes under the same key the listener counts connections under.
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
-  if (withLegacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: core.legacy }));
+  if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
   if (hopToken) {
     // Hop calls are not counted by limits.maxStreamsPerConnection: a gateway packs hop.streamsPerConnection calls on one connection.
     const hop = { mailbox: core.legacy, router: core.router, token: hopToken, logger: subsystemLogger(logger, 'hop'), stats: core.stats, metrics: core.metrics };

@@ -13,7 +13,8 @@ import { Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
 import type { Directory, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
 import { directoryError } from '../directory/route-lookup.js';
-import type { Logger } from '../observe/logger.js';
+import type { Config } from '../config/schema.js';
+import { subsystemLogger, type Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
 import { validateBoxRequest } from '../relay/legacy-mailbox.js';
 import type { BoxRequest, CallInfo, LegacyOperations, LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
@@ -24,7 +25,7 @@ import { hopError } from '../transport/grpc-hop/hop-status.js';
 import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { HOP_CLIENT_ADDRESS_HEADER, HOP_TOKEN_HEADER, hopService } from '../transport/grpc-hop/service.js';
 import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
-import type { RelayPool } from './relay-pool.js';
+import { RelayPool, relayPoolOptions } from './relay-pool.js';
 
 /** Deadline of a CreateBox / DeleteBox hop call: a relay that does not answer a box call in this is treated as gone. */
 const HOP_UNARY_DEADLINE_MS = 10_000;
@@ -52,6 +53,11 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   constructor(private readonly options: RemoteLegacyMailboxOptions) {
     options.directory.on('instanceGone', (id) => this.relayGone(id));
+  }
+
+  /** Closes every hop connection (gateway stop; calls still open end with UNAVAILABLE). */
+  close(): void {
+    this.options.pool.close();
   }
 
   /** Hop calls in flight (tests, metrics). */
@@ -218,4 +224,15 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     const err = new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (relay ${id} is gone)`);
     for (const c of set) c.fail(err);
   }
+}
+
+/** A gateway's legacy mailbox from its config: the hop.* pool (TLS to relays unless --insecure) and the hop token. */
+export function remoteLegacyFromConfig(directory: Directory, config: Config, logger: Logger, token: HopToken): RemoteLegacyMailbox {
+  return new RemoteLegacyMailbox({
+    directory,
+    pool: new RelayPool(relayPoolOptions(config)),
+    token,
+    logger: subsystemLogger(logger, 'hop'),
+    maxMessageBytes: config.mailbox.maxMessageBytes,
+  });
 }
