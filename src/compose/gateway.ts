@@ -25,6 +25,7 @@ import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { V2WebSocketProxy } from '../gateway/v2-websocket-proxy.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
+import type { RelayStats } from '../observe/stats.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { startNode, type RunningNode } from './node.js';
 import { keptInstanceId } from './relay.js';
@@ -42,7 +43,11 @@ export function gatewayInstanceId(config: Config): string {
  * hop's RemoteLegacyMailbox (each call to the owning relay); `close` runs at
  * stop (its connections to relays).
  */
-export type MakeLegacy = (directory: Directory, config: Config, logger: Logger) => LegacyOperations & { close?(): void };
+export type MakeLegacy = (
+  directory: Directory,
+  config: Config,
+  logger: Logger,
+) => LegacyOperations & { close?(): void; observeWith?(stats: RelayStats, limitHit: (configKey: string) => void): void };
 
 /** The hop: each legacy call carried to the owning relay (docs/gateway-hop.md). */
 export function hopLegacy(token: HopToken): MakeLegacy {
@@ -65,6 +70,8 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
       role: 'gateway',
       legacy,
       httpRoutes: (core, self) => {
+        // Built before the listener starts: every carried half is counted as serve counts its own.
+        legacy.observeWith?.(core.stats, core.limitHit);
         proxy = new V2WebSocketProxy({ lookup: core.lookup, logger: subsystemLogger(logger, 'v2-proxy'), stats: core.stats, insecure: config.server.insecure });
         const p = proxy;
         // WebSocket clients are told to dial this gateway: the relays may be out of a browser's reach.

@@ -64,8 +64,11 @@ export class RelayPool {
   private readonly creds: ChannelCredentials;
   private readonly channelOptions: ChannelOptions;
   private closed = false;
+  /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
+  onLimit: ((configKey: string) => void) | null;
 
   constructor(private readonly options: RelayPoolOptions) {
+    this.onLimit = options.onLimit ?? null;
     this.creds = options.tls ? credentials.createSsl(options.tls.ca) : credentials.createInsecure();
     const maxMessage = options.maxMessageBytes + HOP_MESSAGE_OVERHEAD_BYTES;
     this.channelOptions = {
@@ -115,7 +118,7 @@ export class RelayPool {
     let conn = list.find((c) => c.active < this.options.streamsPerConnection);
     if (!conn) {
       if (list.length >= this.options.maxConnectionsPerRelay) {
-        this.options.onLimit?.(POOL_LIMIT_KEY);
+        this.onLimit?.(POOL_LIMIT_KEY);
         throw new HashmailError('LIMIT_REACHED', `gateway: relay connection limit reached (${POOL_LIMIT_KEY})`);
       }
       conn = { client: new Client(address, this.creds, this.channelOptions), active: 0, idleTimer: null };

@@ -48,11 +48,23 @@ interface Carried {
 }
 
 export class RemoteLegacyMailbox implements LegacyOperations {
+  private stats: RelayStats | null;
   /** Calls in flight by relay instance id. */
   private readonly carried = new Map<string, Set<Carried>>();
 
   constructor(private readonly options: RemoteLegacyMailboxOptions) {
+    this.stats = options.stats ?? null;
     options.directory.on('instanceGone', (id) => this.relayGone(id));
+  }
+
+  /**
+   * Counts attached halves in `stats` (hashmail_attached_halves, as serve's
+   * own halves are) and pool refusals through `limitHit` (limit metric and
+   * refusal log): the composition's counters exist only once its node is built.
+   */
+  observeWith(stats: RelayStats, limitHit: (configKey: string) => void): void {
+    this.stats = stats;
+    this.options.pool.onLimit = limitHit;
   }
 
   /** Closes every hop connection (gateway stop; calls still open end with UNAVAILABLE). */
@@ -144,7 +156,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     const pooled = this.options.pool.acquire(owner.address);
     let half: H | null = null;
     const ctx: HalfContext = {
-      stats: this.options.stats ?? null,
+      stats: this.stats,
       transport: call.transport,
       done: () => {
         pooled.release();

@@ -58,7 +58,9 @@ describe('legacy clients through two gateway processes, two relays', () => {
       assert.deepEqual(await appGot, toApp);
       assert.deepEqual(await nodeGot, toNode);
       await nodeWriter.end();
-      // Every half was carried to a relay: the owner counts them as hop halves.
+      // The gateways count the halves they carry as serve counts its own; the owner counts them as hop halves.
+      assert.equal(await cluster.gateways[0].metric('hashmail_attached_halves{transport="grpc",kind="read"}'), 1);
+      assert.equal(await cluster.gateways[1].metric('hashmail_attached_halves{transport="websocket",kind="read"}'), 1);
       const counts = await Promise.all(cluster.relays.map((r) => r.metric('hashmail_attached_halves{transport="hop",kind="read"}')));
       assert.equal(counts.reduce((a, b) => (a ?? 0) + (b ?? 0), 0), 2);
     } finally {
