@@ -4,6 +4,7 @@
  * command has --help; usage errors exit 2.
  */
 import { runPhrase } from './phrase.js';
+import { runGateway } from './gateway.js';
 import { runPipe } from './pipe.js';
 import { runRelay } from './relay.js';
 import { runServe } from './serve.js';
@@ -13,7 +14,8 @@ import { HASHMAIL_VERSION } from '../observe/version.js';
 const COMMANDS: Record<string, { summary: string; run(argv: string[]): Promise<number> }> = {
   serve: { summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)', run: runServe },
   relay: { summary: 'run one v2 relay of a cluster, registered in etcd (drains on SIGTERM)', run: runRelay },
-  status: { summary: 'the cluster: relays, addresses, load, draining, session counts, lease age, etcd health', run: runStatus },
+  gateway: { summary: 'run one gateway of a cluster: the legacy front door, each call carried to the owning relay', run: runGateway },
+  status: { summary: 'the cluster: relays, gateways, addresses, load, draining, session counts, lease age, etcd health', run: runStatus },
   phrase: { summary: 'connection phrases: new (URL, words, QR), decode, qr (terminal, PNG, SVG), sid (the SID pair)', run: runPhrase },
   pipe: { summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party', run: runPipe },
 };

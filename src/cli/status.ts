@@ -1,5 +1,6 @@
 /**
- * `hashmail status`: the cluster as an operator sees it: instances,
+ * `hashmail status`: the cluster as an operator sees it: instances (relays
+ * and gateways, with their role),
  * addresses, load, draining, session counts, lease age, etcd health. Human
  * table by default; `--json` prints exactly one JSON object. Exits 1 (with a
  * message on stderr) when no etcd endpoint answers within
@@ -13,9 +14,10 @@ import { createLogger } from '../observe/logger.js';
 
 export const STATUS_USAGE = `Usage: hashmail status --etcd URL[,URL...] [--json] [--prefix P]
 
-Shows the cluster: every registered relay (id, address, published sessions and
-connections, draining, session mappings in etcd, lease age and TTL left) and
-the health of each etcd endpoint (reachable, version, leader, DB size).
+Shows the cluster: every registered relay and gateway (id, role, address,
+published sessions and connections, draining, session mappings in etcd, lease
+age and TTL left) and the health of each etcd endpoint (reachable, version,
+leader, DB size).
 
 Flags:
   --etcd URL[,URL...]  etcd client URLs (config directory.etcdEndpoints)
@@ -54,9 +56,10 @@ export async function runStatus(argv: string[]): Promise<number> {
 }
 
 function renderTable(status: ClusterStatus): string {
-  const header = ['ID', 'ADDRESS', 'SESSIONS', 'MAPPED', 'CONNS', 'DRAINING', 'LEASE AGE', 'TTL LEFT', 'VERSION'];
+  const header = ['ID', 'ROLE', 'ADDRESS', 'SESSIONS', 'MAPPED', 'CONNS', 'DRAINING', 'LEASE AGE', 'TTL LEFT', 'VERSION'];
   const rows = status.instances.map((i) => [
     i.id,
+    i.role,
     i.address,
     String(i.sessions),
     String(i.mappedSessions),
@@ -75,7 +78,7 @@ function renderTable(status: ClusterStatus): string {
     e.dbSize === undefined ? '-' : `${(e.dbSize / 1024 / 1024).toFixed(1)} MiB`,
     e.error ?? '',
   ]);
-  const instances = status.instances.length === 0 ? 'no relay registered\n' : table(header, rows);
+  const instances = status.instances.length === 0 ? 'no relay or gateway registered\n' : table(header, rows);
   return `${instances}\n${table(etcdHeader, etcdRows)}\n${status.etcd.sessionKeys} session mappings, etcd ${status.etcd.reachable}/${status.etcd.total} endpoints reachable\n`;
 }
 

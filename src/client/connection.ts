@@ -301,7 +301,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       },
     };
     const tls = this.trust ? await this.trust(target.server, signal) : undefined;
-    const req = { ...(tls ? { tls } : {}), server: target.server, sid: this.options.sid, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
+    this.route ??= await sessionRoute(this.options.sid);
+    const req = { ...(tls ? { tls } : {}), server: target.server, sid: this.options.sid, route: this.route, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();

@@ -36,6 +36,12 @@ export interface LinkRequest {
   server: ServerAddress;
   /** The SID this party reads. */
   sid: Uint8Array;
+  /**
+   * The session's route (wire/route.ts), when known: the v2 WebSocket URL
+   * carries it (`?route=`) so a gateway can pass the socket through to the
+   * owning relay without seeing the SID.
+   */
+  route?: string;
   role: Role;
   attach: AttachMode;
   tlsSkipVerify: boolean;

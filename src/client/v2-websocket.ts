@@ -12,6 +12,8 @@ import { closeSocket, handshakeStatus, messageBytes, sendWithBackpressure, watch
 
 export const V2_WS_PATH = '/v2/mailbox';
 export const V2_SUBPROTOCOL = 'hashmail.v2';
+/** The query parameter of the v2 WebSocket URL naming the session's route. */
+export const V2_ROUTE_PARAM = 'route';
 /** The relay closes with 4000 + gRPC code after an Error frame. */
 const ERROR_CLOSE_BASE = 4000;
 const ERROR_CLOSE_MAX = 4099;
@@ -64,11 +66,19 @@ class V2WebSocketLink implements Link {
   }
 }
 
+/**
+ * `ws[s]://host:port/v2/mailbox?route=ROUTE`: a gateway routes by the query
+ * (the SID stays in the first frame); a relay ignores it.
+ */
+export function v2WebSocketUrl(req: Pick<LinkRequest, 'server' | 'route'>): string {
+  const query = req.route === undefined ? '' : `?${V2_ROUTE_PARAM}=${encodeURIComponent(req.route)}`;
+  return `${wsBase(req.server)}${V2_WS_PATH}${query}`;
+}
 
 export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
   return (req: LinkRequest, handlers: LinkHandlers) =>
     new Promise<Link>((resolve, reject) => {
-      const ws = factory(`${wsBase(req.server)}${V2_WS_PATH}`, [V2_SUBPROTOCOL], req.tls);
+      const ws = factory(v2WebSocketUrl(req), [V2_SUBPROTOCOL], req.tls);
       ws.binaryType = 'arraybuffer';
       let opened = false;
       let localError: HashmailClientError | null = null;

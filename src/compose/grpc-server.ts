@@ -1,16 +1,20 @@
 /**
- * The gRPC server of a composition: the legacy service (serve only), the v2
- * service (Connect when v2 is on, ServerForMailbox always), fed connections
- * by the public listener through a connection injector. HTTP/2 streams that
- * are not gRPC go to the HTTP request handler (set once it exists).
+ * The gRPC server of a composition: the legacy service (serve, gateway), the v2
+ * service (Connect when v2 is on, ServerForMailbox always), the gateway hop
+ * (relay only: it needs the cluster's hop token), fed connections by the
+ * public listener through a connection injector. HTTP/2 streams that are not
+ * gRPC go to the HTTP request handler (set once it exists).
  */
 import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
+import type { LegacyOperations } from '../relay/legacy-operations.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
+import { hopHandlers, hopServerService } from '../transport/grpc-hop/handlers.js';
+import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
 import { routeNonGrpcStreams, type H2RequestHandler } from '../transport/h2-http-routes.js';
 import { guardResetStreams } from '../transport/h2-reset-streams.js';
@@ -31,7 +35,14 @@ export interface GrpcParts {
 
 const NO_HANDLER_STATUS = 503;
 
-export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCore, addresses: ClientAddressPolicy, withLegacy: boolean): GrpcParts {
+export function buildGrpcServer(
+  config: Config,
+  logger: Logger,
+  core: MailboxCore,
+  addresses: ClientAddressPolicy,
+  legacy: LegacyOperations | null,
+  hopToken: HopToken | null = null,
+): GrpcParts {
   const m = config.mailbox;
   const server = new GrpcServer({
     // grpc-js enforces no minimum client ping interval, so litd's 2-minute
@@ -49,7 +60,12 @@ export function buildGrpcServer(config: Config, logger: Logger, core: MailboxCor
   // Every transport counts boxes under the same key the listener counts connections under.
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
-  if (withLegacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: core.legacy }));
+  if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
+  if (hopToken) {
+    // Hop calls are not counted by limits.maxStreamsPerConnection: a gateway packs hop.streamsPerConnection calls on one connection.
+    const hop = { mailbox: core.legacy, router: core.router, token: hopToken, logger: subsystemLogger(logger, 'hop'), stats: core.stats, metrics: core.metrics };
+    server.addService(hopServerService, hopHandlers(hop));
+  }
   server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));
 
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());

@@ -7,11 +7,13 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { endWithin } from '../transport/end-within.js';
 import { DEADLINE_CLOSE_GRACE_MS, Http1Deadlines } from '../transport/http1-deadlines.js';
+import type { RouteLookup } from '../directory/route-lookup.js';
 import { HttpLookup, isLookupPath } from '../transport/http-lookup.js';
 import type { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { parseTarget } from '../transport/rest-ws-v1/paths.js';
@@ -29,14 +31,21 @@ function isStreamingRequest(req: IncomingMessage): boolean {
 }
 
 /** `/v2/mailbox`, with or without a query string. */
-function isV2Path(url: string | undefined): boolean {
+export function isV2Path(url: string | undefined): boolean {
   return url === WS_V2_PATH || (url?.startsWith(`${WS_V2_PATH}?`) ?? false);
 }
 
+/** An upgrade handler tried first: true when it took the request. */
+export type UpgradeRoute = (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean;
+
 export interface HttpRoutes {
-  /** The legacy front door (serve); null answers 404 to everything else. */
+  /** The legacy front door (serve, gateway); null answers 404 to everything else. */
   gateway: HttpGateway | null;
   wsV2: WsV2Gateway | null;
+  /** Tried before the others (the gateway's v2 WebSocket pass-through). */
+  upgrade?: UpgradeRoute;
+  /** What GET /v2/relay answers; default the core's lookup (the owner). */
+  lookup?: RouteLookup;
 }
 
 export interface HttpParts {
@@ -53,7 +62,7 @@ export interface HttpParts {
 
 export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): HttpParts {
   const { gateway, wsV2 } = routes;
-  const lookup = new HttpLookup(core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats });
+  const lookup = new HttpLookup(routes.lookup ?? core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats });
   const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
   new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
   const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -66,6 +75,7 @@ export function buildHttpServer(config: Config, logger: Logger, core: MailboxCor
   };
   server.on('request', handleRequest);
   server.on('upgrade', (req, socket, head) => {
+    if (routes.upgrade?.(req, socket, head)) return;
     // v2 has its own path; with v2 off it falls through to the legacy gateway's 404, as on a v1-only server.
     if (wsV2 && isV2Path(req.url)) wsV2.handleUpgrade(req, socket, head);
     else if (gateway) gateway.handleUpgrade(req, socket, head);

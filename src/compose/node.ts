@@ -6,11 +6,13 @@
  * legacy front door is on the port.
  */
 import type { Config } from '../config/schema.js';
-import type { Directory } from '../directory/directory.js';
+import type { Directory, InstanceRole } from '../directory/directory.js';
 import { parseHostPort, startAdminServer } from '../observe/admin-server.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
+import type { HopToken } from '../transport/grpc-hop/hop-token.js';
+import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
@@ -18,7 +20,7 @@ import { isIP } from 'node:net';
 import { loadTlsMaterial, type TlsMaterial } from '../transport/tls-material.js';
 import { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
 import { buildGrpcServer } from './grpc-server.js';
-import { buildHttpServer } from './http-server.js';
+import { buildHttpServer, type HttpRoutes } from './http-server.js';
 import { buildMailboxCore, type MailboxCore } from './mailbox-core.js';
 
 /** Polling step of the bounded shutdown and drain waits. */
@@ -33,8 +35,23 @@ export interface NodeOptions {
   directory: Directory;
   /** This instance's id in the directory. */
   instanceId: string;
-  /** The legacy front door (gRPC HashMail, REST/WebSocket v1) on the public port: serve. */
-  legacy: boolean;
+  /** What this instance is in the directory (default 'relay'): a gateway is never placed on. */
+  role?: InstanceRole;
+  /**
+   * The legacy front door (gRPC HashMail, REST/WebSocket v1) on the public
+   * port and the mailbox behind it: 'local' is this node's own session table
+   * (serve), a LegacyOperations one the composition supplies (the gateway's
+   * remote mailbox), null none (relay).
+   */
+  legacy: 'local' | LegacyOperations | null;
+  /**
+   * Extra routes on the HTTP/1.1 side (the gateway's v2 WebSocket
+   * pass-through and its lookup); `self` is this node's first advertised
+   * address once the listener is up.
+   */
+  httpRoutes?: (core: MailboxCore, self: () => string) => Pick<HttpRoutes, 'upgrade' | 'lookup'>;
+  /** The hop token: serves the gateway hop (hashmail.hop.v1.LegacyHop) on the public port. Relays only. */
+  hopToken?: HopToken;
 }
 
 export interface RunningNode {
@@ -76,12 +93,15 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const core = buildMailboxCore(config, logger, directory);
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);
-  const grpc = buildGrpcServer(config, logger, core, addresses, options.legacy);
+  const legacy = options.legacy === 'local' ? core.legacy : options.legacy;
+  const grpc = buildGrpcServer(config, logger, core, addresses, legacy, options.hopToken ?? null);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
-  const gateway = options.legacy ? new HttpGateway({ mailbox: core.legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
+  const gateway = legacy ? new HttpGateway({ mailbox: legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
-  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, { gateway, wsV2 });
+  let advertised: string[] = [];
+  const self = (): string => advertised[0] ?? '';
+  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, { gateway, wsV2, ...options.httpRoutes?.(core, self) });
   grpc.setHttpHandler(handleH2Request);
 
   const tlsFiles = { certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile, dataDir: config.server.dataDir };
@@ -123,14 +143,13 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     },
   });
   let listen: string;
-  let advertised: string[];
   try {
     listen = await listener.start();
     advertised = advertisedAddresses(config, listen);
-    if (!options.legacy && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen).host)) {
+    if (options.legacy === null && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen).host)) {
       logger.warn({ advertise: advertised }, 'listening on every interface with no --advertise: other machines cannot dial the loopback address given out');
     }
-    await directory.register({ id: options.instanceId, addresses: advertised, version: HASHMAIL_VERSION });
+    await directory.register({ id: options.instanceId, role: options.role ?? 'relay', addresses: advertised, version: HASHMAIL_VERSION });
   } catch (err) {
     listener.destroyAll();
     await admin.close();

@@ -13,5 +13,5 @@ export const SERVE_INSTANCE_ID = 'serve';
 
 export function startServe(config: Config, logger: Logger): Promise<RunningNode> {
   const instanceId = config.relay.instanceId || SERVE_INSTANCE_ID;
-  return startNode({ config, logger, directory: new MemoryDirectory(), instanceId, legacy: true });
+  return startNode({ config, logger, directory: new MemoryDirectory(), instanceId, legacy: 'local' });
 }

@@ -134,6 +134,16 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    hop: z
+      .object({
+        tokenFile: z.string().default('').describe('File holding the gateway -> relay hop token (the cluster secret every relay and gateway must share; whitespace around it is trimmed, at least 32 characters); empty: the token in etcd at <directory.prefix>cluster/hop-token, created by the first instance. Set it on every instance or on none'),
+        caFile: z.string().default('').describe('Gateway: PEM CA that signs the relays\' certificates, to dial them over TLS; empty: the system CAs. Unused with --insecure (plain-text hop)'),
+        streamsPerConnection: count(1000, 'Gateway: hop calls (carried legacy halves and box calls) on one HTTP/2 connection to a relay; past it the pool opens another connection. Keep it at or below the relays\' limits.maxStreamsPerConnection'),
+        maxConnectionsPerRelay: count(64, 'Gateway: HTTP/2 connections to one relay; a call past hop.streamsPerConnection on every one of them fails at once with RESOURCE_EXHAUSTED, never queued'),
+        idleConnectionMs: z.number().int().positive().default(60_000).describe('Gateway: a hop connection that carried no call for this long is closed (milliseconds)'),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         sessionRateWindowMs: z.number().int().min(1000).default(60_000).describe('Window over which session read rates are measured for the active/standby/inuse gauges (milliseconds)'),

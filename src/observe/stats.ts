@@ -5,7 +5,8 @@
  */
 import type { HashmailErrorCode } from '../session/errors.js';
 
-export type TransportName = 'grpc' | 'websocket' | 'rest';
+/** `hop`: a legacy half carried from a gateway (counted at the relay). */
+export type TransportName = 'grpc' | 'websocket' | 'rest' | 'hop';
 export type HalfKind = 'read' | 'write';
 
 export class RelayStats {
@@ -17,9 +18,10 @@ export class RelayStats {
     grpc: { read: 0, write: 0 },
     websocket: { read: 0, write: 0 },
     rest: { read: 0, write: 0 },
+    hop: { read: 0, write: 0 },
   };
   /** Attached v2 parties by transport (gauge); each holds a read and a write slot. */
-  readonly v2Endpoints: Record<TransportName, number> = { grpc: 0, websocket: 0, rest: 0 };
+  readonly v2Endpoints: Record<TransportName, number> = { grpc: 0, websocket: 0, rest: 0, hop: 0 };
   /** Errors reported to callers, by stable code. */
   readonly errors = new Map<HashmailErrorCode, number>();
   /** Limits hit, by config key. */

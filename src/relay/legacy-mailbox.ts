@@ -18,8 +18,8 @@ import type { Logger } from '../observe/logger.js';
 
 export type { BoxRequest, CallInfo } from './legacy-operations.js';
 
-/** Legacy validation order: desc, then stream_id, then auth (spec section 3). */
-function validateBoxRequest(req: BoxRequest): Buffer {
+/** Legacy validation order: desc, then stream_id, then auth (spec section 3). A gateway validates with this too. */
+export function validateBoxRequest(req: BoxRequest): Buffer {
   if (!req.desc) throw new HashmailError('DESC_REQUIRED');
   if (req.desc.streamId.length === 0) throw new HashmailError('STREAM_ID_REQUIRED');
   if (!req.hasAuth) throw new HashmailError('AUTH_REQUIRED');

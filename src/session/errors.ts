@@ -52,9 +52,17 @@ const ERROR_TABLE = {
   RELAY_DRAINING: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay draining: look up the session again' },
   FENCE_LOST: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay lost its directory lease: look up the session again' },
   ROUTE_LOST: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'session moved to another relay: look up the session again' },
+  // the gateway -> relay hop (docs/gateway-hop.md)
+  HOP_UNAUTHENTICATED: { grpc: GrpcCode.UNAUTHENTICATED, http: 401, text: 'hop: not an authenticated gateway' },
+  RELAY_UNREACHABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'gateway: relay unreachable' },
 } satisfies Record<string, ErrorSpec>;
 
 export type HashmailErrorCode = keyof typeof ERROR_TABLE;
+
+/** True for a code of ours (a code read off the wire, e.g. the hop's `hashmail-error` trailer). */
+export function isHashmailErrorCode(text: string): text is HashmailErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_TABLE, text);
+}
 
 export class HashmailError extends Error {
   readonly code: HashmailErrorCode;

@@ -11,7 +11,7 @@ import type { Readable } from 'node:stream';
 const READ_AHEAD_MESSAGES = 0;
 
 /** Node keeps the high-water mark in the stream state; grpc-js offers no option for it. */
-function limitReadAhead(call: Readable): void {
+export function limitReadAhead(call: Readable): void {
   const state = (call as Readable & { _readableState?: { highWaterMark: number } })._readableState;
   if (state) state.highWaterMark = READ_AHEAD_MESSAGES;
 }

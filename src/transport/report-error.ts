@@ -22,6 +22,8 @@ const BAD_INPUT_CODES: ReadonlySet<HashmailErrorCode> = new Set<HashmailErrorCod
   'INVALID_STREAM_ID',
   'DESC_REQUIRED',
   'UNSUPPORTED_VERSION',
+  // Anyone reaching a relay's port can try the hop: summarized, never one line per try.
+  'HOP_UNAUTHENTICATED',
 ]);
 
 export interface ErrorReporter {

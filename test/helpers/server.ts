@@ -1,5 +1,5 @@
 /**
- * Starts a real `hashmail serve` (or `hashmail relay`) process on free
+ * Starts a real `hashmail serve` (or `relay`, `gateway`) process on free
  * loopback ports and stops it. Every integration test goes through this, so
  * each process a test starts is also stopped by it (stop() kills, then waits
  * for exit).
@@ -72,6 +72,22 @@ export async function startRelay(options: RelayOptions): Promise<RunningServer> 
   if (options.insecure !== false) args.push('--insecure');
   if (options.id !== undefined) args.push('--id', options.id);
   return spawnServer(dataDir, args, options, options.dataDir === undefined);
+}
+
+export interface GatewayOptions extends ServerOptions {
+  /** `--etcd` value (etcd client URLs, comma-separated). */
+  etcd: string;
+  /** `--id`; default: the random id the gateway keeps in its data dir. */
+  id?: string;
+}
+
+/** `hashmail gateway` with the exact CLI flags of issue 9: --etcd --listen --admin-listen --insecure. */
+export async function startGateway(options: GatewayOptions): Promise<RunningServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hashmail-gateway-'));
+  const args = [BIN, 'gateway', '--etcd', options.etcd, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir];
+  if (options.insecure !== false) args.push('--insecure');
+  if (options.id !== undefined) args.push('--id', options.id);
+  return spawnServer(dataDir, args, options);
 }
 
 async function spawnServer(dataDir: string, args: string[], options: ServerOptions, removeDataDir = true): Promise<RunningServer> {

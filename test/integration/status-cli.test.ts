@@ -36,14 +36,14 @@ describe('hashmail status', () => {
 
     const { stdout } = await run(process.execPath, [CLI, 'status', '--etcd', etcd.etcdFlag, '--prefix', prefix, '--json']);
     const status = JSON.parse(stdout) as {
-      instances: { id: string; address: string; sessions: number; draining: boolean; mappedSessions: number; leaseRemainingSeconds: number | null }[];
+      instances: { id: string; role: string; address: string; sessions: number; draining: boolean; mappedSessions: number; leaseRemainingSeconds: number | null }[];
       etcd: { endpoints: { endpoint: string; reachable: boolean; version: string; isLeader: boolean; dbSize: number }[] };
     };
     assert.deepEqual(
-      status.instances.map((i) => ({ id: i.id, address: i.address, sessions: i.sessions, draining: i.draining })),
+      status.instances.map((i) => ({ id: i.id, role: i.role, address: i.address, sessions: i.sessions, draining: i.draining })),
       [
-        { id: 'relay-a', address: '127.0.0.1:7101', sessions: 3, draining: false },
-        { id: 'relay-b', address: '127.0.0.1:7102', sessions: 0, draining: true },
+        { id: 'relay-a', role: 'relay', address: '127.0.0.1:7101', sessions: 3, draining: false },
+        { id: 'relay-b', role: 'relay', address: '127.0.0.1:7102', sessions: 0, draining: true },
       ],
     );
     assert.equal(status.instances.reduce((n, i) => n + i.mappedSessions, 0), 5);
@@ -56,7 +56,7 @@ describe('hashmail status', () => {
     assert.ok(status.etcd.endpoints[0].dbSize > 0);
 
     const table = await run(process.execPath, [CLI, 'status', '--etcd', etcd.etcdFlag, '--prefix', prefix]);
-    assert.match(table.stdout, /relay-a\s+127\.0\.0\.1:7101\s+3\s+5/);
+    assert.match(table.stdout, /relay-a\s+relay\s+127\.0\.0\.1:7101\s+3\s+5/);
     assert.match(table.stdout, /relay-b.*yes/);
   });
 

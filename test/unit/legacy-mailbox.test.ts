@@ -166,7 +166,7 @@ test('attached-halves counters go up on open and back down on release; release i
   const sid = newSid();
   mailbox.newCipherBox(req(sid), grpc);
   mailbox.newCipherBox(req(peerSid(sid)), grpc);
-  const zero = { grpc: { read: 0, write: 0 }, websocket: { read: 0, write: 0 }, rest: { read: 0, write: 0 } };
+  const zero = { grpc: { read: 0, write: 0 }, websocket: { read: 0, write: 0 }, rest: { read: 0, write: 0 }, hop: { read: 0, write: 0 } };
   assert.deepEqual(stats.attached, zero);
 
   const r = await mailbox.openReceive(sid, grpc);

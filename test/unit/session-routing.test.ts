@@ -34,7 +34,7 @@ before(async () => {
       relay: { drainSpreadMs: 200, drainDeadlineMs: 5000 },
     },
   });
-  node = await startNode({ config, logger: createLogger({ ...config.log, level: 'silent' }), directory, instanceId: 'relay-a', legacy: false });
+  node = await startNode({ config, logger: createLogger({ ...config.log, level: 'silent' }), directory, instanceId: 'relay-a', legacy: null });
   port = Number(node.listen.slice(node.listen.lastIndexOf(':') + 1));
 });
 

@@ -1,10 +1,10 @@
 /**
  * The cluster as an operator sees it (`hashmail status`): every registered
- * instance with its published load, how many session mappings name it and
+ * instance (relays and gateways) with its published load, how many session mappings name it and
  * how long until its lease runs out, plus the health of each etcd endpoint.
  * Read-only: it registers nothing and places nothing.
  */
-import { DirectoryUnavailableError } from '../directory.js';
+import { DirectoryUnavailableError, type InstanceRole } from '../directory.js';
 import { allEndpointStatus, type EndpointStatus } from './endpoint-status.js';
 import type { EtcdDirectoryOptions } from './etcd-options.js';
 import { EtcdRpc } from './etcd-rpc.js';
@@ -13,6 +13,8 @@ import { listPrefix } from './prefix-watcher.js';
 
 export interface InstanceStatus {
   id: string;
+  /** 'relay' (owns sessions) or 'gateway' (never placed on). */
+  role: InstanceRole;
   address: string;
   addresses: string[];
   sessions: number;
@@ -78,6 +80,7 @@ export async function clusterStatus(options: EtcdDirectoryOptions): Promise<Clus
         }
         return {
           id: value.id,
+          role: value.role,
           address: value.address,
           addresses: value.addresses,
           sessions: value.load.sessions,

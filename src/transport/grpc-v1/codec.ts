@@ -90,7 +90,7 @@ class Reader {
 }
 
 /** Reads fields of one message, calling `onLen` for length-delimited ones. */
-function eachField(buf: Buffer, onLen: (field: number, value: Buffer) => void): void {
+export function eachField(buf: Buffer, onLen: (field: number, value: Buffer) => void): void {
   const r = new Reader(buf);
   while (!r.done) {
     const tag = r.varint();
@@ -159,11 +159,11 @@ function writeVarint(out: Buffer, pos: number, n: number): number {
 }
 
 /** Bytes of a length-delimited field: tag + length + payload. */
-function lenFieldSize(payloadLength: number): number {
+export function lenFieldSize(payloadLength: number): number {
   return 1 + varintLength(payloadLength) + payloadLength;
 }
 
-function writeLenField(out: Buffer, pos: number, tag: number, payload: Buffer): number {
+export function writeLenField(out: Buffer, pos: number, tag: number, payload: Buffer): number {
   out[pos++] = tag;
   pos = writeVarint(out, pos, payload.length);
   payload.copy(out, pos);

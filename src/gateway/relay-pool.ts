@@ -1,0 +1,178 @@
+/**
+ * The gateway's connections to relays: per relay address a pool of grpc-js
+ * clients, each on its own channel and so its own HTTP/2 connection
+ * (`grpc.use_local_subchannel_pool`), each carrying at most
+ * hop.streamsPerConnection calls. The pool grows to
+ * hop.maxConnectionsPerRelay; a call past that fails at once with
+ * RESOURCE_EXHAUSTED: a call is never queued behind a full connection (the
+ * reference gateway's stall at 250 streams on one connection). A connection
+ * that carried nothing for hop.idleConnectionMs is closed.
+ */
+import { readFileSync } from 'node:fs';
+import { Client, credentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
+import type { Config } from '../config/schema.js';
+import { HashmailError } from '../session/errors.js';
+
+/** HTTP/2 keepalive on hop channels: a silent relay is noticed within this plus the timeout. */
+export const HOP_KEEPALIVE_TIME_MS = 10_000;
+const HOP_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** Room for the HopMessage framing around the largest payload. */
+const HOP_MESSAGE_OVERHEAD_BYTES = 1024;
+/** Wait before dialling a relay again after a failed connection (grpc-js backs off from here). */
+const HOP_RECONNECT_BACKOFF_MS = 500;
+
+export const POOL_LIMIT_KEY = 'hop.maxConnectionsPerRelay';
+
+export interface RelayPoolOptions {
+  streamsPerConnection: number;
+  maxConnectionsPerRelay: number;
+  idleConnectionMs: number;
+  /** null: plain text (`--insecure`); else TLS, trusting `ca` (PEM) or the system CAs. */
+  tls: { ca: Buffer | null } | null;
+  maxMessageBytes: number;
+  /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
+  onLimit?: (configKey: string, client: string) => void;
+}
+
+/** The pool a gateway runs with: the hop.* keys; TLS to relays unless server.insecure (`--insecure`). */
+export function relayPoolOptions(config: Config, onLimit?: (configKey: string, client: string) => void): RelayPoolOptions {
+  const { hop } = config;
+  return {
+    streamsPerConnection: hop.streamsPerConnection,
+    maxConnectionsPerRelay: hop.maxConnectionsPerRelay,
+    idleConnectionMs: hop.idleConnectionMs,
+    tls: config.server.insecure ? null : { ca: hop.caFile ? readFileSync(hop.caFile) : null },
+    maxMessageBytes: config.mailbox.maxMessageBytes,
+    onLimit,
+  };
+}
+
+interface Connection {
+  readonly client: Client;
+  active: number;
+  idleTimer: NodeJS.Timeout | null;
+}
+
+/** One call's place on a connection: `release` once the call is over (idempotent). */
+export interface PooledCall {
+  client: Client;
+  release(): void;
+}
+
+export class RelayPool {
+  private readonly pools = new Map<string, Connection[]>();
+  private readonly creds: ChannelCredentials;
+  private readonly channelOptions: ChannelOptions;
+  private closed = false;
+  /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
+  onLimit: ((configKey: string, client: string) => void) | null;
+
+  constructor(private readonly options: RelayPoolOptions) {
+    this.onLimit = options.onLimit ?? null;
+    this.creds = options.tls ? credentials.createSsl(options.tls.ca) : credentials.createInsecure();
+    const maxMessage = options.maxMessageBytes + HOP_MESSAGE_OVERHEAD_BYTES;
+    this.channelOptions = {
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.keepalive_time_ms': HOP_KEEPALIVE_TIME_MS,
+      'grpc.keepalive_timeout_ms': HOP_KEEPALIVE_TIMEOUT_MS,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.max_send_message_length': maxMessage,
+      'grpc.max_receive_message_length': maxMessage,
+      // Retries would buffer every message sent on a stream until it commits: memory per half for nothing.
+      'grpc.enable_retries': 0,
+      'grpc.initial_reconnect_backoff_ms': HOP_RECONNECT_BACKOFF_MS,
+    };
+  }
+
+  /** Open connections across every relay. */
+  get connections(): number {
+    let n = 0;
+    for (const list of this.pools.values()) n += list.length;
+    return n;
+  }
+
+  /** Calls in flight across every relay. */
+  get calls(): number {
+    let n = 0;
+    for (const list of this.pools.values()) for (const c of list) n += c.active;
+    return n;
+  }
+
+  /** Connections to `address` (tests, status). */
+  connectionsTo(address: string): number {
+    return this.pools.get(address)?.length ?? 0;
+  }
+
+  /**
+   * A place for one call to `address`: on the first connection with room,
+   * else on a new one; throws RESOURCE_EXHAUSTED when every allowed
+   * connection is full. `client` (the caller's address) goes into the refusal log.
+   */
+  acquire(address: string, client = ''): PooledCall {
+    if (this.closed) throw new HashmailError('SERVER_SHUTTING_DOWN');
+    let list = this.pools.get(address);
+    if (!list) {
+      list = [];
+      this.pools.set(address, list);
+    }
+    let conn = list.find((c) => c.active < this.options.streamsPerConnection);
+    if (!conn) {
+      if (list.length >= this.options.maxConnectionsPerRelay) {
+        this.onLimit?.(POOL_LIMIT_KEY, client);
+        throw new HashmailError('LIMIT_REACHED', `gateway: relay connection limit reached (${POOL_LIMIT_KEY})`);
+      }
+      conn = { client: new Client(address, this.creds, this.channelOptions), active: 0, idleTimer: null };
+      list.push(conn);
+    }
+    const c = conn;
+    c.active++;
+    if (c.idleTimer) {
+      clearTimeout(c.idleTimer);
+      c.idleTimer = null;
+    }
+    let released = false;
+    return {
+      client: c.client,
+      release: () => {
+        if (released) return;
+        released = true;
+        c.active--;
+        if (c.active === 0 && !this.closed) {
+          c.idleTimer = setTimeout(() => this.closeIdle(address, c), this.options.idleConnectionMs);
+          c.idleTimer.unref();
+        }
+      },
+    };
+  }
+
+  /** Closes the connections to `address` (its relay is gone); calls still on them end with UNAVAILABLE. */
+  closeAddress(address: string): void {
+    const list = this.pools.get(address);
+    if (!list) return;
+    this.pools.delete(address);
+    for (const c of list) this.closeConnection(c);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const address of [...this.pools.keys()]) this.closeAddress(address);
+  }
+
+  private closeIdle(address: string, conn: Connection): void {
+    conn.idleTimer = null;
+    if (conn.active > 0) return;
+    const list = this.pools.get(address);
+    const i = list?.indexOf(conn) ?? -1;
+    if (list && i >= 0) {
+      list.splice(i, 1);
+      if (list.length === 0) this.pools.delete(address);
+    }
+    this.closeConnection(conn);
+  }
+
+  private closeConnection(conn: Connection): void {
+    if (conn.idleTimer) clearTimeout(conn.idleTimer);
+    conn.idleTimer = null;
+    conn.client.close();
+  }
+}

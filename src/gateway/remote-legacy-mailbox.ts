@@ -1,0 +1,250 @@
+/**
+ * The gateway's mailbox: the four legacy calls answered by the relay that
+ * owns each session, over the hop (docs/gateway-hop.md). The request is
+ * validated here first with the relay's own code (so a bad one costs no
+ * lookup and gets the exact legacy text); the route is looked up (placed
+ * only by NewCipherBox); the call goes to the owner, and once more to the
+ * relay a SERVED_ELSEWHERE answer names. Every call carried to a relay is
+ * tracked by the relay's id: when its registration vanishes
+ * (instanceGone), each ends at once with UNAVAILABLE, so legacy clients
+ * retry and land on the new owner.
+ */
+import { Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
+import type { Directory, RouteOwner } from '../directory/directory.js';
+import { routeOfSid } from '../directory/route.js';
+import { directoryError } from '../directory/route-lookup.js';
+import type { Config } from '../config/schema.js';
+import { subsystemLogger, type Logger } from '../observe/logger.js';
+import type { RelayStats } from '../observe/stats.js';
+import { validateBoxRequest } from '../relay/legacy-mailbox.js';
+import type { BoxRequest, CallInfo, LegacyOperations, LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
+import { HashmailError } from '../session/errors.js';
+import { checkSid } from '../session/sid.js';
+import { encodeHopMessage, type HopBox, type HopMessage } from '../transport/grpc-hop/codec.js';
+import { hopError } from '../transport/grpc-hop/hop-status.js';
+import type { HopToken } from '../transport/grpc-hop/hop-token.js';
+import { HOP_CLIENT_ADDRESS_HEADER, HOP_TOKEN_HEADER, hopService } from '../transport/grpc-hop/service.js';
+import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
+import { RelayPool, relayPoolOptions } from './relay-pool.js';
+
+/** Deadline of a CreateBox / DeleteBox hop call: a relay that does not answer a box call in this is treated as gone. */
+const HOP_UNARY_DEADLINE_MS = 10_000;
+const EMPTY = Buffer.alloc(0);
+
+export interface RemoteLegacyMailboxOptions {
+  directory: Directory;
+  pool: RelayPool;
+  token: HopToken;
+  logger: Logger;
+  /** mailbox.maxMessageBytes: a larger message is refused here with the relay's text. */
+  maxMessageBytes: number;
+  /** Attached halves are counted here as the relay's own halves are (gauges per transport). */
+  stats?: RelayStats;
+}
+
+/** A call carried to a relay, endable when that relay is gone. */
+interface Carried {
+  fail(err: HashmailError): void;
+}
+
+export class RemoteLegacyMailbox implements LegacyOperations {
+  private stats: RelayStats | null;
+  /** Calls in flight by relay instance id. */
+  private readonly carried = new Map<string, Set<Carried>>();
+
+  constructor(private readonly options: RemoteLegacyMailboxOptions) {
+    this.stats = options.stats ?? null;
+    options.directory.on('instanceGone', (id) => this.relayGone(id));
+  }
+
+  /**
+   * Counts attached halves in `stats` (hashmail_attached_halves, as serve's
+   * own halves are) and pool refusals through `limitHit` (limit metric and
+   * refusal log): the composition's counters exist only once its node is built.
+   */
+  observeWith(stats: RelayStats, limitHit: (configKey: string, client: string) => void): void {
+    this.stats = stats;
+    this.options.pool.onLimit = limitHit;
+  }
+
+  /** Closes every hop connection (gateway stop; calls still open end with UNAVAILABLE). */
+  close(): void {
+    this.options.pool.close();
+  }
+
+  /** Hop calls in flight (tests, metrics). */
+  get carriedCalls(): number {
+    let n = 0;
+    for (const set of this.carried.values()) n += set.size;
+    return n;
+  }
+
+  async newCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
+    const sid = validateBoxRequest(req);
+    await this.routed(sid, true, (owner) => this.unary('CreateBox', owner, sid, call));
+  }
+
+  async delCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
+    const sid = validateBoxRequest(req);
+    await this.routed(sid, false, (owner) => this.unary('DeleteBox', owner, sid, call));
+  }
+
+  openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<LegacyReceive> {
+    const sid = checkSid(streamId);
+    return this.routed(sid, false, (owner) =>
+      this.carry(owner, call, (client, ctx) => {
+        const hop = client.makeServerStreamRequest<HopBox, HopMessage>(
+          hopService.Recv.path,
+          hopService.Recv.requestSerialize,
+          hopService.Recv.responseDeserialize,
+          { streamId: sid },
+          this.metadata(call),
+        );
+        return new RemoteReceive(hop, ctx);
+      }).whenAttached(signal),
+    );
+  }
+
+  openSend(desc: { streamId: Buffer } | null, call: CallInfo, signal?: AbortSignal): Promise<LegacySend> {
+    if (!desc) return Promise.reject(new HashmailError('DESC_REQUIRED'));
+    const sid = checkSid(desc.streamId);
+    return this.routed(sid, false, (owner) =>
+      this.carry(owner, call, (client, ctx) => {
+        let half: RemoteSend | null = null;
+        let early: ServiceError | null | undefined;
+        const hop = client.makeClientStreamRequest<Buffer, unknown>(
+          hopService.Send.path,
+          hopService.Send.requestSerialize,
+          hopService.Send.responseDeserialize,
+          this.metadata(call),
+          (err) => {
+            if (half) half.answered(err);
+            else early = err;
+          },
+        );
+        half = new RemoteSend(hop, ctx, this.options.maxMessageBytes);
+        if (early !== undefined) half.answered(early);
+        // The first message names the box; the relay answers `hashmail-hop-attached` once it holds the write slot.
+        hop.write(encodeHopMessage({ streamId: sid, msg: EMPTY }));
+        return half;
+      }).whenAttached(signal),
+    );
+  }
+
+  /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
+  private async routed<T>(sid: Buffer, place: boolean, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
+    let owner: RouteOwner | null;
+    try {
+      owner = await this.options.directory.lookup(routeOfSid(sid), { place });
+    } catch (err) {
+      throw directoryError(err);
+    }
+    if (owner === null) throw new HashmailError('STREAM_NOT_FOUND');
+    try {
+      return await fn(owner);
+    } catch (err) {
+      if (!(err instanceof HashmailError) || err.code !== 'SERVED_ELSEWHERE' || !err.relayAddress) throw err;
+      // Our view of the mapping was behind; the relay named the owner. A second redirect goes to the client as UNAVAILABLE (it retries).
+      const address = err.relayAddress;
+      const id = this.options.directory.instances().find((i) => i.addresses.includes(address))?.id ?? `address:${address}`;
+      return fn({ id, address });
+    }
+  }
+
+  /** Starts one stream call to `owner` on a pool connection, tracked until it is over. */
+  private carry<H extends Carried & { readonly isOver: boolean }>(owner: RouteOwner, call: CallInfo, start: (client: Client, ctx: HalfContext) => H): H {
+    const pooled = this.options.pool.acquire(owner.address, call.address);
+    let half: H | null = null;
+    const ctx: HalfContext = {
+      stats: this.stats,
+      transport: call.transport,
+      done: () => {
+        pooled.release();
+        if (half) this.forget(owner.id, half);
+      },
+    };
+    try {
+      half = start(pooled.client, ctx);
+    } catch (err) {
+      pooled.release();
+      throw err;
+    }
+    // Over already (answered at once): done() ran before there was anything to forget.
+    return half.isOver ? half : this.track(owner, half);
+  }
+
+  private track<C extends Carried>(owner: RouteOwner, c: C): C {
+    let set = this.carried.get(owner.id);
+    if (!set) {
+      set = new Set();
+      this.carried.set(owner.id, set);
+    }
+    set.add(c);
+    return c;
+  }
+
+  private forget(id: string, c: Carried): void {
+    const set = this.carried.get(id);
+    if (!set) return;
+    set.delete(c);
+    if (set.size === 0) this.carried.delete(id);
+  }
+
+  private unary(method: 'CreateBox' | 'DeleteBox', owner: RouteOwner, sid: Buffer, call: CallInfo): Promise<void> {
+    const pooled = this.options.pool.acquire(owner.address, call.address);
+    return new Promise<void>((resolve, reject) => {
+      let failed: HashmailError | null = null;
+      const carried: Carried = {
+        fail: (err) => {
+          failed = err;
+          hop.cancel();
+        },
+      };
+      const def = hopService[method];
+      const hop = pooled.client.makeUnaryRequest<HopBox, unknown>(
+        def.path,
+        def.requestSerialize,
+        def.responseDeserialize,
+        { streamId: sid },
+        this.metadata(call),
+        { deadline: Date.now() + HOP_UNARY_DEADLINE_MS },
+        (err) => {
+          pooled.release();
+          this.forget(owner.id, carried);
+          if (failed) reject(failed);
+          else if (err) reject(hopError(err));
+          else resolve();
+        },
+      );
+      this.track(owner, carried);
+    });
+  }
+
+  private metadata(call: CallInfo): Metadata {
+    const md = new Metadata();
+    md.set(HOP_TOKEN_HEADER, this.options.token.value);
+    md.set(HOP_CLIENT_ADDRESS_HEADER, call.address);
+    return md;
+  }
+
+  /** The relay `id` is gone: every call carried to it ends with UNAVAILABLE now. */
+  private relayGone(id: string): void {
+    const set = this.carried.get(id);
+    if (!set) return;
+    this.carried.delete(id);
+    this.options.logger.info({ relay: id, calls: set.size }, 'relay gone: ending the legacy calls carried to it');
+    const err = new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (relay ${id} is gone)`);
+    for (const c of set) c.fail(err);
+  }
+}
+
+/** A gateway's legacy mailbox from its config: the hop.* pool (TLS to relays unless --insecure) and the hop token. */
+export function remoteLegacyFromConfig(directory: Directory, config: Config, logger: Logger, token: HopToken): RemoteLegacyMailbox {
+  return new RemoteLegacyMailbox({
+    directory,
+    pool: new RelayPool(relayPoolOptions(config)),
+    token,
+    logger: subsystemLogger(logger, 'hop'),
+    maxMessageBytes: config.mailbox.maxMessageBytes,
+  });
+}

@@ -1,0 +1,151 @@
+/**
+ * v2 WebSocket through a gateway: an upgrade of `/v2/mailbox?route=ROUTE`
+ * is passed through, bytes unchanged, to the relay that owns the route
+ * (placing the session if nobody owns it), with `http-proxy`. The gateway
+ * never sees the SID: it travels in the first frame, and the relay admits
+ * the party by the SID's own route as for a direct dial. Failures before the
+ * upgrade are answered as an HTTP status with the JSON error body of the
+ * lookup (`{"error":{"code","message"}}`). After the upgrade the two sockets
+ * are piped both ways (backpressure: at most a socket buffer per direction
+ * sits here), and the end or loss of either ends the other.
+ */
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import httpProxy from 'http-proxy';
+import { isRoute } from '../directory/route.js';
+import type { RouteLookup } from '../directory/route-lookup.js';
+import type { Logger } from '../observe/logger.js';
+import type { RelayStats } from '../observe/stats.js';
+import { HashmailError } from '../session/errors.js';
+import { endWithin } from '../transport/end-within.js';
+import { DEADLINE_CLOSE_GRACE_MS } from '../transport/http1-deadlines.js';
+import { noteError } from '../transport/report-error.js';
+
+export const V2_WS_PATH = '/v2/mailbox';
+/** The query parameter naming the session's route (docs/protocol-v2.md). */
+export const ROUTE_PARAM = 'route';
+/** The relay did not take the connection (refused, reset before the upgrade). */
+const RELAY_UNREACHABLE = { status: 502, code: 14, message: 'gateway: relay unreachable' };
+
+export interface V2WebSocketProxyOptions {
+  /** The route lookup (placing when asked), the same the gateway's lookups answer from. */
+  lookup: RouteLookup;
+  logger: Logger;
+  stats: RelayStats;
+  /** Dial relays in plain text (--insecure); else TLS, verified against `ca` (or the system's CAs). */
+  insecure: boolean;
+  ca?: Buffer;
+}
+
+/** The route of a `/v2/mailbox` upgrade URL: undefined when not that path or no route parameter. */
+export function routeParam(url: string | undefined): string | undefined {
+  if (url === undefined || !(url === V2_WS_PATH || url.startsWith(`${V2_WS_PATH}?`))) return undefined;
+  const route = new URL(url, 'http://x').searchParams.get(ROUTE_PARAM);
+  return route ?? undefined;
+}
+
+export class V2WebSocketProxy {
+  private readonly proxy: httpProxy;
+  private readonly ctx: { logger: Logger; stats: RelayStats };
+  private open = 0;
+  /** Client sockets past the 101: a failure there ends the pair, it is not answered as HTTP. */
+  private readonly upgraded = new WeakSet<Duplex>();
+
+  constructor(private readonly options: V2WebSocketProxyOptions) {
+    this.ctx = { logger: options.logger, stats: options.stats };
+    this.proxy = httpProxy.createProxyServer({
+      ws: true,
+      // x-forwarded-for names the client, for a relay that trusts this gateway as a proxy.
+      xfwd: true,
+      secure: !options.insecure,
+      ...(options.ca ? { ca: options.ca } : {}),
+    });
+    // The upgraded pair: either side gone (end, error, reset) takes the other with it.
+    this.proxy.on('proxyReqWs', (proxyReq, _req, socket) => {
+      proxyReq.on('upgrade', (_res, relaySocket: Socket) => {
+        this.upgraded.add(socket);
+        this.open++;
+        let closed = false;
+        const onClose = (): void => {
+          if (closed) return;
+          closed = true;
+          this.open--;
+        };
+        relaySocket.once('close', () => {
+          onClose();
+          socket.destroy();
+        });
+        socket.once('close', () => {
+          onClose();
+          relaySocket.destroy();
+        });
+      });
+    });
+    // Without a listener http-proxy would throw: errors are answered per request in handleUpgrade.
+    this.proxy.on('error', () => undefined);
+  }
+
+  /** v2 WebSockets passed through now (for tests and metrics). */
+  get openTunnels(): number {
+    return this.open;
+  }
+
+  /**
+   * Takes `/v2/mailbox?route=...` upgrades (true); anything else is left to
+   * the other routes (false): without `route` the gateway's own v2 endpoint
+   * answers the Hello with the owner's address.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    const route = routeParam(req.url);
+    if (route === undefined) return false;
+    socket.on('error', () => socket.destroy());
+    if (!isRoute(route)) {
+      this.refuse(socket, new HashmailError('BAD_ROUTE'));
+      return true;
+    }
+    // Nothing is read from the client until the relay answered: its bytes wait in the kernel.
+    socket.pause();
+    this.options.lookup(route, true).then(
+      (owner) => {
+        if (socket.destroyed) return;
+        const target = `${this.options.insecure ? 'http' : 'https'}://${owner.address}`;
+        this.options.logger.debug({ relay: owner.id }, 'v2 WebSocket passed through');
+        this.proxy.ws(req, socket, head, { target }, (err: Error) => {
+          if (this.upgraded.has(socket)) {
+            socket.destroy();
+            return;
+          }
+          this.options.logger.debug({ relay: owner.id, err: err.message }, 'v2 WebSocket pass-through failed');
+          this.answer(socket, RELAY_UNREACHABLE.status, { code: RELAY_UNREACHABLE.code, message: RELAY_UNREACHABLE.message });
+        });
+      },
+      (err: unknown) => this.refuse(socket, err),
+    );
+    return true;
+  }
+
+  /** Closes the proxy's own resources (the tunnels go with the listener's sockets). */
+  close(): void {
+    this.proxy.close();
+  }
+
+  private refuse(socket: Duplex, err: unknown): void {
+    const e = noteError(this.ctx, err, { transport: 'websocket', call: 'v2 pass-through' });
+    this.answer(socket, e.httpStatus, { code: e.grpcCode, message: e.message });
+  }
+
+  private answer(socket: Duplex, status: number, error: { code: number; message: string }): void {
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const body = JSON.stringify({ error });
+    endWithin(
+      socket,
+      DEADLINE_CLOSE_GRACE_MS,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+        `Access-Control-Allow-Origin: *\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+}

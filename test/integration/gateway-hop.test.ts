@@ -1,0 +1,317 @@
+/**
+ * The gateway -> relay hop with real etcd and two real `hashmail relay`
+ * processes; the gateway's end (RemoteLegacyMailbox + RelayPool) runs in
+ * this process and is driven directly. Exact legacy semantics across the
+ * hop: errors and texts, SendStream answered only once the relay queued
+ * everything, cancellation both ways, the token, per-address limits on the
+ * forwarded address, the pool's limit.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { randomBytes } from 'node:crypto';
+import { routeOfSid } from '../../src/directory/route.js';
+import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
+import { hopService } from '../../src/transport/grpc-hop/service.js';
+import { pollUntil, withTimeout } from '../helpers/async-queue.js';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { peerSid, randomSid, boxAuth } from '../helpers/grpc-v1.js';
+import { boxClosed, callFrom, clusterHopToken, HOP_WAIT_MS, readOne, testGateway, writeAll, type TestGateway } from '../helpers/hop.js';
+import { metricSum } from '../helpers/metrics.js';
+import { startRelay, type RunningServer } from '../helpers/server.js';
+
+const BUFFER_BYTES = 64 * 1024;
+const MAX_BOXES_PER_ADDRESS = 3;
+const RELAY_CONFIG = {
+  directory: { leaseTtlMs: 3000, callTimeoutMs: 1000, loadPublishIntervalMs: 200 },
+  mailbox: { bufferBytes: BUFFER_BYTES, rateLimitIntervalMs: 0 },
+  limits: { maxBoxesPerAddress: MAX_BOXES_PER_ADDRESS },
+};
+const MESSAGES = 100;
+
+function rejectsWith(promise: Promise<unknown>, code: HashmailErrorCode, message: string): Promise<void> {
+  return assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof HashmailError, `not a HashmailError: ${String(err)}`);
+    assert.equal(err.code, code);
+    assert.equal(err.message, message);
+    return true;
+  });
+}
+
+describe('the gateway hop: two relays, the gateway end in process', () => {
+  let etcd: EtcdCluster;
+  const relays: RunningServer[] = [];
+  let gw: TestGateway;
+  let addressNo = 0;
+  /** A client address of its own per test, so per-address limits do not carry over. */
+  const freshCall = (transport: 'grpc' | 'websocket' = 'grpc') => callFrom(`10.1.0.${++addressNo}`, transport);
+
+  before(async () => {
+    etcd = await startEtcd(1);
+    for (let i = 0; i < 2; i++) relays.push(await startRelay({ etcd: etcd.etcdFlag, id: `relay-${i}`, config: RELAY_CONFIG }));
+    gw = await testGateway(etcd.endpoints);
+  });
+  after(async () => {
+    await gw?.close();
+    for (const relay of relays) await relay.stop();
+    await etcd?.stop();
+  });
+
+  const ownerOf = async (sid: Buffer): Promise<RunningServer> => {
+    const owner = await gw.directory.lookup(routeOfSid(sid), { place: false });
+    const relay = relays.find((r) => r.address === owner?.address);
+    assert.ok(relay, `no relay owns the session (${owner?.address})`);
+    return relay;
+  };
+
+  test(`create, receive, send ${MESSAGES} messages each way intact and in order, delete`, async () => {
+    const call = freshCall();
+    const a = randomSid();
+    const bSid = peerSid(a);
+    await gw.mailbox.newCipherBox(boxAuth(a), call);
+    await gw.mailbox.newCipherBox(boxAuth(bSid), call);
+    const readA = await gw.mailbox.openReceive(a, call);
+    const readB = await gw.mailbox.openReceive(bSid, call);
+    const toA = Array.from({ length: MESSAGES }, (_, i) => Buffer.concat([Buffer.from(`to-a ${i} `), randomBytes(i * 37)]));
+    const toB = Array.from({ length: MESSAGES }, (_, i) => Buffer.concat([Buffer.from(`to-b ${i} `), randomBytes(i * 41)]));
+    const sendA = await gw.mailbox.openSend({ streamId: a }, call);
+    const sendB = await gw.mailbox.openSend({ streamId: bSid }, call);
+    const receivedA = (async () => {
+      const out: Buffer[] = [];
+      for (let i = 0; i < MESSAGES; i++) out.push(await readOne(readA));
+      return out;
+    })();
+    const receivedB = (async () => {
+      const out: Buffer[] = [];
+      for (let i = 0; i < MESSAGES; i++) out.push(await readOne(readB));
+      return out;
+    })();
+    await Promise.all([writeAll(sendA, toA).then(() => sendA.finish()), writeAll(sendB, toB).then(() => sendB.finish())]);
+    assert.deepEqual(await receivedA, toA);
+    assert.deepEqual(await receivedB, toB);
+    // A 0-byte message crosses as one.
+    const again = await gw.mailbox.openSend({ streamId: a }, call);
+    await again.write(Buffer.alloc(0));
+    await again.finish();
+    assert.equal((await readOne(readA)).length, 0);
+    assert.equal(gw.stats.attached.grpc.read, 2);
+    const closed = boxClosed(readA);
+    await gw.mailbox.delCipherBox(boxAuth(a), call);
+    const err = await closed;
+    assert.ok(err instanceof HashmailError);
+    assert.equal(err.code, 'BOX_DELETED_EOF');
+    assert.equal(err.message, 'EOF');
+    readA.release();
+    readB.release();
+    assert.equal(gw.stats.attached.grpc.read, 0);
+    await gw.mailbox.delCipherBox(boxAuth(bSid), call);
+    await pollUntil(async () => gw.mailbox.carriedCalls === 0 && gw.pool.calls === 0, 'every hop call over');
+  });
+
+  test('exact legacy errors across the hop: exists, not found, occupied after the wait, validation texts', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    await rejectsWith(Promise.resolve(gw.mailbox.newCipherBox(boxAuth(sid), call)), 'STREAM_EXISTS', 'stream already active');
+    // Never placed: answered by the gateway's lookup; placed but no such box: answered by the relay.
+    await rejectsWith(gw.mailbox.openReceive(randomSid(), call), 'STREAM_NOT_FOUND', 'stream not found');
+    await rejectsWith(gw.mailbox.openReceive(peerSid(sid), call), 'STREAM_NOT_FOUND', 'stream not found');
+    await rejectsWith(gw.mailbox.openSend({ streamId: peerSid(sid) }, call), 'STREAM_NOT_FOUND', 'stream not found');
+    await rejectsWith(Promise.resolve(gw.mailbox.delCipherBox(boxAuth(peerSid(sid)), call)), 'STREAM_NOT_FOUND', 'stream not found');
+    const reader = await gw.mailbox.openReceive(sid, call);
+    await rejectsWith(gw.mailbox.openReceive(sid, call), 'READ_OCCUPIED', 'read stream occupied');
+    const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+    await rejectsWith(gw.mailbox.openSend({ streamId: sid }, call), 'WRITE_OCCUPIED', 'write stream occupied');
+    // Validation, in the legacy order, with the legacy texts.
+    await assert.rejects(async () => gw.mailbox.newCipherBox({ desc: null, hasAuth: true }, call), { message: 'cipher box descriptor required' });
+    await assert.rejects(async () => gw.mailbox.newCipherBox({ desc: { streamId: Buffer.alloc(0) }, hasAuth: false }, call), { message: 'stream_id required' });
+    await assert.rejects(async () => gw.mailbox.newCipherBox({ desc: { streamId: randomSid() }, hasAuth: false }, call), { message: 'auth type required' });
+    await assert.rejects(async () => gw.mailbox.newCipherBox({ desc: { streamId: Buffer.alloc(10) }, hasAuth: true }, call), { message: 'stream_id must be 64 bytes' });
+    await assert.rejects(async () => gw.mailbox.openSend(null, call), { message: 'cipher box descriptor required' });
+    assert.throws(() => writer.write(Buffer.alloc(4 * 1024 * 1024 + 1)), { message: 'message too large: 4194305 bytes, limit mailbox.maxMessageBytes (4194304)' });
+    reader.release();
+    writer.release();
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
+
+  test('SendStream finishes only once the relay queued every message', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    const owner = await ownerOf(sid);
+    const size = 8 * 1024;
+    const count = (3 * BUFFER_BYTES) / size;
+    const messages = Array.from({ length: count }, (_, i) => Buffer.alloc(size, i));
+    const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+    let finished = false;
+    const writing = writeAll(writer, messages)
+      .then(() => writer.finish())
+      .then(() => {
+        finished = true;
+      });
+    // No reader: the box fills to its buffer and the relay can take no more.
+    writing.catch(() => undefined);
+    await pollUntil(async () => ((await metricSum(owner, 'hashmail_buffered_bytes')) ?? 0) >= BUFFER_BYTES - size, 'box full at the relay');
+    assert.equal(finished, false, 'finish() settled while the relay still had messages to take');
+    const reader = await gw.mailbox.openReceive(sid, call);
+    const got: Buffer[] = [];
+    for (let i = 0; i < count; i++) got.push(await readOne(reader));
+    await withTimeout(writing, HOP_WAIT_MS, 'finish');
+    assert.deepEqual(got, messages);
+    reader.release();
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
+
+  test('cancellation: a released half frees the relay slot; a box deleted at the relay ends the gateway half', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    const owner = await ownerOf(sid);
+    const hopReaders = (): Promise<number | undefined> => owner.metric('hashmail_attached_halves{transport="hop",kind="read"}');
+    const first = await gw.mailbox.openReceive(sid, call);
+    await pollUntil(async () => (await hopReaders()) === 1, 'reader attached at the relay');
+    first.release();
+    await pollUntil(async () => (await hopReaders()) === 0, 'slot freed at the relay');
+    // Pending open cancelled by the client: the wait ends at the relay too.
+    const second = await gw.mailbox.openReceive(sid, call);
+    const abort = new AbortController();
+    const waiting = gw.mailbox.openReceive(sid, call, abort.signal);
+    abort.abort();
+    await rejectsWith(waiting, 'CANCELLED', 'cancelled');
+    const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+    const readerClosed = boxClosed(second);
+    const writerClosed = boxClosed(writer);
+    // Deleted through another gateway connection: the relay ends both carried halves with the legacy errors.
+    const other = await testGateway(etcd.endpoints);
+    try {
+      await other.mailbox.delCipherBox(boxAuth(sid), freshCall());
+    } finally {
+      await other.close();
+    }
+    assert.deepEqual([(await readerClosed).message, (await writerClosed).message], ['EOF', 'io: read/write on closed pipe']);
+    assert.throws(() => second.take(), { message: 'EOF' });
+    assert.throws(() => writer.write(Buffer.from('x')), { message: 'io: read/write on closed pipe' });
+    second.release();
+    writer.release();
+  });
+
+  test('a hop call without the token, or with a wrong one, is refused UNAUTHENTICATED', async () => {
+    const relay = relays[0];
+    const client = new grpc.Client(relay.address, grpc.credentials.createInsecure());
+    try {
+      for (const token of [null, 'not-the-token', (await clusterHopToken(etcd.endpoints)).value.slice(1)]) {
+        const md = new grpc.Metadata();
+        if (token !== null) md.set('hashmail-hop-token', token);
+        md.set('hashmail-client-address', '10.0.0.1');
+        const status = await new Promise<grpc.ServiceError | null>((resolve) =>
+          client.makeUnaryRequest(hopService.CreateBox.path, hopService.CreateBox.requestSerialize, hopService.CreateBox.responseDeserialize, { streamId: randomSid() }, md, (err) => resolve(err)),
+        );
+        assert.equal(status?.code, grpc.status.UNAUTHENTICATED);
+        assert.equal(status?.details, 'hop: not an authenticated gateway');
+        assert.equal(status?.metadata.get('hashmail-error')[0], 'HOP_UNAUTHENTICATED');
+      }
+      const recv = client.makeServerStreamRequest(hopService.Recv.path, hopService.Recv.requestSerialize, hopService.Recv.responseDeserialize, { streamId: randomSid() }, new grpc.Metadata());
+      const err = await withTimeout(new Promise<grpc.ServiceError>((resolve) => recv.on('error', resolve)), HOP_WAIT_MS, 'Recv refused');
+      assert.equal(err.code, grpc.status.UNAUTHENTICATED);
+    } finally {
+      client.close();
+    }
+    // A gateway holding another token is refused the same way.
+    const { HopToken } = await import('../../src/transport/grpc-hop/hop-token.js');
+    const forged = await testGateway(etcd.endpoints, {}, new HopToken('x'.repeat(43)));
+    try {
+      await rejectsWith(Promise.resolve(forged.mailbox.newCipherBox(boxAuth(randomSid()), freshCall())), 'HOP_UNAUTHENTICATED', 'hop: not an authenticated gateway');
+    } finally {
+      await forged.close();
+    }
+  });
+
+  test(`per-address limits at the relay count the forwarded client address (limits.maxBoxesPerAddress ${MAX_BOXES_PER_ADDRESS})`, async () => {
+    const greedy = freshCall();
+    let refused: HashmailError | null = null;
+    let refusedSid: Buffer | null = null;
+    // Two relays hold at most 2 x MAX boxes of one address: one more is refused somewhere.
+    for (let i = 0; i <= 2 * MAX_BOXES_PER_ADDRESS && !refused; i++) {
+      const sid = randomSid();
+      try {
+        await gw.mailbox.newCipherBox(boxAuth(sid), greedy);
+      } catch (err) {
+        refused = err as HashmailError;
+        refusedSid = sid;
+      }
+    }
+    assert.ok(refused && refusedSid, 'no box refused');
+    assert.equal(refused.code, 'LIMIT_REACHED');
+    assert.equal(refused.message, `limit reached: limits.maxBoxesPerAddress (${MAX_BOXES_PER_ADDRESS})`);
+    // The same relay (same session) takes boxes from another client through the same gateway.
+    await gw.mailbox.newCipherBox(boxAuth(refusedSid), freshCall());
+    await gw.mailbox.newCipherBox(boxAuth(peerSid(refusedSid)), freshCall());
+  });
+
+  test('the pool grows past hop.streamsPerConnection and answers RESOURCE_EXHAUSTED past hop.maxConnectionsPerRelay', async () => {
+    const small = await testGateway(etcd.endpoints, { streamsPerConnection: 2, maxConnectionsPerRelay: 2 });
+    const halves: { release(): void }[] = [];
+    try {
+      const call = freshCall();
+      // Sessions on relay 0 only: the limit is per relay.
+      const sids: Buffer[] = [];
+      for (let i = 0; i < 40 && sids.length < 6; i++) {
+        const sid = randomSid();
+        await small.mailbox.newCipherBox(boxAuth(sid), callFrom(`10.2.${i}.1`));
+        if ((await ownerOf(sid)) === relays[0]) sids.push(sid);
+        else await small.mailbox.delCipherBox(boxAuth(sid), call);
+      }
+      assert.equal(sids.length, 6, 'not enough sessions on relay 0');
+      for (let i = 0; i < 4; i++) {
+        halves.push(await small.mailbox.openReceive(sids[i], call));
+        assert.equal(small.pool.connectionsTo(relays[0].address), Math.ceil((i + 1) / 2));
+      }
+      const refused = await small.mailbox.openReceive(sids[4], call).then(
+        () => assert.fail('a fifth call was carried past the limit'),
+        (err: unknown) => err as HashmailError,
+      );
+      assert.equal(refused.code, 'LIMIT_REACHED');
+      assert.equal(refused.grpcCode, grpc.status.RESOURCE_EXHAUSTED);
+      assert.equal(refused.message, 'gateway: relay connection limit reached (hop.maxConnectionsPerRelay)');
+      halves.pop()?.release();
+      halves.push(await small.mailbox.openReceive(sids[4], call));
+      assert.equal(small.pool.connectionsTo(relays[0].address), 2);
+    } finally {
+      for (const h of halves) h.release();
+      await small.close();
+    }
+  });
+
+  test('a gateway whose view is behind is told SERVED_ELSEWHERE with hashmail-relay-address and retries at the owner once', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    const owner = await ownerOf(sid);
+    const wrong = relays.find((r) => r !== owner) as RunningServer;
+    const wrongId = String(wrong.logs.find((l) => l.msg === 'serving')?.id);
+    // Every lookup names the relay that does not own the session.
+    const behind = await testGateway(etcd.endpoints, {}, undefined, (d) =>
+      new Proxy(d, {
+        get(target, key, receiver) {
+          if (key === 'lookup') return async () => ({ id: wrongId, address: wrong.address });
+          const v = Reflect.get(target, key, receiver) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+    );
+    try {
+      const before = (await wrong.metric('hashmail_errors_total{code="SERVED_ELSEWHERE"}')) ?? 0;
+      const reader = await behind.mailbox.openReceive(sid, call);
+      const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+      await writer.write(Buffer.from('via the owner'));
+      assert.equal((await readOne(reader)).toString(), 'via the owner');
+      assert.equal(await wrong.metric('hashmail_errors_total{code="SERVED_ELSEWHERE"}'), before + 1);
+      assert.equal(behind.pool.connectionsTo(owner.address), 1);
+      reader.release();
+      writer.release();
+    } finally {
+      await behind.close();
+    }
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
+});
