@@ -127,8 +127,8 @@ export const configSchema = z
       .prefault({}),
     relay: z
       .object({
-        instanceId: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, . _ - only (at most 64)').default('').describe('This relay\'s id in the cluster; empty: a random id kept in server.dataDir, so a restart keeps its id'),
-        advertise: z.array(hostPort).default([]).describe('HOST:PORT clients dial to reach this relay (first one is given out); empty: server.listen when it names a concrete host. Environment: comma-separated'),
+        instanceId: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, . _ - only (at most 64)').default('').describe('This relay\'s (or gateway\'s) id in the cluster; empty: a random id (relay-<hex>, gateway-<hex>) kept in server.dataDir, so a restart keeps its id'),
+        advertise: z.array(hostPort).default([]).describe('HOST:PORT clients dial to reach this relay, or a gateway for WebSocket clients (first one is given out); empty: server.listen when it names a concrete host. Environment: comma-separated'),
         drainDeadlineMs: z.number().int().min(0).default(30_000).describe('SIGTERM on a relay: how long it waits for its parties to move before it exits (milliseconds)'),
         drainSpreadMs: z.number().int().min(0).default(2000).describe('SIGTERM on a relay: its sessions are told to move at random moments over this window, both parties of a session together (milliseconds)'),
       })
