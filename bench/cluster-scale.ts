@@ -24,7 +24,7 @@ import { Etcd3 } from 'etcd3';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
 import { killAll } from './children.js';
 import { sampleRss } from './idle-memory.js';
-import { cpuMs, CURRENT_BUILD, fdCount, ROOT, rssKiB, startHashmail, type RelayProcess } from './server-process.js';
+import { cpuMs, CURRENT_BUILD, fdCount, hashmailMetric, ROOT, rssKiB, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, sleep, table } from './stats.js';
 import { WorkerPool } from './worker-pool.js';
 import type { WorkerReply } from './load-worker.js';
@@ -169,6 +169,18 @@ async function baseline(sessions: number): Promise<BaselineResult> {
   }
 }
 
+const PROGRESS_EVERY_MS = 30_000;
+
+/** While the sessions open: sessions and open files per relay every 30 s, so a stuck relay shows. */
+function watchProgress(relays: RelayProcess[], log: (msg: string) => void): NodeJS.Timeout {
+  return setInterval(() => {
+    void Promise.all(relays.map(async (r) => (r.adminAddress ? ((await hashmailMetric(r.adminAddress, 'hashmail_sessions').catch(() => undefined)) ?? -1) : -1))).then((counts) => {
+      const total = counts.reduce((x, y) => x + Math.max(0, y), 0);
+      log(`sessions ${total}: ${counts.map((c, i) => `${c}/${fdCount(relays[i].pid)}fd`).join(' ')}`);
+    });
+  }, PROGRESS_EVERY_MS);
+}
+
 /** One after the other: a dozen Node processes starting at once on two cores can miss the start timeout. */
 async function startRelays(etcd: EtcdCluster, count: number, into: RelayProcess[]): Promise<void> {
   for (let i = 0; i < count; i++) {
@@ -193,6 +205,7 @@ async function main(): Promise<void> {
   log(`cluster: etcd + ${a.relays} relays, ${a.workers} load workers, ${a.sessions} sessions`);
   const etcd = await startEtcd(1);
   const etcdPid = etcd.members[0].pid ?? 0;
+  etcdPids.push(etcdPid);
   const etcdRssBeforeKiB = rssKiB(etcdPid);
   const relays: RelayProcess[] = [];
   let pool: WorkerPool | null = null;
@@ -202,7 +215,8 @@ async function main(): Promise<void> {
     const rssBefore = await Promise.all(relays.map((r) => sampleRss(r.pid, RSS_SAMPLES)));
     pool = await WorkerPool.start(a.workers);
 
-    const opened = await openAll(pool, a.sessions, via, null);
+    const progress = watchProgress(relays, log);
+    const opened = await openAll(pool, a.sessions, via, null).finally(() => clearInterval(progress));
     log(`opened ${opened.held} (failed ${opened.failed}) in ${(opened.elapsedMs / 1000).toFixed(1)} s ${opened.errors.join('; ')}`);
     await sleep(SETTLE_MS);
     const rssAfter = await Promise.all(relays.map((r) => sampleRss(r.pid, RSS_SAMPLES)));
@@ -290,10 +304,15 @@ function render(r: Result): string {
   return lines.join('\n');
 }
 
-process.on('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
+/** etcd is started by the test helper, not tracked by children.ts: killed here on a signal too. */
+const etcdPids: number[] = [];
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    for (const pid of etcdPids) if (pid > 0) process.kill(pid, 'SIGKILL');
+    killAll();
+    process.exit(130);
+  });
+}
 if (import.meta.url === `file://${process.argv[1]}`) {
   await main().catch((err: unknown) => {
     process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
