@@ -22,7 +22,7 @@ import type { RelayStats } from '../../observe/stats.js';
 import type { CallInfo, LegacyOperations, LegacySend } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import type { SessionRouter } from '../../relay/session-router.js';
-import { asHashmailError, HashmailError } from '../../session/errors.js';
+import { HashmailError } from '../../session/errors.js';
 import { checkSid, shortHash } from '../../session/sid.js';
 import { GrpcCallScope } from '../grpc-call-scope.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
@@ -32,26 +32,12 @@ import { encodeHopPayload, type HopBox, type HopMessage } from './codec.js';
 import { hopStatus } from './hop-status.js';
 import type { HopToken } from './hop-token.js';
 import { HOP_ATTACHED_HEADER, HOP_CLIENT_ADDRESS_HEADER, HOP_SERVICE_NAME, HOP_TOKEN_HEADER, hopService } from './service.js';
+import { tolerantService } from '../tolerant-service.js';
 
 /** A forwarded client address: a limit key (IPv4, masked IPv6 with /prefix, or a name), printable, short. */
 const CLIENT_ADDRESS = /^[0-9A-Za-z.:/%_[\]-]{1,100}$/;
 
-function tolerant<T>(decode: (b: Buffer) => T): (b: Buffer) => T | HashmailError {
-  return (b) => {
-    try {
-      return decode(b);
-    } catch (err) {
-      return asHashmailError(err);
-    }
-  };
-}
-
-export const hopServerService: ServiceDefinition = {
-  CreateBox: { ...hopService.CreateBox, requestDeserialize: tolerant(hopService.CreateBox.requestDeserialize) },
-  DeleteBox: { ...hopService.DeleteBox, requestDeserialize: tolerant(hopService.DeleteBox.requestDeserialize) },
-  Recv: { ...hopService.Recv, requestDeserialize: tolerant(hopService.Recv.requestDeserialize) },
-  Send: { ...hopService.Send, requestDeserialize: tolerant(hopService.Send.requestDeserialize) },
-};
+export const hopServerService: ServiceDefinition = tolerantService(hopService);
 
 export interface HopServerDeps {
   /** The relay's own legacy operations (core.legacy). */

@@ -13,7 +13,7 @@ import type {
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import type { CallInfo, LegacyOperations, LegacySend } from '../../relay/legacy-operations.js';
-import { asHashmailError, HashmailError } from '../../session/errors.js';
+import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
 import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
 import { ReadPump } from '../../relay/read-pump.js';
@@ -22,6 +22,7 @@ import { GrpcCallScope } from '../grpc-call-scope.js';
 import { noteError } from '../report-error.js';
 import { NOTHING_HELD, type StreamsPerConnection } from '../grpc-stream-limit.js';
 import { hashMailService, type CipherInitResp } from './service.js';
+import { tolerant } from '../tolerant-service.js';
 
 export type GrpcCallType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
 
@@ -36,21 +37,6 @@ export interface GrpcMetricsHook {
 }
 
 const SERVICE_NAME = 'hashmailrpc.HashMail';
-
-/**
- * Server side of the service: a request that fails to decode becomes a
- * HashmailError value the handler answers with INVALID_ARGUMENT, instead of
- * grpc-js's bare INTERNAL "Error deserializing request".
- */
-function tolerant<T>(decode: (b: Buffer) => T): (b: Buffer) => T | HashmailError {
-  return (b) => {
-    try {
-      return decode(b);
-    } catch (err) {
-      return asHashmailError(err);
-    }
-  };
-}
 
 export const hashMailServerService: ServiceDefinition = {
   NewCipherBox: { ...hashMailService.newCipherBox, requestDeserialize: tolerant(hashMailService.newCipherBox.requestDeserialize) },
