@@ -6,7 +6,29 @@
 import type { ChildProcess } from 'node:child_process';
 
 const children = new Set<ChildProcess>();
+/** Started by someone else (the etcd test helper): killed by pid. */
+const foreignPids = new Set<number>();
 let installed = false;
+
+export function trackPid(pid: number): void {
+  if (pid > 0) foreignPids.add(pid);
+  installHandlers();
+}
+
+/** Stopped by its owner: the pid may be reused, so it is no longer ours to kill. */
+export function untrackPid(pid: number): void {
+  foreignPids.delete(pid);
+}
+
+/** Runs a bench script's main; on failure prints the error, kills every child and sets exit code 1. */
+export async function runBench(main: () => Promise<void>): Promise<void> {
+  installHandlers();
+  await main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+    killAll();
+    process.exitCode = 1;
+  });
+}
 
 export function track(child: ChildProcess): ChildProcess {
   children.add(child);
@@ -35,6 +57,14 @@ export function killAll(): void {
     if (isRunning(child)) child.kill('SIGKILL');
   }
   children.clear();
+  for (const pid of foreignPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  foreignPids.clear();
 }
 
 function installHandlers(): void {

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
-import { killAll } from './children.js';
+import { runBench, trackPid, untrackPid } from './children.js';
 import { sampleRss } from './idle-memory.js';
 import { cpuMs, CURRENT_BUILD, fdCount, hashmailMetric, ROOT, rssKiB, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, sleep, table } from './stats.js';
@@ -205,7 +205,7 @@ async function main(): Promise<void> {
   log(`cluster: etcd + ${a.relays} relays, ${a.workers} load workers, ${a.sessions} sessions`);
   const etcd = await startEtcd(1);
   const etcdPid = etcd.members[0].pid ?? 0;
-  etcdPids.push(etcdPid);
+  trackPid(etcdPid);
   const etcdRssBeforeKiB = rssKiB(etcdPid);
   const relays: RelayProcess[] = [];
   let pool: WorkerPool | null = null;
@@ -266,6 +266,7 @@ async function main(): Promise<void> {
     await pool?.close();
     await Promise.all(relays.map((r) => r.stop()));
     await etcd.stop();
+    untrackPid(etcdPid);
   }
 }
 
@@ -304,19 +305,6 @@ function render(r: Result): string {
   return lines.join('\n');
 }
 
-/** etcd is started by the test helper, not tracked by children.ts: killed here on a signal too. */
-const etcdPids: number[] = [];
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    for (const pid of etcdPids) if (pid > 0) process.kill(pid, 'SIGKILL');
-    killAll();
-    process.exit(130);
-  });
-}
 if (import.meta.url === `file://${process.argv[1]}`) {
-  await main().catch((err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
-    killAll();
-    process.exitCode = 1;
-  });
+  await runBench(main);
 }

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
-import { killAll, stopChild, track } from './children.js';
+import { runBench, stopChild, track, trackPid, untrackPid } from './children.js';
 import type { RejoinCommand, RejoinReply, SessionRejoin } from './rejoin-worker.js';
 import { CURRENT_BUILD, ROOT, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, table } from './stats.js';
@@ -105,6 +105,7 @@ const spread = (sorted: number[]): { p50: number; p99: number; max: number } => 
 
 async function runCase(path: Path, sessions: number, ttlMs: number, workerCount: number): Promise<CaseResult> {
   const etcd = await startEtcd(1);
+  trackPid(etcd.members[0].pid ?? 0);
   const relays: RelayProcess[] = [];
   const workers: Worker[] = [];
   const aDir = mkdtempSync(join(tmpdir(), 'hashmail-rejoin-a-'));
@@ -145,6 +146,7 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     await Promise.all(workers.map((w) => w.close()));
     await Promise.all(relays.map((r) => r.stop()));
     await etcd.stop();
+    untrackPid(etcd.members[0].pid ?? 0);
     rmSync(aDir, { recursive: true, force: true });
   }
 }
@@ -192,14 +194,6 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'rejoin.json'), JSON.stringify({ command, ttlMs, results }, null, 2));
 }
 
-process.on('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
 if (import.meta.url === `file://${process.argv[1]}`) {
-  await main().catch((err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
-    killAll();
-    process.exitCode = 1;
-  });
+  await runBench(main);
 }
