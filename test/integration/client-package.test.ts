@@ -201,3 +201,18 @@ describe('hashmail-client package', () => {
     assert.deepEqual(result, { versions: [2, 2], toB: 'from the app', toA: 'from the node' });
   });
 });
+
+describe('hashmail package tarball', () => {
+  test('ships dist, proto, config, docs and LICENSE; no tests, benchmarks, CI, sources; no install-time script', async () => {
+    // --ignore-scripts: prepack would rebuild; the files list is what is checked.
+    const { stdout } = await npm(['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT);
+    const paths = (JSON.parse(stdout) as PackResult[])[0].files.map((f) => f.path);
+    for (const path of paths) {
+      assert.ok(/^(dist|proto|config|docs)\//.test(path) || ['package.json', 'README.md', 'LICENSE'].includes(path), `unexpected file in the hashmail tarball: ${path}`);
+      assert.ok(!path.startsWith('dist/client-package/') && !path.startsWith('dist/release/'), `${path}: the client package and its builder are not the server's`);
+    }
+    for (const path of ['LICENSE', 'dist/cli/main.js', 'dist/client/index.js', 'dist/browser/hashmail-client.js', 'proto/hashmailrpc.proto']) assert.ok(paths.includes(path), `${path} missing`);
+    const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    for (const hook of ['preinstall', 'install', 'postinstall', 'prepare']) assert.equal(scripts[hook], undefined, `a ${hook} script runs (and warns) on every install of the package`);
+  });
+});
