@@ -70,7 +70,9 @@ export function clientClosure(dist: string, entries: string[]): { files: string[
     files.add(file);
     for (const spec of specifiers(readFileSync(abs, 'utf8'))) {
       if (spec.startsWith('.')) {
-        visit(posix.normalize(posix.join(posix.dirname(file), spec)));
+        const target = posix.normalize(posix.join(posix.dirname(file), spec));
+        // A declaration's './x.js' means the declarations of x.
+        visit(file.endsWith('.d.ts') ? target.replace(/\.js$/, '.d.ts') : target);
       } else if (!isBuiltin(spec)) {
         packages.add(packageName(spec));
       }
@@ -81,15 +83,19 @@ export function clientClosure(dist: string, entries: string[]): { files: string[
     visit(entry.replace(/\.js$/, '.d.ts'));
   }
   // A .js file's declarations come along even when only its code was reached, and the other way round.
-  for (const file of [...files]) {
-    const twin = file.endsWith('.d.ts') ? file.replace(/\.d\.ts$/, '.js') : file.replace(/\.js$/, '.d.ts');
-    visit(twin);
+  // Until no twin brings a new file: a twin's own imports may reach files whose twins are not in yet.
+  for (let before = -1; before !== files.size; ) {
+    before = files.size;
+    for (const file of [...files]) {
+      const twin = file.endsWith('.d.ts') ? file.replace(/\.d\.ts$/, '.js') : file.replace(/\.js$/, '.d.ts');
+      if (existsSync(join(dist, twin))) visit(twin);
+    }
   }
   return { files: [...files].sort(), packages };
 }
 
 /** Throws naming every difference between the imported packages and the manifest's dependencies. */
-function checkDependencies(manifest: Manifest, top: Manifest, imported: Set<string>): void {
+export function checkDependencies(manifest: Manifest, top: Manifest, imported: Set<string>): void {
   const problems: string[] = [];
   const declared = new Set(Object.keys(manifest.dependencies));
   for (const name of imported) {
