@@ -2,8 +2,8 @@
  * Browser entry of the client library: the same API as index.ts over
  * WebSocket only. Nothing reachable from here imports gRPC or Node built-ins
  * (the `ws` package is imported only where no global WebSocket exists, i.e.
- * never in a browser). Suggested package.json mapping:
- * `"exports": { ".": { "browser": "./dist/client/browser.js", ... } }`.
+ * never in a browser). The hashmail-client package maps it under the
+ * `browser` condition of its exports (src/client/package.json).
  */
 import { connectWith } from './connect.js';
 import type { MailboxConnection } from './connection.js';

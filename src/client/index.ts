@@ -5,7 +5,7 @@
  * browsers), reconnecting with backoff and jitter.
  *
  * ```ts
- * import { connect } from 'hashmail';
+ * import { connect } from 'hashmail-client';
  * const conn = await connect({ server: 'mailbox.example.com:443', phrase, role: 'app' });
  * conn.on('presence', (present) => console.log('peer', present ? 'here' : 'away'));
  * await conn.send(new TextEncoder().encode('hello'));
