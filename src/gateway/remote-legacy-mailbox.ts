@@ -51,6 +51,8 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   private stats: RelayStats | null;
   /** Calls in flight by relay instance id. */
   private readonly carried = new Map<string, Set<Carried>>();
+  /** Set by shutdown(): every new call is refused as serve's table refuses it. */
+  private shuttingDown = false;
 
   constructor(private readonly options: RemoteLegacyMailboxOptions) {
     this.stats = options.stats ?? null;
@@ -65,6 +67,20 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   observeWith(stats: RelayStats, limitHit: (configKey: string, client: string) => void): void {
     this.stats = stats;
     this.options.pool.onLimit = limitHit;
+  }
+
+  /**
+   * Gateway stop: every carried call ends with UNAVAILABLE "server shutting
+   * down", as serve's own streams do (its table's shutdown), so legacy
+   * clients retry at once; without this they would see the connection's
+   * destruction as CANCELLED. New calls are refused the same way.
+   */
+  shutdown(): void {
+    this.shuttingDown = true;
+    const err = new HashmailError('SERVER_SHUTTING_DOWN');
+    const all = [...this.carried.values()];
+    this.carried.clear();
+    for (const set of all) for (const c of set) c.fail(err);
   }
 
   /** Closes every hop connection (gateway stop; calls still open end with UNAVAILABLE). */
@@ -133,6 +149,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
   private async routed<T>(sid: Buffer, place: boolean, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
+    if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
     let owner: RouteOwner | null;
     try {
       owner = await this.options.directory.lookup(routeOfSid(sid), { place });
