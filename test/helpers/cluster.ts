@@ -14,6 +14,8 @@ export interface ClusterOptions {
   ttlMs?: number;
   /** Config merged into every relay's and gateway's config file. */
   config?: Record<string, Record<string, unknown>>;
+  /** Environment added to every relay's and gateway's (e.g. HASHMAIL_TRACE). */
+  env?: Record<string, string>;
 }
 
 export interface Cluster {
@@ -60,8 +62,8 @@ export async function startCluster(options: ClusterOptions, t?: AfterHook): Prom
     const directory = { ...TEST_DIRECTORY, ...(options.ttlMs === undefined ? {} : { leaseTtlMs: options.ttlMs }), ...options.config?.directory };
     const config = { ...options.config, directory };
     // Relays together, then gateways together: each process's start is mostly Node's own, so in parallel a cluster starts in the time of two.
-    await startAll(options.relays, (i) => startRelay({ etcd: started.etcdFlag, id: `relay-${i}`, config }), relays);
-    await startAll(options.gateways, (i) => startGateway({ etcd: started.etcdFlag, id: `gateway-${i}`, config }), gateways);
+    await startAll(options.relays, (i) => startRelay({ etcd: started.etcdFlag, id: `relay-${i}`, config, env: options.env }), relays);
+    await startAll(options.gateways, (i) => startGateway({ etcd: started.etcdFlag, id: `gateway-${i}`, config, env: options.env }), gateways);
     return { etcd: started, relays, gateways, stop };
   } catch (err) {
     await stop();
