@@ -47,7 +47,7 @@ export type MakeLegacy = (
   directory: Directory,
   config: Config,
   logger: Logger,
-) => LegacyOperations & { close?(): void; observeWith?(stats: RelayStats, limitHit: (configKey: string, client: string) => void): void };
+) => LegacyOperations & { close?(): void; shutdown?(): void; observeWith?(stats: RelayStats, limitHit: (configKey: string, client: string) => void): void };
 
 /** The hop: each legacy call carried to the owning relay (docs/gateway-hop.md). */
 export function hopLegacy(token: HopToken): MakeLegacy {
@@ -82,7 +82,10 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
     return {
       ...node,
       stop: async (options) => {
-        await node.stop(options);
+        // node.stop stops accepting synchronously; then every carried call ends "server shutting down", as serve's do.
+        const stopped = node.stop(options);
+        legacy.shutdown?.();
+        await stopped;
         proxy?.close();
         legacy.close?.();
       },

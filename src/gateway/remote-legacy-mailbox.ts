@@ -51,6 +51,10 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   private stats: RelayStats | null;
   /** Calls in flight by relay instance id. */
   private readonly carried = new Map<string, Set<Carried>>();
+  /** The address each relay in `carried` was reached at, so its pool connections close when it goes. */
+  private readonly carriedAddress = new Map<string, string>();
+  /** Set by shutdown(): every new call is refused as serve's table refuses it. */
+  private shuttingDown = false;
 
   constructor(private readonly options: RemoteLegacyMailboxOptions) {
     this.stats = options.stats ?? null;
@@ -65,6 +69,20 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   observeWith(stats: RelayStats, limitHit: (configKey: string, client: string) => void): void {
     this.stats = stats;
     this.options.pool.onLimit = limitHit;
+  }
+
+  /**
+   * Gateway stop: every carried call ends with UNAVAILABLE "server shutting
+   * down", as serve's own streams do (its table's shutdown), so legacy
+   * clients retry at once; without this they would see the connection's
+   * destruction as CANCELLED. New calls are refused the same way.
+   */
+  shutdown(): void {
+    this.shuttingDown = true;
+    const err = new HashmailError('SERVER_SHUTTING_DOWN');
+    const all = [...this.carried.values()];
+    this.carried.clear();
+    for (const set of all) for (const c of set) c.fail(err);
   }
 
   /** Closes every hop connection (gateway stop; calls still open end with UNAVAILABLE). */
@@ -133,6 +151,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
   private async routed<T>(sid: Buffer, place: boolean, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
+    if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
     let owner: RouteOwner | null;
     try {
       owner = await this.options.directory.lookup(routeOfSid(sid), { place });
@@ -178,6 +197,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     if (!set) {
       set = new Set();
       this.carried.set(owner.id, set);
+      this.carriedAddress.set(owner.id, owner.address);
     }
     set.add(c);
     return c;
@@ -187,7 +207,10 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     const set = this.carried.get(id);
     if (!set) return;
     set.delete(c);
-    if (set.size === 0) this.carried.delete(id);
+    if (set.size === 0) {
+      this.carried.delete(id);
+      this.carriedAddress.delete(id);
+    }
   }
 
   private unary(method: 'CreateBox' | 'DeleteBox', owner: RouteOwner, sid: Buffer, call: CallInfo): Promise<void> {
@@ -231,10 +254,17 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   private relayGone(id: string): void {
     const set = this.carried.get(id);
     if (!set) return;
+    const address = this.carriedAddress.get(id);
     this.carried.delete(id);
+    this.carriedAddress.delete(id);
     this.options.logger.info({ relay: id, calls: set.size }, 'relay gone: ending the legacy calls carried to it');
     const err = new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (relay ${id} is gone)`);
     for (const c of set) c.fail(err);
+    // Its connections would otherwise keep re-dialling a dead address until their idle timer; a relay
+    // already registered again at that address (a restart) keeps them.
+    if (address !== undefined && !this.options.directory.instances().some((i) => i.addresses.includes(address))) {
+      this.options.pool.closeAddress(address);
+    }
   }
 }
 

@@ -17,7 +17,7 @@ import { lncExchangeSuite } from './legacy/lnc-exchange.js';
 import { restStreamsSuite } from './legacy/rest-streams.js';
 import { wsV1Suite } from './legacy/ws-v1.js';
 
-describe('legacy v1 suites against a cluster (2 gateways + 3 relays)', { skip: 'hop not merged' }, () => {
+describe('legacy v1 suites against a cluster (2 gateways + 3 relays)', () => {
   describe('grpc-v1', () => grpcV1Suite(clusterTarget));
   describe('ws-v1', () => wsV1Suite(clusterTarget));
   describe('rest-streams', () => restStreamsSuite(clusterTarget));

@@ -10,18 +10,19 @@
  * redelivered, so a drop with messages in flight may lose them by design).
  * Every message carries its sequence number: one duplicated or reordered
  * message fails the round it arrives in; a last round of one message each way
- * shows nothing stray is left.
+ * shows nothing stray is left. A v2 party dials where a v2 client would for
+ * its session (the target's v2Dial: serve itself, or in a cluster the
+ * gateway's WebSocket pass-through and the owning relay over gRPC).
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { connect, peerSid, randomSid, type Reader, type V1Client, type Writer } from '../../helpers/grpc-v1.js';
-import type { RunningServer } from '../../helpers/server.js';
-import { closeParties, grpcParty, wsParty, type V2Party } from '../../helpers/v2-peers.js';
+import { closeParties, type V2Party } from '../../helpers/v2-peers.js';
 import { checkMessage, makeMessage, randomSizes, StreamDigest } from '../../helpers/v2-stream-check.js';
 import { openReceive, openSendSocket, readMessage, sendMessage, type WsConn } from '../../helpers/ws-v1.js';
 import { Attach } from '../../../src/wire/v2-frames.js';
-import type { StartTarget } from '../../helpers/legacy-target.js';
+import type { LegacyTarget, StartTarget } from '../../helpers/legacy-target.js';
 
 /** The suite, against the target `start` starts (test/helpers/legacy-target.ts). */
 export function crossGenerationSuite(start: StartTarget): void {
@@ -94,7 +95,7 @@ export function crossGenerationSuite(start: StartTarget): void {
   }
 
   describe('cross-generation sessions', () => {
-    let server: RunningServer;
+    let server: LegacyTarget;
     const parties = new Set<V2Party>();
     const v1Clients = new Set<V1Client>();
     const sockets = new Set<WsConn>();
@@ -133,7 +134,7 @@ export function crossGenerationSuite(start: StartTarget): void {
 
       // The app reads S2C and writes C2S; the node's RecvStream on C2S is its peer.
       const connectApp = async (attach: Attach): Promise<V2Party> => {
-        const p = await wsParty(server.port);
+        const p = await server.v2Dial('ws', s2c);
         parties.add(p);
         const welcome = await p.hello({ sid: s2c, attach });
         assert.equal(welcome.version, 2);
@@ -193,7 +194,7 @@ export function crossGenerationSuite(start: StartTarget): void {
       const ex = new Exchange();
 
       const connectNode = async (attach: Attach): Promise<{ party: V2Party; peerPresent: boolean }> => {
-        const p = grpcParty(server.address);
+        const p = await server.v2Dial('grpc', c2s);
         parties.add(p);
         const welcome = await p.hello({ sid: c2s, attach });
         assert.equal(welcome.version, 2);
@@ -244,7 +245,7 @@ export function crossGenerationSuite(start: StartTarget): void {
 
     test('presence seen by a v2 party as a v1 RecvStream attaches and leaves', async () => {
       const sid = randomSid();
-      const p = grpcParty(server.address);
+      const p = await server.v2Dial('grpc', sid);
       parties.add(p);
       assert.deepEqual(await p.hello({ sid }), { version: 2, peerPresent: false, maxMessageBytes: 64 * 1024 });
       const client = v1Client();
@@ -265,12 +266,12 @@ export function crossGenerationSuite(start: StartTarget): void {
       const reader = client.openReader(sid);
       // The RecvStream holds the slot once the relay has seen it; a v2 party on the
       // peer SID is told so by presence, which is the event to wait for.
-      const peer = await wsParty(server.port);
+      const peer = await server.v2Dial('ws', peerSid(sid));
       parties.add(peer);
       const welcome = await peer.hello({ sid: peerSid(sid) });
       if (!welcome.peerPresent) await peer.expectPresence(true);
 
-      const p = grpcParty(server.address);
+      const p = await server.v2Dial('grpc', sid);
       parties.add(p);
       await p.sendHello({ sid });
       await p.expectError(RESOURCE_EXHAUSTED, /read stream occupied/);
@@ -282,14 +283,14 @@ export function crossGenerationSuite(start: StartTarget): void {
       const client = v1Client();
       // A v2 party on the peer SID makes the session and reads what the v1 writer sends,
       // so the first message proves the SendStream holds the write slot.
-      const reader = await wsParty(server.port);
+      const reader = await server.v2Dial('ws', peerSid(sid));
       parties.add(reader);
       await reader.hello({ sid: peerSid(sid) });
       const writer = client.openWriter(peerSid(sid));
       await writer.write(Buffer.from('v1 holds the write slot'));
       assert.equal((await reader.nextData()).toString(), 'v1 holds the write slot');
 
-      const p = grpcParty(server.address);
+      const p = await server.v2Dial('grpc', sid);
       parties.add(p);
       await p.sendHello({ sid });
       await p.expectError(RESOURCE_EXHAUSTED, /write stream occupied/);
