@@ -23,6 +23,7 @@ import { EtcdRpc } from './etcd-rpc.js';
 import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { readLeaseState, writeLeaseState } from './lease-state-file.js';
+import { PlacementRate } from '../placement-rate.js';
 import { Placer } from './placer.js';
 import { PrefixWatcher } from './prefix-watcher.js';
 
@@ -45,6 +46,7 @@ export class EtcdDirectory implements Directory {
   private readonly cache: DirectoryCache;
   private readonly watcher: PrefixWatcher;
   private readonly placer: Placer;
+  private readonly placementRate: PlacementRate | null;
   private readonly events = new EventEmitter();
   private keeper: LeaseKeeper | null = null;
   private starting: Promise<void> | null = null;
@@ -69,11 +71,13 @@ export class EtcdDirectory implements Directory {
     this.layout = keyLayout(options.prefix);
     this.cache = new DirectoryCache(this.layout);
     this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger, options.callTimeoutMs);
+    this.placementRate = options.maxPlacementsPerSecond > 0 ? new PlacementRate(options.maxPlacementsPerSecond, options.placementQueueMs) : null;
     this.placer = new Placer(this.rpc, this.layout, this.cache, {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
       callTimeoutMs: options.callTimeoutMs,
       keysPerLease: options.keysPerLease,
+      rate: this.placementRate,
     });
     this.cache.onInstance = (id, record) => {
       this.placer.loadPublished(id);
@@ -98,10 +102,20 @@ export class EtcdDirectory implements Directory {
   }
 
   /** Counters and gauges for /metrics (no labels beyond these names). */
-  metrics(): { etcdCalls: number; txnsInFlight: number; watchRelists: number; watching: boolean; leases: number } {
+  metrics(): {
+    etcdCalls: number;
+    txnsInFlight: number;
+    placementsWaiting: number;
+    placementsRefused: number;
+    watchRelists: number;
+    watching: boolean;
+    leases: number;
+  } {
     return {
       etcdCalls: this.rpc.calls,
       txnsInFlight: this.placer.txnsActive,
+      placementsWaiting: this.placementRate?.waiting ?? 0,
+      placementsRefused: this.placementRate?.refused ?? 0,
       watchRelists: this.watcher.relists,
       watching: this.watcher.watching,
       leases: this.leases.length,
