@@ -31,7 +31,7 @@ const SCRIPTS: Record<ClusterPhase, { file: string; title: string; args?: string
 export function runClusterPhase(phase: ClusterPhase): Promise<string> {
   const { file, title, args = [] } = SCRIPTS[phase];
   return new Promise((resolve, reject) => {
-    const child = track(spawn(process.execPath, ['--import', 'tsx', join(ROOT, file)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
+    const child = track(spawn(process.execPath, ['--import', 'tsx', join(ROOT, file), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.once('exit', (code, signal) => {
