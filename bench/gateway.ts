@@ -4,8 +4,8 @@
  *   cost:   1 KiB ping-pong p50/p99 and one-way throughput (1 KiB, 32 KiB,
  *           app -> node), app over gRPC and over WebSocket, through
  *           `hashmail gateway` -> `hashmail relay` (one-member etcd), against
- *           `hashmail serve` and against the same client dialling the relay
- *           directly.
+ *           `hashmail serve` and against the same parties dialling the relay
+ *           directly (over v2: a relay has no legacy surface).
  *   memory: RSS per idle legacy session (node gRPC, app two WebSockets) of
  *           gateway + relay together, against serve.
  *   storm:  every session's relay killed (SIGKILL) and restarted at once on
@@ -29,7 +29,7 @@ import { StormSession } from './legacy-storm.js';
 import type { Outcome } from './report.js';
 import { combineLatency, combineThroughput } from './repeat.js';
 import { CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
-import type { AppTransport } from './session.js';
+import type { AppTransport, V2Shape } from './session.js';
 import { fmt, percentile, runBounded, sleep, table } from './stats.js';
 import { measureOneWay, type ThroughputResult } from './throughput.js';
 
@@ -109,6 +109,13 @@ async function startCluster(config: Record<string, unknown>): Promise<Cluster> {
   return cluster;
 }
 
+/**
+ * A relay serves no legacy v1 surface (only the hop and v2): the "relay
+ * direct" baseline is the same parties speaking v2 to it, node over gRPC and
+ * the app over the same transport as the legacy case.
+ */
+const v2Shape = (app: AppTransport): V2Shape => ({ node: 'grpc', app: app === 'grpc' ? 'grpc' : 'ws' });
+
 const appLabel = (app: AppTransport): string => (app === 'grpc' ? 'app gRPC' : 'app WebSocket');
 
 /** REPS rounds over the three sides, the order rotating each round; the median per side. */
@@ -138,7 +145,7 @@ async function costPart(): Promise<string> {
   try {
     for (const app of ['grpc', 'ws'] as const) {
       const label = `1 KiB, node gRPC, ${appLabel(app)}`;
-      const runs = await rounds((side) => attempt(`latency ${label} ${side}`, () => measurePingPong(targets[side], { ...LATENCY, app, sizeBytes: KiB })));
+      const runs = await rounds((side) => attempt(`latency ${label} ${side}`, () => measurePingPong(targets[side], { ...LATENCY, app, sizeBytes: KiB, v2: side === 'relay' ? v2Shape(app) : undefined })));
       const r = { serve: combineLatency(runs.serve), gateway: combineLatency(runs.gateway), relay: combineLatency(runs.relay) };
       const pp = (v: LatencyResult): string => `${fmt(v.p50, 3)} / ${fmt(v.p99, 3)}`;
       const added = r.gateway.ok && r.serve.ok ? fmt(r.gateway.value.p50 - r.serve.value.p50, 3) : 'n/a';
@@ -150,7 +157,7 @@ async function costPart(): Promise<string> {
       for (const size of [THROUGHPUT_1K, THROUGHPUT_32K]) {
         const label = `${size.sizeBytes / KiB} KiB × ${size.count}, app → node, ${appLabel(app)}`;
         const o = { ...size, app, direction: 'app->node' as const };
-        const runs = await rounds((side) => attempt(`throughput ${label} ${side}`, () => measureOneWay(targets[side], o)));
+        const runs = await rounds((side) => attempt(`throughput ${label} ${side}`, () => measureOneWay(targets[side], { ...o, v2: side === 'relay' ? v2Shape(app) : undefined })));
         const r = { serve: combineThroughput(runs.serve), gateway: combineThroughput(runs.gateway), relay: combineThroughput(runs.relay) };
         const mb = (v: ThroughputResult): string => fmt(v.mbPerSec, 1);
         const f = (v: ThroughputResult): number => v.mbPerSec;
@@ -163,15 +170,15 @@ async function costPart(): Promise<string> {
     await cluster.stop();
   }
   return [
-    `Median of ${REPS} rounds (the order of serve, gateway and relay-direct rotating each round). Relays and serve without the per-box rate limit (mailbox.rateLimitIntervalMs 0).`,
+    `Median of ${REPS} rounds (the order of serve, gateway and relay-direct rotating each round). Relays and serve without the per-box rate limit (mailbox.rateLimitIntervalMs 0). A relay has no legacy surface, so "relay direct" is the same node and app speaking v2 straight to the relay (node gRPC; app gRPC or WebSocket as in the row): the floor a legacy half could reach if the hop cost nothing.`,
     '',
     '**Ping-pong** (ms; one round trip crosses the relay twice):',
     '',
-    table(['case', 'gateway -> relay p50 / p99', 'serve p50 / p99', 'relay direct p50 / p99', 'added p50 vs serve', 'added p50 vs relay direct', 'load average'], latencyRows),
+    table(['case', 'gateway -> relay p50 / p99', 'serve p50 / p99', 'relay direct (v2) p50 / p99', 'added p50 vs serve', 'added p50 vs relay direct', 'load average'], latencyRows),
     '',
     '**One-way throughput** (MB/s):',
     '',
-    table(['case', 'gateway -> relay', 'serve', 'relay direct', 'gateway / serve', 'gateway / relay direct', 'load average'], throughputRows),
+    table(['case', 'gateway -> relay', 'serve', 'relay direct (v2)', 'gateway / serve', 'gateway / relay direct', 'load average'], throughputRows),
     '',
   ].join('\n');
 }

@@ -38,6 +38,8 @@ export interface PlacerOptions {
 export class Placer {
   private readonly gate: TxnGate;
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
+  /** Reads of one route from etcd (the watch is down) in flight: concurrent lookups share one. */
+  private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
   /** Placements this process made per instance since that instance last published its load. */
   private readonly placedSince = new Map<string, number>();
   private recordWaiters: (() => void)[] = [];
@@ -82,8 +84,16 @@ export class Placer {
     return promise;
   }
 
-  /** The mapping of `route` read from etcd (not the cache), noted into the cache. */
-  async fetch(route: string): Promise<RouteOwner | null> {
+  /** The mapping of `route` read from etcd (not the cache), noted into the cache; concurrent reads of one route share one. */
+  fetch(route: string): Promise<RouteOwner | null> {
+    const pending = this.fetching.get(route);
+    if (pending) return pending;
+    const promise = this.fetchOnce(route).finally(() => this.fetching.delete(route));
+    this.fetching.set(route, promise);
+    return promise;
+  }
+
+  private async fetchOnce(route: string): Promise<RouteOwner | null> {
     const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(sessionKey(this.layout, route)) }, o));
     const kv = res.kvs[0];
     if (!kv) return null;
