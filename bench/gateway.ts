@@ -239,7 +239,25 @@ interface StormResult {
   last: number;
   restartMs: number;
   dials: number;
+  /** Errors the front door (serve, or the gateway) reported to clients, by code, over the whole case. */
+  errors: string;
   load: string;
+}
+
+/** `hashmail_errors_total` by code from an admin listener, as `CODE n, ...` (largest first). */
+async function errorsByCode(adminAddress: string | null): Promise<string> {
+  if (!adminAddress) return '';
+  try {
+    const body = await (await fetch(`http://${adminAddress}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+    const counts: [string, number][] = [];
+    for (const line of body.split('\n')) {
+      const m = /^hashmail_errors_total\{code="([A-Z_]+)"\} (\d+)/.exec(line);
+      if (m && Number(m[2]) > 0) counts.push([m[1], Number(m[2])]);
+    }
+    return counts.sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n.toLocaleString('en')}`).join(', ');
+  } catch {
+    return 'n/a';
+  }
 }
 
 /** Opens `n` retrying sessions on `target`; kills `victim`, restarts it with `restart`; times every session's return. */
@@ -271,6 +289,7 @@ async function storm(n: number, target: () => RelayProcess, kill: () => Promise<
       last: times[times.length - 1] ?? Number.NaN,
       restartMs,
       dials: sessions.reduce((acc, s) => acc + s.dials, 0) - dialsBefore,
+      errors: await errorsByCode(target().adminAddress),
       load: load(),
     };
   } finally {
@@ -282,7 +301,7 @@ async function stormPart(sizes: number[]): Promise<string> {
   const rows: string[][] = [];
   const render = (name: string, r: Outcome<StormResult>): void => {
     if (!r.ok) {
-      rows.push([name, '', `failed: ${r.error.slice(0, 120)}`, '', '', '', '']);
+      rows.push([name, '', `failed: ${r.error.slice(0, 120)}`, '', '', '', '', '']);
       return;
     }
     const v = r.value;
@@ -293,6 +312,7 @@ async function stormPart(sizes: number[]): Promise<string> {
       `${fmt(v.p50, 0)} / ${fmt(v.p99, 0)} / ${fmt(v.last, 0)}`,
       fmt(v.restartMs, 0),
       v.dials.toLocaleString('en'),
+      v.errors,
       v.load,
     ]);
     log(`${name}: ${rows[rows.length - 1].join(' | ')}`);
@@ -340,7 +360,7 @@ async function stormPart(sizes: number[]): Promise<string> {
   return [
     `Legacy sessions (node gRPC, app two WebSockets) whose halves re-dial on a fixed ${2} s with no jitter, as deployed clients do (bench/legacy-storm.ts). At t = 0 the process owning every session gets SIGKILL and is restarted at once (same port, same data directory; a relay then revokes its old leases). A session is back once a message stamped after t = 0 has arrived each way. Default limits and directory config (directory.maxPlacementsPerSecond 2000, placementQueueMs 1000).`,
     '',
-    table(['case', 'sessions', 'back', 'back p50 / p99 / last (ms from kill)', 'restart done (ms)', 'dials after kill', 'load average'], rows),
+    table(['case', 'sessions', 'back', 'back p50 / p99 / last (ms from kill)', 'restart done (ms)', 'dials after kill', 'errors answered by the front door (whole case)', 'load average'], rows),
     '',
   ].join('\n');
 }
