@@ -26,6 +26,8 @@ export class PlacementRate {
   private nextDueAt = -Infinity;
   private waitingCount = 0;
   private refusedCount = 0;
+  /** Each refusal, as it happens (the limit metric and the refusal log). */
+  onRefused: (() => void) | null = null;
 
   constructor(
     perSecond: number,
@@ -57,6 +59,7 @@ export class PlacementRate {
     const wait = due - this.toleranceMs - now;
     if (wait > Math.min(this.maxWaitMs, budgetMs)) {
       this.refusedCount++;
+      this.onRefused?.();
       return Promise.reject(new DirectoryUnavailableError('placement rate cap (directory.maxPlacementsPerSecond)'));
     }
     this.nextDueAt = due + this.intervalMs;

@@ -30,6 +30,8 @@ describe('placement rate cap, one etcd member', () => {
     const gateway = await member(etcd.endpoints, null, { prefix, maxPlacementsPerSecond: RATE_PER_SECOND, placementQueueMs: QUEUE_MS });
     t.after(() => gateway.close());
     await until(() => gateway.instances().length === 1, 5000, 'the gateway sees the relay');
+    const limitHits: string[] = [];
+    gateway.onLimit = (key) => limitHits.push(key);
 
     const routes = Array.from({ length: STORM }, randomRoute);
     const started = Date.now();
@@ -46,6 +48,8 @@ describe('placement rate cap, one etcd member', () => {
     assert.ok(refused.length >= STORM / 2, `most of the storm refused (${refused.length})`);
     assert.ok(elapsed < QUEUE_MS + 1500, `the storm was answered within the queue bound (${elapsed} ms)`);
     assert.equal(gateway.metrics().placementsRefused, STORM - placed);
+    assert.equal(limitHits.length, STORM - placed, 'each refusal reaches the limit metric and refusal log');
+    assert.ok(limitHits.every((k) => k === 'directory.maxPlacementsPerSecond'));
 
     // A placed route is answered from the cache, with no turn, even while the cap is exhausted.
     const placedRoute = routes[outcomes.findIndex((o) => o.status === 'fulfilled')];

@@ -43,11 +43,14 @@ test('a storm: the rate within the wait bound is queued in order, the rest refus
   const clock = new FakeClock();
   // 100/s, waits of at most 500 ms: 100 at once, 50 queued, the rest refused.
   const rate = new PlacementRate(100, 500, clock);
+  let hooked = 0;
+  rate.onRefused = () => hooked++;
   const states = start(rate, 400);
   await flush();
   assert.equal(count(states, 'granted'), 100);
   assert.equal(count(states, 'refused'), 250);
   assert.equal(rate.refused, 250);
+  assert.equal(hooked, 250, 'each refusal is reported as it happens');
   assert.equal(rate.waiting, 50);
   assert.ok(states.slice(100, 150).every((s) => s === 'waiting'), 'the first 50 over the burst wait');
   clock.advance(250);

@@ -32,6 +32,8 @@ const ROTATE_AT_FRACTION = 0.8;
 /** Re-registration after a lost fence: first retry, doubling to the max, with jitter. */
 const RECLAIM_MIN_MS = 100;
 const RECLAIM_MAX_MS = 2000;
+/** The config key a refusal by the placement cap is counted and logged under. */
+const PLACEMENT_RATE_KEY = 'directory.maxPlacementsPerSecond';
 /** etcd's limit of operations in one transaction (--max-txn-ops default). */
 const MAX_TXN_OPS = 128;
 
@@ -65,6 +67,7 @@ export class EtcdDirectory implements Directory {
   private loadTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private started = false;
+  onLimit: ((configKey: string) => void) | null = null;
 
   constructor(private readonly options: EtcdDirectoryOptions) {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
@@ -72,6 +75,7 @@ export class EtcdDirectory implements Directory {
     this.cache = new DirectoryCache(this.layout);
     this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger, options.callTimeoutMs);
     this.placementRate = options.maxPlacementsPerSecond > 0 ? new PlacementRate(options.maxPlacementsPerSecond, options.placementQueueMs) : null;
+    if (this.placementRate) this.placementRate.onRefused = () => this.onLimit?.(PLACEMENT_RATE_KEY);
     this.placer = new Placer(this.rpc, this.layout, this.cache, {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
