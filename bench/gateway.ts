@@ -244,7 +244,7 @@ interface StormResult {
   load: string;
 }
 
-/** `hashmail_errors_total` by code from an admin listener, as `CODE n, ...` (largest first). */
+/** `hashmail_errors_total` by code from an admin listener, as `CODE n, ...` (largest first), and the placement cap's refusals. */
 async function errorsByCode(adminAddress: string | null): Promise<string> {
   if (!adminAddress) return '';
   try {
@@ -254,7 +254,9 @@ async function errorsByCode(adminAddress: string | null): Promise<string> {
       const m = /^hashmail_errors_total\{code="([A-Z_]+)"\} (\d+)/.exec(line);
       if (m && Number(m[2]) > 0) counts.push([m[1], Number(m[2])]);
     }
-    return counts.sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n.toLocaleString('en')}`).join(', ');
+    const capped = /^hashmail_limit_hits_total\{limit="directory\.maxPlacementsPerSecond"\} (\d+)/m.exec(body);
+    const codes = counts.sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n.toLocaleString('en')}`).join(', ');
+    return capped ? `${codes}; placement cap refusals ${Number(capped[1]).toLocaleString('en')}` : codes;
   } catch {
     return 'n/a';
   }
