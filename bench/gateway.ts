@@ -263,7 +263,7 @@ async function errorsByCode(adminAddress: string | null): Promise<string> {
 }
 
 /** Opens `n` retrying sessions on `target`; kills `victim`, restarts it with `restart`; times every session's return. */
-async function storm(n: number, target: () => RelayProcess, kill: () => Promise<void>, restart: () => Promise<void>): Promise<StormResult> {
+async function storm(n: number, target: () => RelayProcess, kill: () => Promise<void>, restart: () => Promise<void>, behind?: () => RelayProcess): Promise<StormResult> {
   const sessions: StormSession[] = [];
   try {
     const errors = await runBounded(n, STORM_OPEN_CONCURRENCY, async () => {
@@ -291,7 +291,7 @@ async function storm(n: number, target: () => RelayProcess, kill: () => Promise<
       last: times[times.length - 1] ?? Number.NaN,
       restartMs,
       dials: sessions.reduce((acc, s) => acc + s.dials, 0) - dialsBefore,
-      errors: await errorsByCode(target().adminAddress),
+      errors: `${await errorsByCode(target().adminAddress)}${behind ? `; restarted relay: ${(await errorsByCode(behind().adminAddress)) || 'none'}` : ''}`,
       load: load(),
     };
   } finally {
@@ -352,6 +352,7 @@ async function stormPart(sizes: number[]): Promise<string> {
           async () => {
             c.relay = await startRelay(c.etcd, CONFIG_DEPLOYED, c.relayPort, c.relayDir);
           },
+          () => c.relay,
         );
       } finally {
         await c.stop();
