@@ -36,6 +36,8 @@ function options(endpoints: string[], prefix: string): EtcdDirectoryOptions {
     callTimeoutMs: 5000,
     maxTxnsInFlight: 64,
     keysPerLease: 1000,
+    maxPlacementsPerSecond: 0,
+    placementQueueMs: 1000,
     loadPublishIntervalMs: 2000,
     placement: 'load-aware',
     leaseStateFile: '',

@@ -33,6 +33,11 @@ export interface IdleMemoryOptions {
   openBudgetMs: number;
   /** Protocol v2 sessions of this shape; default: legacy. */
   v2?: V2Shape;
+  /**
+   * More processes that carry the same sessions (a gateway in front of the
+   * relay): their RSS is added to the relay's, before and after.
+   */
+  alsoPids?: number[];
   /** Source addresses (127.x) for the workers' WebSocket parties, one per worker in turn; default: the kernel's choice (127.0.0.1). */
   localAddresses?: string[];
 }
@@ -46,6 +51,8 @@ export interface IdleMemoryResult {
   rssBeforeKiB: number;
   rssAfterKiB: number;
   kibPerSession: number;
+  /** With alsoPids: each process's share of kibPerSession (one reading before, one after), by pid. */
+  kibPerSessionByPid: Record<number, number>;
   heapBeforeBytes: number | undefined;
   heapAfterBytes: number | undefined;
   heapKibPerSession: number;
@@ -71,6 +78,16 @@ export async function sampleRss(pid: number, samples: number): Promise<number> {
   return median(values);
 }
 
+/** The median over `samples` readings of the RSS of `pids` together. */
+async function sampleRssSum(pids: number[], samples: number): Promise<number> {
+  const values: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    if (i > 0) await sleep(SAMPLE_INTERVAL_MS);
+    values.push(pids.reduce((acc, pid) => acc + rssKiB(pid), 0));
+  }
+  return median(values);
+}
+
 async function serverView(relay: RelayProcess): Promise<Record<string, number | undefined>> {
   if (!relay.adminAddress) return {};
   const view: Record<string, number | undefined> = {};
@@ -82,7 +99,9 @@ async function serverView(relay: RelayProcess): Promise<Record<string, number | 
 
 export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOptions, afterIdle?: (pool: WorkerPool) => Promise<void>): Promise<IdleMemoryResult> {
   await sleep(o.settleMs);
-  const rssBeforeKiB = await sampleRss(relay.pid, o.samples);
+  const pids = [relay.pid, ...(o.alsoPids ?? [])];
+  const rssBeforeKiB = await sampleRssSum(pids, o.samples);
+  const beforeByPid = pids.map((pid) => rssKiB(pid));
   const heapBeforeBytes = await heapUsedBytes(relay);
   const fdsBefore = fdCount(relay.pid);
   const pool = await WorkerPool.start(o.workers);
@@ -105,7 +124,8 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
     await sleep(o.settleMs);
     const cpuStart = cpuMs(relay.pid);
     const wallStart = performance.now();
-    const rssAfterKiB = await sampleRss(relay.pid, o.samples);
+    const rssAfterKiB = await sampleRssSum(pids, o.samples);
+    const afterByPid = pids.map((pid) => rssKiB(pid));
     const idleCpuPercent = (100 * (cpuMs(relay.pid) - cpuStart)) / Math.max(1, performance.now() - wallStart);
     const heapAfterBytes = await heapUsedBytes(relay);
     const fdsAfter = fdCount(relay.pid);
@@ -122,6 +142,7 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
       rssBeforeKiB,
       rssAfterKiB,
       kibPerSession: held > 0 ? (rssAfterKiB - rssBeforeKiB) / held : Number.NaN,
+      kibPerSessionByPid: Object.fromEntries(pids.map((pid, i) => [pid, held > 0 ? (afterByPid[i] - beforeByPid[i]) / held : Number.NaN])),
       heapBeforeBytes,
       heapAfterBytes,
       heapKibPerSession: held > 0 && heapAfterBytes !== undefined && heapBeforeBytes !== undefined ? (heapAfterBytes - heapBeforeBytes) / 1024 / held : Number.NaN,

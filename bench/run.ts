@@ -15,7 +15,9 @@
  * sessions), v2-sessions-grpc (idle memory of 9,000 v2 gRPC sessions),
  * v1-ramp, hardening (issue 7, before/after builds: bench/hardening.ts); and,
  * only when named, cluster-directory, cluster-rejoin, cluster-scale (issue 8:
- * bench/cluster.ts; `--only=cluster` runs the three).
+ * bench/cluster.ts; `--only=cluster` runs the three), gateway-cost,
+ * gateway-memory, gateway-storm (issue 9: bench/gateway.ts; `--only=gateway`
+ * runs the three, each under ten minutes).
  * Example: `npm run bench -- --only=v2`.
  *
  * `--baseline=DIR`: the hardening phase's before build (a checkout of
@@ -27,7 +29,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { rampBrowserSessions } from './browser-ramp.js';
 import { killAll } from './children.js';
-import { CLUSTER_PHASES, runClusterPhase } from './cluster.js';
+import { CLUSTER_PHASES, GATEWAY_PHASES, runClusterPhase } from './cluster.js';
 import { steadyLoad, type SteadyLoadResult } from './concurrency.js';
 import { measureIdleMemory, type IdleMemoryResult } from './idle-memory.js';
 import { measurePingPong } from './latency.js';
@@ -72,7 +74,7 @@ const HARDENING_PHASE_MIN_MS = 180_000;
 
 const DEFAULT_PHASES = ['v1-latency', 'v2-latency', 'v1-throughput', 'v2-throughput', 'v1-rate-limited', 'v1-idle', 'v2-sessions-ws', 'v2-sessions-grpc', 'v1-ramp', 'hardening'] as const;
 /** Every phase: the default ones, then the cluster ones, which run only when named (bench/cluster.ts). */
-const PHASES = [...DEFAULT_PHASES, ...CLUSTER_PHASES] as const;
+const PHASES = [...DEFAULT_PHASES, ...CLUSTER_PHASES, ...GATEWAY_PHASES] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Args {
@@ -378,7 +380,7 @@ async function main(): Promise<void> {
   }
   // Issue 8's cluster phases: each a script of its own, outside the time budget (named only).
   const clusterMarkdown: string[] = [];
-  for (const phase of CLUSTER_PHASES) {
+  for (const phase of [...CLUSTER_PHASES, ...GATEWAY_PHASES]) {
     if (!runs(phase)) continue;
     log(`${phase}`);
     const outcome = await attempt(phase, () => runClusterPhase(phase));
@@ -387,7 +389,7 @@ async function main(): Promise<void> {
   }
   results.durationS = (Date.now() - startedMs) / 1000;
   results.machine['load average at end'] = os.loadavg().map((l) => l.toFixed(2)).join(' ');
-  const markdown = renderMarkdown(results) + (clusterMarkdown.length > 0 ? `\n# Cluster (issue 8)\n\n${clusterMarkdown.join('\n')}` : '');
+  const markdown = renderMarkdown(results) + (clusterMarkdown.length > 0 ? `\n# Cluster (issues 8 and 9)\n\n${clusterMarkdown.join('\n')}` : '');
   process.stdout.write(`\n${markdown}`);
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });

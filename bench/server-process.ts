@@ -121,8 +121,8 @@ const INSPECTOR_LINE = /Debugger listening on (ws:\/\/\S+)/;
 export interface StartOptions {
   /** Node's inspector on a free loopback port, so the bench can ask for a full GC (bench/inspector-gc.ts). */
   inspect?: boolean;
-  /** `relay` (a cluster member: give `args` its --etcd and --advertise, and `listen` a fixed port); default `serve`. */
-  command?: 'serve' | 'relay';
+  /** `relay` (a cluster member: give `args` its --etcd and --advertise, and `listen` a fixed port) or `gateway` (give `args` its --etcd); default `serve`. */
+  command?: 'serve' | 'relay' | 'gateway';
   /** Public listener; default 127.0.0.1:0. */
   listen?: string;
   /** More command-line flags. */

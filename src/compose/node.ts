@@ -91,6 +91,11 @@ export function advertisedAddresses(config: Config, listen: string): string[] {
 export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const { config, logger, directory } = options;
   const core = buildMailboxCore(config, logger, directory);
+  // Placements refused by directory.maxPlacementsPerSecond: counted and logged as every limit is (no client address there).
+  directory.onLimit = (configKey) => {
+    core.stats.countLimit(configKey);
+    core.refusalLog.refused(configKey);
+  };
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);
   const legacy = options.legacy === 'local' ? core.legacy : options.legacy;

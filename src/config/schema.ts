@@ -119,6 +119,13 @@ export const configSchema = z
         leaseTtlMs: z.number().int().min(2000).default(10_000).describe('Lease TTL of an instance and of its sessions: a dead instance\'s sessions are placed again this long after its last keepalive (milliseconds)'),
         callTimeoutMs: z.number().int().positive().default(2000).describe('Deadline of every etcd call; past it the call fails as "directory unavailable" (milliseconds)'),
         maxTxnsInFlight: count(64, 'etcd transactions (placements) in flight per process; more wait their turn, and fail with UNAVAILABLE after callTimeoutMs'),
+        maxPlacementsPerSecond: z
+          .number()
+          .int()
+          .min(0)
+          .default(2000)
+          .describe('Placements (new session mappings, one etcd transaction each) per second per process, a burst of one second\'s worth passing at once; past it a placement waits its turn up to placementQueueMs, else fails with UNAVAILABLE "directory unavailable", which legacy clients retry on their next re-dial. Absorbs the reconnect storm after a relay death; 0: uncapped. memory backend: not capped (no etcd write)'),
+        placementQueueMs: z.number().int().min(0).default(1000).describe('How long a placement over maxPlacementsPerSecond may wait for its turn; one that would wait longer (or past callTimeoutMs) fails at once with UNAVAILABLE, so the queue never holds more than this much of the rate (milliseconds)'),
         keysPerLease: count(1000, 'Session mappings bound to one lease before an instance opens another (etcd slows down as one lease holds more keys)'),
         loadPublishIntervalMs: z.number().int().positive().default(2000).describe('How often an instance publishes its load (sessions, connections) for load-aware placement (milliseconds)'),
         placement: z.enum(['load-aware', 'random']).default('load-aware').describe('Where new sessions go: load-aware (power of two choices on published load) or random; draining instances are never chosen'),

@@ -107,6 +107,12 @@ export interface Directory {
   readonly selfId: string | null;
   health(): DirectoryHealth;
   on<E extends keyof DirectoryEvents>(event: E, listener: DirectoryEvents[E]): void;
+  /**
+   * Called with the config key of a limit that refused a placement
+   * (directory.maxPlacementsPerSecond), for the limit metric and the refusal
+   * log; set by the composition once they exist. Backends without limits ignore it.
+   */
+  onLimit?: ((configKey: string) => void) | null;
   /** Stops keeping the registration alive; with `revoke`, removes it (and its mappings) now. */
   close(options?: { revoke?: boolean }): Promise<void>;
 }

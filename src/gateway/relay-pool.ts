@@ -20,6 +20,14 @@ const HOP_KEEPALIVE_TIMEOUT_MS = 5_000;
 const HOP_MESSAGE_OVERHEAD_BYTES = 1024;
 /** Wait before dialling a relay again after a failed connection (grpc-js backs off from here). */
 const HOP_RECONNECT_BACKOFF_MS = 500;
+/**
+ * Ceiling of that back-off (grpc-js default: 120 s). A relay restarted after
+ * a crash is back within seconds, and a hop channel still backing off
+ * fails every call sent to it at once, so each legacy client loses another
+ * 2 s re-dial per failed attempt. Re-dialling one relay address once a
+ * second costs a gateway next to nothing.
+ */
+const HOP_MAX_RECONNECT_BACKOFF_MS = 1_000;
 
 export const POOL_LIMIT_KEY = 'hop.maxConnectionsPerRelay';
 
@@ -81,6 +89,7 @@ export class RelayPool {
       // Retries would buffer every message sent on a stream until it commits: memory per half for nothing.
       'grpc.enable_retries': 0,
       'grpc.initial_reconnect_backoff_ms': HOP_RECONNECT_BACKOFF_MS,
+      'grpc.max_reconnect_backoff_ms': HOP_MAX_RECONNECT_BACKOFF_MS,
     };
   }
 

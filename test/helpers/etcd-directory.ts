@@ -20,6 +20,9 @@ export function directoryOptions(endpoints: string[], overrides: Partial<EtcdDir
     callTimeoutMs: TEST_CALL_TIMEOUT_MS,
     maxTxnsInFlight: 64,
     keysPerLease: 1000,
+    // Uncapped unless a test is about the cap: bursts of placements are how these tests set up.
+    maxPlacementsPerSecond: 0,
+    placementQueueMs: 1000,
     loadPublishIntervalMs: 200,
     placement: 'load-aware',
     leaseStateFile: '',

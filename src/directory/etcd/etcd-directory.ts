@@ -23,6 +23,7 @@ import { EtcdRpc } from './etcd-rpc.js';
 import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { readLeaseState, writeLeaseState } from './lease-state-file.js';
+import { PlacementRate } from '../placement-rate.js';
 import { Placer } from './placer.js';
 import { PrefixWatcher } from './prefix-watcher.js';
 
@@ -31,6 +32,8 @@ const ROTATE_AT_FRACTION = 0.8;
 /** Re-registration after a lost fence: first retry, doubling to the max, with jitter. */
 const RECLAIM_MIN_MS = 100;
 const RECLAIM_MAX_MS = 2000;
+/** The config key a refusal by the placement cap is counted and logged under. */
+const PLACEMENT_RATE_KEY = 'directory.maxPlacementsPerSecond';
 /** etcd's limit of operations in one transaction (--max-txn-ops default). */
 const MAX_TXN_OPS = 128;
 
@@ -45,6 +48,7 @@ export class EtcdDirectory implements Directory {
   private readonly cache: DirectoryCache;
   private readonly watcher: PrefixWatcher;
   private readonly placer: Placer;
+  private readonly placementRate: PlacementRate | null;
   private readonly events = new EventEmitter();
   private keeper: LeaseKeeper | null = null;
   private starting: Promise<void> | null = null;
@@ -63,17 +67,21 @@ export class EtcdDirectory implements Directory {
   private loadTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private started = false;
+  onLimit: ((configKey: string) => void) | null = null;
 
   constructor(private readonly options: EtcdDirectoryOptions) {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
     this.layout = keyLayout(options.prefix);
     this.cache = new DirectoryCache(this.layout);
     this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger, options.callTimeoutMs);
+    this.placementRate = options.maxPlacementsPerSecond > 0 ? new PlacementRate(options.maxPlacementsPerSecond, options.placementQueueMs) : null;
+    if (this.placementRate) this.placementRate.onRefused = () => this.onLimit?.(PLACEMENT_RATE_KEY);
     this.placer = new Placer(this.rpc, this.layout, this.cache, {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
       callTimeoutMs: options.callTimeoutMs,
       keysPerLease: options.keysPerLease,
+      rate: this.placementRate,
     });
     this.cache.onInstance = (id, record) => {
       this.placer.loadPublished(id);
@@ -98,10 +106,20 @@ export class EtcdDirectory implements Directory {
   }
 
   /** Counters and gauges for /metrics (no labels beyond these names). */
-  metrics(): { etcdCalls: number; txnsInFlight: number; watchRelists: number; watching: boolean; leases: number } {
+  metrics(): {
+    etcdCalls: number;
+    txnsInFlight: number;
+    placementsWaiting: number;
+    placementsRefused: number;
+    watchRelists: number;
+    watching: boolean;
+    leases: number;
+  } {
     return {
       etcdCalls: this.rpc.calls,
       txnsInFlight: this.placer.txnsActive,
+      placementsWaiting: this.placementRate?.waiting ?? 0,
+      placementsRefused: this.placementRate?.refused ?? 0,
       watchRelists: this.watcher.relists,
       watching: this.watcher.watching,
       leases: this.leases.length,

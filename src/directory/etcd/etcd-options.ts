@@ -17,6 +17,10 @@ export interface EtcdDirectoryOptions {
   callTimeoutMs: number;
   maxTxnsInFlight: number;
   keysPerLease: number;
+  /** Placements (etcd create transactions) per second per process; 0: uncapped. */
+  maxPlacementsPerSecond: number;
+  /** How long a placement over that rate may wait for its turn before UNAVAILABLE (ms). */
+  placementQueueMs: number;
   loadPublishIntervalMs: number;
   placement: PlacementPolicy;
   /**
@@ -39,6 +43,8 @@ export function etcdOptionsFromConfig(config: Config, logger: Logger, leaseState
     callTimeoutMs: d.callTimeoutMs,
     maxTxnsInFlight: d.maxTxnsInFlight,
     keysPerLease: d.keysPerLease,
+    maxPlacementsPerSecond: d.maxPlacementsPerSecond,
+    placementQueueMs: d.placementQueueMs,
     loadPublishIntervalMs: d.loadPublishIntervalMs,
     placement: d.placement,
     leaseStateFile,

@@ -5,10 +5,13 @@
  * converge on one owner. A mapping whose owner is gone (its instance record
  * expired) counts as absent and is replaced comparing its mod revision.
  * Concurrent placements of one route in this process share one promise;
- * transactions in flight are capped (TxnGate).
+ * transactions in flight are capped (TxnGate), and so are placements per
+ * second (PlacementRate): a placement that finds the mapping in the cache
+ * costs no turn.
  */
 import { EtcdLeaseInvalidError, type IKeyValue } from 'etcd3';
 import type { PlacementPolicy } from '../placement.js';
+import type { PlacementRate } from '../placement-rate.js';
 import { choosePlacement } from '../placement.js';
 import type { RouteOwner } from '../directory.js';
 import { DirectoryUnavailableError, NoInstanceError } from '../directory.js';
@@ -28,11 +31,15 @@ export interface PlacerOptions {
   maxTxnsInFlight: number;
   callTimeoutMs: number;
   keysPerLease: number;
+  /** directory.maxPlacementsPerSecond; null: uncapped. */
+  rate: PlacementRate | null;
 }
 
 export class Placer {
   private readonly gate: TxnGate;
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
+  /** Reads of one route from etcd (the watch is down) in flight: concurrent lookups share one. */
+  private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
   /** Placements this process made per instance since that instance last published its load. */
   private readonly placedSince = new Map<string, number>();
   private recordWaiters: (() => void)[] = [];
@@ -77,8 +84,16 @@ export class Placer {
     return promise;
   }
 
-  /** The mapping of `route` read from etcd (not the cache), noted into the cache. */
-  async fetch(route: string): Promise<RouteOwner | null> {
+  /** The mapping of `route` read from etcd (not the cache), noted into the cache; concurrent reads of one route share one. */
+  fetch(route: string): Promise<RouteOwner | null> {
+    const pending = this.fetching.get(route);
+    if (pending) return pending;
+    const promise = this.fetchOnce(route).finally(() => this.fetching.delete(route));
+    this.fetching.set(route, promise);
+    return promise;
+  }
+
+  private async fetchOnce(route: string): Promise<RouteOwner | null> {
     const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(sessionKey(this.layout, route)) }, o));
     const kv = res.kvs[0];
     if (!kv) return null;
@@ -90,6 +105,7 @@ export class Placer {
     const excluded = new Set<string>();
     // Every candidate's lease full: wait for a rotation this long at most, then overfill (a soft cap).
     const fullWaitUntil = Date.now() + this.options.callTimeoutMs * FULL_WAIT_SHARE;
+    let turnTaken = false;
     for (let attempt = 0; attempt < MAX_PLACE_ATTEMPTS; attempt++) {
       const live = this.cache.liveOwner(route);
       if (live) return { id: live.instance.id, address: live.instance.address };
@@ -106,6 +122,14 @@ export class Placer {
         continue;
       }
       if (!target) throw new NoInstanceError();
+      if (!turnTaken && this.options.rate) {
+        // One turn per placement, not per attempt: a lost race is the same storm's work.
+        await this.options.rate.acquire(this.options.callTimeoutMs);
+        turnTaken = true;
+        // While we waited, another member may have placed it (the watch told the cache).
+        const placed = this.cache.liveOwner(route);
+        if (placed) return { id: placed.instance.id, address: placed.instance.address };
+      }
       const value = encodeSession({ id: target.id, lease: target.sessionLease });
       let res;
       try {
