@@ -161,7 +161,7 @@ export const configSchema = z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').describe('Log level'),
         format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('json, pretty, or auto (pretty on a terminal, json otherwise)'),
-        refusalLogIntervalMs: z.number().int().positive().default(10_000).describe('Refusals by a limit, and bad requests (malformed input, wrong sizes), are logged at most once per this interval and limit or error code, as one warn line with the count since the last one; each bad request is also logged at debug (milliseconds)'),
+        refusalLogIntervalMs: z.number().int().positive().default(1_000).describe('Refusals by a limit, and bad requests (malformed input, wrong sizes), are logged at most once per this interval and limit or error code, as one warn line with the count since the last one; each bad request is also logged at debug (milliseconds)'),
       })
       .strict()
       .prefault({}),
