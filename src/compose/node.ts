@@ -96,6 +96,12 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     core.stats.countLimit(configKey);
     core.refusalLog.refused(configKey);
   };
+  // A failed lookup is answered to its client with UNAVAILABLE; here it is counted by cause, and its reason
+  // (an etcd endpoint's error, which queue) goes to debug: a storm must not write one line per client.
+  directory.onUnavailable = (err) => {
+    core.stats.countDirectoryUnavailable(err.kind);
+    logger.debug({ cause: err.kind, reason: err.reason }, 'directory unavailable');
+  };
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);
   const legacy = options.legacy === 'local' ? core.legacy : options.legacy;

@@ -113,13 +113,33 @@ export interface Directory {
    * log; set by the composition once they exist. Backends without limits ignore it.
    */
   onLimit?: ((configKey: string) => void) | null;
+  /**
+   * Called for every lookup that fails with DirectoryUnavailableError, for
+   * hashmail_directory_unavailable_total{cause} and a debug line with the
+   * reason; set by the composition. The memory backend never calls it.
+   */
+  onUnavailable?: ((err: DirectoryUnavailableError) => void) | null;
   /** Stops keeping the registration alive; with `revoke`, removes it (and its mappings) now. */
   close(options?: { revoke?: boolean }): Promise<void>;
 }
 
+/**
+ * Why the directory could not answer (label values of
+ * hashmail_directory_unavailable_total{cause}, a fixed set): `etcd` no
+ * endpoint answered (or answered with a transport error) before the call's
+ * deadline; `deadline` a call got no answer in time; `txn_queue` a placement
+ * waited past directory.callTimeoutMs for one of directory.maxTxnsInFlight;
+ * `rate_cap` directory.maxPlacementsPerSecond; `not_converged` a placement
+ * kept losing races; `closed` the process is stopping or not started.
+ */
+export type UnavailableCause = 'etcd' | 'deadline' | 'txn_queue' | 'rate_cap' | 'not_converged' | 'closed';
+
 /** The backend cannot answer now: placements fail fast with UNAVAILABLE "directory unavailable". */
 export class DirectoryUnavailableError extends Error {
-  constructor(readonly reason: string) {
+  constructor(
+    readonly reason: string,
+    readonly kind: UnavailableCause = 'etcd',
+  ) {
     super('directory unavailable');
     this.name = 'DirectoryUnavailableError';
   }

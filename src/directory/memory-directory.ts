@@ -47,7 +47,7 @@ export class MemoryDirectory implements Directory {
   }
 
   async lookup(_route: string, options: LookupOptions): Promise<RouteOwner | null> {
-    if (this.closed) throw new DirectoryUnavailableError('closed');
+    if (this.closed) throw new DirectoryUnavailableError('closed', 'closed');
     if (!this.self) throw new NoInstanceError();
     // One instance owns every session there is; a draining one still answers
     // for the sessions it has, and there is nowhere else to place new ones.

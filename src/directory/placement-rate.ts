@@ -60,7 +60,7 @@ export class PlacementRate {
     if (wait > Math.min(this.maxWaitMs, budgetMs)) {
       this.refusedCount++;
       this.onRefused?.();
-      return Promise.reject(new DirectoryUnavailableError('placement rate cap (directory.maxPlacementsPerSecond)'));
+      return Promise.reject(new DirectoryUnavailableError('placement rate cap (directory.maxPlacementsPerSecond)', 'rate_cap'));
     }
     this.nextDueAt = due + this.intervalMs;
     if (wait <= 0) return Promise.resolve();

@@ -148,6 +148,12 @@ export class Metrics {
       () => stats.rateLimitedWaits,
     );
     labelledCounter('hashmail_limit_hits_total', 'Requests refused by a limit, by config key.', 'limit', () => stats.limitsHit);
+    labelledCounter(
+      'hashmail_directory_unavailable_total',
+      'Directory lookups and placements that failed as "directory unavailable", by cause (etcd, deadline, txn_queue, rate_cap, not_converged, closed).',
+      'cause',
+      () => stats.directoryUnavailable,
+    );
     labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);
     new Counter<'reason'>({
       name: 'hashmail_tls_handshake_failures_total',

@@ -28,6 +28,8 @@ export class RelayStats {
   readonly limitsHit = new Map<string, number>();
   /** Route lookups answered (ServerForMailbox, GET /v2/relay), by result. */
   readonly lookups = new Map<string, number>();
+  /** Lookups the directory could not answer, by cause (UnavailableCause). */
+  readonly directoryUnavailable = new Map<string, number>();
   /** Connections refused or closed by the connection limits, by config key. */
   connectionsOpen = 0;
   /** Client addresses holding at least one open connection (per-address limit entries). */
@@ -47,6 +49,10 @@ export class RelayStats {
 
   countLookup(result: string): void {
     this.lookups.set(result, (this.lookups.get(result) ?? 0) + 1);
+  }
+
+  countDirectoryUnavailable(cause: string): void {
+    this.directoryUnavailable.set(cause, (this.directoryUnavailable.get(cause) ?? 0) + 1);
   }
 
   countLimit(configKey: string): void {

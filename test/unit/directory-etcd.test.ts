@@ -20,6 +20,8 @@ import {
   type InstanceValue,
 } from '../../src/directory/etcd/keys.js';
 import { FENCE_MARGIN_FRACTION, LeaseProof } from '../../src/directory/etcd/lease-proof.js';
+import type { EtcdRpc } from '../../src/directory/etcd/etcd-rpc.js';
+import { Placer } from '../../src/directory/etcd/placer.js';
 import { TxnGate } from '../../src/directory/etcd/txn-gate.js';
 
 const layout = keyLayout('/hm');
@@ -127,7 +129,7 @@ test('txn gate: at most the limit in flight, the rest in order; a queued waiter 
   assert.deepEqual(order, [1, 2]);
   assert.equal(gate.waiting, 1);
   const late = gate.acquire(10);
-  await assert.rejects(late, DirectoryUnavailableError);
+  await assert.rejects(late, (err: DirectoryUnavailableError) => err.kind === 'txn_queue');
   assert.equal(gate.waiting, 1);
   releases[0]();
   await new Promise((r) => setImmediate(r));
@@ -136,4 +138,54 @@ test('txn gate: at most the limit in flight, the rest in order; a queued waiter 
   releases[2]();
   await Promise.all(all);
   assert.equal(gate.active, 0);
+});
+
+/**
+ * A one-process etcd for the Placer: keys with mod revisions, the Create and
+ * Mod compares it sends, and range. Only what the Placer calls.
+ */
+class FakeKv {
+  revision = 100;
+  readonly store = new Map<string, { value: Buffer; mod: number }>();
+  txns = 0;
+
+  range(req: { key: Buffer }): { kvs: { key: Buffer; value: Buffer; mod_revision: string }[] } {
+    const e = this.store.get(req.key.toString());
+    return { kvs: e ? [{ key: req.key, value: e.value, mod_revision: String(e.mod) }] : [] };
+  }
+
+  txn(req: {
+    compare: { key: Buffer; target: string; create_revision?: number; mod_revision?: string }[];
+    success: { request_put: { key: Buffer; value: Buffer } }[];
+    failure: { request_range: { key: Buffer } }[];
+  }): unknown {
+    this.txns++;
+    const ok = req.compare.every((c) => {
+      const e = this.store.get(c.key.toString());
+      return c.target === 'Create' ? e === undefined : e !== undefined && String(e.mod) === c.mod_revision;
+    });
+    if (ok) {
+      this.revision++;
+      for (const op of req.success) this.store.set(op.request_put.key.toString(), { value: op.request_put.value, mod: this.revision });
+      return { succeeded: true, header: { revision: String(this.revision) }, responses: [] };
+    }
+    return { succeeded: false, header: { revision: String(this.revision) }, responses: req.failure.map((op) => ({ response_range: this.range(op.request_range) })) };
+  }
+}
+
+test('placer: a cached mapping whose key etcd already deleted (lease revoked) is placed anew, not retried against its old revision', async () => {
+  const kv = new FakeKv();
+  // Only the calls the Placer makes; the real EtcdRpc adds deadlines and retries around them.
+  const rpc = { call: (_what: string, fn: (o: object) => Promise<unknown>) => fn({}), client: { kv } } as unknown as EtcdRpc;
+  const cache = new DirectoryCache(layout);
+  const placer = new Placer(rpc, layout, cache, { policy: 'load-aware', maxTxnsInFlight: 4, callTimeoutMs: 1000, keysPerLease: 1000, rate: null });
+  cache.put(instanceKey(layout, 'live'), encodeInstance(instance('live', { sessionLease: 'bb' })), 50n);
+  // Our view still maps R to the relay that died; in etcd its lease is gone and the key with it.
+  cache.put(sessionKey(layout, 'R'), encodeSession({ id: 'dead', lease: 'aa' }), 60n);
+
+  const owner = await placer.place('R');
+  assert.equal(owner.id, 'live');
+  assert.deepEqual(parseSession(kv.store.get(sessionKey(layout, 'R'))?.value.toString() ?? ''), { id: 'live', lease: 'bb' });
+  assert.equal(kv.txns, 2, 'one failed compare against the stale revision, then one create');
+  assert.equal(cache.sessions.get('R')?.id, 'live');
 });

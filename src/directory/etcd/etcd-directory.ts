@@ -68,6 +68,7 @@ export class EtcdDirectory implements Directory {
   private closed = false;
   private started = false;
   onLimit: ((configKey: string) => void) | null = null;
+  onUnavailable: ((err: DirectoryUnavailableError) => void) | null = null;
 
   constructor(private readonly options: EtcdDirectoryOptions) {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
@@ -173,7 +174,7 @@ export class EtcdDirectory implements Directory {
   }
 
   async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
-    if (this.closed || !this.started) throw new DirectoryUnavailableError(this.closed ? 'closed' : 'not started');
+    if (this.closed || !this.started) throw this.unavailable(new DirectoryUnavailableError(this.closed ? 'closed' : 'not started', 'closed'));
     const live = this.cache.liveOwner(route);
     if (live) return { id: live.instance.id, address: live.instance.address };
     try {
@@ -182,9 +183,15 @@ export class EtcdDirectory implements Directory {
       if (this.watcher.watching) return null;
       return await this.placer.fetch(route);
     } catch (err) {
-      if (err instanceof DirectoryUnavailableError || err instanceof NoInstanceError) throw err;
-      throw new DirectoryUnavailableError(message(err));
+      if (err instanceof NoInstanceError) throw err;
+      throw this.unavailable(err instanceof DirectoryUnavailableError ? err : new DirectoryUnavailableError(message(err)));
     }
+  }
+
+  /** Reports a failed lookup (metric by cause, debug line with the reason) and hands the error back to throw. */
+  private unavailable(err: DirectoryUnavailableError): DirectoryUnavailableError {
+    this.onUnavailable?.(err);
+    return err;
   }
 
   servesHere(route: string): boolean {

@@ -93,7 +93,7 @@ export class EtcdRpc {
    * compacted) pass through unchanged.
    */
   async call<T>(what: string, fn: (options: CallOptions) => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
-    if (this.closed) throw new DirectoryUnavailableError('closed');
+    if (this.closed) throw new DirectoryUnavailableError('closed', 'closed');
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       this.calls++;
@@ -116,7 +116,7 @@ export class EtcdRpc {
   private withDeadline<T>(promise: Promise<T>, deadline: number): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DirectoryUnavailableError('deadline exceeded')), Math.max(0, deadline - Date.now()) + DEADLINE_SLACK_MS);
+      timer = setTimeout(() => reject(new DirectoryUnavailableError('deadline exceeded', 'deadline')), Math.max(0, deadline - Date.now()) + DEADLINE_SLACK_MS);
     });
     return Promise.race([promise, late]).finally(() => clearTimeout(timer));
   }

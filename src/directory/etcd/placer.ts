@@ -159,12 +159,17 @@ export class Placer {
         return { id: target.id, address: target.address };
       }
       const kv = res.responses[0]?.response_range?.kvs[0];
-      if (!kv) continue; // deleted in between: try to create it again
+      if (!kv) {
+        // Absent at this revision (its lease expired or was revoked) while our view still held it: forget
+        // it now, or every further attempt would compare against the same stale revision and fail the same way.
+        this.cache.delete(key.toString(), BigInt(res.header.revision));
+        continue;
+      }
       const owner = await this.ownerOf(kv);
       if (owner) return owner;
       // A dead owner's mapping (not yet expired, or our view is behind): the next round replaces it.
     }
-    throw new DirectoryUnavailableError('placement did not converge');
+    throw new DirectoryUnavailableError('placement did not converge', 'not_converged');
   }
 
   /** Notes a mapping read from etcd into the cache; its owner if that instance is live. */

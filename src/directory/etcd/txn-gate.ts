@@ -36,7 +36,7 @@ export class TxnGate {
         timer: setTimeout(() => {
           const i = this.queue.indexOf(waiter);
           if (i >= 0) this.queue.splice(i, 1);
-          reject(new DirectoryUnavailableError('too many directory transactions waiting'));
+          reject(new DirectoryUnavailableError('too many directory transactions waiting', 'txn_queue'));
         }, timeoutMs),
       };
       this.queue.push(waiter);
