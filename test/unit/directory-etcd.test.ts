@@ -20,6 +20,7 @@ import {
   type InstanceValue,
 } from '../../src/directory/etcd/keys.js';
 import { FENCE_MARGIN_FRACTION, LeaseProof } from '../../src/directory/etcd/lease-proof.js';
+import { EtcdLeaseInvalidError } from 'etcd3';
 import type { EtcdRpc } from '../../src/directory/etcd/etcd-rpc.js';
 import { Placer } from '../../src/directory/etcd/placer.js';
 import { TxnGate } from '../../src/directory/etcd/txn-gate.js';
@@ -148,6 +149,10 @@ class FakeKv {
   revision = 100;
   readonly store = new Map<string, { value: Buffer; mod: number }>();
   txns = 0;
+  /** Leases (decimal) a put may bind to; null: any. */
+  leases: Set<string> | null = null;
+  /** Transactions answered so far wait for this before answering (to let a queue build). */
+  hold: Promise<void> = Promise.resolve();
 
   range(req: { key: Buffer }): { kvs: { key: Buffer; value: Buffer; mod_revision: string }[] } {
     const e = this.store.get(req.key.toString());
@@ -156,15 +161,23 @@ class FakeKv {
 
   txn(req: {
     compare: { key: Buffer; target: string; create_revision?: number; mod_revision?: string }[];
-    success: { request_put: { key: Buffer; value: Buffer } }[];
+    success: { request_put: { key: Buffer; value: Buffer; lease?: string } }[];
     failure: { request_range: { key: Buffer } }[];
-  }): unknown {
+  }): Promise<unknown> {
     this.txns++;
+    const keys = req.compare.map((c) => c.key.toString());
+    assert.equal(new Set(keys).size, keys.length, 'etcd refuses a transaction naming one key twice');
+    assert.ok(req.compare.length <= 128, 'etcd --max-txn-ops');
+    return this.hold.then(() => this.apply(req));
+  }
+
+  private apply(req: Parameters<FakeKv['txn']>[0]): unknown {
     const ok = req.compare.every((c) => {
       const e = this.store.get(c.key.toString());
       return c.target === 'Create' ? e === undefined : e !== undefined && String(e.mod) === c.mod_revision;
     });
     if (ok) {
+      for (const op of req.success) if (this.leases && !this.leases.has(op.request_put.lease ?? '')) throw new EtcdLeaseInvalidError(op.request_put.lease ?? '');
       this.revision++;
       for (const op of req.success) this.store.set(op.request_put.key.toString(), { value: op.request_put.value, mod: this.revision });
       return { succeeded: true, header: { revision: String(this.revision) }, responses: [] };
@@ -173,10 +186,48 @@ class FakeKv {
   }
 }
 
+/** Only the calls the Placer makes; the real EtcdRpc adds deadlines and retries around them. */
+const fakeRpc = (kv: FakeKv): EtcdRpc => ({ call: (_what: string, fn: (o: object) => Promise<unknown>) => fn({}), client: { kv } }) as unknown as EtcdRpc;
+
+test('placer: a storm of placements behind a full gate shares transactions; a key that exists is answered with its owner; a batch refused for one lease is retried one by one', async () => {
+  const kv = new FakeKv();
+  const cache = new DirectoryCache(layout);
+  const placer = new Placer(fakeRpc(kv), layout, cache, { policy: 'load-aware', maxTxnsInFlight: 2, callTimeoutMs: 10_000, keysPerLease: 1_000_000, rate: null });
+  cache.put(instanceKey(layout, 'a'), encodeInstance(instance('a', { sessionLease: 'aa' })), 1n);
+  cache.put(instanceKey(layout, 'b'), encodeInstance(instance('b', { sessionLease: 'bb' })), 2n);
+  // Another member placed R7 on b a moment ago; our watch has not said so yet.
+  kv.store.set(sessionKey(layout, 'R7'), { value: Buffer.from(encodeSession({ id: 'b', lease: 'bb' })), mod: 5 });
+  let open!: () => void;
+  kv.hold = new Promise((r) => (open = r));
+  const routes = Array.from({ length: 300 }, (_, i) => `R${i}`);
+  const placed = Promise.all(routes.map((r) => placer.place(r)));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(kv.txns, 2, 'two slots: the first two placements went alone, the rest wait');
+  open();
+  const owners = await placed;
+  assert.ok(kv.txns <= 2 + 3 + 2, `${kv.txns} transactions for 300 placements (128 a batch; the batch holding R7 once more)`);
+  assert.equal(owners[7].id, 'b', 'the existing mapping wins');
+  for (const r of routes) assert.ok(kv.store.has(sessionKey(layout, r)), r);
+  assert.equal(placer.creates.creates - placer.creates.txns >= 290, true);
+
+  // One lease gone (b's): a batch with a mapping bound to it fails as a whole; retried one by one, only that one fails.
+  kv.leases = new Set([leaseDecimal('aa')]);
+  const txnsBefore = kv.txns;
+  kv.hold = new Promise((r) => (open = r));
+  const blockers = [placer.place('X0'), placer.place('X1')];
+  const outcomes = Promise.allSettled(['Y0', 'Y1', 'Y2', 'Y3'].map((r) => placer.place(r)));
+  await new Promise((r) => setImmediate(r));
+  open();
+  await Promise.allSettled(blockers);
+  const settled = await outcomes;
+  assert.ok(kv.txns > txnsBefore + 2);
+  for (const [i, o] of settled.entries()) assert.equal(o.status, 'fulfilled', `Y${i}: placed on a, the lease that still lives`);
+});
+
 test('placer: a cached mapping whose key etcd already deleted (lease revoked) is placed anew, not retried against its old revision', async () => {
   const kv = new FakeKv();
   // Only the calls the Placer makes; the real EtcdRpc adds deadlines and retries around them.
-  const rpc = { call: (_what: string, fn: (o: object) => Promise<unknown>) => fn({}), client: { kv } } as unknown as EtcdRpc;
+  const rpc = fakeRpc(kv);
   const cache = new DirectoryCache(layout);
   const placer = new Placer(rpc, layout, cache, { policy: 'load-aware', maxTxnsInFlight: 4, callTimeoutMs: 1000, keysPerLease: 1000, rate: null });
   cache.put(instanceKey(layout, 'live'), encodeInstance(instance('live', { sessionLease: 'bb' })), 50n);

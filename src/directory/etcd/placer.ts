@@ -5,9 +5,9 @@
  * converge on one owner. A mapping whose owner is gone (its instance record
  * expired) counts as absent and is replaced comparing its mod revision.
  * Concurrent placements of one route in this process share one promise;
- * transactions in flight are capped (TxnGate), and so are placements per
- * second (PlacementRate): a placement that finds the mapping in the cache
- * costs no turn.
+ * transactions in flight are capped (TxnGate), creates queued behind them
+ * share transactions (CreateBatcher), and placements per second are capped
+ * (PlacementRate): a placement that finds the mapping in the cache costs no turn.
  */
 import { EtcdLeaseInvalidError, type IKeyValue } from 'etcd3';
 import type { PlacementPolicy } from '../placement.js';
@@ -19,6 +19,7 @@ import type { DirectoryCache } from './directory-cache.js';
 import type { EtcdRpc } from './etcd-rpc.js';
 import type { InstanceValue, KeyLayout } from './keys.js';
 import { encodeSession, instanceKey, leaseDecimal, parseInstance, parseSession, sessionKey } from './keys.js';
+import { CreateBatcher, type CreateOutcome } from './create-batcher.js';
 import { TxnGate } from './txn-gate.js';
 
 /** Races lost to a dying owner or a just-expired lease; a healthy cluster converges in one or two. */
@@ -37,6 +38,7 @@ export interface PlacerOptions {
 
 export class Placer {
   private readonly gate: TxnGate;
+  readonly creates: CreateBatcher;
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
   /** Reads of one route from etcd (the watch is down) in flight: concurrent lookups share one. */
   private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
@@ -51,6 +53,7 @@ export class Placer {
     private readonly options: PlacerOptions,
   ) {
     this.gate = new TxnGate(options.maxTxnsInFlight);
+    this.creates = new CreateBatcher(rpc, this.gate, options.callTimeoutMs);
   }
 
   /** An instance published its load: our local count of placements on it starts over. */
@@ -79,7 +82,7 @@ export class Placer {
   place(route: string): Promise<RouteOwner> {
     const pending = this.inFlight.get(route);
     if (pending) return pending;
-    const promise = this.gate.run(this.options.callTimeoutMs, () => this.placeOnce(route)).finally(() => this.inFlight.delete(route));
+    const promise = this.placeOnce(route).finally(() => this.inFlight.delete(route));
     this.inFlight.set(route, promise);
     return promise;
   }
@@ -131,20 +134,10 @@ export class Placer {
         if (placed) return { id: placed.instance.id, address: placed.instance.address };
       }
       const value = encodeSession({ id: target.id, lease: target.sessionLease });
-      let res;
+      const request = { key, value: Buffer.from(value), lease: leaseDecimal(target.sessionLease) };
+      let res: CreateOutcome;
       try {
-        res = await this.rpc.call('txn', (o) =>
-          this.rpc.client.kv.txn(
-            {
-              compare: stale
-                ? [{ key, target: 'Mod', result: 'Equal', mod_revision: stale.modRevision.toString() }]
-                : [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
-              success: [{ request_put: { key, value: Buffer.from(value), lease: leaseDecimal(target.sessionLease) } }],
-              failure: [{ request_range: { key } }],
-            },
-            o,
-          ),
-        );
+        res = stale ? await this.replace(request, stale.modRevision) : await this.creates.create(request);
       } catch (err) {
         // The owner's published lease just expired or rotated away: choose again.
         if (err instanceof EtcdLeaseInvalidError) {
@@ -153,16 +146,16 @@ export class Placer {
         }
         throw err;
       }
-      if (res.succeeded) {
-        this.cache.put(key.toString(), value, BigInt(res.header.revision));
+      if (res.created) {
+        this.cache.put(key.toString(), value, res.revision);
         this.placedSince.set(target.id, (this.placedSince.get(target.id) ?? 0) + 1);
         return { id: target.id, address: target.address };
       }
-      const kv = res.responses[0]?.response_range?.kvs[0];
+      const kv = res.existing;
       if (!kv) {
         // Absent at this revision (its lease expired or was revoked) while our view still held it: forget
         // it now, or every further attempt would compare against the same stale revision and fail the same way.
-        this.cache.delete(key.toString(), BigInt(res.header.revision));
+        this.cache.delete(key.toString(), res.revision);
         continue;
       }
       const owner = await this.ownerOf(kv);
@@ -170,6 +163,23 @@ export class Placer {
       // A dead owner's mapping (not yet expired, or our view is behind): the next round replaces it.
     }
     throw new DirectoryUnavailableError('placement did not converge', 'not_converged');
+  }
+
+  /** Replaces a mapping whose owner is gone, if it is still the one at `modRevision`: a transaction of its own. */
+  private async replace(request: { key: Buffer; value: Buffer; lease: string }, modRevision: bigint): Promise<CreateOutcome> {
+    const res = await this.gate.run(this.options.callTimeoutMs, () =>
+      this.rpc.call('txn', (o) =>
+        this.rpc.client.kv.txn(
+          {
+            compare: [{ key: request.key, target: 'Mod', result: 'Equal', mod_revision: modRevision.toString() }],
+            success: [{ request_put: { key: request.key, value: request.value, lease: request.lease } }],
+            failure: [{ request_range: { key: request.key } }],
+          },
+          o,
+        ),
+      ),
+    );
+    return { created: res.succeeded, revision: BigInt(res.header.revision), existing: res.succeeded ? null : (res.responses[0]?.response_range?.kvs[0] ?? null) };
   }
 
   /** Notes a mapping read from etcd into the cache; its owner if that instance is live. */

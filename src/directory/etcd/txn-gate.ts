@@ -24,6 +24,13 @@ export class TxnGate {
     return this.queue.length;
   }
 
+  /** Takes a slot if one is free now (no queueing); the caller releases it. */
+  tryAcquire(): boolean {
+    if (this.inFlight >= this.limit || this.queue.length > 0) return false;
+    this.inFlight++;
+    return true;
+  }
+
   /** Resolves when a slot is ours; rejects with DirectoryUnavailableError after `timeoutMs` in the queue. */
   acquire(timeoutMs: number): Promise<void> {
     if (this.inFlight < this.limit) {
