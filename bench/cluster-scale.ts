@@ -24,15 +24,13 @@ import { Etcd3 } from 'etcd3';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
 import { runBench, trackPid, untrackPid } from './children.js';
 import { sampleRss } from './idle-memory.js';
-import { cpuMs, CURRENT_BUILD, fdCount, hashmailMetric, ROOT, rssKiB, startHashmail, type RelayProcess } from './server-process.js';
+import { BENCH_LIMITS, cpuMs, CURRENT_BUILD, fdCount, hashmailMetric, ROOT, rssKiB, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, sleep, table } from './stats.js';
 import { WorkerPool } from './worker-pool.js';
 import type { WorkerReply } from './load-worker.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-/** Every load generator and lookup comes from loopback: per-address limits would count the whole bench as one client. */
-const BENCH_LIMITS = { maxBoxesPerAddress: 10_000_000, maxConnectionsPerAddress: 10_000_000, maxConnections: 19_000 };
 const RELAY_CONFIG = { limits: BENCH_LIMITS, relay: { drainDeadlineMs: 5_000 } };
 const SERVE_CONFIG = { limits: BENCH_LIMITS };
 /** Sessions each worker opens at once. */

@@ -28,15 +28,12 @@ import { measurePingPong, type LatencyResult } from './latency.js';
 import { StormSession } from './legacy-storm.js';
 import type { Outcome } from './report.js';
 import { combineLatency, combineThroughput } from './repeat.js';
-import { CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
+import { CONFIG_DEPLOYED, CONFIG_UNLIMITED, CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
 import type { AppTransport, V2Shape } from './session.js';
 import { fmt, percentile, runBounded, sleep, table } from './stats.js';
 import { measureOneWay, type ThroughputResult } from './throughput.js';
 
 const KiB = 1024;
-const BENCH_LIMITS = { maxBoxesPerAddress: 10_000_000, maxConnectionsPerAddress: 10_000_000, maxConnections: 19_000 };
-const CONFIG_UNLIMITED = { mailbox: { rateLimitIntervalMs: 0 }, limits: BENCH_LIMITS };
-const CONFIG_DEPLOYED = { limits: BENCH_LIMITS };
 const REPS = 3;
 const LATENCY = { warmup: 500, roundTrips: 2_000, timeLimitMs: 20_000, stallMs: 5_000 };
 const THROUGHPUT_1K = { sizeBytes: KiB, count: 20_000, warmup: 2_000, timeLimitMs: 15_000, stallMs: 5_000 };

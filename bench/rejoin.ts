@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
 import { runBench, stopChild, track, trackPid, untrackPid } from './children.js';
 import type { RejoinCommand, RejoinReply, SessionRejoin } from './rejoin-worker.js';
-import { CURRENT_BUILD, ROOT, startHashmail, type RelayProcess } from './server-process.js';
+import { BENCH_LIMITS, CURRENT_BUILD, ROOT, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, table } from './stats.js';
 
 const WORKER_ENTRY = join(ROOT, 'bench/rejoin-worker.ts');
@@ -31,7 +31,6 @@ const OPEN_CONCURRENCY = 20;
 const REPLY_TIMEOUT_MS = 10 * 60_000;
 /** How long after the kill the bench waits for every session, beyond the TTL. */
 const REJOIN_WAIT_EXTRA_MS = 60_000;
-const BENCH_LIMITS = { maxBoxesPerAddress: 10_000_000, maxConnectionsPerAddress: 10_000_000, maxConnections: 19_000 };
 
 type Path = 'ttl' | 'restart';
 

@@ -37,17 +37,13 @@ import { runHardening } from './hardening.js';
 import { alternate, combineLatency, combineThroughput } from './repeat.js';
 import { renderMarkdown, type Outcome, type Results } from './report.js';
 import { shapeLabel, type V2SessionsRun } from './report-v2.js';
-import { ROOT, startDirectPipe, startHashmail, type RelayProcess } from './server-process.js';
+import { CONFIG_DEPLOYED, CONFIG_UNLIMITED, ROOT, startDirectPipe, startHashmail, type RelayProcess } from './server-process.js';
 import type { AppTransport, V2Shape } from './session.js';
 import { measureOneWay, type Direction } from './throughput.js';
 
 /** The whole run (after the build) aims to end within this. */
 const RUN_BUDGET_MS = 15 * 60_000;
 const KiB = 1024;
-/** Loopback clients all come from 127.0.0.1: the per-address limits would count the whole bench as one client. */
-const BENCH_LIMITS = { maxBoxesPerAddress: 1_000_000, maxConnectionsPerAddress: 200_000 };
-const CONFIG_UNLIMITED = { mailbox: { rateLimitIntervalMs: 0 }, limits: BENCH_LIMITS };
-const CONFIG_DEPLOYED = { limits: BENCH_LIMITS };
 
 /** Alternating repetitions per latency/throughput case; the median is reported. */
 const REPS = 5;

@@ -114,6 +114,17 @@ export interface HashmailBuild {
 }
 
 /** This checkout's dist/. */
+/**
+ * Every bench client comes from loopback, so the per-address limits would
+ * count the whole bench as one client; lifted. `maxConnections` stays under
+ * the 20,000 open files a process may hold here.
+ */
+export const BENCH_LIMITS = { maxBoxesPerAddress: 10_000_000, maxConnectionsPerAddress: 10_000_000, maxConnections: 19_000 };
+/** Throughput and latency: no per-box rate limit (it would measure the limit). */
+export const CONFIG_UNLIMITED = { mailbox: { rateLimitIntervalMs: 0 }, limits: BENCH_LIMITS };
+/** Memory, storms: as deployed, but for BENCH_LIMITS. */
+export const CONFIG_DEPLOYED = { limits: BENCH_LIMITS };
+
 export const CURRENT_BUILD: HashmailBuild = { root: ROOT, bin: HASHMAIL_BIN };
 
 const INSPECTOR_LINE = /Debugger listening on (ws:\/\/\S+)/;
