@@ -62,6 +62,8 @@ export class Party implements Sink {
 
   /** The next message, or rejects on failure or after `timeoutMs`. */
   next(timeoutMs: number): Promise<Buffer> {
+    // Already failed: say why (onFailure would call back before `off` below exists).
+    if (this.failure !== null) return Promise.reject(new Error(this.failure));
     return new Promise((resolve, reject) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -76,7 +78,6 @@ export class Party implements Sink {
         done();
         reject(new Error(reason));
       });
-      if (this.failure !== null) return;
       this.listen((msg) => {
         done();
         resolve(msg);
