@@ -266,3 +266,24 @@ export function headerTokens(value: string | string[] | undefined): string[] {
     .map((t) => t.trim().toLowerCase())
     .filter((t) => t.length > 0);
 }
+
+/** The sockets a test opened and still holds, so its `after` closes whatever is left open. */
+export class OpenSockets {
+  private readonly open = new Set<WsConn>();
+
+  async track(opening: Promise<WsConn>): Promise<WsConn> {
+    const conn = await opening;
+    this.open.add(conn);
+    return conn;
+  }
+
+  forget(...conns: WsConn[]): void {
+    for (const c of conns) this.open.delete(c);
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.open];
+    this.open.clear();
+    await Promise.all(all.map((s) => s.close()));
+  }
+}

@@ -21,7 +21,7 @@ import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { connect, peerSid, randomSid, type Reader, type V1Client, type Writer } from '../helpers/grpc-v1.js';
 import { grpcLookup } from '../helpers/lookup.js';
 import type { RunningServer } from '../helpers/server.js';
-import { openReceive, openSendSocket, parseResult, sendMessage, type WsConn } from '../helpers/ws-v1.js';
+import { OpenSockets, openReceive, openSendSocket, parseResult, sendMessage, type WsConn } from '../helpers/ws-v1.js';
 
 const TTL_MS = 3000;
 /** The deployed clients' fixed re-dial delay (no jitter). */
@@ -45,22 +45,16 @@ async function metricSum(servers: RunningServer[], transports: string[]): Promis
 describe('kill -9 of the relay owning a legacy session carried by two gateways', () => {
   let cluster: Cluster;
   const clients: V1Client[] = [];
-  const sockets = new Set<WsConn>();
+  const sockets = new OpenSockets();
 
   before(async () => {
     cluster = await startCluster({ relays: 3, gateways: 2, ttlMs: TTL_MS });
   });
   after(async () => {
     for (const c of clients) c.close();
-    await Promise.all([...sockets].map((s) => s.close()));
+    await sockets.closeAll();
     await cluster?.stop();
   });
-
-  async function socket(open: Promise<WsConn>): Promise<WsConn> {
-    const conn = await open;
-    sockets.add(conn);
-    return conn;
-  }
 
   /** litd's NewCipherBox: ALREADY_EXISTS (by code) is success. */
   async function ensureBox(client: V1Client, sid: Buffer): Promise<void> {
@@ -89,11 +83,11 @@ describe('kill -9 of the relay owning a legacy session carried by two gateways',
   /** The app's receive socket as the deployed client keeps it: re-dialled 2 s after any end, until a message comes. */
   async function appReceiveFirst(gateway: RunningServer, s2c: Buffer): Promise<{ conn: WsConn; first: Buffer }> {
     for (let attempt = 0; attempt < MAX_REDIALS; attempt++) {
-      const conn = await socket(openReceive(gateway.port, s2c));
+      const conn = await sockets.track(openReceive(gateway.port, s2c));
       const frame = await conn.nextFrame(BACK_WITHIN_MS).catch(() => null);
       if (frame?.startsWith('{"result":')) return { conn, first: parseResult(frame, s2c) };
       await conn.close();
-      sockets.delete(conn);
+      sockets.forget(conn);
       await sleep(CLIENT_RETRY_MS);
     }
     return assert.fail('app: receive never came back');
@@ -108,8 +102,8 @@ describe('kill -9 of the relay owning a legacy session carried by two gateways',
 
     // In session: node over gRPC at gateway 1; app receive at gateway 2, send at gateway 1.
     let { reader, writer } = await nodeHalves(node, c2s, s2c);
-    let appRecv = await socket(openReceive(gw2.port, s2c));
-    let appSend = await socket(openSendSocket(gw1.port));
+    let appRecv = await sockets.track(openReceive(gw2.port, s2c));
+    let appSend = await sockets.track(openSendSocket(gw1.port));
     await writer.write(Buffer.from('before 1'));
     assert.equal(parseResult(await appRecv.nextFrame(), s2c).toString(), 'before 1');
     await sendMessage(appSend, c2s, Buffer.from('before 2'));
@@ -132,8 +126,8 @@ describe('kill -9 of the relay owning a legacy session carried by two gateways',
     assert.notEqual(readerEnd.code, grpc.status.OK);
     assert.notEqual(writerEnd.code, grpc.status.OK);
     t.diagnostic(`carried halves ended ${Date.now() - killedAt} ms after kill -9; node reader: ${readerEnd.code} ${readerEnd.details}`);
-    sockets.delete(appRecv);
-    sockets.delete(appSend);
+    sockets.forget(appRecv);
+    sockets.forget(appSend);
 
     // The clients re-dial as deployed: 2 s after the failure, litd with NewCipherBox again.
     const back = (async () => {
@@ -144,7 +138,7 @@ describe('kill -9 of the relay owning a legacy session carried by two gateways',
       const { conn, first } = await receiving;
       appRecv = conn;
       assert.equal(first.toString(), 'after 1');
-      appSend = await socket(openSendSocket(gw1.port));
+      appSend = await sockets.track(openSendSocket(gw1.port));
       await sendMessage(appSend, c2s, Buffer.from('after 2'));
       assert.equal((await reader.next()).toString(), 'after 2');
     })();

@@ -19,7 +19,7 @@ import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { connect, peerSid, randomSid, type V1Client } from '../helpers/grpc-v1.js';
 import type { RunningServer } from '../helpers/server.js';
 import { checkMessage, makeMessage, randomSizes, StreamDigest } from '../helpers/v2-stream-check.js';
-import { openReceive, openSendSocket, readMessage, restCreateBox, sendMessage, type WsConn } from '../helpers/ws-v1.js';
+import { OpenSockets, openReceive, openSendSocket, readMessage, restCreateBox, sendMessage } from '../helpers/ws-v1.js';
 
 const MESSAGES = 1000;
 /** Bulk messages: up to 4 KiB, so 1,000 each way stays quick through base64 JSON. */
@@ -79,7 +79,7 @@ class Direction {
 describe('legacy clients through two gateway processes, two relays', () => {
   let cluster: Cluster;
   let node: V1Client;
-  const sockets = new Set<WsConn>();
+  const sockets = new OpenSockets();
 
   before(async () => {
     cluster = await startCluster({ relays: 2, gateways: 2, ttlMs: 3000 });
@@ -87,15 +87,9 @@ describe('legacy clients through two gateway processes, two relays', () => {
   });
   after(async () => {
     node?.close();
-    await Promise.all([...sockets].map((s) => s.close()));
+    await sockets.closeAll();
     await cluster?.stop();
   });
-
-  async function socket(open: Promise<WsConn>): Promise<WsConn> {
-    const conn = await open;
-    sockets.add(conn);
-    return conn;
-  }
 
   /** Node over gRPC at gateway 1; app receive at `recvAt`, send at `sendAt`; `count` messages each way at once. */
   async function exchange(recvAt: RunningServer, sendAt: RunningServer, count: number): Promise<void> {
@@ -105,8 +99,8 @@ describe('legacy clients through two gateway processes, two relays', () => {
     assert.equal((await restCreateBox(sendAt.port, appSid)).status, 200);
     const nodeReader = node.openReader(nodeSid);
     const nodeWriter = node.openWriter(appSid);
-    const appReceive = await socket(openReceive(recvAt.port, appSid));
-    const appSend = await socket(openSendSocket(sendAt.port));
+    const appReceive = await sockets.track(openReceive(recvAt.port, appSid));
+    const appSend = await sockets.track(openSendSocket(sendAt.port));
     const down = new Direction('node->app', count, BULK_MAX_BYTES, 21);
     const up = new Direction('app->node', count, BULK_MAX_BYTES, 22);
     try {
@@ -134,8 +128,8 @@ describe('legacy clients through two gateway processes, two relays', () => {
       nodeReader.cancel();
       await appReceive.close();
       await appSend.close();
-      sockets.delete(appReceive);
-      sockets.delete(appSend);
+      sockets.forget(appReceive);
+      sockets.forget(appSend);
     }
     // Nothing carried stays behind: every gateway and relay is back to no read half.
     await pollUntil(
@@ -165,8 +159,8 @@ describe('legacy clients through two gateway processes, two relays', () => {
     await node.createBox(s2c);
     const nodeWriter = node.openWriter(s2c);
     let recvAt = gw1;
-    let appReceive = await socket(openReceive(recvAt.port, s2c));
-    const appSend = await socket(openSendSocket(gw2.port));
+    let appReceive = await sockets.track(openReceive(recvAt.port, s2c));
+    const appSend = await sockets.track(openSendSocket(gw2.port));
     try {
       for (let r = 1; r <= LNC_ROUNDS; r++) {
         // One window each way, both directions at once; nothing in flight between rounds.
@@ -187,12 +181,12 @@ describe('legacy clients through two gateway processes, two relays', () => {
         if (DROP_AFTER_ROUNDS.includes(r)) {
           const wasAt = recvAt;
           await appReceive.close();
-          sockets.delete(appReceive);
+          sockets.forget(appReceive);
           // The event the re-dial waits for: the gateway let the half go and its owner freed the read slot.
           await pollUntil(async () => (await wasAt.metric('hashmail_attached_halves{transport="websocket",kind="read"}')) === 0, 'old receive half released at its gateway');
           await pollUntil(async () => (await sumMetric(cluster.relays, 'hashmail_attached_halves{transport="hop",kind="read"}')) === 1, 'read slot freed at the relay');
           recvAt = wasAt === gw1 ? gw2 : gw1;
-          appReceive = await socket(openReceive(recvAt.port, s2c));
+          appReceive = await sockets.track(openReceive(recvAt.port, s2c));
         }
       }
       // A last message each way: anything duplicated earlier would arrive before it.
@@ -206,8 +200,7 @@ describe('legacy clients through two gateway processes, two relays', () => {
       await nodeWriter.end();
     } finally {
       nodeReader.cancel();
-      await Promise.all([...sockets].map((s) => s.close()));
-      sockets.clear();
+      await sockets.closeAll();
     }
   });
 });
