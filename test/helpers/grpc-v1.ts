@@ -120,6 +120,15 @@ export class V1Client {
     assert.equal(res.success, true, 'NewCipherBox answered without `success`');
   }
 
+  /** NewCipherBox as litd does it: ALREADY_EXISTS (by code) counts as success. */
+  async ensureBox(sid: Buffer): Promise<void> {
+    try {
+      await this.createBox(sid);
+    } catch (err) {
+      if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
+    }
+  }
+
   delBox(sid: Buffer): Promise<void> {
     return this.delCipherBox(boxAuth(sid));
   }

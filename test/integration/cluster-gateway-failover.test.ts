@@ -56,22 +56,14 @@ describe('kill -9 of the relay owning a legacy session carried by two gateways',
     await cluster?.stop();
   });
 
-  /** litd's NewCipherBox: ALREADY_EXISTS (by code) is success. */
-  async function ensureBox(client: V1Client, sid: Buffer): Promise<void> {
-    try {
-      await client.createBox(sid);
-    } catch (err) {
-      if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
-    }
-  }
 
   /** The node's halves as litd opens them: box, then stream; on failure 2 s later, again. */
   async function nodeHalves(node: V1Client, c2s: Buffer, s2c: Buffer): Promise<{ reader: Reader; writer: Writer }> {
     for (let attempt = 0; attempt < MAX_REDIALS; attempt++) {
       try {
-        await ensureBox(node, c2s);
+        await node.ensureBox(c2s);
         const reader = node.openReader(c2s);
-        await ensureBox(node, s2c);
+        await node.ensureBox(s2c);
         return { reader, writer: node.openWriter(s2c) };
       } catch {
         await sleep(CLIENT_RETRY_MS);

@@ -13,7 +13,6 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import * as grpc from '@grpc/grpc-js';
 import { pollUntil } from '../helpers/async-queue.js';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { connect, peerSid, randomSid, type Reader, type V1Client } from '../helpers/grpc-v1.js';
@@ -77,20 +76,13 @@ describe(`storm: ${SESSIONS} legacy sessions whose relay is killed`, () => {
     await cluster?.stop();
   });
 
-  async function ensureBox(node: V1Client, sid: Buffer): Promise<void> {
-    try {
-      await node.createBox(sid);
-    } catch (err) {
-      if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
-    }
-  }
 
   /** The node as litd: both boxes, then RecvStream C2S; 2 s after it ends (or a call fails), again. */
   async function nodeLoop(node: V1Client, c2s: Buffer, s2c: Buffer, attached: () => void): Promise<void> {
     for (let dial = 0; dial < MAX_REDIALS && !stopping; dial++) {
       try {
-        await ensureBox(node, c2s);
-        await ensureBox(node, s2c);
+        await node.ensureBox(c2s);
+        await node.ensureBox(s2c);
         const reader = node.openReader(c2s);
         readers.add(reader);
         attached();

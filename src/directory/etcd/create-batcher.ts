@@ -93,13 +93,13 @@ export class CreateBatcher {
 
   /** Up to MAX_TXN_OPS queued creates, distinct keys (etcd refuses a transaction naming one key twice). */
   private take(): Pending[] {
-    const first = this.queue[0];
     const batch: Pending[] = [];
     const keys = new Set<string>();
-    for (let i = 0; i < this.queue.length && batch.length < MAX_TXN_OPS; ) {
+    const limit = this.queue[0].alone ? 1 : MAX_TXN_OPS;
+    for (let i = 0; i < this.queue.length && batch.length < limit; ) {
       const p = this.queue[i];
       const key = p.request.key.toString();
-      if ((batch.length > 0 && (p.alone || first.alone)) || keys.has(key)) {
+      if ((batch.length > 0 && p.alone) || keys.has(key)) {
         i++;
         continue;
       }

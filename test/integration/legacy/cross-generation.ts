@@ -16,7 +16,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
-import * as grpc from '@grpc/grpc-js';
 import { connect, peerSid, randomSid, type Reader, type V1Client, type Writer } from '../../helpers/grpc-v1.js';
 import { closeParties, type V2Party } from '../../helpers/v2-peers.js';
 import { checkMessage, makeMessage, randomSizes, StreamDigest } from '../../helpers/v2-stream-check.js';
@@ -43,14 +42,6 @@ export function crossGenerationSuite(start: StartTarget): void {
     next(): Promise<Buffer>;
   }
 
-  /** Creates a box as litd does: ALREADY_EXISTS (by code) counts as success. */
-  async function ensureBox(client: V1Client, sid: Buffer): Promise<void> {
-    try {
-      await client.createBox(sid);
-    } catch (err) {
-      if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
-    }
-  }
 
   /** Counts and digests of both directions; `app -> node` is "up" (C2S), `node -> app` is "down" (S2C). */
   class Exchange {
@@ -128,7 +119,7 @@ export function crossGenerationSuite(start: StartTarget): void {
 
       // The node, as litd: box C2S right before its first receive, then RecvStream C2S.
       let nodeClient = v1Client();
-      await ensureBox(nodeClient, c2s);
+      await nodeClient.ensureBox(c2s);
       let nodeReader: Reader = nodeClient.openReader(c2s);
       let nodeWriter: Writer | null = null;
 
@@ -154,7 +145,7 @@ export function crossGenerationSuite(start: StartTarget): void {
       checkMessage(got, 0, ex.up.sizes[0], 'first app->node');
       ex.up.rx.add(got);
       ex.up.received++;
-      await ensureBox(nodeClient, s2c);
+      await nodeClient.ensureBox(s2c);
       nodeWriter = nodeClient.openWriter(s2c);
 
       const appSide = v2Side(() => app);
@@ -176,10 +167,10 @@ export function crossGenerationSuite(start: StartTarget): void {
           nodeClient.close();
           await app.expectPresence(false);
           nodeClient = v1Client();
-          await ensureBox(nodeClient, c2s);
+          await nodeClient.ensureBox(c2s);
           nodeReader = nodeClient.openReader(c2s);
           await app.expectPresence(true);
-          await ensureBox(nodeClient, s2c);
+          await nodeClient.ensureBox(s2c);
           nodeWriter = nodeClient.openWriter(s2c);
         }
       }
@@ -262,7 +253,7 @@ export function crossGenerationSuite(start: StartTarget): void {
     test('a v1 RecvStream on the SID: v2 attach fails "read stream occupied"', async () => {
       const sid = randomSid();
       const client = v1Client();
-      await ensureBox(client, sid);
+      await client.ensureBox(sid);
       const reader = client.openReader(sid);
       // The RecvStream holds the slot once the relay has seen it; a v2 party on the
       // peer SID is told so by presence, which is the event to wait for.
