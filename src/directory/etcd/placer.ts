@@ -42,7 +42,7 @@ export class Placer {
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
   /** Reads of one route from etcd (the watch is down) in flight: concurrent lookups share one. */
   private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
-  /** Placements this process made per instance since that instance last published its load. */
+  /** Placements this process made or has in flight per instance since that instance last published its load. */
   private readonly placedSince = new Map<string, number>();
   private recordWaiters: (() => void)[] = [];
 
@@ -117,14 +117,6 @@ export class Placer {
         const owner = await this.liveInstance(stale.id);
         if (owner) return { id: owner.id, address: owner.address };
       }
-      const wait = fullWaitUntil - Date.now();
-      const target = this.choose(excluded, wait > 0);
-      if (target === 'full') {
-        await this.recordChange(wait);
-        attempt--;
-        continue;
-      }
-      if (!target) throw new NoInstanceError();
       if (!turnTaken && this.options.rate) {
         // One turn per placement, not per attempt: a lost race is the same storm's work.
         await this.options.rate.acquire(this.options.callTimeoutMs);
@@ -133,12 +125,24 @@ export class Placer {
         const placed = this.cache.liveOwner(route);
         if (placed) return { id: placed.instance.id, address: placed.instance.address };
       }
+      const wait = fullWaitUntil - Date.now();
+      const target = this.choose(excluded, wait > 0);
+      if (target === 'full') {
+        await this.recordChange(wait);
+        attempt--;
+        continue;
+      }
+      if (!target) throw new NoInstanceError();
       const value = encodeSession({ id: target.id, lease: target.sessionLease });
       const request = { key, value: Buffer.from(value), lease: leaseDecimal(target.sessionLease) };
+      // Counted now, not once etcd answers: a burst of concurrent placements must see each other,
+      // or every one of them picks against the same published loads and they herd.
+      this.countPlacement(target.id, 1);
       let res: CreateOutcome;
       try {
         res = stale ? await this.replace(request, stale.modRevision) : await this.creates.create(request);
       } catch (err) {
+        this.countPlacement(target.id, -1);
         // The owner's published lease just expired or rotated away: choose again.
         if (err instanceof EtcdLeaseInvalidError) {
           excluded.add(target.id);
@@ -148,9 +152,9 @@ export class Placer {
       }
       if (res.created) {
         this.cache.put(key.toString(), value, res.revision);
-        this.placedSince.set(target.id, (this.placedSince.get(target.id) ?? 0) + 1);
         return { id: target.id, address: target.address };
       }
+      this.countPlacement(target.id, -1);
       const kv = res.existing;
       if (!kv) {
         // Absent at this revision (its lease expired or was revoked) while our view still held it: forget
@@ -202,6 +206,13 @@ export class Placer {
     if (!kv || !parseInstance(kv.value.toString())) return null;
     this.cache.put(kv.key.toString(), kv.value.toString(), BigInt(kv.mod_revision));
     return this.cache.instances.get(id) ?? null;
+  }
+
+  /** Our placements on `id` not yet in its published load (a published load resets the count). */
+  private countPlacement(id: string, delta: 1 | -1): void {
+    const n = (this.placedSince.get(id) ?? 0) + delta;
+    if (n > 0) this.placedSince.set(id, n);
+    else this.placedSince.delete(id);
   }
 
   private choose(excluded: Set<string>, waitIfFull: boolean): InstanceValue | null | 'full' {
