@@ -38,6 +38,8 @@ export interface IdleMemoryOptions {
    * relay): their RSS is added to the relay's, before and after.
    */
   alsoPids?: number[];
+  /** v2 WebSocket parties ping the relay this often (ms), as the client library does; default never. */
+  clientPingMs?: number;
   /** Source addresses (127.x) for the workers' WebSocket parties, one per worker in turn; default: the kernel's choice (127.0.0.1). */
   localAddresses?: string[];
 }
@@ -65,6 +67,8 @@ export interface IdleMemoryResult {
   verify: Summary;
   /** Server CPU (% of one core) over the RSS sampling window with every session open and idle. */
   idleCpuPercent: number;
+  /** The load processes' CPU together (% of one core) over the same window: the client side of the idle sessions. */
+  workersIdleCpuPercent: number;
 }
 
 const SAMPLE_INTERVAL_MS = 1_000;
@@ -115,6 +119,7 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
         concurrency: o.concurrency,
         timeoutMs: o.timeoutMs,
         v2: o.v2,
+        clientPingMs: o.clientPingMs,
         localAddress: o.localAddresses && o.localAddresses.length > 0 ? o.localAddresses[i % o.localAddresses.length] : undefined,
       }),
       'opened',
@@ -123,10 +128,13 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
     const held = opened.reduce((acc, r) => acc + r.held, 0);
     await sleep(o.settleMs);
     const cpuStart = cpuMs(relay.pid);
+    const workersCpuStart = pool.pids.reduce((acc, pid) => acc + cpuMs(pid), 0);
     const wallStart = performance.now();
     const rssAfterKiB = await sampleRssSum(pids, o.samples);
     const afterByPid = pids.map((pid) => rssKiB(pid));
-    const idleCpuPercent = (100 * (cpuMs(relay.pid) - cpuStart)) / Math.max(1, performance.now() - wallStart);
+    const wallMs = Math.max(1, performance.now() - wallStart);
+    const idleCpuPercent = (100 * (cpuMs(relay.pid) - cpuStart)) / wallMs;
+    const workersIdleCpuPercent = (100 * (pool.pids.reduce((acc, pid) => acc + cpuMs(pid), 0) - workersCpuStart)) / wallMs;
     const heapAfterBytes = await heapUsedBytes(relay);
     const fdsAfter = fdCount(relay.pid);
     const view = await serverView(relay);
@@ -153,6 +161,7 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
       verifyFailed: verified.reduce((acc, r) => acc + r.failed, 0),
       verify: summarize(verified.flatMap((r) => r.latenciesMs)),
       idleCpuPercent,
+      workersIdleCpuPercent,
     };
   } finally {
     await pool.close();

@@ -26,6 +26,8 @@ export type WorkerCommand =
       v2?: V2Shape;
       /** Source address for WebSocket parties (127.x). */
       localAddress?: string;
+      /** v2 WebSocket parties ping the relay this often (ms), as the client library does. */
+      clientPingMs?: number;
       /** A cluster (v2 only): each session is looked up (and placed) through these instances and opened at its owner. */
       lookupVia?: string[];
     }
@@ -120,7 +122,7 @@ async function open(cmd: Extract<WorkerCommand, { op: 'open' }>): Promise<void> 
     const shared = cmd.sessionsPerNodeConnection > 1;
     if (cmd.v2) {
       const nodeStub = shared && cmd.v2.node === 'grpc' ? ((sharedStubs[group] ??= dialV2(cmd.target.grpcAddress)) as MailboxV2Stub) : undefined;
-      sessions.push(await openV2Session(cmd.target, { ...cmd.v2, nodeStub, localAddress: cmd.localAddress, timeoutMs: cmd.timeoutMs, lookup }));
+      sessions.push(await openV2Session(cmd.target, { ...cmd.v2, nodeStub, localAddress: cmd.localAddress, clientPingMs: cmd.clientPingMs, timeoutMs: cmd.timeoutMs, lookup }));
       return;
     }
     const nodeStub = shared ? ((sharedStubs[group] ??= dialGrpc(cmd.target.grpcAddress)) as HashMailStub) : undefined;

@@ -172,6 +172,8 @@ export interface V2OpenOptions extends V2Shape {
   nodeStub?: MailboxV2Stub;
   /** Source address of WebSocket parties (127.x), when one address has too few ephemeral ports. */
   localAddress?: string;
+  /** WebSocket parties ping the relay this often (ms), as the client library does; 0 or absent: never (as a browser). */
+  clientPingMs?: number;
   /** A cluster: asks where the session's route lives (placing it) and opens both parties there instead of `target`. */
   lookup?: (route: string) => Promise<Target>;
 }
@@ -191,7 +193,7 @@ export async function openV2Session(target: Target, o: V2OpenOptions): Promise<S
     app.close();
   };
   const open = (party: Party, transport: V2Transport, sid: Buffer, stub?: MailboxV2Stub): Promise<GrpcV2Link | WsV2Link> =>
-    transport === 'grpc' ? GrpcV2Link.open(target.grpcAddress, sid, party, o.timeoutMs, stub) : WsV2Link.open(target.wsPort, sid, party, o.timeoutMs, o.localAddress);
+    transport === 'grpc' ? GrpcV2Link.open(target.grpcAddress, sid, party, o.timeoutMs, stub) : WsV2Link.open(target.wsPort, sid, party, o.timeoutMs, o.localAddress, o.clientPingMs);
   try {
     const [n, a] = await Promise.allSettled([open(node, o.node, pair.c2s, o.nodeStub), open(app, o.app, pair.s2c)]);
     // Keep whichever opened, so close() ends it if the other failed.

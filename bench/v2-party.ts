@@ -156,7 +156,11 @@ export class WsV2Link implements Inlet, Outlet {
   }
 
   /** Handshake + Hello, resolved on Welcome. */
-  static open(port: number, sid: Buffer, sink: Sink, timeoutMs: number, localAddress?: string): Promise<WsV2Link> {
+  /**
+   * `pingEveryMs` > 0: the party pings the relay that often once open, as
+   * the client library does (pingIntervalMs, a timer per socket).
+   */
+  static open(port: number, sid: Buffer, sink: Sink, timeoutMs: number, localAddress?: string, pingEveryMs = 0): Promise<WsV2Link> {
     return new Promise((resolve, reject) => {
       let link: WsV2Link | null = null;
       const timer = setTimeout(() => settle(new Error(`v2 WebSocket: no Welcome within ${timeoutMs} ms`)), timeoutMs);
@@ -169,6 +173,13 @@ export class WsV2Link implements Inlet, Outlet {
       };
       const ws = new WebSocket(`ws://127.0.0.1:${port}${V2_WS_PATH}`, [V2_SUBPROTOCOL], { perMessageDeflate: false, handshakeTimeout: timeoutMs, localAddress });
       link = new WsV2Link(ws, sid, sink, settle);
+      if (pingEveryMs > 0) {
+        const pinger = setInterval(() => {
+          if (ws.readyState === WebSocket.OPEN) ws.ping();
+        }, pingEveryMs);
+        pinger.unref();
+        ws.once('close', () => clearInterval(pinger));
+      }
     });
   }
 

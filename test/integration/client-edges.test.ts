@@ -10,8 +10,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { once } from 'node:events';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { WebSocket } from 'ws';
 import {
   CertificateMismatch,
   connect,
@@ -233,6 +236,27 @@ describe('dead relays are noticed', () => {
       assert.equal(again.peerPresent, true);
     });
   }
+
+  test('websocket: a client that pings is never pinged by the relay (its ping is life); once it stops, the relay pings it', async () => {
+    // Relay interval 1 s (jittered 0.8-1.2 s); the client pings ten times as often, so only a stall of 0.7 s would let a relay ping through.
+    const relayIntervalMs = 1000;
+    const clientPingEveryMs = relayIntervalMs / 10;
+    const clientPings = 30;
+    const relay = await server({ v2: { pingIntervalMs: relayIntervalMs, pingTimeoutMs: 5000 } });
+    const ws = new WebSocket(`ws://${relay.address}/v2/mailbox`, 'hashmail.v2');
+    cleanups.push(() => ws.terminate());
+    await withTimeout(once(ws, 'open'), STEP_TIMEOUT_MS, 'v2 socket open');
+    let relayPings = 0;
+    ws.on('ping', () => relayPings++);
+    for (let i = 0; i < clientPings; i++) {
+      const pong = once(ws, 'pong');
+      ws.ping();
+      await withTimeout(pong, STEP_TIMEOUT_MS, 'pong');
+      await delay(clientPingEveryMs);
+    }
+    assert.equal(relayPings, 0, `the relay pinged a client that pinged it every ${clientPingEveryMs} ms for ${clientPings * clientPingEveryMs} ms`);
+    await withTimeout(once(ws, 'ping'), relayIntervalMs * 2 + DEADLINE_MARGIN_MS, 'the relay pings a client gone quiet');
+  });
 });
 
 describe('client API: TLS trust (ca, certificateSha256)', () => {

@@ -53,7 +53,7 @@ export class KeepaliveEntry {
     public nextPingAt: number,
   ) {}
 
-  /** A data frame arrived: life, as good as a pong (a busy writer's pong queues behind its data). */
+  /** A data frame (or, on v2, the peer's own ping) arrived: life, as good as a pong (a busy writer's pong queues behind its data). */
   sawData(): void {
     this.answered = true;
     this.dataSeen = true;

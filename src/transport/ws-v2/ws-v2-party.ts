@@ -76,6 +76,9 @@ function onSocketMessage(this: WebSocket, data: RawData, isBinary: boolean): voi
 function onSocketPong(this: WebSocket): void {
   (this as V2Socket).party?.sawPong();
 }
+function onSocketPing(this: WebSocket): void {
+  (this as V2Socket).party?.sawPing();
+}
 function onSocketError(this: WebSocket, err: Error): void {
   (this as V2Socket).party?.onSocketError(err);
 }
@@ -119,7 +122,10 @@ export class WsV2Party {
     ws.on('error', onSocketError);
     ws.on('close', onSocketClose);
     this.keep = ctx.keepalive.track(ws);
-    if (this.keep) ws.on('pong', onSocketPong);
+    if (this.keep) {
+      ws.on('pong', onSocketPong);
+      ws.on('ping', onSocketPing);
+    }
   }
 
   /** Read through a getter: TypeScript would otherwise keep the state narrowed across awaits. */
@@ -129,6 +135,16 @@ export class WsV2Party {
 
   sawPong(): void {
     this.keep?.sawPong();
+  }
+
+  /**
+   * The client pinged us (ws answers the pong): it is alive, as for data, so
+   * this interval needs no ping of ours. A client that pings more often than
+   * v2.pingIntervalMs (ours: every 10 s) is never pinged, which halves the
+   * idle ping traffic; browsers cannot ping and are pinged as before.
+   */
+  sawPing(): void {
+    this.keep?.sawData();
   }
 
   onMessage(data: RawData, isBinary: boolean): void {
