@@ -30,6 +30,10 @@ export type RejoinReply =
 
 const PROBE = new TextEncoder().encode('probe');
 
+// tsx maps every stack trace through source maps, which an application on the built package does not:
+// under a reconnect storm (an error per failed attempt) that alone took 7 % of this process.
+process.setSourceMapsEnabled(false);
+
 interface Pair {
   node: MailboxConnection;
   app: MailboxConnection;
@@ -58,6 +62,14 @@ async function openPair(servers: string[]): Promise<Pair> {
   const base = { server: servers, insecure: true, protocol: 'v2' as const };
   const node = await connect({ ...base, sid: nodeSid, role: 'node', transport: 'grpc' });
   const app = await connect({ ...base, sid: appSid, role: 'app', transport: 'websocket' });
+  // REJOIN_TRACE=1: the reconnect events of the first pairs opened, on stderr (which attempt failed how, where it dialed).
+  if (process.env.REJOIN_TRACE && pairs.length < 2) {
+    for (const [name, c] of [['node', node], ['app', app]] as const) {
+      c.on('reconnecting', (i) => console.error(`TRACE ${Date.now()} ${process.pid} ${name} reconnecting attempt=${i.attempt} delay=${Math.round(i.delayMs)} error=${i.error.name}: ${i.error.message}`));
+      c.on('dial', (i) => console.error(`TRACE ${Date.now()} ${process.pid} ${name} dial ${i.relay} via=${i.via} lookup=${i.lookupServer ?? ''}`));
+      c.on('reconnected', () => console.error(`TRACE ${Date.now()} ${process.pid} ${name} reconnected`));
+    }
+  }
   const p: Pair = { node, app, node$: node[Symbol.asyncIterator](), app$: app[Symbol.asyncIterator](), done: null };
   await exchange(p);
   return p;

@@ -13,6 +13,7 @@
  *              revokes its old leases at start, so the sessions move at once.
  *
  *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4]
+ * REJOIN_TRACE=1 prints the kill, relay A's restart and a few parties' reconnect events with timestamps.
  * Prints markdown; writes bench/results/rejoin.{md,json}.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -125,9 +126,11 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     relays.push(await startRelay(etcd, ttlMs, ports[2], undefined, 'relay-c'));
     await Promise.all(workers.map((w) => w.ask({ op: 'arm' }, 'armed')));
     const killedAt = Date.now();
+    if (process.env.REJOIN_TRACE) console.error(`TRACE ${killedAt} kill`);
     a.child.kill('SIGKILL');
     await new Promise<void>((resolve) => (a.child.exitCode !== null || a.child.signalCode !== null ? resolve() : a.child.once('exit', () => resolve())));
     if (path === 'restart') relays.push(await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a'));
+    if (process.env.REJOIN_TRACE && path === 'restart') console.error(`TRACE ${Date.now()} relay-a serving again`);
     const collected = await Promise.all(workers.map((w) => w.ask({ op: 'collect', timeoutMs: ttlMs + REJOIN_WAIT_EXTRA_MS }, 'collected')));
     const rejoins: SessionRejoin[] = collected.flatMap((c) => c.rejoins);
     const attached = rejoins.map((r) => r.attachedAt - killedAt).sort((x, y) => x - y);

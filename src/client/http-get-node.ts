@@ -10,13 +10,26 @@ import type { HttpGet } from './relay-lookup.js';
 
 /** A lookup answer is a few hundred bytes; anything longer is not ours. */
 const MAX_BODY_BYTES = 16 * 1024;
+/**
+ * Connections per instance kept for lookups, shared by every connection of
+ * this process: a relay's death makes all of its parties look up at once,
+ * and a connection each (TCP, maybe TLS) per lookup per retry cost more CPU
+ * than the lookups themselves. Past this many in use, lookups queue briefly.
+ */
+const LOOKUP_SOCKETS_PER_INSTANCE = 16;
+/** Keep-alive agents for lookups with the default trust (a pinned `tls` gets a connection of its own: its check is not part of an agent's key). */
+const agents = {
+  http: new http.Agent({ keepAlive: true, maxSockets: LOOKUP_SOCKETS_PER_INSTANCE }),
+  https: new https.Agent({ keepAlive: true, maxSockets: LOOKUP_SOCKETS_PER_INSTANCE }),
+};
 
 export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
   return (url, { signal, timeoutMs, tls }) =>
     new Promise((resolve, reject) => {
       const secure = url.startsWith('https:');
       const get = secure ? https.get : http.get;
-      const req = get(url, { signal, timeout: timeoutMs, agent: false, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
+      const agent = tls ? false : secure ? agents.https : agents.http;
+      const req = get(url, { signal, timeout: timeoutMs, agent, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         let length = 0;
         res.on('data', (chunk: Buffer) => {

@@ -5,10 +5,11 @@
  * the instance's answer ("directory unavailable") and an instance that cannot
  * be reached is told apart (LookupUnreachable).
  */
-import { Client, connectivityState, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { connectivityState, type Client, Metadata, status, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { decodeServerForMailboxResponse, encodeServerForMailboxRequest, type ServerForMailboxResponse } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, StatusCode } from './errors.js';
-import { asBuffer, credentialsFor } from './grpc-channel.js';
+import { asBuffer } from './grpc-channel.js';
+import { acquireChannel } from './grpc-channels.js';
 import { errorText } from './legacy-grpc.js';
 import { LOOKUP_TIMEOUT_MS, LookupUnreachable, type LookupAnswer, type RelayLookup } from './relay-lookup.js';
 
@@ -16,14 +17,16 @@ export const SERVER_FOR_MAILBOX_PATH = '/hashmail.v2.Mailbox/ServerForMailbox';
 
 export const grpcRelayLookup: RelayLookup = (req) =>
   new Promise<LookupAnswer>((resolve, reject) => {
-    const client = new Client(req.server.authority, credentialsFor(req.server, req.tlsSkipVerify, req.tls));
+    const { client, release } = acquireChannel(req);
     const deadline = Date.now() + LOOKUP_TIMEOUT_MS;
+    let call: ClientUnaryCall | null = null;
     let settled = false;
     const settle = (fn: () => void): void => {
       if (settled) return;
       settled = true;
       req.signal.removeEventListener('abort', onAbort);
-      client.close();
+      call?.cancel();
+      release();
       fn();
     };
     const onAbort = (): void => settle(() => reject(new ConnectionLost('connect aborted', { cause: req.signal.reason })));
@@ -34,7 +37,7 @@ export const grpcRelayLookup: RelayLookup = (req) =>
       if (readyErr) {
         return settle(() => reject(new LookupUnreachable(`relay lookup at ${req.server.authority} failed: ${readyErr.message}`, { cause: readyErr })));
       }
-      client.makeUnaryRequest(
+      call = client.makeUnaryRequest(
         SERVER_FOR_MAILBOX_PATH,
         (r: { route: string; create: boolean }) => asBuffer(encodeServerForMailboxRequest(r)),
         (buf: Buffer) => decodeServerForMailboxResponse(buf),
@@ -42,6 +45,7 @@ export const grpcRelayLookup: RelayLookup = (req) =>
         new Metadata(),
         { deadline },
         (err: ServiceError | null, res?: ServerForMailboxResponse) => {
+          call = null;
           settle(() => {
             if (!err && res?.address) return resolve({ kind: 'owner', id: res.id, address: res.address });
             if (!err) return resolve({ kind: 'not-served', why: 'ServerForMailbox answered without an address' });

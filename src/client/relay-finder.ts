@@ -44,6 +44,28 @@ export interface FindRelayParams {
   trustFor: ((server: ServerAddress) => Promise<NodeTls | undefined>) | null;
 }
 
+/**
+ * How long an instance that could not be reached for a lookup is asked only
+ * after the others (ms): after a relay's death its parties would otherwise
+ * each try it first on every retry, a failed connection each.
+ */
+export const UNREACHABLE_DEMOTE_MS = 3_000;
+
+/** `transport|host:port` -> when a lookup last found the instance unreachable (Date.now()). */
+const unreachableAt = new Map<string, number>();
+
+/** The instances in the order to ask them: those unreachable within UNREACHABLE_DEMOTE_MS last, each group in the configured order. */
+function lookupOrder(transport: TransportName, servers: readonly ServerAddress[], now = Date.now()): ServerAddress[] {
+  const fresh: ServerAddress[] = [];
+  const demoted: ServerAddress[] = [];
+  for (const server of servers) {
+    const at = unreachableAt.get(missingKey(transport, server));
+    if (at !== undefined && now - at < UNREACHABLE_DEMOTE_MS) demoted.push(server);
+    else fresh.push(server);
+  }
+  return demoted.length === 0 ? fresh : fresh.concat(demoted);
+}
+
 /** `transport|host:port` -> when the instance was found not serving lookups (Date.now()). */
 const lookupMissing = new Map<string, number>();
 
@@ -63,6 +85,7 @@ function knownWithoutLookup(transport: TransportName, server: ServerAddress, now
 /** Forgets which instances serve no lookups (tests; an instance known to have been upgraded). */
 export function forgetLookupSupport(): void {
   lookupMissing.clear();
+  unreachableAt.clear();
 }
 
 /** A relay's advertised `HOST:PORT`, dialed with the TLS setting of `like` (the configured server). */
@@ -85,7 +108,7 @@ export async function findRelay(params: FindRelayParams): Promise<RelayTarget> {
   // v1 has no lookup: a v1 party goes to the configured server (the cluster's legacy front door).
   if (!lookup || protocol === 'v1' || (protocol === 'auto' && knownV1Only(transport, { server: first }))) return { server: first, via: 'direct' };
   let retry: HashmailClientError | null = null;
-  for (const server of servers) {
+  for (const server of lookupOrder(transport, servers)) {
     if (knownWithoutLookup(transport, server)) return { server, via: 'direct' };
     let answer;
     let tls: NodeTls | undefined;
@@ -100,13 +123,17 @@ export async function findRelay(params: FindRelayParams): Promise<RelayTarget> {
       answer = await lookup({ server, route: params.route, create: params.create, tlsSkipVerify: params.tlsSkipVerify, signal: params.signal, ...(tls ? { tls } : {}) });
     } catch (err) {
       if (params.signal.aborted) throw new ConnectionLost('connect aborted', { cause: params.signal.reason });
-      if (err instanceof LookupUnreachable) continue;
+      if (err instanceof LookupUnreachable) {
+        unreachableAt.set(missingKey(transport, server), Date.now());
+        continue;
+      }
       if (err instanceof ConnectionLost) {
         retry = err;
         continue;
       }
       throw err;
     }
+    unreachableAt.delete(missingKey(transport, server));
     switch (answer.kind) {
       case 'owner':
         return { server: relayAddress(answer.address, server), via: 'lookup', lookupServer: server.authority };

@@ -1,12 +1,14 @@
 /**
  * Node-only: protocol v2 over gRPC, `/hashmail.v2.Mailbox/Connect`, one
- * ClientFrame / ServerFrame per message. A fresh channel per link, so our
- * backoff, not grpc-js's own reconnect timer, paces attempts after a loss.
+ * ClientFrame / ServerFrame per message. Links to one relay share a channel
+ * (grpc-channels.ts); a call on a channel whose relay is down fails at once,
+ * so our backoff paces attempts after a loss.
  */
-import { Client, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, HashmailClientError, StatusCode, V2NotServed } from './errors.js';
-import { asBuffer, credentialsFor, grpcError, isUnimplemented } from './grpc-channel.js';
+import { asBuffer, grpcError, isUnimplemented } from './grpc-channel.js';
+import { acquireChannel } from './grpc-channels.js';
 import { KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
 import { errorOfFrame, V2FrameRouter } from './v2-stream.js';
@@ -29,7 +31,8 @@ class V2GrpcLink implements Link {
 
   constructor(
     private readonly call: FrameCall,
-    private readonly client: Client,
+    /** Gives the shared channel back. */
+    private readonly release: () => void,
     private readonly handlers: LinkHandlers,
     private readonly ended: Promise<void>,
   ) {
@@ -71,7 +74,7 @@ class V2GrpcLink implements Link {
     if (this.failure) return;
     this.failure = err;
     this.rejectFailed(err);
-    this.client.close();
+    this.release();
     if (!this.closing) this.handlers.closed(err);
   }
 
@@ -84,7 +87,7 @@ class V2GrpcLink implements Link {
     await Promise.race([this.ended, new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
     clearTimeout(timer);
     this.call.cancel();
-    this.client.close();
+    this.release();
   }
 }
 
@@ -92,12 +95,17 @@ class V2GrpcLink implements Link {
 export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) =>
   new Promise<Link>((resolve, reject) => {
     const { pingIntervalMs, pingTimeoutMs } = req.liveness;
-    const client = new Client(req.server.authority, credentialsFor(req.server, req.tlsSkipVerify, req.tls), {
-      // Liveness: HTTP/2 pings; one unanswered within the timeout drops the connection, and with it this call.
-      'grpc.keepalive_time_ms': pingIntervalMs > 0 ? pingIntervalMs : KEEPALIVE_TIME_MS,
-      'grpc.keepalive_timeout_ms': pingTimeoutMs,
-      'grpc.keepalive_permit_without_calls': 1,
-      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES + ENVELOPE_BYTES,
+    const { client, release } = acquireChannel({
+      server: req.server,
+      tlsSkipVerify: req.tlsSkipVerify,
+      ...(req.tls ? { tls: req.tls } : {}),
+      options: {
+        // Liveness: HTTP/2 pings; one unanswered within the timeout drops the connection, and with it this call.
+        'grpc.keepalive_time_ms': pingIntervalMs > 0 ? pingIntervalMs : KEEPALIVE_TIME_MS,
+        'grpc.keepalive_timeout_ms': pingTimeoutMs,
+        'grpc.keepalive_permit_without_calls': 1,
+        'grpc.max_receive_message_length': MAX_MESSAGE_BYTES + ENVELOPE_BYTES,
+      },
     });
     const call: FrameCall = client.makeBidiStreamRequest(V2_CONNECT_PATH, asBuffer, decodeServerFrame, new Metadata(), {});
     let localError: HashmailClientError | null = null;
@@ -113,7 +121,7 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
       localError ??= err;
       call.cancel();
     };
-    const router = new V2FrameRouter(handlers, () => new V2GrpcLink(call, client, handlers, ended), resolve, fail);
+    const router = new V2FrameRouter(handlers, () => new V2GrpcLink(call, release, handlers, ended), resolve, fail);
     let finished = false;
     const finish = (err: HashmailClientError): void => {
       if (finished) return;
@@ -123,7 +131,7 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
       if (router.link) {
         router.link.end(err);
       } else {
-        client.close();
+        release();
         reject(err);
       }
     };

@@ -172,6 +172,26 @@ describe('client: finding the relay', () => {
     assert.equal(direct.relay, 'a.test:443');
   });
 
+  test('an instance found unreachable is asked last for UNREACHABLE_DEMOTE_MS, by every connection of the process; once it answers, first again', async () => {
+    const cluster = new FakeCluster();
+    let downUp = false;
+    cluster.lookup = (req) => (req.server.host === 'down.test' && !downUp ? new LookupUnreachable('refused') : { kind: 'owner', id: 'r3', address: '10.0.0.3:443' });
+    const servers = 'down.test:443, up.test:443';
+    await open(cluster, { server: servers });
+    assert.deepEqual(cluster.lookups.map((l) => l.server.host), ['down.test', 'up.test']);
+    cluster.lookups = [];
+    // Another connection in the same process: the unreachable instance is not tried first.
+    await open(cluster, { server: servers });
+    assert.deepEqual(cluster.lookups.map((l) => l.server.host), ['up.test']);
+    // Past the demotion (forgotten here, as after UNREACHABLE_DEMOTE_MS) it is first again; answering keeps it first.
+    forgetLookupSupport();
+    downUp = true;
+    cluster.lookups = [];
+    await open(cluster, { server: servers });
+    await open(cluster, { server: servers });
+    assert.deepEqual(cluster.lookups.map((l) => l.server.host), ['down.test', 'down.test']);
+  });
+
   test('directory unavailable on every instance: a retryable ConnectionLost, nothing dialed', async () => {
     const cluster = new FakeCluster();
     cluster.lookup = () => new ConnectionLost('directory unavailable');
