@@ -43,6 +43,7 @@ interface Pair {
 }
 
 const pairs: Pair[] = [];
+let tracedPairs = 0;
 
 function reply(msg: RejoinReply): void {
   process.send?.(msg);
@@ -63,8 +64,9 @@ async function openPair(servers: string[]): Promise<Pair> {
   const node = await connect({ ...base, sid: nodeSid, role: 'node', transport: 'grpc' });
   const app = await connect({ ...base, sid: appSid, role: 'app', transport: 'websocket' });
   // REJOIN_TRACE=1: the reconnect events of the first pairs opened, on stderr (which attempt failed how, where it dialed).
-  if (process.env.REJOIN_TRACE && pairs.length < 2) {
-    for (const [name, c] of [['node', node], ['app', app]] as const) {
+  if (process.env.REJOIN_TRACE && tracedPairs < 4) {
+    const id = `${process.pid}.${tracedPairs++}`;
+    for (const [name, c] of [[`node ${id}`, node], [`app ${id}`, app]] as const) {
       c.on('reconnecting', (i) => console.error(`TRACE ${Date.now()} ${process.pid} ${name} reconnecting attempt=${i.attempt} delay=${Math.round(i.delayMs)} error=${i.error.name}: ${i.error.message}`));
       c.on('dial', (i) => console.error(`TRACE ${Date.now()} ${process.pid} ${name} dial ${i.relay} via=${i.via} lookup=${i.lookupServer ?? ''}`));
       c.on('reconnected', () => console.error(`TRACE ${Date.now()} ${process.pid} ${name} reconnected`));

@@ -66,13 +66,24 @@ export interface RelayOptions extends ServerOptions {
 
 /** `hashmail relay` with the exact CLI flags of issue 8: --etcd --listen --advertise --admin-listen --insecure. */
 export async function startRelay(options: RelayOptions): Promise<RunningServer> {
-  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hashmail-relay-'));
-  const port = await freePort();
-  const args = [BIN, 'relay', '--etcd', options.etcd, '--listen', `127.0.0.1:${port}`, '--advertise', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir];
-  if (options.insecure !== false) args.push('--insecure');
-  if (options.id !== undefined) args.push('--id', options.id);
-  return spawnServer(dataDir, args, options, options.dataDir === undefined);
+  // The port is chosen before the relay binds it (it must advertise it): an outgoing connection of
+  // any process may take it in between, as an ephemeral port. Then another port, a few times.
+  for (let attempt = 1; ; attempt++) {
+    const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hashmail-relay-'));
+    const port = await freePort();
+    const args = [BIN, 'relay', '--etcd', options.etcd, '--listen', `127.0.0.1:${port}`, '--advertise', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir];
+    if (options.insecure !== false) args.push('--insecure');
+    if (options.id !== undefined) args.push('--id', options.id);
+    try {
+      return await spawnServer(dataDir, args, options, options.dataDir === undefined);
+    } catch (err) {
+      if (attempt >= PORT_RACE_ATTEMPTS || !String(err).includes('EADDRINUSE')) throw err;
+    }
+  }
 }
+
+/** Tries at starting a relay on a port that was free a moment before. */
+const PORT_RACE_ATTEMPTS = 3;
 
 export interface GatewayOptions extends ServerOptions {
   /** `--etcd` value (etcd client URLs, comma-separated). */
