@@ -202,6 +202,23 @@ describe('etcd directory: leases, fencing, outages (one etcd member each)', () =
     assert.equal(await gateway.lookup(route, { place: false }), null, 'the old mapping is gone at once');
   });
 
+  test('a placement racing a relay restart (old lease revoked, new record not yet seen) waits for the new record instead of answering "no relay"', async (t) => {
+    const prefix = '/restart-race/';
+    const dir = mkdtempSync(join(tmpdir(), 'hashmail-lease-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const leaseStateFile = join(dir, 'leases.json');
+    const gateway = own(t, await member(etcd.endpoints, null, { prefix }));
+    const first = own(t, await member(etcd.endpoints, 'r', { prefix, leaseStateFile }));
+    await until(() => gateway.instances().length === 1 && gateway.watchState.watching, 3000, 'the gateway sees the relay');
+    // The gateway's view lags: it still holds the first run's record (and its session lease) when the relay restarts.
+    gateway.holdWatch(true);
+    await first.close(); // a crash: nothing revoked
+    own(t, await member(etcd.endpoints, 'r', { prefix, leaseStateFile }));
+    const placing = gateway.lookup(randomRoute(), { place: true });
+    gateway.holdWatch(false);
+    assert.equal((await placing)?.id, 'r', 'placed on the restarted relay');
+  });
+
   test('fencing: etcd paused past the TTL: servesHere false and fenceLost before the TTL; resumed: registers again by itself', async (t) => {
     const prefix = '/fence/';
     const relay = own(t, await member(etcd.endpoints, 'f', { prefix }));

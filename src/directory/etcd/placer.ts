@@ -24,7 +24,7 @@ import { TxnGate } from './txn-gate.js';
 
 /** Races lost to a dying owner or a just-expired lease; a healthy cluster converges in one or two. */
 const MAX_PLACE_ATTEMPTS = 4;
-/** Share of the call deadline a placement may wait for a full lease to rotate. */
+/** Share of the call deadline a placement may wait for a full lease to rotate, or for a relay to (re-)register. */
 const FULL_WAIT_SHARE = 0.5;
 
 export interface PlacerOptions {
@@ -105,8 +105,11 @@ export class Placer {
 
   private async placeOnce(route: string): Promise<RouteOwner> {
     const key = Buffer.from(sessionKey(this.layout, route));
-    const excluded = new Set<string>();
+    // Instance id -> a session lease of it that etcd refused: not chosen again while it publishes that lease.
+    const refused = new Map<string, string>();
     // Every candidate's lease full: wait for a rotation this long at most, then overfill (a soft cap).
+    // No candidate: wait as long for one to appear (a relay restarting revokes its old record and its
+    // leases just before it registers anew), then answer "no relay".
     const fullWaitUntil = Date.now() + this.options.callTimeoutMs * FULL_WAIT_SHARE;
     let turnTaken = false;
     for (let attempt = 0; attempt < MAX_PLACE_ATTEMPTS; attempt++) {
@@ -126,13 +129,18 @@ export class Placer {
         if (placed) return { id: placed.instance.id, address: placed.instance.address };
       }
       const wait = fullWaitUntil - Date.now();
-      const target = this.choose(excluded, wait > 0);
+      const target = this.choose(refused, wait > 0);
       if (target === 'full') {
         await this.recordChange(wait);
         attempt--;
         continue;
       }
-      if (!target) throw new NoInstanceError();
+      if (!target) {
+        if (wait <= 0) throw new NoInstanceError();
+        await this.recordChange(wait);
+        attempt--;
+        continue;
+      }
       const value = encodeSession({ id: target.id, lease: target.sessionLease });
       const request = { key, value: Buffer.from(value), lease: leaseDecimal(target.sessionLease) };
       // Counted now, not once etcd answers: a burst of concurrent placements must see each other,
@@ -143,9 +151,10 @@ export class Placer {
         res = stale ? await this.replace(request, stale.modRevision) : await this.creates.create(request);
       } catch (err) {
         this.countPlacement(target.id, -1);
-        // The owner's published lease just expired or rotated away: choose again.
+        // The owner's published lease just expired, was revoked (a restart) or rotated away: choose again,
+        // that instance too once it publishes another lease.
         if (err instanceof EtcdLeaseInvalidError) {
-          excluded.add(target.id);
+          refused.set(target.id, target.sessionLease);
           continue;
         }
         throw err;
@@ -215,11 +224,11 @@ export class Placer {
     else this.placedSince.delete(id);
   }
 
-  private choose(excluded: Set<string>, waitIfFull: boolean): InstanceValue | null | 'full' {
+  private choose(refused: ReadonlyMap<string, string>, waitIfFull: boolean): InstanceValue | null | 'full' {
     const candidates: InstanceValue[] = [];
     const full: InstanceValue[] = [];
     for (const instance of this.cache.instances.values()) {
-      if (excluded.has(instance.id)) continue;
+      if (refused.get(instance.id) === instance.sessionLease) continue;
       // An instance whose published lease is full is rotating it: others first (a soft cap, see keysPerLease).
       if (this.cache.mappingsOnLease(instance.sessionLease) >= this.options.keysPerLease) {
         full.push(instance);
