@@ -52,6 +52,13 @@ export interface SelfRegistration {
 export interface LookupOptions {
   /** Place the session if no live instance owns it (creating operations only). */
   place: boolean;
+  /**
+   * A session this instance knows nothing of is read from the backend before
+   * "not placed" is answered. For callers that were sent here by another
+   * instance's view (a gateway's hop call): a placement made there an
+   * instant ago may not have reached this instance's watch yet.
+   */
+  confirm?: boolean;
 }
 
 export interface DirectoryHealth {

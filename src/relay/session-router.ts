@@ -51,12 +51,15 @@ export class SessionRouter {
    * Resolves when this relay serves `route` (placing it here or elsewhere
    * when `create`); throws SERVED_ELSEWHERE naming the owner, STREAM_NOT_FOUND
    * when nobody owns it and `create` is false, or the directory's failure.
+   * `confirm`: the caller was sent here by another instance's view (a
+   * gateway's hop call), so a route unknown here is read from the directory
+   * before it is refused (see LookupOptions.confirm).
    */
-  async admit(route: string, create: boolean): Promise<void> {
+  async admit(route: string, create: boolean, confirm = false): Promise<void> {
     if (this.directory.servesHere(route)) return;
     let owner;
     try {
-      owner = await this.directory.lookup(route, { place: create });
+      owner = await this.directory.lookup(route, { place: create, confirm });
     } catch (err) {
       throw directoryError(err);
     }

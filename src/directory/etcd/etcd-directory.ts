@@ -179,8 +179,9 @@ export class EtcdDirectory implements Directory {
     if (live) return { id: live.instance.id, address: live.instance.address };
     try {
       if (options.place) return await this.placer.place(route);
-      // The watch-fed cache is authoritative while the watch is healthy; otherwise ask etcd.
-      if (this.watcher.watching) return null;
+      // The watch-fed cache is authoritative while the watch is healthy (but may lag a placement made
+      // elsewhere an instant ago: `confirm` asks etcd then too); otherwise ask etcd.
+      if (this.watcher.watching && !options.confirm) return null;
       return await this.placer.fetch(route);
     } catch (err) {
       if (err instanceof NoInstanceError) throw err;

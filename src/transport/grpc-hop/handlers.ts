@@ -83,7 +83,7 @@ export function hopHandlers(deps: HopServerDeps): UntypedServiceImplementation {
         const info = authorize(call);
         if (call.request instanceof HashmailError) throw call.request;
         const sid = checkSid(call.request.streamId);
-        await router.admit(routeOfSid(sid), create);
+        await router.admit(routeOfSid(sid), create, true);
         await run(sid, info);
         m.sent();
         m.done(0);
@@ -127,7 +127,7 @@ export function hopHandlers(deps: HopServerDeps): UntypedServiceImplementation {
       if (call.request instanceof HashmailError) throw call.request;
       const sid = checkSid(call.request.streamId);
       const route = routeOfSid(sid);
-      await router.admit(route, false);
+      await router.admit(route, false, true);
       const half = await mailbox.openReceive(sid, info, scope.beginWait());
       if (!tracked(scope, route, () => half.release())) return;
       logger.debug({ sid: shortHash(sid) }, 'hop reader attached');
@@ -175,7 +175,7 @@ export function hopHandlers(deps: HopServerDeps): UntypedServiceImplementation {
       const sid = checkSid(first.streamId);
       if (first.msg.length > 0) throw new HashmailError('MALFORMED_REQUEST', 'hop: the first Send message names the box and carries no msg');
       const route = routeOfSid(sid);
-      await router.admit(route, false);
+      await router.admit(route, false, true);
       const h = await mailbox.openSend({ streamId: sid }, info, scope.beginWait());
       if (!tracked(scope, route, () => h.release())) return;
       half = h;
