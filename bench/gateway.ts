@@ -25,7 +25,7 @@ import { freePort, startEtcd, type EtcdCluster } from '../test/helpers/etcd.js';
 import { killAll } from './children.js';
 import { measureIdleMemory, type IdleMemoryResult } from './idle-memory.js';
 import { measurePingPong, type LatencyResult } from './latency.js';
-import { StormSession } from './legacy-storm.js';
+import { StormSession, traceNextStormSessions } from './legacy-storm.js';
 import type { Outcome } from './report.js';
 import { combineLatency, combineThroughput } from './repeat.js';
 import { CONFIG_DEPLOYED, CONFIG_UNLIMITED, CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
@@ -262,6 +262,7 @@ async function errorsByCode(adminAddress: string | null): Promise<string> {
 /** Opens `n` retrying sessions on `target`; kills `victim`, restarts it with `restart`; times every session's return. */
 async function storm(n: number, target: () => RelayProcess, kill: () => Promise<void>, restart: () => Promise<void>, behind?: () => RelayProcess): Promise<StormResult> {
   const sessions: StormSession[] = [];
+  traceNextStormSessions();
   try {
     const errors = await runBounded(n, STORM_OPEN_CONCURRENCY, async () => {
       const s = new StormSession(target());

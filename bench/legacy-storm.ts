@@ -10,6 +10,9 @@
  * message stamped with the time; a session is back once each party has
  * received a message stamped at or after `t` (so nothing buffered from
  * before the kill counts).
+ *
+ * STORM_TRACE=1 prints, for the first sessions of each case, every half's
+ * dials and failures (with the reason) and the arm time, on stderr.
  */
 import { createBox, dialGrpc, GrpcInlet, GrpcOutlet, type HashMailStub, type Inlet, type Outlet, type Sink } from './grpc-party.js';
 import { newSidPair, type Target } from './wire.js';
@@ -20,6 +23,13 @@ export const LEGACY_REDIAL_MS = 2_000;
 const PROBE_INTERVAL_MS = 500;
 const DIAL_TIMEOUT_MS = 10_000;
 const STAMP_BYTES = 8;
+const TRACED_SESSIONS = 3;
+let tracedSessions = 0;
+
+/** With STORM_TRACE set, the next TRACED_SESSIONS sessions made are traced (call once per case). */
+export function traceNextStormSessions(): void {
+  tracedSessions = 0;
+}
 
 type Open<T> = (sink: Sink) => Promise<T>;
 
@@ -33,27 +43,36 @@ class RetryingHalf<T extends Inlet | Outlet> {
   constructor(
     private readonly open: Open<T>,
     private readonly onMessage: (msg: Buffer) => void,
+    /** STORM_TRACE: prints this half's dials and failures with timestamps, under this name. */
+    private readonly traceAs: string | null = null,
   ) {}
 
   start(): void {
     if (this.closed) return;
     this.dials++;
+    this.trace('dial');
     let failed = false;
     const sink: Sink = {
       message: (msg) => this.onMessage(msg),
-      fail: () => {
+      fail: (reason) => {
         if (failed) return;
         failed = true;
+        this.trace(`failed: ${reason}`);
         this.retry(sink);
       },
     };
     this.open(sink).then(
       (half) => {
+        this.trace('open');
         if (failed || this.closed) half.close();
         else this.current = half;
       },
-      () => sink.fail('dial failed'),
+      (err: unknown) => sink.fail(`dial failed: ${err instanceof Error ? err.message : String(err)}`),
     );
+  }
+
+  private trace(event: string): void {
+    if (this.traceAs) console.error(`STORM ${Date.now()} ${this.traceAs} ${event}`);
   }
 
   private retry(_sink: Sink): void {
@@ -85,6 +104,9 @@ export class StormSession {
 
   constructor(target: Target) {
     const pair = newSidPair();
+    // STORM_TRACE=1: the first sessions' halves print their dials and failures (stderr).
+    const traced = process.env.STORM_TRACE ? tracedSessions++ : Infinity;
+    const as = (half: string): string | null => (traced < TRACED_SESSIONS ? `s${traced}.${half}` : null);
     this.stub = dialGrpc(target.grpcAddress);
     let nodeGot: () => void = () => undefined;
     let appGot: () => void = () => undefined;
@@ -105,13 +127,13 @@ export class StormSession {
         await createBox(stub, pair.c2s, DIAL_TIMEOUT_MS);
         await createBox(stub, pair.s2c, DIAL_TIMEOUT_MS);
         return new GrpcInlet(stub, pair.c2s, sink);
-      }, received('node')),
+      }, received('node'), as('nodeIn')),
       nodeOut: new RetryingHalf<Outlet>(async (sink) => {
         await createBox(stub, pair.s2c, DIAL_TIMEOUT_MS);
         return new GrpcOutlet(stub, pair.s2c, sink);
-      }, () => undefined),
-      appIn: new RetryingHalf<Inlet>((sink) => WsInlet.open(target.wsPort, pair.s2c, sink, DIAL_TIMEOUT_MS), received('app')),
-      appOut: new RetryingHalf<Outlet>((sink) => WsOutlet.open(target.wsPort, pair.c2s, sink, DIAL_TIMEOUT_MS), () => undefined),
+      }, () => undefined, as('nodeOut')),
+      appIn: new RetryingHalf<Inlet>((sink) => WsInlet.open(target.wsPort, pair.s2c, sink, DIAL_TIMEOUT_MS), received('app'), as('appIn')),
+      appOut: new RetryingHalf<Outlet>((sink) => WsOutlet.open(target.wsPort, pair.c2s, sink, DIAL_TIMEOUT_MS), () => undefined, as('appOut')),
     };
     this.halves.nodeIn.start();
     this.halves.nodeOut.start();
@@ -137,6 +159,7 @@ export class StormSession {
 
   /** Probes from now on count only if stamped at or after `at`. */
   arm(at: number): void {
+    if (process.env.STORM_TRACE) console.error(`STORM ${at} armed`);
     this.armedAt = at;
     this.nodeBackAt = 0;
     this.appBackAt = 0;
