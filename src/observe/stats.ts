@@ -44,18 +44,23 @@ export class RelayStats {
   badRequestLog: { badRequest(code: string, sample: Record<string, string>): void } | null = null;
 
   countError(code: HashmailErrorCode): void {
-    this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+    increment(this.errors, code);
   }
 
   countLookup(result: string): void {
-    this.lookups.set(result, (this.lookups.get(result) ?? 0) + 1);
+    increment(this.lookups, result);
   }
 
   countDirectoryUnavailable(cause: string): void {
-    this.directoryUnavailable.set(cause, (this.directoryUnavailable.get(cause) ?? 0) + 1);
+    increment(this.directoryUnavailable, cause);
   }
 
   countLimit(configKey: string): void {
-    this.limitsHit.set(configKey, (this.limitsHit.get(configKey) ?? 0) + 1);
+    increment(this.limitsHit, configKey);
   }
+}
+
+/** One more of `key` in a counter map. */
+function increment(counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
 }

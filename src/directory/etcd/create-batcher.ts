@@ -18,7 +18,7 @@
 import type { IKeyValue } from 'etcd3';
 import { DirectoryUnavailableError } from '../directory.js';
 import type { EtcdRpc } from './etcd-rpc.js';
-import type { TxnGate } from './txn-gate.js';
+import { txnQueueTimeout, type TxnGate } from './txn-gate.js';
 
 /** etcd's default --max-txn-ops: operations in one transaction. */
 export const MAX_TXN_OPS = 128;
@@ -75,7 +75,7 @@ export class CreateBatcher {
     p.timer = setTimeout(() => {
       const i = this.queue.indexOf(p);
       if (i >= 0) this.queue.splice(i, 1);
-      p.reject(new DirectoryUnavailableError('too many directory transactions waiting', 'txn_queue'));
+      p.reject(txnQueueTimeout());
     }, Math.max(0, p.deadline - Date.now()));
     if (front) this.queue.unshift(p);
     else this.queue.push(p);

@@ -5,6 +5,11 @@
  */
 import { DirectoryUnavailableError } from '../directory.js';
 
+/** What a placement gets that waited past its deadline for a transaction slot (TxnGate and CreateBatcher alike). */
+export function txnQueueTimeout(): DirectoryUnavailableError {
+  return new DirectoryUnavailableError('too many directory transactions waiting', 'txn_queue');
+}
+
 interface Waiter {
   resolve(): void;
   timer: NodeJS.Timeout;
@@ -43,7 +48,7 @@ export class TxnGate {
         timer: setTimeout(() => {
           const i = this.queue.indexOf(waiter);
           if (i >= 0) this.queue.splice(i, 1);
-          reject(new DirectoryUnavailableError('too many directory transactions waiting', 'txn_queue'));
+          reject(txnQueueTimeout());
         }, timeoutMs),
       };
       this.queue.push(waiter);
