@@ -62,8 +62,17 @@ export function buildGrpcServer(
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
   if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
   if (hopToken) {
-    // Hop calls are not counted by limits.maxStreamsPerConnection: a gateway packs hop.streamsPerConnection calls on one connection.
-    const hop = { mailbox: core.legacy, router: core.router, token: hopToken, logger: subsystemLogger(logger, 'hop'), stats: core.stats, metrics: core.metrics };
+    // Hop calls are not counted by limits.maxStreamsPerConnection: a gateway carries up to hop.streamsPerConnection halves and box calls on one connection.
+    const hop = {
+      mailbox: core.legacy,
+      router: core.router,
+      token: hopToken,
+      logger: subsystemLogger(logger, 'hop'),
+      stats: core.stats,
+      metrics: core.metrics,
+      windowBytes: config.hop.windowBytes,
+      maxMessageBytes: config.mailbox.maxMessageBytes,
+    };
     server.addService(hopServerService, hopHandlers(hop));
   }
   server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));

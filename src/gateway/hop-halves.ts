@@ -1,58 +1,63 @@
 /**
- * The gateway's legacy halves: a RecvStream or SendStream carried as one hop
- * call to the owning relay. A half resolves as attached once the relay says
- * it holds the slot (response metadata `hashmail-hop-attached`), so "read
- * stream occupied" and "stream not found" reach the legacy client exactly
- * where the relay's own halves throw them. The call ending with an error
- * (the relay's, re-created from the trailer, or UNAVAILABLE when the
- * connection or the relay is lost) is the box closing for the transport.
+ * The gateway's legacy halves: a RecvStream or SendStream carried as one half
+ * of a hop lane to the owning relay. A half resolves as attached once the
+ * relay says it holds the slot (ATTACHED), so "read stream occupied" and
+ * "stream not found" reach the legacy client exactly where the relay's own
+ * halves throw them. An END with an error (the relay's, re-created), or the
+ * lane failing (UNAVAILABLE), is the box closing for the transport.
  *
- * Flow control: a Recv call is paused while the gateway holds a message its
- * transport has not taken (at most one message plus the HTTP/2 window per
- * reader); a Send write returns a promise while grpc-js holds more than
- * SEND_WRITE_AHEAD_MESSAGES, so the transport stops reading its client.
+ * Flow control, per half in bytes (lane-credit.ts): a reader grants the relay
+ * hop.windowBytes and repays it as its transport flushes messages to the
+ * legacy client; a writer may run the relay's grant ahead of what the relay's
+ * box took, then write() returns a promise, so the transport stops reading
+ * its client.
  */
-import type { ClientReadableStream, ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
 import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
 import type { LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
 import { HashmailError } from '../session/errors.js';
 import type { ReadableCallback } from '../session/message-queue.js';
-import { encodeHopPayload, type HopMessage } from '../transport/grpc-hop/codec.js';
-import { hopError } from '../transport/grpc-hop/hop-status.js';
-import { HOP_ATTACHED_HEADER } from '../transport/grpc-hop/service.js';
-import { limitReadAhead } from '../transport/grpc-read.js';
-
-/** Messages grpc-js may hold for one Send before write() pushes back (each up to mailbox.maxMessageBytes). */
-const SEND_WRITE_AHEAD_MESSAGES = 2;
+import { encodeDataFrame, FrameKind } from '../transport/grpc-hop/frame.js';
+import { creditBatch, messageCost } from '../transport/grpc-hop/lane-credit.js';
+import type { HopLane, LaneEndpoint } from './hop-lane.js';
 
 /** Where a half is counted and what frees its pool place and tracking. */
 export interface HalfContext {
   stats: RelayStats | null;
   transport: TransportName;
-  /** Runs once when the call is over (pool place, carried-call tracking). */
+  /** Runs once when the half is over (pool place, carried-call tracking). */
   done(): void;
 }
 
-abstract class HopHalf {
+interface Waiter {
+  resolve: () => void;
+  reject: (err: HashmailError) => void;
+}
+
+abstract class HopHalf implements LaneEndpoint {
   /** Why the half is over; take()/write() throw it. */
   protected closedErr: HashmailError | null = null;
   private closedFn: ((err: HashmailError) => void) | null = null;
   private released = false;
   private counted = false;
-  private attachWait: { resolve: () => void; reject: (err: HashmailError) => void } | null = null;
+  private attachWait: Waiter | null = null;
+  protected id = 0;
 
   constructor(
-    protected readonly call: ClientReadableStream<HopMessage> | ClientWritableStream<Buffer>,
+    protected readonly lane: HopLane,
     private readonly kind: HalfKind,
     private readonly ctx: HalfContext,
-  ) {
-    call.on('metadata', (md: Metadata) => {
-      if (md.get(HOP_ATTACHED_HEADER)[0] === '1') this.attached();
-    });
-    call.on('error', (err: ServiceError) => this.end(hopError(err)));
+  ) {}
+
+  /** Sends the OPEN frame; call once, right after construction. */
+  protected openOn(kind: typeof FrameKind.OPEN_RECV | typeof FrameKind.OPEN_SEND, sid: Buffer, clientAddress: string, credit: number): void {
+    try {
+      this.id = this.lane.open(this, kind, sid, clientAddress, credit);
+    } catch (err) {
+      this.lost(err as HashmailError);
+    }
   }
 
-  /** The call is over (ended, failed, released or answered). */
+  /** The half is over (ended, failed, released or answered). */
   get isOver(): boolean {
     return this.closedErr !== null;
   }
@@ -80,14 +85,33 @@ abstract class HopHalf {
     });
   }
 
-  private attached(): void {
+  attached(credit: number): void {
     const wait = this.attachWait;
     this.attachWait = null;
     if (!wait || this.closedErr) return;
     this.counted = true;
     if (this.ctx.stats) this.ctx.stats.attached[this.ctx.transport][this.kind]++;
+    this.granted(credit);
     wait.resolve();
   }
+
+  /** Subclass hook: the relay's grant at attach time (a writer's window). */
+  protected granted(_credit: number): void {}
+
+  abstract data(msg: Buffer): void;
+  abstract credit(bytes: number): void;
+
+  ended(err: HashmailError | null): void {
+    if (err) this.end(err);
+    else this.answered();
+  }
+
+  lost(err: HashmailError): void {
+    this.end(err);
+  }
+
+  /** Subclass hook: END without an error. */
+  protected abstract answered(): void;
 
   onBoxClosed(fn: (err: HashmailError) => void): void {
     if (this.released) return;
@@ -96,7 +120,7 @@ abstract class HopHalf {
     else this.closedFn = fn;
   }
 
-  /** Frees the relay's slot: the hop call is cancelled, the relay releases it at once. Idempotent. */
+  /** Frees the relay's slot: CANCEL goes to the relay, which releases it at once. Idempotent. */
   release(): void {
     if (this.released) return;
     this.released = true;
@@ -109,26 +133,27 @@ abstract class HopHalf {
     this.end(err, true);
   }
 
-  /** The call is over with `err` (first reason wins); `cancel` ends it at the relay too. */
+  /** The half is over with `err` (first reason wins); `cancel` ends it at the relay too. */
   protected end(err: HashmailError, cancel = false): void {
     if (this.closedErr) return;
     this.closedErr = err;
-    if (cancel) this.call.cancel();
+    if (this.id) this.lane.forget(this.id, cancel);
     this.over();
     const wait = this.attachWait;
     this.attachWait = null;
     wait?.reject(err);
     const fn = this.closedFn;
     this.closedFn = null;
-    this.ended(err);
+    this.woken(err);
     fn?.(err);
   }
 
-  /** The call ended OK (a finished Send): nothing to report, later writes are refused. */
+  /** The half ended OK (a finished Send): nothing to report, later writes are refused. */
   protected complete(): void {
     if (this.closedErr) return;
     this.closedErr = new HashmailError('CANCELLED');
     this.closedFn = null;
+    if (this.id) this.lane.forget(this.id, false);
     this.over();
   }
 
@@ -141,50 +166,65 @@ abstract class HopHalf {
   }
 
   /** Subclass hook: wake whatever waits on the half. */
-  protected abstract ended(err: HashmailError): void;
+  protected abstract woken(err: HashmailError): void;
 }
 
 export class RemoteReceive extends HopHalf implements LegacyReceive {
-  private held: Buffer | undefined = undefined;
+  /** Messages the relay sent and the transport has not taken, oldest first. */
+  private held: Buffer[] = [];
+  private heldHead = 0;
   private readable: ReadableCallback | null = null;
-  private readonly stream: ClientReadableStream<HopMessage>;
+  /** Credit earned back by flushed messages and not yet sent. */
+  private owed = 0;
+  private readonly batch: number;
 
-  constructor(call: ClientReadableStream<HopMessage>, ctx: HalfContext) {
-    super(call, 'read', ctx);
-    this.stream = call;
-    // Read one message only when asked: a paused call then leaves the rest to HTTP/2 flow control.
-    limitReadAhead(call);
-    call.on('data', (m: HopMessage) => {
-      this.held = m.msg;
-      call.pause();
-      this.wake();
-    });
-    // A Recv call never ends OK: the relay ended it without a status of ours.
-    call.on('status', (s: { code: number }) => {
-      if (s.code === 0) this.end(new HashmailError('RELAY_UNREACHABLE', 'gateway: relay unreachable (stream ended)'));
-    });
+  constructor(lane: HopLane, ctx: HalfContext, sid: Buffer, clientAddress: string, windowBytes: number) {
+    super(lane, 'read', ctx);
+    this.batch = creditBatch(windowBytes);
+    this.openOn(FrameKind.OPEN_RECV, sid, clientAddress, windowBytes);
   }
+
+  data(msg: Buffer): void {
+    if (this.closedErr) return;
+    this.held.push(msg);
+    this.wake();
+  }
+
+  credit(): void {}
 
   take(): Buffer | undefined {
     if (this.closedErr) throw this.closedErr;
-    const msg = this.held;
-    if (msg !== undefined) {
-      this.held = undefined;
-      this.stream.resume();
+    if (this.heldHead === this.held.length) return undefined;
+    const msg = this.held[this.heldHead++];
+    if (this.heldHead === this.held.length) {
+      this.held = [];
+      this.heldHead = 0;
     }
     return msg;
   }
 
   whenReadable(fn: ReadableCallback): void {
-    if (this.held !== undefined || this.closedErr) queueMicrotask(() => fn());
+    if (this.heldHead < this.held.length || this.closedErr) queueMicrotask(() => fn());
     else this.readable = fn;
   }
 
-  /** Nothing is counted at the gateway: it holds at most the one message the call is paused on. */
-  settle(): void {}
+  /** A message left the transport: its bytes go back to the relay as credit (in batches). */
+  settle(payloadBytes: number): void {
+    if (this.closedErr) return;
+    this.owed += messageCost(payloadBytes);
+    if (this.owed < this.batch) return;
+    this.lane.control(this.id, FrameKind.CREDIT, this.owed);
+    this.owed = 0;
+  }
 
-  protected ended(): void {
-    this.held = undefined;
+  /** A reader's call never ends OK: the relay ended it without an error. */
+  protected answered(): void {
+    this.end(new HashmailError('RELAY_UNREACHABLE', 'gateway: relay unreachable (stream ended)'));
+  }
+
+  protected woken(): void {
+    this.held = [];
+    this.heldHead = 0;
     this.wake();
   }
 
@@ -196,33 +236,65 @@ export class RemoteReceive extends HopHalf implements LegacyReceive {
 }
 
 export class RemoteSend extends HopHalf implements LegacySend {
-  private drainWait: { resolve: () => void; reject: (err: HashmailError) => void } | null = null;
-  private finishWait: { resolve: () => void; reject: (err: HashmailError) => void } | null = null;
+  private drainWait: Waiter | null = null;
+  private finishWait: Waiter | null = null;
   private finished = false;
-  private readonly stream: ClientWritableStream<Buffer>;
+  /** The relay's grant and what we sent that its box has not yet taken. */
+  private window = 0;
+  private outstanding = 0;
 
   constructor(
-    call: ClientWritableStream<Buffer>,
+    lane: HopLane,
     ctx: HalfContext,
+    sid: Buffer,
+    clientAddress: string,
     private readonly maxMessageBytes: number,
   ) {
-    super(call, 'write', ctx);
-    this.stream = call;
-    const state = (call as unknown as { _writableState?: { highWaterMark: number } })._writableState;
-    if (state) state.highWaterMark = SEND_WRITE_AHEAD_MESSAGES;
-    call.on('drain', () => {
-      const w = this.drainWait;
-      this.drainWait = null;
-      w?.resolve();
+    super(lane, 'write', ctx);
+    this.openOn(FrameKind.OPEN_SEND, sid, clientAddress, 0);
+  }
+
+  protected override granted(credit: number): void {
+    this.window = credit;
+  }
+
+  data(): void {
+    // A writer receives no messages; a relay that sends one is ignored (nothing to deliver it to).
+  }
+
+  credit(bytes: number): void {
+    this.outstanding -= bytes;
+    if (this.outstanding >= this.window) return;
+    const w = this.drainWait;
+    this.drainWait = null;
+    w?.resolve();
+  }
+
+  write(msg: Buffer): Promise<void> | undefined {
+    if (this.closedErr) throw this.closedErr;
+    if (msg.length > this.maxMessageBytes) {
+      throw new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit mailbox.maxMessageBytes (${this.maxMessageBytes})`);
+    }
+    this.lane.write(encodeDataFrame(this.id, msg));
+    this.outstanding += messageCost(msg.length);
+    if (this.outstanding < this.window) return undefined;
+    return new Promise((resolve, reject) => {
+      this.drainWait = { resolve, reject };
     });
   }
 
-  /** The Send call's answer: OK once the relay queued every message (only after finish()), or its error. */
-  answered(err: ServiceError | null): void {
-    if (err) {
-      this.end(hopError(err));
-      return;
-    }
+  /** Sends FINISH; settles once the relay answered: every message queued there. */
+  finish(): Promise<void> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    this.finished = true;
+    return new Promise((resolve, reject) => {
+      this.finishWait = { resolve, reject };
+      this.lane.control(this.id, FrameKind.FINISH);
+    });
+  }
+
+  /** END without an error: OK once finished, else the relay stopped early. */
+  protected answered(): void {
     if (this.closedErr) return;
     if (!this.finished) {
       this.end(new HashmailError('RELAY_UNREACHABLE', 'gateway: relay unreachable (send ended early)'));
@@ -234,28 +306,7 @@ export class RemoteSend extends HopHalf implements LegacySend {
     w?.resolve();
   }
 
-  write(msg: Buffer): Promise<void> | undefined {
-    if (this.closedErr) throw this.closedErr;
-    if (msg.length > this.maxMessageBytes) {
-      throw new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit mailbox.maxMessageBytes (${this.maxMessageBytes})`);
-    }
-    if (this.stream.write(encodeHopPayload(msg))) return undefined;
-    return new Promise((resolve, reject) => {
-      this.drainWait = { resolve, reject };
-    });
-  }
-
-  /** Half-closes the hop call; settles once the relay answered: every message queued there. */
-  finish(): Promise<void> {
-    if (this.closedErr) return Promise.reject(this.closedErr);
-    this.finished = true;
-    return new Promise((resolve, reject) => {
-      this.finishWait = { resolve, reject };
-      this.stream.end();
-    });
-  }
-
-  protected ended(err: HashmailError): void {
+  protected woken(err: HashmailError): void {
     const d = this.drainWait;
     this.drainWait = null;
     d?.reject(err);

@@ -2,7 +2,7 @@
  * The gateway's connections to relays: per relay address a pool of grpc-js
  * clients, each on its own channel and so its own HTTP/2 connection
  * (`grpc.use_local_subchannel_pool`), each carrying at most
- * hop.streamsPerConnection calls. The pool grows to
+ * hop.streamsPerConnection calls (halves on its lane, and box calls). The pool grows to
  * hop.maxConnectionsPerRelay; a call past that fails at once with
  * RESOURCE_EXHAUSTED: a call is never queued behind a full connection (the
  * reference gateway's stall at 250 streams on one connection). A connection
@@ -12,11 +12,12 @@ import { readFileSync } from 'node:fs';
 import { Client, credentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import { HashmailError } from '../session/errors.js';
+import type { HopLane } from './hop-lane.js';
 
 /** HTTP/2 keepalive on hop channels: a silent relay is noticed within this plus the timeout. */
 export const HOP_KEEPALIVE_TIME_MS = 10_000;
 const HOP_KEEPALIVE_TIMEOUT_MS = 5_000;
-/** Room for the HopMessage framing around the largest payload. */
+/** Room for the HopFrame framing around the largest payload. */
 const HOP_MESSAGE_OVERHEAD_BYTES = 1024;
 /** Wait before dialling a relay again after a failed connection (grpc-js backs off from here). */
 const HOP_RECONNECT_BACKOFF_MS = 500;
@@ -59,13 +60,19 @@ interface Connection {
   readonly client: Client;
   active: number;
   idleTimer: NodeJS.Timeout | null;
+  /** The connection's lane, opened by the first half carried on it (and again after it failed). */
+  lane: HopLane | null;
 }
 
 /** One call's place on a connection: `release` once the call is over (idempotent). */
 export interface PooledCall {
   client: Client;
+  /** The connection's lane: the one it has if still usable, else one `open` makes. */
+  lane(open: (client: Client) => HopLane): HopLane;
   release(): void;
 }
+
+const CONNECTION_CLOSED = (): HashmailError => new HashmailError('RELAY_UNREACHABLE', 'gateway: relay unreachable (hop connection closed)');
 
 export class RelayPool {
   private readonly pools = new Map<string, Connection[]>();
@@ -130,7 +137,7 @@ export class RelayPool {
         this.onLimit?.(POOL_LIMIT_KEY, client);
         throw new HashmailError('LIMIT_REACHED', `gateway: relay connection limit reached (${POOL_LIMIT_KEY})`);
       }
-      conn = { client: new Client(address, this.creds, this.channelOptions), active: 0, idleTimer: null };
+      conn = { client: new Client(address, this.creds, this.channelOptions), active: 0, idleTimer: null, lane: null };
       list.push(conn);
     }
     const c = conn;
@@ -142,6 +149,10 @@ export class RelayPool {
     let released = false;
     return {
       client: c.client,
+      lane: (open) => {
+        if (!c.lane?.usable) c.lane = open(c.client);
+        return c.lane;
+      },
       release: () => {
         if (released) return;
         released = true;
@@ -182,6 +193,8 @@ export class RelayPool {
   private closeConnection(conn: Connection): void {
     if (conn.idleTimer) clearTimeout(conn.idleTimer);
     conn.idleTimer = null;
+    conn.lane?.close(CONNECTION_CLOSED());
+    conn.lane = null;
     conn.client.close();
   }
 }

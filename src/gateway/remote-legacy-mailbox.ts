@@ -9,7 +9,7 @@
  * (instanceGone), each ends at once with UNAVAILABLE, so legacy clients
  * retry and land on the new owner.
  */
-import { Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, type Client } from '@grpc/grpc-js';
 import type { Directory, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
 import { directoryError } from '../directory/route-lookup.js';
@@ -20,16 +20,16 @@ import { validateBoxRequest } from '../relay/legacy-mailbox.js';
 import type { BoxRequest, CallInfo, LegacyOperations, LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
 import { HashmailError } from '../session/errors.js';
 import { checkSid } from '../session/sid.js';
-import { encodeHopMessage, type HopBox, type HopMessage } from '../transport/grpc-hop/codec.js';
+import type { HopBox } from '../transport/grpc-hop/codec.js';
 import { hopError } from '../transport/grpc-hop/hop-status.js';
 import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { HOP_CLIENT_ADDRESS_HEADER, HOP_TOKEN_HEADER, hopService } from '../transport/grpc-hop/service.js';
 import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
+import { HopLane } from './hop-lane.js';
 import { RelayPool, relayPoolOptions } from './relay-pool.js';
 
 /** Deadline of a CreateBox / DeleteBox hop call: a relay that does not answer a box call in this is treated as gone. */
 const HOP_UNARY_DEADLINE_MS = 10_000;
-const EMPTY = Buffer.alloc(0);
 
 export interface RemoteLegacyMailboxOptions {
   directory: Directory;
@@ -38,6 +38,8 @@ export interface RemoteLegacyMailboxOptions {
   logger: Logger;
   /** mailbox.maxMessageBytes: a larger message is refused here with the relay's text. */
   maxMessageBytes: number;
+  /** hop.windowBytes: credit each carried reader grants its relay. */
+  windowBytes: number;
   /** Attached halves are counted here as the relay's own halves are (gauges per transport). */
   stats?: RelayStats;
 }
@@ -110,16 +112,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<LegacyReceive> {
     const sid = checkSid(streamId);
     return this.routed(sid, false, (owner) =>
-      this.carry(owner, call, (client, ctx) => {
-        const hop = client.makeServerStreamRequest<HopBox, HopMessage>(
-          hopService.Recv.path,
-          hopService.Recv.requestSerialize,
-          hopService.Recv.responseDeserialize,
-          { streamId: sid },
-          this.metadata(call),
-        );
-        return new RemoteReceive(hop, ctx);
-      }).whenAttached(signal),
+      this.carry(owner, call, (lane, ctx) => new RemoteReceive(lane, ctx, sid, call.address, this.options.windowBytes)).whenAttached(signal),
     );
   }
 
@@ -127,25 +120,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     if (!desc) return Promise.reject(new HashmailError('DESC_REQUIRED'));
     const sid = checkSid(desc.streamId);
     return this.routed(sid, false, (owner) =>
-      this.carry(owner, call, (client, ctx) => {
-        let half: RemoteSend | null = null;
-        let early: ServiceError | null | undefined;
-        const hop = client.makeClientStreamRequest<Buffer, unknown>(
-          hopService.Send.path,
-          hopService.Send.requestSerialize,
-          hopService.Send.responseDeserialize,
-          this.metadata(call),
-          (err) => {
-            if (half) half.answered(err);
-            else early = err;
-          },
-        );
-        half = new RemoteSend(hop, ctx, this.options.maxMessageBytes);
-        if (early !== undefined) half.answered(early);
-        // The first message names the box; the relay answers `hashmail-hop-attached` once it holds the write slot.
-        hop.write(encodeHopMessage({ streamId: sid, msg: EMPTY }));
-        return half;
-      }).whenAttached(signal),
+      this.carry(owner, call, (lane, ctx) => new RemoteSend(lane, ctx, sid, call.address, this.options.maxMessageBytes)).whenAttached(signal),
     );
   }
 
@@ -170,8 +145,8 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     }
   }
 
-  /** Starts one stream call to `owner` on a pool connection, tracked until it is over. */
-  private carry<H extends Carried & { readonly isOver: boolean }>(owner: RouteOwner, call: CallInfo, start: (client: Client, ctx: HalfContext) => H): H {
+  /** Starts one half to `owner` on a pool connection's lane, tracked until it is over. */
+  private carry<H extends Carried & { readonly isOver: boolean }>(owner: RouteOwner, call: CallInfo, start: (lane: HopLane, ctx: HalfContext) => H): H {
     const pooled = this.options.pool.acquire(owner.address, call.address);
     let half: H | null = null;
     const ctx: HalfContext = {
@@ -183,7 +158,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
       },
     };
     try {
-      half = start(pooled.client, ctx);
+      half = start(pooled.lane(this.openLane), ctx);
     } catch (err) {
       pooled.release();
       throw err;
@@ -243,6 +218,12 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     });
   }
 
+  private readonly openLane = (client: Client): HopLane => {
+    const md = new Metadata();
+    md.set(HOP_TOKEN_HEADER, this.options.token.value);
+    return new HopLane(client, md);
+  };
+
   private metadata(call: CallInfo): Metadata {
     const md = new Metadata();
     md.set(HOP_TOKEN_HEADER, this.options.token.value);
@@ -276,5 +257,6 @@ export function remoteLegacyFromConfig(directory: Directory, config: Config, log
     token,
     logger: subsystemLogger(logger, 'hop'),
     maxMessageBytes: config.mailbox.maxMessageBytes,
+    windowBytes: config.hop.windowBytes,
   });
 }

@@ -62,6 +62,7 @@ export async function testGateway(
     token: token ?? (await clusterHopToken(endpoints)),
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     maxMessageBytes: MAX_MESSAGE_BYTES,
+    windowBytes: 262_144,
     stats,
   });
   return {

@@ -210,9 +210,10 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
         assert.equal(status?.details, 'hop: not an authenticated gateway');
         assert.equal(status?.metadata.get('hashmail-error')[0], 'HOP_UNAUTHENTICATED');
       }
-      const recv = client.makeServerStreamRequest(hopService.Recv.path, hopService.Recv.requestSerialize, hopService.Recv.responseDeserialize, { streamId: randomSid() }, new grpc.Metadata());
-      const err = await withTimeout(new Promise<grpc.ServiceError>((resolve) => recv.on('error', resolve)), HOP_WAIT_MS, 'Recv refused');
+      const lane = client.makeBidiStreamRequest(hopService.Carry.path, hopService.Carry.requestSerialize, hopService.Carry.responseDeserialize, new grpc.Metadata());
+      const err = await withTimeout(new Promise<grpc.ServiceError>((resolve) => lane.on('error', resolve)), HOP_WAIT_MS, 'lane refused');
       assert.equal(err.code, grpc.status.UNAUTHENTICATED);
+      assert.equal(err.metadata.get('hashmail-error')[0], 'HOP_UNAUTHENTICATED');
     } finally {
       client.close();
     }
@@ -221,6 +222,11 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     const forged = await testGateway(etcd.endpoints, {}, new HopToken('x'.repeat(43)));
     try {
       await rejectsWith(Promise.resolve(forged.mailbox.newCipherBox(boxAuth(randomSid()), freshCall())), 'HOP_UNAUTHENTICATED', 'hop: not an authenticated gateway');
+      // Its lane is refused too: a half of a placed session fails with the relay's error.
+      const placed = randomSid();
+      await gw.mailbox.newCipherBox(boxAuth(placed), freshCall());
+      await pollUntil(async () => (await forged.directory.lookup(routeOfSid(placed), { place: false })) !== null, "the forged gateway sees the session");
+      await rejectsWith(forged.mailbox.openReceive(placed, freshCall()), 'HOP_UNAUTHENTICATED', 'hop: not an authenticated gateway');
     } finally {
       await forged.close();
     }

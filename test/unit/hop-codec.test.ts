@@ -1,16 +1,19 @@
 /**
- * The hop's wire: HopBox / HopMessage codecs (round trips, proto3 empty
- * fields, malformed input), the error mapping both ways (every code of ours
- * crosses the hop unchanged; a status without our trailer becomes
- * UNAVAILABLE), and the token compare.
+ * The hop's wire: HopBox and HopFrame codecs (round trips, proto3 empty
+ * fields, agreement with protobufjs reading proto/hashmail/hop/v1/hop.proto,
+ * malformed input), the error mapping both ways (every code of ours crosses
+ * the hop unchanged, as a trailer or an END frame; a status without our
+ * trailer becomes UNAVAILABLE), and the token compare.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { Metadata } from '@grpc/grpc-js';
 import { HashmailError, limitReached, servedElsewhere, type HashmailErrorCode } from '../../src/session/errors.js';
-import { decodeHopBox, decodeHopMessage, encodeHopBox, encodeHopMessage, encodeHopPayload } from '../../src/transport/grpc-hop/codec.js';
-import { hopError, hopStatus } from '../../src/transport/grpc-hop/hop-status.js';
+import protobuf from 'protobufjs';
+import { decodeHopBox, encodeHopBox } from '../../src/transport/grpc-hop/codec.js';
+import { decodeHopFrame, encodeControlFrame, encodeDataFrame, encodeHopFrame, FrameKind, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
+import { endFields, endFrameError, hopError, hopStatus } from '../../src/transport/grpc-hop/hop-status.js';
 import { HopToken } from '../../src/transport/grpc-hop/hop-token.js';
 import { HOP_ERROR_TRAILER } from '../../src/transport/grpc-hop/service.js';
 import { GrpcStatus } from '../../src/wire/grpc-status.js';
@@ -25,25 +28,56 @@ describe('hop codec', () => {
     assert.equal(decodeHopBox(Buffer.alloc(0)).streamId.length, 0);
   });
 
-  test('HopMessage round-trips with and without stream_id; a payload-only message is field 2 alone', () => {
-    const sid = randomBytes(64);
-    const msg = randomBytes(300);
-    assert.deepEqual(decodeHopMessage(encodeHopMessage({ streamId: sid, msg: Buffer.alloc(0) })), { streamId: sid, msg: Buffer.alloc(0) });
-    assert.deepEqual(decodeHopMessage(encodeHopMessage({ streamId: sid, msg })), { streamId: sid, msg });
-    const payload = encodeHopPayload(msg);
-    assert.deepEqual(payload.subarray(0, 3), Buffer.from([0x12, 0xac, 0x02]));
-    assert.deepEqual(payload, encodeHopMessage({ streamId: Buffer.alloc(0), msg }));
-    assert.deepEqual(decodeHopMessage(payload), { streamId: Buffer.alloc(0), msg });
-    // A 0-byte legacy message is an empty HopMessage (proto3 omits empty bytes).
-    assert.equal(encodeHopPayload(Buffer.alloc(0)).length, 0);
-    assert.equal(decodeHopMessage(Buffer.alloc(0)).msg.length, 0);
+  const root = protobuf.loadSync(new URL('../../proto/hashmail/hop/v1/hop.proto', import.meta.url).pathname);
+  const Frame = root.lookupType('hashmail.hop.v1.HopFrame');
+
+  test('HopFrame round-trips every field; DATA and control frames are what protobufjs reads', () => {
+    const full: HopFrame = {
+      half: 0xfffffffe,
+      kind: FrameKind.END,
+      streamId: randomBytes(64),
+      msg: randomBytes(300),
+      clientAddress: '2001:db8::/48',
+      credit: 2 ** 40,
+      errorCode: 'SERVED_ELSEWHERE',
+      errorMessage: 'served elsewhere',
+      relayAddress: '127.0.0.1:4567',
+    };
+    assert.deepEqual(decodeHopFrame(encodeHopFrame(full)), full);
+    const theirs = Frame.toObject(Frame.decode(encodeHopFrame(full)), { longs: Number, bytes: Buffer }) as Record<string, unknown>;
+    assert.equal(theirs.half, full.half);
+    assert.equal(theirs.kind, FrameKind.END);
+    assert.equal(theirs.credit, full.credit);
+    assert.equal(theirs.clientAddress, full.clientAddress);
+    assert.deepEqual(Buffer.from(theirs.msg as Uint8Array), full.msg);
+    // Theirs -> ours.
+    const written = Buffer.from(Frame.encode(Frame.fromObject({ half: 7, kind: FrameKind.OPEN_RECV, streamId: full.streamId, clientAddress: '10.0.0.1', credit: 262144 })).finish());
+    assert.deepEqual(decodeHopFrame(written), { half: 7, kind: FrameKind.OPEN_RECV, streamId: full.streamId, clientAddress: '10.0.0.1', credit: 262144 });
+    const msg = randomBytes(40_000);
+    const data = encodeDataFrame(9, msg);
+    assert.deepEqual(decodeHopFrame(data), { half: 9, kind: FrameKind.DATA, msg });
+    assert.deepEqual(Buffer.from((Frame.decode(data) as unknown as { msg: Uint8Array }).msg), msg);
+    // A 0-byte legacy message is a DATA frame without field 4.
+    assert.deepEqual(decodeHopFrame(encodeDataFrame(1, Buffer.alloc(0))), { half: 1, kind: FrameKind.DATA });
+    assert.deepEqual(decodeHopFrame(encodeControlFrame(3, FrameKind.CREDIT, 65536)), { half: 3, kind: FrameKind.CREDIT, credit: 65536 });
   });
 
-  test('unknown fields are skipped; malformed input throws MALFORMED_REQUEST', () => {
-    const withUnknown = Buffer.concat([Buffer.from([0x18, 0x05]), encodeHopPayload(Buffer.from('hi'))]);
-    assert.equal(decodeHopMessage(withUnknown).msg.toString(), 'hi');
+  test('a frame without a half, with an unknown kind, or malformed, throws MALFORMED_REQUEST', () => {
+    const bad = [
+      encodeHopFrame({ half: 0, kind: FrameKind.DATA }),
+      Buffer.from(Frame.encode(Frame.fromObject({ half: 1, kind: 9 })).finish()),
+      Buffer.from(Frame.encode(Frame.fromObject({ half: 1 })).finish()),
+      Buffer.from([0x08, 0x01, 0x10, 0x03, 0x22, 0x05, 0x01]),
+      Buffer.from([0x08]),
+      Buffer.from(Frame.encode(Frame.fromObject({ half: 1, kind: FrameKind.END, errorMessage: 'x'.repeat(2000) })).finish()),
+    ];
+    for (const b of bad) assert.throws(() => decodeHopFrame(b), (err: unknown) => err instanceof HashmailError && err.code === 'MALFORMED_REQUEST');
+    // Unknown fields are skipped.
+    assert.deepEqual(decodeHopFrame(Buffer.concat([encodeControlFrame(2, FrameKind.CANCEL), Buffer.from([0x78, 0x05])])), { half: 2, kind: FrameKind.CANCEL });
+  });
+
+  test('malformed HopBox input throws MALFORMED_REQUEST', () => {
     for (const bad of [Buffer.from([0x12, 0x05, 0x01]), Buffer.from([0x0a]), Buffer.from([0x00, 0x00]), Buffer.from([0x0f])]) {
-      assert.throws(() => decodeHopMessage(bad), (err: unknown) => err instanceof HashmailError && err.code === 'MALFORMED_REQUEST');
       assert.throws(() => decodeHopBox(bad), (err: unknown) => err instanceof HashmailError && err.code === 'MALFORMED_REQUEST');
     }
   });
@@ -78,6 +112,8 @@ describe('hop error mapping', () => {
       assert.equal(back.grpcCode, code.grpcCode);
       assert.equal(back.httpStatus, code.httpStatus);
       assert.deepEqual(back.toStatusJson(), code.toStatusJson());
+      const viaFrame = endFrameError(decodeHopFrame(encodeHopFrame({ half: 1, kind: FrameKind.END, ...endFields(code) })));
+      assert.deepEqual([viaFrame.code, viaFrame.message, viaFrame.grpcCode], [code.code, code.message, code.grpcCode]);
     }
   });
 
@@ -85,6 +121,10 @@ describe('hop error mapping', () => {
     const back = hopError(hopStatus(servedElsewhere('127.0.0.1:4567')));
     assert.equal(back.code, 'SERVED_ELSEWHERE');
     assert.equal(back.relayAddress, '127.0.0.1:4567');
+    assert.equal(endFrameError(endFields(servedElsewhere('127.0.0.1:4567'))).relayAddress, '127.0.0.1:4567');
+    // An END naming a code we do not know, or a redirect without an address, is the relay being unreachable.
+    assert.equal(endFrameError({ errorCode: 'NO_SUCH_CODE' }).code, 'RELAY_UNREACHABLE');
+    assert.equal(endFrameError({ errorCode: 'SERVED_ELSEWHERE' }).code, 'RELAY_UNREACHABLE');
   });
 
   test('a status without our trailer (connection lost, relay gone) is UNAVAILABLE; an unknown code too; CANCELLED stays', () => {

@@ -36,18 +36,29 @@ function first(metadata: Metadata | undefined, key: string): string | undefined 
   return typeof v === 'string' ? v : undefined;
 }
 
+/** Our error named by `code` (a trailer or an END frame), or null when it names none we can believe. */
+function relayError(code: string | undefined, details: string, relayAddress: string | undefined): HashmailError | null {
+  if (code === undefined || !isHashmailErrorCode(code)) return null;
+  if (code !== 'SERVED_ELSEWHERE') return new HashmailError(code, details || undefined);
+  return relayAddress && HOST_PORT.test(relayAddress) ? servedElsewhere(relayAddress) : null;
+}
+
+/** The END frame fields a relay sends for a half that failed with `err`. */
+export function endFields(err: HashmailError): { errorCode: string; errorMessage: string; relayAddress?: string } {
+  return { errorCode: err.code, errorMessage: err.message, relayAddress: err.relayAddress };
+}
+
+/** The HashmailError a gateway reports for a half whose END frame named `errorCode` (the relay's own error, re-created). */
+export function endFrameError(f: { errorCode?: string; errorMessage?: string; relayAddress?: string }): HashmailError {
+  const details = (f.errorMessage ?? '').slice(0, MAX_DETAILS_CHARS);
+  return relayError(f.errorCode, details, f.relayAddress) ?? new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (ended: ${f.errorCode ?? 'no code'})`);
+}
+
 /** The HashmailError a gateway reports for a hop call that ended with `status`. */
 export function hopError(status: { code: number; details?: string; metadata?: Metadata }): HashmailError {
   const details = (status.details ?? '').slice(0, MAX_DETAILS_CHARS);
-  const code = first(status.metadata, HOP_ERROR_TRAILER);
-  if (code !== undefined && isHashmailErrorCode(code)) {
-    if (code === 'SERVED_ELSEWHERE') {
-      const address = first(status.metadata, HOP_RELAY_ADDRESS_TRAILER);
-      if (address && HOST_PORT.test(address)) return servedElsewhere(address);
-    } else {
-      return new HashmailError(code, details || undefined);
-    }
-  }
+  const known = relayError(first(status.metadata, HOP_ERROR_TRAILER), details, first(status.metadata, HOP_RELAY_ADDRESS_TRAILER));
+  if (known) return known;
   if (status.code === GrpcStatus.CANCELLED) return new HashmailError('CANCELLED');
   const name = Object.entries(GrpcStatus).find(([, v]) => v === status.code)?.[0] ?? String(status.code);
   return new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (${name}${details ? `: ${details}` : ''})`);

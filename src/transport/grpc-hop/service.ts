@@ -1,21 +1,20 @@
 /**
  * The hop service `hashmail.hop.v1.LegacyHop` for grpc-js, on our codec, and
  * the names of its metadata and trailers. The relay serves it (handlers.ts),
- * the gateway calls it (src/gateway/hop-calls.ts): one definition, so both
+ * the gateway calls it (src/gateway/): one definition, so both
  * ends agree on the wire by construction. Contract: docs/gateway-hop.md.
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { decodeHopBox, decodeHopEmpty, decodeHopMessage, encodeHopBox, HOP_EMPTY, type HopBox, type HopMessage } from './codec.js';
+import { decodeHopBox, decodeHopEmpty, encodeHopBox, HOP_EMPTY, type HopBox } from './codec.js';
+import { decodeHopFrame } from './frame.js';
 
 export const HOP_SERVICE_NAME = 'hashmail.hop.v1.LegacyHop';
 const PATH = `/${HOP_SERVICE_NAME}`;
 
 /** Request metadata: the cluster secret (docs/gateway-hop.md, Authentication). */
 export const HOP_TOKEN_HEADER = 'hashmail-hop-token';
-/** Request metadata: the legacy client's per-address limit key, as the gateway computed it. */
+/** Request metadata of the box calls: the legacy client's per-address limit key, as the gateway computed it. */
 export const HOP_CLIENT_ADDRESS_HEADER = 'hashmail-client-address';
-/** Response metadata of Recv and Send: the relay holds the slot now. */
-export const HOP_ATTACHED_HEADER = 'hashmail-hop-attached';
 /** Trailer: the HashmailError code of a failed call (its message is the status details). */
 export const HOP_ERROR_TRAILER = 'hashmail-error';
 /** Trailer with SERVED_ELSEWHERE: the owning relay's `HOST:PORT`. */
@@ -42,27 +41,17 @@ export const hopService = {
     responseSerialize: () => HOP_EMPTY,
     responseDeserialize: (b: Buffer) => decodeHopEmpty(b),
   },
-  Recv: {
-    path: `${PATH}/Recv`,
-    requestStream: false,
-    responseStream: true,
-    requestSerialize: (v: HopBox) => encodeHopBox(v),
-    requestDeserialize: (b: Buffer) => decodeHopBox(b),
-    // The relay hands grpc-js HopMessages it already encoded (encodeHopPayload).
-    responseSerialize: identity,
-    responseDeserialize: (b: Buffer) => decodeHopMessage(b),
-  },
-  Send: {
-    path: `${PATH}/Send`,
+  Carry: {
+    path: `${PATH}/Carry`,
     requestStream: true,
-    responseStream: false,
-    // The gateway encodes each message itself (encodeHopMessage / encodeHopPayload).
+    responseStream: true,
+    // Both ends write frames they already encoded (encodeDataFrame, encodeHopFrame).
     requestSerialize: identity,
-    requestDeserialize: (b: Buffer) => decodeHopMessage(b),
-    responseSerialize: () => HOP_EMPTY,
-    responseDeserialize: (b: Buffer) => decodeHopEmpty(b),
+    requestDeserialize: (b: Buffer) => decodeHopFrame(b),
+    responseSerialize: identity,
+    responseDeserialize: (b: Buffer) => decodeHopFrame(b),
   },
 } satisfies ServiceDefinition;
 
 export type HopMethod = keyof typeof hopService;
-export type { HopBox, HopMessage };
+export type { HopBox };

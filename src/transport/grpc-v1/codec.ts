@@ -89,8 +89,8 @@ class Reader {
   }
 }
 
-/** Reads fields of one message, calling `onLen` for length-delimited ones. */
-export function eachField(buf: Buffer, onLen: (field: number, value: Buffer) => void): void {
+/** Reads fields of one message, calling `onLen` for length-delimited ones and `onVarint` (if given) for varints. */
+export function eachField(buf: Buffer, onLen: (field: number, value: Buffer) => void, onVarint?: (field: number, value: number) => void): void {
   const r = new Reader(buf);
   while (!r.done) {
     const tag = r.varint();
@@ -98,6 +98,7 @@ export function eachField(buf: Buffer, onLen: (field: number, value: Buffer) => 
     const wireType = tag & 7;
     if (field === 0) throw malformed('field number 0');
     if (wireType === WIRE_LEN) onLen(field, r.bytes());
+    else if (wireType === WIRE_VARINT && onVarint) onVarint(field, r.varint());
     else r.skip(wireType);
   }
 }
@@ -140,7 +141,7 @@ export function decodeEmpty(buf: Buffer): Record<string, never> {
   return {};
 }
 
-function varintLength(n: number): number {
+export function varintLength(n: number): number {
   let len = 1;
   while (n >= 0x80) {
     n = Math.floor(n / 128);
@@ -149,7 +150,7 @@ function varintLength(n: number): number {
   return len;
 }
 
-function writeVarint(out: Buffer, pos: number, n: number): number {
+export function writeVarint(out: Buffer, pos: number, n: number): number {
   while (n >= 0x80) {
     out[pos++] = (n & 0x7f) | 0x80;
     n = Math.floor(n / 128);
