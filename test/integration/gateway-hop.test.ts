@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { routeOfSid } from '../../src/directory/route.js';
 import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
+import { encodeDataFrame, encodeHopFrame, FrameKind, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
 import { hopService } from '../../src/transport/grpc-hop/service.js';
 import { pollUntil, withTimeout } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
@@ -319,5 +320,117 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
       await behind.close();
     }
     await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
+
+  /** A new session (its two boxes created) owned by `relay`; bounded: sessions land on 2 relays. */
+  const sessionOn = async (relay: RunningServer, call: ReturnType<typeof freshCall>): Promise<Buffer> => {
+    for (let i = 0; i < 40; i++) {
+      const sid = randomSid();
+      await gw.mailbox.newCipherBox(boxAuth(sid), call);
+      if ((await ownerOf(sid)) === relay) {
+        await gw.mailbox.newCipherBox(boxAuth(peerSid(sid)), call);
+        return sid;
+      }
+      await gw.mailbox.delCipherBox(boxAuth(sid), call);
+    }
+    throw new Error('no session placed on the relay in 40 tries');
+  };
+
+  test('halves share one lane per connection: a reader that takes nothing holds up neither the lane nor another session on it', async () => {
+    const owner = relays[0];
+    const stuckCall = freshCall();
+    const stuckSid = await sessionOn(owner, stuckCall);
+    const size = 32 * 1024;
+    const messages = Array.from({ length: 48 }, (_, i) => Buffer.alloc(size, i));
+    const stuckReader = await gw.mailbox.openReceive(stuckSid, stuckCall);
+    const stuckWriter = await gw.mailbox.openSend({ streamId: stuckSid }, stuckCall);
+    let written = false;
+    const writing = writeAll(stuckWriter, messages).then(() => {
+      written = true;
+    });
+    writing.catch(() => undefined);
+    // The relay sends the reader its credit's worth, then the box fills and holds the writer back.
+    await pollUntil(async () => ((await metricSum(owner, 'hashmail_buffered_bytes')) ?? 0) >= BUFFER_BYTES - size, 'box full at the relay');
+    assert.equal(written, false, 'the writer was not held back');
+
+    // Another session on the same relay, over the same connection and lane, flows meanwhile.
+    const call = freshCall();
+    const sid = await sessionOn(owner, call);
+    assert.equal(gw.pool.connectionsTo(owner.address), 1);
+    const reader = await gw.mailbox.openReceive(peerSid(sid), call);
+    const writer = await gw.mailbox.openSend({ streamId: peerSid(sid) }, call);
+    const flowing = Array.from({ length: MESSAGES }, (_, i) => randomBytes(100 + i * 50));
+    const got = (async () => {
+      const out: Buffer[] = [];
+      for (let i = 0; i < MESSAGES; i++) out.push(await readOne(reader));
+      return out;
+    })();
+    await writeAll(writer, flowing);
+    assert.deepEqual(await got, flowing);
+    assert.equal(written, false, 'the stuck writer went on while its reader took nothing');
+
+    // The stuck reader reads at last: every message, in order, and the writer finishes.
+    const drained: Buffer[] = [];
+    for (let i = 0; i < messages.length; i++) drained.push(await readOne(stuckReader));
+    await withTimeout(writing, HOP_WAIT_MS, 'stuck writer');
+    assert.deepEqual(drained, messages);
+    for (const h of [reader, writer, stuckReader, stuckWriter]) h.release();
+    for (const x of [sid, peerSid(sid)]) await gw.mailbox.delCipherBox(boxAuth(x), call);
+    for (const x of [stuckSid, peerSid(stuckSid)]) await gw.mailbox.delCipherBox(boxAuth(x), stuckCall);
+  });
+
+  test('a lane that breaks the contract: writing past the credit ends that half, an undecodable frame ends that lane, nothing else', async () => {
+    const owner = relays[1];
+    const call = freshCall();
+    const sid = await sessionOn(owner, call);
+    const md = new grpc.Metadata();
+    md.set('hashmail-hop-token', (await clusterHopToken(etcd.endpoints)).value);
+    const client = new grpc.Client(owner.address, grpc.credentials.createInsecure());
+    const frames: HopFrame[] = [];
+    let waiter: (() => void) | null = null;
+    const lane = client.makeBidiStreamRequest(hopService.Carry.path, hopService.Carry.requestSerialize, hopService.Carry.responseDeserialize, md);
+    lane.on('data', (f: HopFrame) => {
+      frames.push(f);
+      waiter?.();
+    });
+    const laneEnded = new Promise<grpc.ServiceError>((resolve) => lane.on('error', resolve));
+    const frame = async (half: number, kind: number): Promise<HopFrame> => {
+      for (let i = 0; i < 1000; i++) {
+        const f = frames.find((x) => x.half === half && x.kind === kind);
+        if (f) return f;
+        await withTimeout(new Promise<void>((r) => (waiter = r)), HOP_WAIT_MS, `frame ${kind} of half ${half}`);
+      }
+      throw new Error('frame never came');
+    };
+    try {
+      lane.write(encodeHopFrame({ half: 1, kind: FrameKind.OPEN_SEND, streamId: sid, clientAddress: call.address }));
+      const attached = await frame(1, FrameKind.ATTACHED);
+      assert.equal(attached.credit, 262_144);
+      // Nobody reads the box: past the credit plus one largest message, the relay ends the half.
+      const mib = Buffer.alloc(1024 * 1024);
+      // (The box takes the first, and its credit comes back: 6 MiB then stand unanswered, past 256 KiB + 4 MiB.)
+      for (let i = 0; i < 7; i++) lane.write(encodeDataFrame(1, mib));
+      const ended = await frame(1, FrameKind.END);
+      assert.equal(ended.errorCode, 'MALFORMED_REQUEST');
+      assert.equal(ended.errorMessage, 'hop: writer sent past its credit');
+      // The gateway's own halves to the same relay are on another lane and keep working.
+      const reader = await gw.mailbox.openReceive(peerSid(sid), call);
+      const writer = await gw.mailbox.openSend({ streamId: peerSid(sid) }, call);
+      await writer.write(Buffer.from('still here'));
+      assert.equal((await readOne(reader)).toString(), 'still here');
+      // Bytes that are no frame: the lane ends with the error; the other lane does not notice.
+      lane.write(Buffer.from([0x08]));
+      const err = await withTimeout(laneEnded, HOP_WAIT_MS, 'lane ended');
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(err.metadata.get('hashmail-error')[0], 'MALFORMED_REQUEST');
+      await writer.write(Buffer.from('and still'));
+      assert.equal((await readOne(reader)).toString(), 'and still');
+      reader.release();
+      writer.release();
+    } finally {
+      lane.cancel();
+      client.close();
+    }
+    for (const x of [sid, peerSid(sid)]) await gw.mailbox.delCipherBox(boxAuth(x), call);
   });
 });
