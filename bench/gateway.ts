@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, startEtcd, type EtcdCluster } from '../test/helpers/etcd.js';
 import { killAll } from './children.js';
+import { collectGarbage } from './inspector-gc.js';
 import { measureIdleMemory, type IdleMemoryResult } from './idle-memory.js';
 import { measurePingPong, type LatencyResult } from './latency.js';
 import { StormSession, traceNextStormSessions } from './legacy-storm.js';
@@ -35,6 +36,8 @@ import { measureOneWay, type ThroughputResult } from './throughput.js';
 
 const KiB = 1024;
 const REPS = 3;
+/** A full GC over the inspector (memory part). */
+const GC_TIMEOUT_MS = 30_000;
 const LATENCY = { warmup: 500, roundTrips: 2_000, timeLimitMs: 20_000, stallMs: 5_000 };
 const THROUGHPUT_1K = { sizeBytes: KiB, count: 20_000, warmup: 2_000, timeLimitMs: 15_000, stallMs: 5_000 };
 const THROUGHPUT_32K = { sizeBytes: 32 * KiB, count: 3_000, warmup: 300, timeLimitMs: 15_000, stallMs: 5_000 };
@@ -69,8 +72,9 @@ interface Cluster {
   stop(): Promise<void>;
 }
 
-function startRelay(etcd: EtcdCluster, config: Record<string, unknown>, port: number, dataDir: string): Promise<RelayProcess> {
+function startRelay(etcd: EtcdCluster, config: Record<string, unknown>, port: number, dataDir: string, inspect = false): Promise<RelayProcess> {
   return startHashmail(config, CURRENT_BUILD, {
+    inspect,
     command: 'relay',
     listen: `127.0.0.1:${port}`,
     dataDir,
@@ -79,7 +83,7 @@ function startRelay(etcd: EtcdCluster, config: Record<string, unknown>, port: nu
 }
 
 /** One-member etcd, one relay (its data directory kept, for a restart), one gateway. */
-async function startCluster(config: Record<string, unknown>): Promise<Cluster> {
+async function startCluster(config: Record<string, unknown>, inspect = false): Promise<Cluster> {
   const etcd = await startEtcd(1);
   const relayDir = mkdtempSync(join(tmpdir(), 'hashmail-gwbench-relay-'));
   const relayPort = await freePort();
@@ -97,8 +101,8 @@ async function startCluster(config: Record<string, unknown>): Promise<Cluster> {
     },
   };
   try {
-    cluster.relay = await startRelay(etcd, config, relayPort, relayDir);
-    cluster.gateway = await startHashmail(config, CURRENT_BUILD, { command: 'gateway', args: ['--etcd', etcd.etcdFlag] });
+    cluster.relay = await startRelay(etcd, config, relayPort, relayDir, inspect);
+    cluster.gateway = await startHashmail(config, CURRENT_BUILD, { inspect, command: 'gateway', args: ['--etcd', etcd.etcdFlag] });
   } catch (err) {
     await cluster.stop();
     throw err;
@@ -184,45 +188,54 @@ async function memoryPart(sessions: number): Promise<string> {
   const o = { ...IDLE, sessions };
   log(`memory: ${sessions} sessions on serve`);
   const serve = await attempt('memory serve', async () => {
-    const s = await startHashmail(CONFIG_DEPLOYED);
+    const s = await startHashmail(CONFIG_DEPLOYED, CURRENT_BUILD, { inspect: true });
     try {
-      return { result: await measureIdleMemory(s, o), load: load() };
+      return { result: await measureIdleMemory(s, { ...o, collect: () => collectGarbage(s, GC_TIMEOUT_MS) }), load: load() };
     } finally {
       await s.stop();
     }
   });
   log(`memory: ${sessions} sessions through gateway -> relay`);
   const fleet = await attempt('memory gateway', async () => {
-    const c = await startCluster(CONFIG_DEPLOYED);
+    const c = await startCluster(CONFIG_DEPLOYED, true);
     try {
-      const result = await measureIdleMemory(c.gateway, { ...o, alsoPids: [c.relay.pid] });
+      const collect = async (): Promise<void> => {
+        await Promise.all([collectGarbage(c.gateway, GC_TIMEOUT_MS), collectGarbage(c.relay, GC_TIMEOUT_MS)]);
+      };
+      const result = await measureIdleMemory(c.gateway, { ...o, alsoPids: [c.relay.pid], collect });
       return { result, load: load(), gatewayPid: c.gateway.pid, relayPid: c.relay.pid };
     } finally {
       await c.stop();
     }
   });
-  const row = (name: string, r: IdleMemoryResult, l: string, split: string): string[] => [
+  const row = (name: string, r: IdleMemoryResult, l: string, split: string, splitGc: string): string[] => [
     name,
     `${r.held.toLocaleString('en')}${r.openFailed > 0 ? ` (${r.openFailed} failed)` : ''}`,
     fmt(r.kibPerSession, 1),
     split,
+    fmt(r.kibPerSessionAfterGc ?? Number.NaN, 1),
+    splitGc,
     `${r.verifiedOk}/${r.held}`,
     l,
   ];
   const rows: string[][] = [];
-  if (serve.ok) rows.push(row('serve', serve.value.result, serve.value.load, ''));
-  else rows.push(['serve', `failed: ${serve.error}`, '', '', '', '']);
+  if (serve.ok) rows.push(row('serve', serve.value.result, serve.value.load, '', ''));
+  else rows.push(['serve', `failed: ${serve.error}`, '', '', '', '', '', '']);
   if (fleet.ok) {
-    const by = fleet.value.result.kibPerSessionByPid;
-    rows.push(row('gateway + relay', fleet.value.result, fleet.value.load, `relay ${fmt(by[fleet.value.relayPid], 1)} + gateway ${fmt(by[fleet.value.gatewayPid], 1)}`));
-  } else rows.push(['gateway + relay', `failed: ${fleet.error}`, '', '', '', '']);
-  const ratio = serve.ok && fleet.ok ? `${(fleet.value.result.kibPerSession / serve.value.result.kibPerSession).toFixed(2)}x` : 'n/a';
+    const { relayPid, gatewayPid } = fleet.value;
+    const split = (by: Record<number, number> | undefined): string => (by ? `relay ${fmt(by[relayPid], 1)} + gateway ${fmt(by[gatewayPid], 1)}` : '');
+    rows.push(row('gateway + relay', fleet.value.result, fleet.value.load, split(fleet.value.result.kibPerSessionByPid), split(fleet.value.result.kibPerSessionAfterGcByPid)));
+  } else rows.push(['gateway + relay', `failed: ${fleet.error}`, '', '', '', '', '', '']);
+  const ratioOf = (f: (r: IdleMemoryResult) => number | undefined): string =>
+    serve.ok && fleet.ok ? `${((f(fleet.value.result) ?? Number.NaN) / (f(serve.value.result) ?? Number.NaN)).toFixed(2)}x` : 'n/a';
+  const ratio = ratioOf((r) => r.kibPerSession);
+  const ratioGc = ratioOf((r) => r.kibPerSessionAfterGc);
   return [
-    `${sessions.toLocaleString('en')} idle legacy sessions (node: RecvStream + SendStream on a gRPC connection of its own; app: two WebSockets), one message each way, then idle; VmRSS after minus before (median of ${IDLE.samples} readings), over the sessions held. Gateway + relay: the sum of both processes.`,
+    `${sessions.toLocaleString('en')} idle legacy sessions (node: RecvStream + SendStream on a gRPC connection of its own; app: two WebSockets), one message each way, then idle; VmRSS after minus before (median of ${IDLE.samples} readings), over the sessions held; then the same readings, each taken right after a full GC in every measured process (inspector HeapProfiler.collectGarbage), which leaves out garbage not yet collected. Gateway + relay: the sum of both processes.`,
     '',
-    table(['target', 'sessions held', 'KiB / session', 'split', 'verified after idle', 'load average'], rows),
+    table(['target', 'sessions held', 'KiB / session', 'split', 'KiB / session after GC', 'split after GC', 'verified after idle', 'load average'], rows),
     '',
-    `Fleet / serve: **${ratio}** (aim: at most 1.5x).`,
+    `Fleet / serve: **${ratio}** as read, **${ratioGc}** after a full GC (aim: at most 1.5x).`,
     '',
   ].join('\n');
 }

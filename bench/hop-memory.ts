@@ -61,7 +61,10 @@ try {
   const per = (after: number, before: number): string => ((after - before) / sessions).toFixed(1);
   console.log(`sessions: ${sessions} (hop calls: ${held.length}, hop connections: ${gw.pool.connections})`);
   console.log(`relay RSS: ${per(relayAfter, relayBefore)} KiB/session`);
-  console.log(`gateway end RSS: ${per(gwAfter.rss / 1024, gwBefore.rss / 1024)} KiB/session, heap: ${per(gwAfter.heapUsed / 1024, gwBefore.heapUsed / 1024)} KiB/session`);
+  console.log(
+    `gateway end RSS: ${per(gwAfter.rss / 1024, gwBefore.rss / 1024)} KiB/session, heap used: ${per(gwAfter.heapUsed / 1024, gwBefore.heapUsed / 1024)}, ` +
+      `heap total: ${per(gwAfter.heapTotal / 1024, gwBefore.heapTotal / 1024)}, external: ${per(gwAfter.external / 1024, gwBefore.external / 1024)} KiB/session`,
+  );
 } finally {
   for (const h of held) h.release();
   await gw.close();

@@ -38,6 +38,12 @@ export interface IdleMemoryOptions {
    * relay): their RSS is added to the relay's, before and after.
    */
   alsoPids?: number[];
+  /**
+   * Runs a full GC in every measured process (bench/inspector-gc.ts): then
+   * each reading is also taken right after one, and kibPerSessionAfterGc
+   * says what the sessions keep referenced, garbage aside.
+   */
+  collect?: () => Promise<void>;
   /** v2 WebSocket parties ping the relay this often (ms), as the client library does; default never. */
   clientPingMs?: number;
   /** Source addresses (127.x) for the workers' WebSocket parties, one per worker in turn; default: the kernel's choice (127.0.0.1). */
@@ -45,6 +51,9 @@ export interface IdleMemoryOptions {
 }
 
 export interface IdleMemoryResult {
+  /** With `collect`: RSS per session read after a full GC before and after (all pids, then by pid). */
+  kibPerSessionAfterGc?: number;
+  kibPerSessionAfterGcByPid?: Record<number, number>;
   requested: number;
   held: number;
   openFailed: number;
@@ -106,6 +115,8 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
   const pids = [relay.pid, ...(o.alsoPids ?? [])];
   const rssBeforeKiB = await sampleRssSum(pids, o.samples);
   const beforeByPid = pids.map((pid) => rssKiB(pid));
+  await o.collect?.();
+  const collectedBeforeByPid = pids.map((pid) => rssKiB(pid));
   const heapBeforeBytes = await heapUsedBytes(relay);
   const fdsBefore = fdCount(relay.pid);
   const pool = await WorkerPool.start(o.workers);
@@ -135,13 +146,24 @@ export async function measureIdleMemory(relay: RelayProcess, o: IdleMemoryOption
     const wallMs = Math.max(1, performance.now() - wallStart);
     const idleCpuPercent = (100 * (cpuMs(relay.pid) - cpuStart)) / wallMs;
     const workersIdleCpuPercent = (100 * (pool.pids.reduce((acc, pid) => acc + cpuMs(pid), 0) - workersCpuStart)) / wallMs;
+    // After the idle CPU window: a forced GC is not idle work.
+    await o.collect?.();
+    const collectedAfterByPid = pids.map((pid) => rssKiB(pid));
     const heapAfterBytes = await heapUsedBytes(relay);
     const fdsAfter = fdCount(relay.pid);
     const view = await serverView(relay);
     // The sessions were idle, not dead: one message each way through every one.
     const verified = await pool.each((_i) => ({ op: 'verify', concurrency: 200, timeoutMs: o.timeoutMs }), 'verified', o.openBudgetMs);
     if (afterIdle) await afterIdle(pool);
+    const perSession = (after: number[], before: number[], i: number): number => (held > 0 ? (after[i] - before[i]) / held : Number.NaN);
+    const gc = o.collect
+      ? {
+          kibPerSessionAfterGc: pids.reduce((acc, _pid, i) => acc + perSession(collectedAfterByPid, collectedBeforeByPid, i), 0),
+          kibPerSessionAfterGcByPid: Object.fromEntries(pids.map((pid, i) => [pid, perSession(collectedAfterByPid, collectedBeforeByPid, i)])),
+        }
+      : {};
     return {
+      ...gc,
       requested: o.sessions,
       held,
       openFailed: opened.reduce((acc, r) => acc + r.failed, 0),
