@@ -142,6 +142,15 @@ export interface StartOptions {
   dataDir?: string;
 }
 
+/**
+ * `HASHMAIL_BENCH_CPU_PROF=DIR`: every server process writes a V8 CPU profile into DIR when it
+ * exits (passed as Node flags because Node refuses `--cpu-prof` in NODE_OPTIONS).
+ */
+function cpuProfileFlags(): string[] {
+  const dir = process.env.HASHMAIL_BENCH_CPU_PROF;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 /** `hashmail serve --insecure` (or `relay`) with `config` merged over the defaults (this checkout's build unless `build` says otherwise). */
 export async function startHashmail(config: Record<string, unknown>, build: HashmailBuild = CURRENT_BUILD, options: StartOptions = {}): Promise<RelayProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hashmail-bench-'));
@@ -153,6 +162,7 @@ export async function startHashmail(config: Record<string, unknown>, build: Hash
       process.execPath,
       [
         ...(options.inspect ? ['--inspect=127.0.0.1:0'] : []),
+        ...cpuProfileFlags(),
         build.bin,
         options.command ?? 'serve',
         '--insecure',
