@@ -38,6 +38,7 @@ function options(endpoints: string[], prefix: string): EtcdDirectoryOptions {
     keysPerLease: 1000,
     maxPlacementsPerSecond: 0,
     placementQueueMs: 1000,
+    maxWaitingLookups: 100_000,
     loadPublishIntervalMs: 2000,
     placement: 'load-aware',
     leaseStateFile: '',

@@ -12,7 +12,10 @@
  *   - restart: A is restarted at once with the same data directory: it
  *              revokes its old leases at start, so the sessions move at once.
  *
- *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4]
+ *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N]
+ * --lookup-wait-ms sets the relays' directory.lookupWaitMaxMs (0: lookups are never held, the parties
+ * poll; default: the relay's default). "lookups after the kill" counts the lookups the live relays
+ * answered from the kill until every session was back (hashmail_directory_lookups_total).
  * REJOIN_TRACE=1 prints the kill, relay A's restart and a few parties' reconnect events with timestamps.
  * Prints markdown; writes bench/results/rejoin.{md,json}.
  */
@@ -24,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
 import { runBench, stopChild, track, trackPid, untrackPid } from './children.js';
 import type { RejoinCommand, RejoinReply, SessionRejoin } from './rejoin-worker.js';
-import { BENCH_LIMITS, CURRENT_BUILD, ROOT, startHashmail, type RelayProcess } from './server-process.js';
+import { BENCH_LIMITS, CURRENT_BUILD, hashmailMetricSum, ROOT, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, table } from './stats.js';
 
 const WORKER_ENTRY = join(ROOT, 'bench/rejoin-worker.ts');
@@ -44,6 +47,8 @@ interface CaseResult {
   attached: { p50: number; p99: number; max: number };
   /** ms from the kill until a probe went each way again. */
   relaying: { p50: number; p99: number; max: number };
+  /** Lookups the live relays answered between the kill and the end of the case. */
+  lookupsAfterKill: number;
   errors: string[];
 }
 
@@ -88,13 +93,23 @@ class Worker {
   }
 }
 
+/** directory.lookupWaitMaxMs of every relay (--lookup-wait-ms); undefined: the default. */
+let lookupWaitMaxMs: number | undefined;
+
 async function startRelay(etcd: EtcdCluster, ttlMs: number, port: number, dataDir: string | undefined, id: string): Promise<RelayProcess> {
-  return startHashmail({ limits: BENCH_LIMITS, directory: { leaseTtlMs: ttlMs } }, CURRENT_BUILD, {
+  const directory = { leaseTtlMs: ttlMs, ...(lookupWaitMaxMs === undefined ? {} : { lookupWaitMaxMs }) };
+  return startHashmail({ limits: BENCH_LIMITS, directory }, CURRENT_BUILD, {
     command: 'relay',
     listen: `127.0.0.1:${port}`,
     dataDir,
     args: ['--etcd', etcd.etcdFlag, '--advertise', `127.0.0.1:${port}`, '--id', id],
   });
+}
+
+/** Lookups answered so far by `relays` together (hashmail_directory_lookups_total, every result). */
+async function lookupsAnswered(relays: RelayProcess[]): Promise<number> {
+  const counts = await Promise.all(relays.map((r) => (r.adminAddress ? hashmailMetricSum(r.adminAddress, 'hashmail_directory_lookups_total') : undefined)));
+  return counts.reduce<number>((sum, n) => sum + (n ?? 0), 0);
 }
 
 const spread = (sorted: number[]): { p50: number; p99: number; max: number } => ({
@@ -125,13 +140,17 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     relays.push(await startRelay(etcd, ttlMs, ports[1], undefined, 'relay-b'));
     relays.push(await startRelay(etcd, ttlMs, ports[2], undefined, 'relay-c'));
     await Promise.all(workers.map((w) => w.ask({ op: 'arm' }, 'armed')));
+    const survivors = relays.slice(1);
+    const lookupsBefore = await lookupsAnswered(survivors);
     const killedAt = Date.now();
     if (process.env.REJOIN_TRACE) console.error(`TRACE ${killedAt} kill`);
     a.child.kill('SIGKILL');
     await new Promise<void>((resolve) => (a.child.exitCode !== null || a.child.signalCode !== null ? resolve() : a.child.once('exit', () => resolve())));
-    if (path === 'restart') relays.push(await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a'));
+    if (path === 'restart') survivors.push(await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a'));
+    if (path === 'restart') relays.push(survivors[survivors.length - 1]);
     if (process.env.REJOIN_TRACE && path === 'restart') console.error(`TRACE ${Date.now()} relay-a serving again`);
     const collected = await Promise.all(workers.map((w) => w.ask({ op: 'collect', timeoutMs: ttlMs + REJOIN_WAIT_EXTRA_MS }, 'collected')));
+    const lookupsAfterKill = (await lookupsAnswered(survivors)) - lookupsBefore;
     const rejoins: SessionRejoin[] = collected.flatMap((c) => c.rejoins);
     const attached = rejoins.map((r) => r.attachedAt - killedAt).sort((x, y) => x - y);
     const relaying = rejoins.map((r) => r.relayingAt - killedAt).sort((x, y) => x - y);
@@ -142,6 +161,7 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
       missing: collected.reduce((x, c) => x + c.missing, 0),
       attached: spread(attached),
       relaying: spread(relaying),
+      lookupsAfterKill,
       errors: [...new Set(collected.flatMap((c) => c.errors))].slice(0, 5),
     };
   } finally {
@@ -161,13 +181,14 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
     `directory.leaseTtlMs ${ttlMs}; 3 relays, one-member etcd; times from the SIGKILL of the relay holding every session.`,
     '',
     table(
-      ['path', 'sessions', 're-joined', 'both attached p50 / p99 / last ms', 'relaying again p50 / p99 / last ms', 'bound'],
+      ['path', 'sessions', 're-joined', 'both attached p50 / p99 / last ms', 'relaying again p50 / p99 / last ms', 'lookups after the kill', 'bound'],
       results.map((r) => [
         r.path === 'ttl' ? 'kill -9, lease expires' : 'kill -9, restart same data dir',
         r.sessions.toLocaleString('en'),
         `${r.rejoined.toLocaleString('en')}${r.missing > 0 ? ` (${r.missing} missing)` : ''}`,
         `${ms(r.attached.p50)} / ${ms(r.attached.p99)} / ${ms(r.attached.max)}`,
         `${ms(r.relaying.p50)} / ${ms(r.relaying.p99)} / ${ms(r.relaying.max)}`,
+        r.lookupsAfterKill.toLocaleString('en'),
         r.path === 'ttl' ? `TTL + 3 s = ${ttlMs + 3000}` : 'under 3,000',
       ]),
     ),
@@ -176,11 +197,13 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' } } });
+  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' } } });
+  if (values['lookup-wait-ms'] !== undefined) lookupWaitMaxMs = Number(values['lookup-wait-ms']);
   const sizes = (values.sessions ?? '1,2000').split(',').map(Number);
   const ttlMs = Number(values['ttl-ms'] ?? 10_000);
   const workerCount = Number(values.workers ?? 4);
-  const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}`;
+  const waitFlag = lookupWaitMaxMs === undefined ? '' : ` --lookup-wait-ms ${lookupWaitMaxMs}`;
+  const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}${waitFlag}`;
   const results: CaseResult[] = [];
   for (const path of ['ttl', 'restart'] as const) {
     for (const size of sizes) {

@@ -23,12 +23,13 @@
  */
 import { Backoff, sleep } from './backoff.js';
 import { Emitter } from './emitter.js';
-import { ConnectionLost, ConnectTimeout, isRetryable, MessageTooLarge, RelayMoved, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
+import { ConnectionLost, ConnectTimeout, isRetryable, MessageTooLarge, RelayMoved, RelayUnreachable, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
 import { anySignal, type Link, type LinkHandlers, type TransportOpeners } from './link.js';
 import { openNegotiated, type NegotiateParams } from './negotiate.js';
 import type { AttachMode, ResolvedOptions } from './options.js';
 import { findRelay, relayAddress, type RelayTarget, type RelayVia } from './relay-finder.js';
+import type { LookupWaitRequest } from './relay-lookup.js';
 import { sessionRoute } from '../wire/route.js';
 import type { TrustLoader } from './tls-trust-node.js';
 
@@ -44,6 +45,15 @@ export const RESUME_GRACE_MS = 30_000;
 export const RESUME_MAX_BACKOFF_MS = 1000;
 /** Redirects (Error with relay_address) followed in a row before the route is looked up again: bounds a loop between relays that disagree. */
 export const MAX_REDIRECT_HOPS = 3;
+/**
+ * How long the next lookup asks the instance to hold its answer while that
+ * would still be the owner this party just failed to reach, or still "not
+ * placed" (ms; at most half of connectTimeoutMs). The parties of a dead relay
+ * then wait on one idle request each and learn the new owner the moment the
+ * directory does, instead of retrying the same dead address. Instances cap
+ * it (directory.lookupWaitMaxMs); older ones ignore it and answer at once.
+ */
+export const LOOKUP_WAIT_MS = 5000;
 /** Lookups in one attempt (each followed by up to MAX_REDIRECT_HOPS redirects); then the attempt fails and the backoff paces the next. */
 export const MAX_LOOKUPS_PER_ATTEMPT = 2;
 
@@ -99,6 +109,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private readonly lifetime = new AbortController();
   private readonly backoff = new Backoff();
   private readonly resumeBackoff = new Backoff({ maxMs: RESUME_MAX_BACKOFF_MS });
+  /** What the next lookup asks the instance to wait out (holdNextLookup); null: answer at once. */
+  private heldLookup: LookupWaitRequest | null = null;
   private readonly inbox = new Inbox(
     () => this.link?.pause(),
     () => this.link?.resume(),
@@ -254,6 +266,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         await this.openLinkAt(target, attach, signal);
         return;
       } catch (err) {
+        // The owner a lookup named did not answer (refused, dropped, timed out): the next lookup waits for the session to move.
+        if (err instanceof RelayUnreachable && target.ownerId) this.holdNextLookup(target.ownerId);
         if (!(err instanceof RelayMoved) || this.closed) throw err;
         if (hops < MAX_REDIRECT_HOPS) {
           hops++;
@@ -271,16 +285,35 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
 
   private async findTarget(attach: AttachMode, signal: AbortSignal): Promise<RelayTarget> {
     this.route ??= await sessionRoute(this.options.sid);
+    const wait = this.heldLookup;
+    this.heldLookup = null;
+    try {
+      return await this.findRelay(this.route, attach, signal, wait);
+    } catch (err) {
+      // "Not placed": the next attempt waits for the placement instead of asking again and again.
+      if (err instanceof SessionNotFound) this.holdNextLookup('');
+      throw err;
+    }
+  }
+
+  /** The next lookup asks the instance to hold its answer while it is still `unreachable` (an owner id) or "not placed" (''). */
+  private holdNextLookup(unreachable: string): void {
+    const timeoutMs = this.options.connectTimeoutMs;
+    this.heldLookup = { unreachable, ms: timeoutMs > 0 ? Math.min(LOOKUP_WAIT_MS, timeoutMs / 2) : LOOKUP_WAIT_MS };
+  }
+
+  private findRelay(route: string, attach: AttachMode, signal: AbortSignal, wait: LookupWaitRequest | null): Promise<RelayTarget> {
     return findRelay({
       servers: this.options.servers,
       transport: this.options.transport,
       protocol: this.options.protocol,
       lookup: this.negotiate.openers.lookup ?? null,
-      route: this.route,
+      route,
       create: attach === 'create',
       tlsSkipVerify: this.options.tlsSkipVerify,
       signal,
       trustFor: this.trust ? (server) => this.trust!(server, signal) : null,
+      ...(wait ? { wait } : {}),
     });
   }
 

@@ -75,6 +75,16 @@ export class RelayMoved extends ConnectionLost {
 }
 
 /**
+ * The dial got no answer at all from the relay: the connection was refused,
+ * reset or dropped before the relay said anything (a dead or restarting
+ * relay). The next lookup then asks the instance to wait for the session to
+ * move instead of naming the same relay again. Retryable.
+ */
+export class RelayUnreachable extends ConnectionLost {
+  override name = 'RelayUnreachable';
+}
+
+/**
  * The v2 WebSocket handshake failed and the WebSocket did not say why
  * (browsers never show the HTTP status): with protocol 'auto' negotiation
  * probes v1 to tell "no v2 here" from "relay unreachable"; with 'v2' the

@@ -6,7 +6,7 @@
  * be reached is told apart (LookupUnreachable).
  */
 import { connectivityState, type Client, Metadata, status, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
-import { decodeServerForMailboxResponse, encodeServerForMailboxRequest, type ServerForMailboxResponse } from '../wire/v2-frames.js';
+import { decodeServerForMailboxResponse, encodeServerForMailboxRequest, type ServerForMailboxRequest, type ServerForMailboxResponse } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, StatusCode } from './errors.js';
 import { asBuffer } from './grpc-channel.js';
 import { acquireChannel } from './grpc-channels.js';
@@ -39,9 +39,9 @@ export const grpcRelayLookup: RelayLookup = (req) =>
       }
       call = client.makeUnaryRequest(
         SERVER_FOR_MAILBOX_PATH,
-        (r: { route: string; create: boolean }) => asBuffer(encodeServerForMailboxRequest(r)),
+        (r: ServerForMailboxRequest) => asBuffer(encodeServerForMailboxRequest(r)),
         (buf: Buffer) => decodeServerForMailboxResponse(buf),
-        { route: req.route, create: req.create },
+        { route: req.route, create: req.create, ...(req.wait && req.wait.ms > 0 ? { unreachable: req.wait.unreachable, waitMs: Math.round(req.wait.ms) } : {}) },
         new Metadata(),
         { deadline },
         (err: ServiceError | null, res?: ServerForMailboxResponse) => {

@@ -16,6 +16,7 @@ export {
   RelayMoved,
   ConnectTimeout,
   LivenessTimeout,
+  RelayUnreachable,
   MessageTooLarge,
   CertificateMismatch,
   V2HandshakeUnexplained,

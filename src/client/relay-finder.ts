@@ -12,7 +12,7 @@
 import { CertificateMismatch, ConnectionLost, HashmailClientError, SessionNotFound, StatusCode } from './errors.js';
 import { knownV1Only } from './negotiate.js';
 import { parseServer, type ProtocolChoice, type ServerAddress, type TransportName } from './options.js';
-import { LookupUnreachable, type RelayLookup } from './relay-lookup.js';
+import { LookupUnreachable, type LookupWaitRequest, type RelayLookup } from './relay-lookup.js';
 import type { NodeTls } from './tls-trust-node.js';
 
 /** How long "this instance serves no lookups" is trusted before asking it again (ms): servers get upgraded. */
@@ -26,6 +26,8 @@ export interface RelayTarget {
   via: RelayVia;
   /** The instance that answered the lookup (via 'lookup'). */
   lookupServer?: string;
+  /** The owner's instance id the lookup named (via 'lookup'). */
+  ownerId?: string;
 }
 
 export interface FindRelayParams {
@@ -42,6 +44,8 @@ export interface FindRelayParams {
   signal: AbortSignal;
   /** TLS options for an instance (`ca` / `certificateSha256`, Node); null: the default verification. */
   trustFor: ((server: ServerAddress) => Promise<NodeTls | undefined>) | null;
+  /** A retry after the owner was unreachable or the session not placed: hold the answer while it is the same. */
+  wait?: LookupWaitRequest;
 }
 
 /**
@@ -120,7 +124,15 @@ export async function findRelay(params: FindRelayParams): Promise<RelayTarget> {
       continue;
     }
     try {
-      answer = await lookup({ server, route: params.route, create: params.create, tlsSkipVerify: params.tlsSkipVerify, signal: params.signal, ...(tls ? { tls } : {}) });
+      answer = await lookup({
+        server,
+        route: params.route,
+        create: params.create,
+        tlsSkipVerify: params.tlsSkipVerify,
+        signal: params.signal,
+        ...(tls ? { tls } : {}),
+        ...(params.wait ? { wait: params.wait } : {}),
+      });
     } catch (err) {
       if (params.signal.aborted) throw new ConnectionLost('connect aborted', { cause: params.signal.reason });
       if (err instanceof LookupUnreachable) {
@@ -136,7 +148,7 @@ export async function findRelay(params: FindRelayParams): Promise<RelayTarget> {
     unreachableAt.delete(missingKey(transport, server));
     switch (answer.kind) {
       case 'owner':
-        return { server: relayAddress(answer.address, server), via: 'lookup', lookupServer: server.authority };
+        return { server: relayAddress(answer.address, server), via: 'lookup', lookupServer: server.authority, ownerId: answer.id };
       case 'not-placed':
         throw new SessionNotFound(StatusCode.NOT_FOUND, `stream not found: no relay holds the session (${answer.message})`);
       case 'not-served':

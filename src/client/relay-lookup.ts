@@ -26,6 +26,16 @@ export interface LookupRequest {
   signal: AbortSignal;
   /** Node TLS verification from `ca` / `certificateSha256`. */
   tls?: NodeTls;
+  /** What this party already tried (a retry): hold the answer while it would be the same. */
+  wait?: LookupWaitRequest;
+}
+
+/** ServerForMailboxRequest `unreachable` and `wait_ms` (GET /v2/relay `&unreachable=ID&wait_ms=MS`). */
+export interface LookupWaitRequest {
+  /** Instance id of the owner this party could not reach; empty: it was told "not placed". */
+  unreachable: string;
+  /** Hold the answer up to this long (ms); the instance caps it (directory.lookupWaitMaxMs). */
+  ms: number;
 }
 
 export type LookupAnswer =
@@ -116,9 +126,11 @@ export function httpLookupAnswer(answer: HttpAnswer): LookupAnswer {
   throw new HashmailClientError(code, message);
 }
 
-/** `http(s)://server/v2/relay?route=R[&create=1]`. */
+/** `http(s)://server/v2/relay?route=R[&create=1][&unreachable=ID][&wait_ms=MS]`. */
 export function relayLookupUrl(req: LookupRequest): string {
-  return `${httpBase(req.server)}${RELAY_LOOKUP_PATH}?route=${encodeURIComponent(req.route)}${req.create ? '&create=1' : ''}`;
+  const wait = req.wait && req.wait.ms > 0 ? req.wait : null;
+  const held = wait ? `${wait.unreachable ? `&unreachable=${encodeURIComponent(wait.unreachable)}` : ''}&wait_ms=${Math.round(wait.ms)}` : '';
+  return `${httpBase(req.server)}${RELAY_LOOKUP_PATH}?route=${encodeURIComponent(req.route)}${req.create ? '&create=1' : ''}${held}`;
 }
 
 /** The HTTP lookup over `get`. */

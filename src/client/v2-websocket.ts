@@ -3,7 +3,7 @@
  * one binary message per frame. Standard WebSocket API only.
  */
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
-import { ConnectionLost, errorFromStatus, HashmailClientError, LivenessTimeout, MessageTooLarge, StatusCode, V2HandshakeUnexplained, V2NotServed } from './errors.js';
+import { ConnectionLost, errorFromStatus, HashmailClientError, LivenessTimeout, MessageTooLarge, RelayUnreachable, StatusCode, V2HandshakeUnexplained, V2NotServed } from './errors.js';
 
 export { V2HandshakeUnexplained };
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
@@ -147,7 +147,8 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
           if (status !== undefined && NO_V2_STATUSES.includes(status)) {
             err = new V2NotServed(StatusCode.UNIMPLEMENTED, `relay answered the v2 WebSocket handshake with HTTP ${status}`);
           } else if (errorMessage) {
-            err = new ConnectionLost(`websocket handshake failed: ${errorMessage}`);
+            // No HTTP answer at all (refused, reset): nobody is serving there.
+            err = status === undefined ? new RelayUnreachable(`websocket handshake failed: ${errorMessage}`) : new ConnectionLost(`websocket handshake failed: ${errorMessage}`);
           } else {
             err = new V2HandshakeUnexplained('websocket handshake failed');
           }

@@ -75,7 +75,7 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
         proxy = new V2WebSocketProxy({ lookup: core.lookup, logger: subsystemLogger(logger, 'v2-proxy'), stats: core.stats, insecure: config.server.insecure });
         const p = proxy;
         // WebSocket clients are told to dial this gateway: the relays may be out of a browser's reach.
-        const viaGateway: RouteLookup = async (route, create) => ({ ...(await core.lookup(route, create)), address: self() });
+        const viaGateway: RouteLookup = async (route, create, wait) => ({ ...(await core.lookup(route, create, wait)), address: self() });
         return { upgrade: (req, socket, head) => p.handleUpgrade(req, socket, head), lookup: viaGateway };
       },
     });

@@ -61,6 +61,9 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const v2 = new V2Mailbox(table, stats, { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes, logger: relayLogger }, router);
   const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
   const count = (result: string): void => stats.countLookup(result);
-  const lookup: RouteLookup = (route, create) => lookupRoute(directory, route, create, count);
+  stats.lookupsWaiting = () => directory.lookupsWaiting;
+  const waitCapMs = config.directory.lookupWaitMaxMs;
+  const lookup: RouteLookup = (route, create, wait) =>
+    lookupRoute(directory, route, create, count, wait && waitCapMs > 0 ? { ...wait, ms: Math.min(wait.ms, waitCapMs) } : undefined);
   return { stats, refusalLog, limitHit, table, legacy, v2, router, metrics, lookup };
 }

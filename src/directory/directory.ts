@@ -102,6 +102,17 @@ export interface Directory {
    */
   lookup(route: string, options: LookupOptions): Promise<RouteOwner | null>;
   /**
+   * Resolves true once a lookup of `route` may answer other than `seen` (the
+   * owner the caller could not use, or null: "not placed"): the mapping
+   * changed, or that owner's registration went or turned draining; also after
+   * `ms` or when `signal` aborts. Resolves false at once, holding nothing,
+   * where nothing can change the answer (one process) or when
+   * directory.maxWaitingLookups are held already.
+   */
+  waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean>;
+  /** Lookups held in waitForChange now. */
+  readonly lookupsWaiting: number;
+  /**
    * Fencing, synchronous: true only while the mapping of `route` names this
    * instance under a registration it can prove is live right now.
    */

@@ -55,6 +55,13 @@ export class MemoryDirectory implements Directory {
     return { id: this.self.id, address: this.self.address };
   }
 
+  readonly lookupsWaiting = 0;
+
+  async waitForChange(): Promise<boolean> {
+    // One instance owns every session for its whole life: no answer ever changes.
+    return false;
+  }
+
   servesHere(_route: string): boolean {
     return this.self !== null && !this.closed;
   }

@@ -26,8 +26,23 @@ function resultOf(err: unknown): LookupResult {
   return 'error';
 }
 
+/**
+ * What a party asking again already knows (ServerForMailboxRequest
+ * unreachable / wait_ms): while the answer would still be the owner it could
+ * not reach, or still "not placed", the lookup is held until that may have
+ * changed (Directory.waitForChange), at most `ms`.
+ */
+export interface LookupWait {
+  /** Instance id of the owner the party could not reach; empty: none. */
+  unreachable: string;
+  /** How long the party is willing to wait (capped by directory.lookupWaitMaxMs). */
+  ms: number;
+  /** Aborts the wait (the caller went away). */
+  signal?: AbortSignal;
+}
+
 /** The owner of `route`, placing it when `create`; throws a HashmailError otherwise. */
-export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter): Promise<RouteOwner> {
+export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter, wait?: LookupWait): Promise<RouteOwner> {
   if (!isRoute(route)) {
     count('bad_route');
     throw new HashmailError('BAD_ROUTE');
@@ -35,6 +50,16 @@ export async function lookupRoute(directory: Directory, route: unknown, create: 
   let owner: RouteOwner | null;
   try {
     owner = await directory.lookup(route, { place: create });
+    if (wait && wait.ms > 0) {
+      // A change may leave the answer as it was (the owner turned draining but still serves the
+      // session until it releases it): then wait on, until the deadline.
+      const deadline = Date.now() + wait.ms;
+      for (let left = wait.ms; (owner === null || owner.id === wait.unreachable) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
+        const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
+        if (!held || wait.signal?.aborted) break;
+        owner = await directory.lookup(route, { place: create });
+      }
+    }
   } catch (err) {
     const mapped = directoryError(err);
     count(resultOf(mapped));
@@ -49,4 +74,4 @@ export async function lookupRoute(directory: Directory, route: unknown, create: 
 }
 
 /** A bound lookup, as the transports get it. */
-export type RouteLookup = (route: unknown, create: boolean) => Promise<RouteOwner>;
+export type RouteLookup = (route: unknown, create: boolean, wait?: LookupWait) => Promise<RouteOwner>;

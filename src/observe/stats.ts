@@ -28,6 +28,8 @@ export class RelayStats {
   readonly limitsHit = new Map<string, number>();
   /** Route lookups answered (ServerForMailbox, GET /v2/relay), by result. */
   readonly lookups = new Map<string, number>();
+  /** Lookups held now, waiting for their answer to change (Directory.lookupsWaiting; set by the composition). */
+  lookupsWaiting: () => number = () => 0;
   /** Lookups the directory could not answer, by cause (UnavailableCause). */
   readonly directoryUnavailable = new Map<string, number>();
   /** Connections refused or closed by the connection limits, by config key. */

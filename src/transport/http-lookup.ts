@@ -1,5 +1,5 @@
 /**
- * HTTP `GET /v2/relay?route=ROUTE[&create=1]` on the public port: the same
+ * HTTP `GET /v2/relay?route=ROUTE[&create=1][&unreachable=ID&wait_ms=MS]` on the public port: the same
  * lookup as gRPC ServerForMailbox, for browsers (docs/protocol-v2.md,
  * Finding the relay). 200 `{"id","address"}`; errors as
  * `{"error":{"code":<grpc code>,"message":...}}` with the code's HTTP status
@@ -7,7 +7,7 @@
  * any origin, preflight included: the answer names a public address only.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { RouteLookup } from '../directory/route-lookup.js';
+import type { LookupWait, RouteLookup } from '../directory/route-lookup.js';
 import { HashmailError } from '../session/errors.js';
 import { noteError, type ErrorReporter } from './report-error.js';
 
@@ -28,6 +28,18 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
     'Cache-Control': 'no-store',
   });
   res.end(text);
+}
+
+/** Longest wait_ms a query can name before the instance's own cap applies (keeps the number sane). */
+const MAX_QUERY_WAIT_MS = 60_000;
+
+/** The wait a query asks for (`unreachable`, `wait_ms`), ended early when the client goes away. */
+function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | undefined {
+  const ms = Number(query.get('wait_ms') ?? 0);
+  if (ms <= 0) return undefined;
+  const gone = new AbortController();
+  res.once('close', () => gone.abort());
+  return { unreachable: query.get('unreachable') ?? '', ms: Math.min(ms, MAX_QUERY_WAIT_MS), signal: gone.signal };
 }
 
 export class HttpLookup {
@@ -55,7 +67,12 @@ export class HttpLookup {
     }
     const query = new URL(req.url ?? '/', 'http://x').searchParams;
     const create = query.get('create');
-    this.lookup(query.get('route'), create === '1' || create === 'true').then(
+    const waitText = query.get('wait_ms');
+    if (waitText !== null && !/^\d{1,9}$/.test(waitText)) {
+      this.fail(res, new HashmailError('MALFORMED_REQUEST', 'malformed request: wait_ms must be a whole number of milliseconds'));
+      return;
+    }
+    this.lookup(query.get('route'), create === '1' || create === 'true', heldLookup(query, res)).then(
       (owner) => sendJson(res, 200, { id: owner.id, address: owner.address }),
       (err: unknown) => this.fail(res, err),
     );

@@ -321,6 +321,12 @@ class Writer {
     this.buf[this.pos++] = n;
     return this;
   }
+  /** `b` as is (fields already encoded). */
+  raw(b: Uint8Array): this {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+    return this;
+  }
   bytes(b: Uint8Array): this {
     this.varint(b.length);
     this.buf.set(b, this.pos);
@@ -393,6 +399,10 @@ export function encodeErrorFrame(err: FrameError): Uint8Array {
 export interface ServerForMailboxRequest {
   route: string;
   create: boolean;
+  /** Instance id of an owner the party could not reach (field 3); empty: none. */
+  unreachable?: string;
+  /** Hold the answer up to this long while it would still be `unreachable` or "not placed" (field 4, ms); 0: answer at once. */
+  waitMs?: number;
 }
 
 /** `ServerForMailboxResponse`: the owner's instance id and `HOST:PORT`. */
@@ -411,7 +421,12 @@ function encodeStringsAndFlag(strings: [number, string][], flag: [number, boolea
 }
 
 export function encodeServerForMailboxRequest(req: ServerForMailboxRequest): Uint8Array {
-  return encodeStringsAndFlag([[1, req.route]], [2, req.create]);
+  const head = encodeStringsAndFlag([[1, req.route], [3, req.unreachable ?? '']], [2, req.create]);
+  const waitMs = req.waitMs ?? 0;
+  if (!(waitMs > 0)) return head;
+  const w = new Writer(head.length + 1 + varintSize(waitMs));
+  w.raw(head).varint(4 * 8 + WIRE_VARINT).varint(waitMs);
+  return w.buf;
 }
 
 export function decodeServerForMailboxRequest(buf: Uint8Array): ServerForMailboxRequest {
@@ -425,6 +440,16 @@ export function decodeServerForMailboxRequest(buf: Uint8Array): ServerForMailbox
     if (n === 2) {
       expectVarint(wt, 'ServerForMailboxRequest.create');
       req.create = readVarint(c) !== 0;
+      return true;
+    }
+    if (n === 3) {
+      expectLen(wt, 'ServerForMailboxRequest.unreachable');
+      req.unreachable = utf8Decoder.decode(readBytes(c));
+      return true;
+    }
+    if (n === 4) {
+      expectVarint(wt, 'ServerForMailboxRequest.wait_ms');
+      req.waitMs = readVarint(c);
       return true;
     }
     return false;

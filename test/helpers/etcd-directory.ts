@@ -23,6 +23,7 @@ export function directoryOptions(endpoints: string[], overrides: Partial<EtcdDir
     // Uncapped unless a test is about the cap: bursts of placements are how these tests set up.
     maxPlacementsPerSecond: 0,
     placementQueueMs: 1000,
+    maxWaitingLookups: 100_000,
     loadPublishIntervalMs: 200,
     placement: 'load-aware',
     leaseStateFile: '',

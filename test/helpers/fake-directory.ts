@@ -4,6 +4,7 @@
  * it emits. Unit tests of the relay's routing run against it.
  */
 import { EventEmitter } from 'node:events';
+import { ChangeWaiters } from '../../src/directory/change-waiters.js';
 import {
   DirectoryUnavailableError,
   NoInstanceError,
@@ -67,6 +68,24 @@ export class FakeDirectory implements Directory {
     const placed = this.placeOn ?? this.selfOwner;
     this.owners.set(route, placed);
     return placed;
+  }
+
+  /** Held lookups; a test wakes them with moveRoute. */
+  readonly waiters = new ChangeWaiters(1000);
+
+  get lookupsWaiting(): number {
+    return this.waiters.waiting;
+  }
+
+  waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean> {
+    return this.waiters.wait(route, seen, ms, signal);
+  }
+
+  /** The route's owner changes (null: unplaced), as a watch would report. */
+  moveRoute(route: string, owner: RouteOwner | null): void {
+    if (owner) this.owners.set(route, owner);
+    else this.owners.delete(route);
+    this.waiters.routeChanged(route);
   }
 
   servesHere(route: string): boolean {

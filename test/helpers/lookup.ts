@@ -19,11 +19,11 @@ const LookupClientCtor = grpc.makeGenericClientConstructor(
 
 export type GrpcLookupAnswer = { ok: true; owner: ServerForMailboxResponse } | { ok: false; code: number; details: string };
 
-/** One ServerForMailbox call on a fresh plain-text channel. */
-export function grpcLookup(address: string, route: string, create = false): Promise<GrpcLookupAnswer> {
+/** One ServerForMailbox call on a fresh plain-text channel; `held` asks the instance to wait (unreachable, wait_ms). */
+export function grpcLookup(address: string, route: string, create = false, held: { unreachable?: string; waitMs?: number } = {}): Promise<GrpcLookupAnswer> {
   const client = new LookupClientCtor(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
   const answer = new Promise<GrpcLookupAnswer>((resolve) => {
-    client.serverForMailbox({ route, create }, (err, res) => {
+    client.serverForMailbox({ route, create, ...held }, (err, res) => {
       client.close();
       if (err) resolve({ ok: false, code: err.code, details: err.details });
       else resolve({ ok: true, owner: res as ServerForMailboxResponse });

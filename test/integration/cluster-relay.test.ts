@@ -12,6 +12,7 @@ import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
 import http from 'node:http';
 import { grpcLookup, httpLookup, lookupClient, type GrpcLookupAnswer } from '../helpers/lookup.js';
+import { metricSum } from '../helpers/metrics.js';
 import { startRelay, type RunningServer } from '../helpers/server.js';
 import { closeParties, grpcParty, HelloRefused, wsParty, type V2Party } from '../helpers/v2-peers.js';
 
@@ -19,8 +20,10 @@ const UNAVAILABLE = 14;
 const NOT_FOUND = 5;
 const RELAYS = 3;
 const DRAIN_DEADLINE_MS = 4000;
+/** Longer than a test waits for any answer (DEFAULT_WAIT_MS): a held lookup answers only because the session moved. */
+const HELD_LOOKUP_MS = 30_000;
 const RELAY_CONFIG = {
-  directory: { leaseTtlMs: 3000, callTimeoutMs: 1000, loadPublishIntervalMs: 200 },
+  directory: { leaseTtlMs: 3000, callTimeoutMs: 1000, loadPublishIntervalMs: 200, lookupWaitMaxMs: HELD_LOOKUP_MS },
   relay: { drainSpreadMs: 500, drainDeadlineMs: DRAIN_DEADLINE_MS },
 };
 /** Concurrent placements in the race tests. */
@@ -170,9 +173,23 @@ describe('hashmail relay: three relays on one etcd', () => {
       await otherParties[1].hello({ sid: ob });
       await otherParties[0].expectPresence(true);
 
+      // Parties that could not reach relay-2 ask again with a wait: held until the drain moves the session.
+      const heldRoute = routeOfSid(mine[0][0]);
+      const heldGrpc = grpcLookup(relays[0].address, heldRoute, true, { unreachable: 'relay-2', waitMs: HELD_LOOKUP_MS });
+      const heldHttp = httpLookup(relays[1].port, `route=${heldRoute}&create=1&unreachable=relay-2&wait_ms=${HELD_LOOKUP_MS}`);
+      for (const asked of [relays[0], relays[1]]) {
+        for (let i = 0; i < 200 && (await metricSum(asked, 'hashmail_directory_lookups_waiting')) !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+        assert.equal(await metricSum(asked, 'hashmail_directory_lookups_waiting'), 1, `${asked.address} holds the lookup`);
+      }
+
       const sent = Date.now();
       const exitedAt = drained.exited.then((code) => ({ code, ms: Date.now() - sent }));
       drained.process.kill('SIGTERM');
+      const movedTo = owner(await heldGrpc);
+      assert.notEqual(movedTo.id, 'relay-2', 'the held gRPC lookup names the new owner');
+      const httpAnswer = await heldHttp;
+      assert.equal(httpAnswer.status, 200, httpAnswer.body);
+      assert.equal((JSON.parse(httpAnswer.body) as { id: string }).id, movedTo.id, 'both held lookups name the one new owner');
       for (const party of parties) {
         await party.expectError(UNAVAILABLE, /^relay draining: look up the session again$/, { skipPresence: true });
       }

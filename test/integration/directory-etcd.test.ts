@@ -179,6 +179,34 @@ describe('etcd directory: leases, fencing, outages (one etcd member each)', () =
     assert.equal(await gateway.lookup(routes[0], { place: false }), null);
   });
 
+  test('held lookups: a wait on a dead owner ends when its leases go, a wait for a placement when it is placed', async (t) => {
+    const prefix = '/held/';
+    // Far longer than the test may take: only the change can end these waits.
+    const HOUR_MS = 3_600_000;
+    const a = own(t, await member(etcd.endpoints, 'a', { prefix }));
+    const gateway = own(t, await member(etcd.endpoints, null, { prefix }));
+    await until(() => gateway.instances().length === 1 && gateway.watchState.watching, 3000, 'the gateway sees a');
+    const placed = randomRoute();
+    assert.equal((await gateway.lookup(placed, { place: true }))?.id, 'a');
+    const onDead = gateway.waitForChange(placed, 'a', HOUR_MS);
+    const unplaced = randomRoute();
+    const forPlacement = gateway.waitForChange(unplaced, null, HOUR_MS);
+    assert.equal(gateway.lookupsWaiting, 2);
+
+    // a "crashes" and its successor revokes its leases at once (the restart path): the first wait ends.
+    await a.close({ revoke: true });
+    await onDead;
+    assert.equal(gateway.lookupsWaiting, 1);
+    assert.equal(await gateway.lookup(placed, { place: false }), null, 'the mapping went with the leases');
+
+    const b = own(t, await member(etcd.endpoints, 'b', { prefix }));
+    await until(() => gateway.instances().some((i) => i.id === 'b'), 3000, 'the gateway sees b');
+    assert.equal((await b.lookup(unplaced, { place: true }))?.id, 'b');
+    await forPlacement;
+    assert.equal((await gateway.lookup(unplaced, { place: false }))?.id, 'b', 'woken by the placement, which its view now holds');
+    assert.equal(gateway.lookupsWaiting, 0);
+  });
+
   test('leaseStateFile: a restarted relay revokes the leases its previous run left', async (t) => {
     const prefix = '/restart/';
     const dir = mkdtempSync(join(tmpdir(), 'hashmail-lease-'));

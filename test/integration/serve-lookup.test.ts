@@ -86,3 +86,18 @@ test('a v2 party over gRPC meets one over WebSocket on serve, after looking the 
     await closeParties([pa, pb]);
   }
 });
+
+test('a held lookup (unreachable, wait_ms) at serve answers at once: one process, nothing can move; a bad wait_ms is 400', async () => {
+  const self = { id: SERVE_ID, address: server.address };
+  // Serve's answer is always itself, so a wait could only run out: it is not held at all (the test's own deadline is 10 s).
+  assert.deepEqual(await grpcLookup(server.address, route(), true, { unreachable: SERVE_ID, waitMs: 60_000 }), { ok: true, owner: self });
+  const held = await httpLookup(server.port, `route=${route()}&unreachable=${SERVE_ID}&wait_ms=60000`);
+  assert.equal(held.status, 200);
+  assert.deepEqual(JSON.parse(held.body), self);
+  assert.equal(await server.metric('hashmail_directory_lookups_waiting'), 0);
+  for (const wait of ['soon', '-1', '1.5', '99999999999']) {
+    const bad = await httpLookup(server.port, `route=${route()}&wait_ms=${wait}`);
+    assert.equal(bad.status, 400, `wait_ms=${wait}`);
+    assert.deepEqual(JSON.parse(bad.body), { error: { code: INVALID_ARGUMENT, message: 'malformed request: wait_ms must be a whole number of milliseconds' } });
+  }
+});

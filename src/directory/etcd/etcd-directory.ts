@@ -17,6 +17,7 @@ import type {
   SelfRegistration,
 } from '../directory.js';
 import { DirectoryUnavailableError, NoInstanceError } from '../directory.js';
+import { ChangeWaiters } from '../change-waiters.js';
 import { DirectoryCache } from './directory-cache.js';
 import type { EtcdDirectoryOptions } from './etcd-options.js';
 import { EtcdRpc } from './etcd-rpc.js';
@@ -67,6 +68,8 @@ export class EtcdDirectory implements Directory {
   private loadTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private started = false;
+  /** Lookups held until their answer may change (waitForChange). */
+  private readonly waiters: ChangeWaiters;
   onLimit: ((configKey: string) => void) | null = null;
   onUnavailable: ((err: DirectoryUnavailableError) => void) | null = null;
 
@@ -84,11 +87,14 @@ export class EtcdDirectory implements Directory {
       keysPerLease: options.keysPerLease,
       rate: this.placementRate,
     });
+    this.waiters = new ChangeWaiters(options.maxWaitingLookups);
     this.cache.onInstance = (id, record) => {
       this.placer.loadPublished(id);
+      if (record === undefined || record.draining) this.waiters.ownerChanged(id);
       if (record === undefined) this.events.emit('instanceGone', id);
     };
     this.cache.onMapping = (route, before, after) => {
+      this.waiters.routeChanged(route);
       const me = this.selfId;
       if (me === null) return;
       if (before?.id === me && after?.id !== me) this.events.emit('routeLost', route);
@@ -189,6 +195,16 @@ export class EtcdDirectory implements Directory {
     }
   }
 
+  waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    return this.waiters.wait(route, seen, ms, signal);
+  }
+
+  /** Lookups held now (waitForChange), for /metrics. */
+  get lookupsWaiting(): number {
+    return this.waiters.waiting;
+  }
+
   /** Reports a failed lookup (metric by cause, debug line with the reason) and hands the error back to throw. */
   private unavailable(err: DirectoryUnavailableError): DirectoryUnavailableError {
     this.onUnavailable?.(err);
@@ -248,6 +264,7 @@ export class EtcdDirectory implements Directory {
   async close(options: { revoke?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.waiters.wakeEveryone();
     if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
     if (this.loadTimer) clearInterval(this.loadTimer);
     this.keeper?.stop();

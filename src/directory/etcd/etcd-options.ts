@@ -19,6 +19,8 @@ export interface EtcdDirectoryOptions {
   keysPerLease: number;
   /** Placements (etcd create transactions) per second per process; 0: uncapped. */
   maxPlacementsPerSecond: number;
+  /** directory.maxWaitingLookups. */
+  maxWaitingLookups: number;
   /** How long a placement over that rate may wait for its turn before UNAVAILABLE (ms). */
   placementQueueMs: number;
   loadPublishIntervalMs: number;
@@ -44,6 +46,7 @@ export function etcdOptionsFromConfig(config: Config, logger: Logger, leaseState
     maxTxnsInFlight: d.maxTxnsInFlight,
     keysPerLease: d.keysPerLease,
     maxPlacementsPerSecond: d.maxPlacementsPerSecond,
+    maxWaitingLookups: d.maxWaitingLookups,
     placementQueueMs: d.placementQueueMs,
     loadPublishIntervalMs: d.loadPublishIntervalMs,
     placement: d.placement,

@@ -3,7 +3,7 @@
  * answered by every instance (docs/protocol-v2.md, Finding the relay).
  */
 import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
-import type { RouteLookup } from '../../directory/route-lookup.js';
+import type { LookupWait, RouteLookup } from '../../directory/route-lookup.js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import { HashmailError } from '../../session/errors.js';
@@ -53,12 +53,21 @@ export interface ServerForMailboxDeps {
   metrics: GrpcMetricsHook;
 }
 
+/** The wait a request asks for (unreachable / wait_ms), ended early when the caller cancels. */
+function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest): LookupWait | undefined {
+  const ms = req.waitMs ?? 0;
+  if (!(ms > 0)) return undefined;
+  const gone = new AbortController();
+  call.once('cancelled', () => gone.abort());
+  return { unreachable: req.unreachable ?? '', ms, signal: gone.signal };
+}
+
 export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
   return (call: ServerUnaryCall<ServerForMailboxRequest | HashmailError, ServerForMailboxResponse>, callback: sendUnaryData<ServerForMailboxResponse>): void => {
     const m = deps.metrics.grpcCall(SERVICE_NAME, 'ServerForMailbox', 'unary');
     m.received();
     const req = call.request;
-    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create);
+    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create, heldLookup(call, req));
     answer.then(
       (owner) => {
         m.sent();

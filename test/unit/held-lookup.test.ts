@@ -1,0 +1,109 @@
+/**
+ * Held lookups: ServerForMailboxRequest's `unreachable` and `wait_ms` on the
+ * wire, and lookupRoute holding an answer that would repeat what the party
+ * already failed with (FakeDirectory stands in for the directory's watch).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import { MemoryDirectory } from '../../src/directory/memory-directory.js';
+import { lookupRoute } from '../../src/directory/route-lookup.js';
+import { HashmailError } from '../../src/session/errors.js';
+import { decodeServerForMailboxRequest, encodeServerForMailboxRequest } from '../../src/wire/v2-frames.js';
+import { relayLookupUrl } from '../../src/client/relay-lookup.js';
+import { parseServer } from '../../src/client/options.js';
+import { FakeDirectory } from '../helpers/fake-directory.js';
+
+const HOUR_MS = 3_600_000;
+const TEST_TIMEOUT = { timeout: 10_000 };
+const route = (): string => randomBytes(32).toString('base64url');
+const noCount = (): void => undefined;
+
+test('ServerForMailboxRequest: unreachable (3) and wait_ms (4) round-trip; without them the bytes are the old ones', () => {
+  const r = route();
+  const plain = encodeServerForMailboxRequest({ route: r, create: true });
+  assert.deepEqual(Buffer.from(plain), Buffer.concat([Buffer.from([0x0a, 43]), Buffer.from(r), Buffer.from([0x10, 1])]));
+  assert.deepEqual(decodeServerForMailboxRequest(plain), { route: r, create: true });
+  const held = encodeServerForMailboxRequest({ route: r, create: false, unreachable: 'relay-a', waitMs: 5000 });
+  assert.deepEqual(decodeServerForMailboxRequest(held), { route: r, create: false, unreachable: 'relay-a', waitMs: 5000 });
+  // wait_ms 0 is the proto3 default: not written.
+  assert.deepEqual(Buffer.from(encodeServerForMailboxRequest({ route: r, create: false, waitMs: 0 })), Buffer.from(encodeServerForMailboxRequest({ route: r, create: false })));
+  // A string where wait_ms (a varint) belongs is malformed.
+  assert.throws(() => decodeServerForMailboxRequest(Buffer.from([0x22, 1, 0x41])), /wait_ms/);
+});
+
+test('GET /v2/relay URL: &unreachable and &wait_ms only when asked to wait', () => {
+  const server = parseServer('relay.example:8443', false);
+  const base = { server, route: 'R', tlsSkipVerify: false, signal: new AbortController().signal };
+  assert.equal(relayLookupUrl({ ...base, create: true }), 'https://relay.example:8443/v2/relay?route=R&create=1');
+  assert.equal(relayLookupUrl({ ...base, create: false, wait: { unreachable: 'relay a', ms: 5000 } }), 'https://relay.example:8443/v2/relay?route=R&unreachable=relay%20a&wait_ms=5000');
+  assert.equal(relayLookupUrl({ ...base, create: false, wait: { unreachable: '', ms: 2500 } }), 'https://relay.example:8443/v2/relay?route=R&wait_ms=2500');
+});
+
+test('a lookup naming the owner it could not reach is held until the session moves, then names the new owner', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  const r = route();
+  d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1' });
+  const answer = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, 1, 'held');
+  d.moveRoute(r, { id: 'relay-b', address: '127.0.0.1:2' });
+  assert.deepEqual(await answer, { id: 'relay-b', address: '127.0.0.1:2' });
+  assert.equal(d.waiters.waiting, 0);
+});
+
+test('a change that leaves the answer as it was (the owner turned draining, still serving) keeps the lookup held', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  const r = route();
+  d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1' });
+  const answer = lookupRoute(d, r, false, noCount, { unreachable: 'relay-a', ms: HOUR_MS });
+  await new Promise((resolve) => setImmediate(resolve));
+  d.waiters.ownerChanged('relay-a');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, 1, 'held again');
+  // Released, not yet placed again: "not placed" is no better for a party that needs the session, so still held.
+  d.moveRoute(r, null);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, 1, 'held until placed');
+  d.moveRoute(r, { id: 'relay-b', address: '127.0.0.1:2' });
+  assert.equal((await answer).id, 'relay-b');
+});
+
+test('one process (memory directory): nothing can move, so a held lookup answers at once', TEST_TIMEOUT, async () => {
+  const d = new MemoryDirectory();
+  await d.register({ id: 'serve', addresses: ['127.0.0.1:1'], version: 'test' });
+  assert.equal((await lookupRoute(d, route(), false, noCount, { unreachable: 'serve', ms: HOUR_MS })).id, 'serve');
+});
+
+test('a lookup whose answer already differs from what the party failed with is answered at once', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  const r = route();
+  d.owners.set(r, { id: 'relay-b', address: '127.0.0.1:2' });
+  assert.equal((await lookupRoute(d, r, false, noCount, { unreachable: 'relay-a', ms: HOUR_MS })).id, 'relay-b');
+  assert.equal(d.waiters.waiting, 0);
+});
+
+test('"not placed" is held until a placement; a wait that runs out gives the same answer as before', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  const r = route();
+  const answer = lookupRoute(d, r, false, noCount, { unreachable: '', ms: HOUR_MS });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, 1);
+  d.moveRoute(r, { id: 'relay-c', address: '127.0.0.1:3' });
+  assert.equal((await answer).id, 'relay-c');
+
+  const other = route();
+  await assert.rejects(lookupRoute(d, other, false, noCount, { unreachable: '', ms: 5 }), (err: unknown) => err instanceof HashmailError && err.code === 'SESSION_NOT_PLACED');
+});
+
+test('the asker going away ends the wait; the lookup answers with what it has', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  const r = route();
+  d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1' });
+  const gone = new AbortController();
+  const answer = lookupRoute(d, r, false, noCount, { unreachable: 'relay-a', ms: HOUR_MS, signal: gone.signal });
+  await new Promise((resolve) => setImmediate(resolve));
+  gone.abort();
+  assert.equal((await answer).id, 'relay-a');
+  assert.equal(d.waiters.waiting, 0);
+});
