@@ -201,6 +201,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       state = 'draining';
       clearInterval(loadTimer);
       await Promise.race([listener.stopAccepting(), Promise.resolve()]);
+      // Held lookups are answered now, or their connections would keep the grace period waiting.
+      directory.stopHoldingLookups();
       // Every stream ends with UNAVAILABLE "server shutting down", so clients retry at once.
       table.shutdown();
       gateway?.shutdown();

@@ -112,6 +112,8 @@ export interface Directory {
   waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean>;
   /** Lookups held in waitForChange now. */
   readonly lookupsWaiting: number;
+  /** Answers every held lookup now and holds no more (the process is stopping: their connections must close). */
+  stopHoldingLookups(): void;
   /**
    * Fencing, synchronous: true only while the mapping of `route` names this
    * instance under a registration it can prove is live right now.

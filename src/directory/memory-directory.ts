@@ -57,6 +57,10 @@ export class MemoryDirectory implements Directory {
 
   readonly lookupsWaiting = 0;
 
+  stopHoldingLookups(): void {
+    // Nothing is ever held here.
+  }
+
   async waitForChange(): Promise<boolean> {
     // One instance owns every session for its whole life: no answer ever changes.
     return false;

@@ -73,11 +73,19 @@ export class FakeDirectory implements Directory {
   /** Held lookups; a test wakes them with moveRoute. */
   readonly waiters = new ChangeWaiters(1000);
 
+  private holding = true;
+
+  stopHoldingLookups(): void {
+    this.holding = false;
+    this.waiters.wakeEveryone();
+  }
+
   get lookupsWaiting(): number {
     return this.waiters.waiting;
   }
 
   waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (!this.holding) return Promise.resolve(false);
     return this.waiters.wait(route, seen, ms, signal);
   }
 

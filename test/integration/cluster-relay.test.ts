@@ -166,7 +166,8 @@ describe('hashmail relay: three relays on one etcd', () => {
         await pb.hello({ sid: b });
       }
       const [oa, ob] = other;
-      const homeAddress = owner(await grpcLookup(relays[0].address, routeOfSid(oa))).address;
+      const home = owner(await grpcLookup(relays[0].address, routeOfSid(oa)));
+      const homeAddress = home.address;
       const homeRelay = relays.find((r) => r.address === homeAddress) as RunningServer;
       otherParties.push(grpcParty(homeRelay.address), grpcParty(homeRelay.address));
       await otherParties[0].hello({ sid: oa });
@@ -177,7 +178,9 @@ describe('hashmail relay: three relays on one etcd', () => {
       const heldRoute = routeOfSid(mine[0][0]);
       const heldGrpc = grpcLookup(relays[0].address, heldRoute, true, { unreachable: 'relay-2', waitMs: HELD_LOOKUP_MS });
       const heldHttp = httpLookup(relays[1].port, `route=${heldRoute}&create=1&unreachable=relay-2&wait_ms=${HELD_LOOKUP_MS}`);
-      for (const asked of [relays[0], relays[1]]) {
+      // One held at the draining relay itself, for a session that stays put: stopping answers it (else it would hold the exit).
+      const heldAtDrained = httpLookup(drained.port, `route=${routeOfSid(oa)}&unreachable=${home.id}&wait_ms=${HELD_LOOKUP_MS}`);
+      for (const asked of [relays[0], relays[1], drained]) {
         for (let i = 0; i < 200 && (await metricSum(asked, 'hashmail_directory_lookups_waiting')) !== 1; i++) await new Promise((r) => setTimeout(r, 20));
         assert.equal(await metricSum(asked, 'hashmail_directory_lookups_waiting'), 1, `${asked.address} holds the lookup`);
       }
@@ -203,6 +206,9 @@ describe('hashmail relay: three relays on one etcd', () => {
       for (const [a] of mine) assert.notEqual(owner(await grpcLookup(relays[0].address, routeOfSid(a), true)).address, drained.address);
       const exit = await exitedAt;
       assert.equal(exit.code, 0);
+      const answeredAtStop = await heldAtDrained;
+      assert.equal(answeredAtStop.status, 200, answeredAtStop.body);
+      assert.equal((JSON.parse(answeredAtStop.body) as { id: string }).id, home.id, 'answered as it stood when the relay stopped');
       assert.ok(exit.ms < DRAIN_DEADLINE_MS, `exit took ${exit.ms} ms`);
       t.diagnostic(`drained relay exited ${exit.ms} ms after SIGTERM`);
       // A session on another relay was not disturbed.

@@ -70,6 +70,8 @@ export class EtcdDirectory implements Directory {
   private started = false;
   /** Lookups held until their answer may change (waitForChange). */
   private readonly waiters: ChangeWaiters;
+  /** False once the process stops: held lookups are answered and no more are held. */
+  private holding = true;
   onLimit: ((configKey: string) => void) | null = null;
   onUnavailable: ((err: DirectoryUnavailableError) => void) | null = null;
 
@@ -196,8 +198,13 @@ export class EtcdDirectory implements Directory {
   }
 
   waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean> {
-    if (this.closed) return Promise.resolve(false);
+    if (this.closed || !this.holding) return Promise.resolve(false);
     return this.waiters.wait(route, seen, ms, signal);
+  }
+
+  stopHoldingLookups(): void {
+    this.holding = false;
+    this.waiters.wakeEveryone();
   }
 
   /** Lookups held now (waitForChange), for /metrics. */
@@ -264,7 +271,7 @@ export class EtcdDirectory implements Directory {
   async close(options: { revoke?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.waiters.wakeEveryone();
+    this.stopHoldingLookups();
     if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
     if (this.loadTimer) clearInterval(this.loadTimer);
     this.keeper?.stop();
