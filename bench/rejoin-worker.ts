@@ -10,7 +10,8 @@ import { connect, type MailboxConnection } from '../src/client/index.js';
 import { runBounded } from './stats.js';
 
 export type RejoinCommand =
-  | { op: 'open'; servers: string[]; count: number; concurrency: number }
+  /** `rotate`: each pair asks the instances starting from the next one in turn (both parties of a pair alike), as a balanced address would spread them; else all from the first. */
+  | { op: 'open'; servers: string[]; count: number; concurrency: number; rotate: boolean }
   | { op: 'arm' }
   | { op: 'collect'; timeoutMs: number }
   | { op: 'close' };
@@ -44,6 +45,8 @@ interface Pair {
 
 const pairs: Pair[] = [];
 let tracedPairs = 0;
+/** Pairs opened so far, for --lookup-spread rotate. */
+let rotated = 0;
 
 function reply(msg: RejoinReply): void {
   process.send?.(msg);
@@ -90,7 +93,8 @@ process.on('message', (cmd: RejoinCommand) => {
   void (async () => {
     if (cmd.op === 'open') {
       const errors = await runBounded(cmd.count, cmd.concurrency, async () => {
-        pairs.push(await openPair(cmd.servers));
+        const turn = rotated++ % cmd.servers.length;
+        pairs.push(await openPair(cmd.rotate ? [...cmd.servers.slice(turn), ...cmd.servers.slice(0, turn)] : cmd.servers));
       });
       reply({ op: 'opened', held: pairs.length, failed: errors.length, errors: [...new Set(errors.map((e) => e.message))].slice(0, 5) });
     } else if (cmd.op === 'arm') {

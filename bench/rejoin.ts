@@ -12,7 +12,10 @@
  *   - restart: A is restarted at once with the same data directory: it
  *              revokes its old leases at start, so the sessions move at once.
  *
- *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N]
+ *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N] [--lookup-spread first|rotate]
+ * --lookup-spread first (default): every party asks the instances in one order, so the first live one
+ * answers every lookup; rotate: each pair starts from the next instance in turn, as parties behind a
+ * balanced address would.
  * --lookup-wait-ms sets the relays' directory.lookupWaitMaxMs (0: lookups are never held, the parties
  * poll; default: the relay's default). "lookups after the kill" counts the lookups the live relays
  * answered from the kill until every session was back (hashmail_directory_lookups_total).
@@ -95,6 +98,8 @@ class Worker {
 
 /** directory.lookupWaitMaxMs of every relay (--lookup-wait-ms); undefined: the default. */
 let lookupWaitMaxMs: number | undefined;
+/** --lookup-spread rotate: each pair starts its lookups from the next instance in turn. */
+let rotateLookups = false;
 
 async function startRelay(etcd: EtcdCluster, ttlMs: number, port: number, dataDir: string | undefined, id: string): Promise<RelayProcess> {
   const directory = { leaseTtlMs: ttlMs, ...(lookupWaitMaxMs === undefined ? {} : { lookupWaitMaxMs }) };
@@ -134,7 +139,7 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     const n = Math.min(workerCount, sessions);
     for (let i = 0; i < n; i++) workers.push(await Worker.start());
     const share = (i: number): number => Math.floor(sessions / n) + (i < sessions % n ? 1 : 0);
-    const opened = await Promise.all(workers.map((w, i) => w.ask({ op: 'open', servers, count: share(i), concurrency: OPEN_CONCURRENCY }, 'opened')));
+    const opened = await Promise.all(workers.map((w, i) => w.ask({ op: 'open', servers, count: share(i), concurrency: OPEN_CONCURRENCY, rotate: rotateLookups }, 'opened')));
     const failed = opened.reduce((x, o) => x + o.failed, 0);
     if (failed > 0) throw new Error(`${failed} sessions did not open: ${opened.flatMap((o) => o.errors).join('; ')}`);
     relays.push(await startRelay(etcd, ttlMs, ports[1], undefined, 'relay-b'));
@@ -197,12 +202,15 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' } } });
+  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' }, 'lookup-spread': { type: 'string' } } });
+  const lookupSpread = values['lookup-spread'] ?? 'first';
+  if (lookupSpread !== 'first' && lookupSpread !== 'rotate') throw new Error('--lookup-spread: first or rotate');
+  rotateLookups = lookupSpread === 'rotate';
   if (values['lookup-wait-ms'] !== undefined) lookupWaitMaxMs = Number(values['lookup-wait-ms']);
   const sizes = (values.sessions ?? '1,2000').split(',').map(Number);
   const ttlMs = Number(values['ttl-ms'] ?? 10_000);
   const workerCount = Number(values.workers ?? 4);
-  const waitFlag = lookupWaitMaxMs === undefined ? '' : ` --lookup-wait-ms ${lookupWaitMaxMs}`;
+  const waitFlag = `${lookupWaitMaxMs === undefined ? '' : ` --lookup-wait-ms ${lookupWaitMaxMs}`}${rotateLookups ? ' --lookup-spread rotate' : ''}`;
   const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}${waitFlag}`;
   const results: CaseResult[] = [];
   for (const path of ['ttl', 'restart'] as const) {
