@@ -266,7 +266,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         await this.openLinkAt(target, attach, signal);
         return;
       } catch (err) {
-        // The owner a lookup named did not answer (refused, dropped, timed out): the next lookup waits for the session to move.
+        // The owner a lookup named gave no answer at all (refused, or dropped before it said anything): the next lookup waits for the session to move.
         if (err instanceof RelayUnreachable && target.ownerId) this.holdNextLookup(target.ownerId);
         if (!(err instanceof RelayMoved) || this.closed) throw err;
         if (hops < MAX_REDIRECT_HOPS) {
@@ -288,7 +288,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     const wait = this.heldLookup;
     this.heldLookup = null;
     try {
-      return await this.findRelay(this.route, attach, signal, wait);
+      return await this.lookUpRelay(this.route, attach, signal, wait);
     } catch (err) {
       // "Not placed": the next attempt waits for the placement instead of asking again and again.
       if (err instanceof SessionNotFound) this.holdNextLookup('');
@@ -302,7 +302,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     this.heldLookup = { unreachable, ms: timeoutMs > 0 ? Math.min(LOOKUP_WAIT_MS, timeoutMs / 2) : LOOKUP_WAIT_MS };
   }
 
-  private findRelay(route: string, attach: AttachMode, signal: AbortSignal, wait: LookupWaitRequest | null): Promise<RelayTarget> {
+  private lookUpRelay(route: string, attach: AttachMode, signal: AbortSignal, wait: LookupWaitRequest | null): Promise<RelayTarget> {
     return findRelay({
       servers: this.options.servers,
       transport: this.options.transport,
