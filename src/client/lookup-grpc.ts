@@ -41,7 +41,7 @@ export const grpcRelayLookup: RelayLookup = (req) =>
         SERVER_FOR_MAILBOX_PATH,
         (r: ServerForMailboxRequest) => asBuffer(encodeServerForMailboxRequest(r)),
         (buf: Buffer) => decodeServerForMailboxResponse(buf),
-        { route: req.route, create: req.create, ...(req.wait && req.wait.ms > 0 ? { unreachable: req.wait.unreachable, waitMs: Math.round(req.wait.ms) } : {}) },
+        { route: req.route, create: req.create, ...(req.wait ? { unreachable: req.wait.unreachable, waitMs: Math.round(req.wait.ms) } : {}) },
         new Metadata(),
         { deadline },
         (err: ServiceError | null, res?: ServerForMailboxResponse) => {

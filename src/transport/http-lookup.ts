@@ -30,16 +30,13 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-/** Longest wait_ms a query can name before the instance's own cap applies (keeps the number sane). */
-const MAX_QUERY_WAIT_MS = 60_000;
-
-/** The wait a query asks for (`unreachable`, `wait_ms`), ended early when the client goes away. */
+/** The wait a query asks for (`unreachable`, `wait_ms`; capped by directory.lookupWaitMaxMs upstream), ended early when the client goes away. */
 function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | undefined {
   const ms = Number(query.get('wait_ms') ?? 0);
   if (ms <= 0) return undefined;
   const gone = new AbortController();
   res.once('close', () => gone.abort());
-  return { unreachable: query.get('unreachable') ?? '', ms: Math.min(ms, MAX_QUERY_WAIT_MS), signal: gone.signal };
+  return { unreachable: query.get('unreachable') ?? '', ms, signal: gone.signal };
 }
 
 export class HttpLookup {

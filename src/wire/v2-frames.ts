@@ -321,12 +321,6 @@ class Writer {
     this.buf[this.pos++] = n;
     return this;
   }
-  /** `b` as is (fields already encoded). */
-  raw(b: Uint8Array): this {
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
-    return this;
-  }
   bytes(b: Uint8Array): this {
     this.varint(b.length);
     this.buf.set(b, this.pos);
@@ -411,22 +405,28 @@ export interface ServerForMailboxResponse {
   address: string;
 }
 
-function encodeStringsAndFlag(strings: [number, string][], flag: [number, boolean] | null): Uint8Array {
+/** String fields, then varint fields, in one buffer; empty strings and zero varints (proto3 defaults) are left out. */
+function encodeFields(strings: [number, string][], varints: [number, number][]): Uint8Array {
   const encoded = strings.map(([n, s]) => [n, utf8Encoder.encode(s)] as const).filter(([, b]) => b.length > 0);
-  const size = encoded.reduce((sum, [, b]) => sum + lenField(b.length), 0) + (flag?.[1] ? 2 : 0);
+  const present = varints.filter(([, v]) => v !== 0);
+  const size = encoded.reduce((sum, [, b]) => sum + lenField(b.length), 0) + present.reduce((sum, [, v]) => sum + varintField(v), 0);
   const w = new Writer(size);
   for (const [n, b] of encoded) w.varint(n * 8 + WIRE_LEN).bytes(b);
-  if (flag?.[1]) w.varint(flag[0] * 8 + WIRE_VARINT).varint(1);
+  for (const [n, v] of present) w.varint(n * 8 + WIRE_VARINT).varint(v);
   return w.buf;
 }
 
 export function encodeServerForMailboxRequest(req: ServerForMailboxRequest): Uint8Array {
-  const head = encodeStringsAndFlag([[1, req.route], [3, req.unreachable ?? '']], [2, req.create]);
-  const waitMs = req.waitMs ?? 0;
-  if (!(waitMs > 0)) return head;
-  const w = new Writer(head.length + 1 + varintSize(waitMs));
-  w.raw(head).varint(4 * 8 + WIRE_VARINT).varint(waitMs);
-  return w.buf;
+  return encodeFields(
+    [
+      [1, req.route],
+      [3, req.unreachable ?? ''],
+    ],
+    [
+      [2, req.create ? 1 : 0],
+      [4, req.waitMs ?? 0],
+    ],
+  );
 }
 
 export function decodeServerForMailboxRequest(buf: Uint8Array): ServerForMailboxRequest {
@@ -458,7 +458,13 @@ export function decodeServerForMailboxRequest(buf: Uint8Array): ServerForMailbox
 }
 
 export function encodeServerForMailboxResponse(res: ServerForMailboxResponse): Uint8Array {
-  return encodeStringsAndFlag([[1, res.id], [2, res.address]], null);
+  return encodeFields(
+    [
+      [1, res.id],
+      [2, res.address],
+    ],
+    [],
+  );
 }
 
 export function decodeServerForMailboxResponse(buf: Uint8Array): ServerForMailboxResponse {

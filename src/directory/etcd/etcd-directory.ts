@@ -198,7 +198,7 @@ export class EtcdDirectory implements Directory {
   }
 
   waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean> {
-    if (this.closed || !this.holding) return Promise.resolve(false);
+    if (!this.holding) return Promise.resolve(false);
     return this.waiters.wait(route, seen, ms, signal);
   }
 
