@@ -13,7 +13,13 @@
  * v2 WebSocket sessions (RSS per session of one process with no directory).
  *
  *   node --import tsx bench/cluster-scale.ts [--sessions 100000] [--relays 12] [--workers 12]
- *     [--idle-seconds 30] [--baseline-sessions 8000]
+ *     [--idle-seconds 30] [--baseline-sessions 8000] [--relay-ping-ms 15000] [--relay-ping-timeout-ms 10000]
+ *
+ * The last two set the relays' `v2.pingIntervalMs` and `v2.pingTimeoutMs`
+ * (defaults as deployed). The parties never ping (like browsers), so the
+ * relays' pings are the whole idle cost; on two cores that also run the
+ * 200,000 client sockets, that cost decides how many sessions fit
+ * (BENCHMARKS.md §11).
  * Prints markdown; writes bench/results/cluster-scale.{md,json}. Every process
  * it starts is stopped at the end, even on failure.
  */
@@ -31,7 +37,12 @@ import type { WorkerReply } from './load-worker.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const RELAY_CONFIG = { limits: BENCH_LIMITS, relay: { drainDeadlineMs: 5_000 } };
+/** The relays' config: `v2.pingIntervalMs` and `v2.pingTimeoutMs` from the flags (as deployed by default). */
+const relayConfig = (a: Args): Record<string, unknown> => ({
+  limits: BENCH_LIMITS,
+  relay: { drainDeadlineMs: 5_000 },
+  v2: { pingIntervalMs: a.relayPingMs, pingTimeoutMs: a.relayPingTimeoutMs },
+});
 const SERVE_CONFIG = { limits: BENCH_LIMITS };
 /** Sessions each worker opens at once. */
 const OPEN_CONCURRENCY = 25;
@@ -50,6 +61,8 @@ interface Args {
   workers: number;
   idleMs: number;
   baselineSessions: number;
+  relayPingMs: number;
+  relayPingTimeoutMs: number;
 }
 
 function args(): Args {
@@ -60,6 +73,8 @@ function args(): Args {
       workers: { type: 'string' },
       'idle-seconds': { type: 'string' },
       'baseline-sessions': { type: 'string' },
+      'relay-ping-ms': { type: 'string' },
+      'relay-ping-timeout-ms': { type: 'string' },
     },
   });
   const n = (v: string | undefined, d: number): number => (v === undefined ? d : Number(v));
@@ -69,6 +84,8 @@ function args(): Args {
     workers: n(values.workers, 12),
     idleMs: n(values['idle-seconds'], 30) * 1000,
     baselineSessions: n(values['baseline-sessions'], 8_000),
+    relayPingMs: n(values['relay-ping-ms'], 15_000),
+    relayPingTimeoutMs: n(values['relay-ping-timeout-ms'], 10_000),
   };
 }
 
@@ -181,11 +198,12 @@ function watchProgress(relays: RelayProcess[], log: (msg: string) => void): Node
 }
 
 /** One after the other: a dozen Node processes starting at once on two cores can miss the start timeout. */
-async function startRelays(etcd: EtcdCluster, count: number, into: RelayProcess[]): Promise<void> {
+async function startRelays(etcd: EtcdCluster, a: Args, into: RelayProcess[]): Promise<void> {
+  const count = a.relays;
   for (let i = 0; i < count; i++) {
     const port = await freePort();
     into.push(
-      await startHashmail(RELAY_CONFIG, CURRENT_BUILD, {
+      await startHashmail(relayConfig(a), CURRENT_BUILD, {
         command: 'relay',
         listen: `127.0.0.1:${port}`,
         args: ['--etcd', etcd.etcdFlag, '--advertise', `127.0.0.1:${port}`, '--id', `bench-relay-${i}`],
@@ -209,7 +227,7 @@ async function main(): Promise<void> {
   const relays: RelayProcess[] = [];
   let pool: WorkerPool | null = null;
   try {
-    await startRelays(etcd, a.relays, relays);
+    await startRelays(etcd, a, relays);
     const via = relays.map((r) => r.grpcAddress);
     const rssBefore = await Promise.all(relays.map((r) => sampleRss(r.pid, RSS_SAMPLES)));
     pool = await WorkerPool.start(a.workers);
@@ -242,7 +260,7 @@ async function main(): Promise<void> {
     const totalRelayRssKiB = rssAfter.reduce((x, y) => x + y, 0);
     const totalGrowthKiB = rssAfter.reduce((x, y, i) => x + y - rssBefore[i], 0);
     const result = {
-      command: `node --import tsx bench/cluster-scale.ts --sessions ${a.sessions} --relays ${a.relays} --workers ${a.workers} --idle-seconds ${a.idleMs / 1000} --baseline-sessions ${a.baselineSessions}`,
+      command: `node --import tsx bench/cluster-scale.ts --sessions ${a.sessions} --relays ${a.relays} --workers ${a.workers} --idle-seconds ${a.idleMs / 1000} --baseline-sessions ${a.baselineSessions} --relay-ping-ms ${a.relayPingMs} --relay-ping-timeout-ms ${a.relayPingTimeoutMs}`,
       date: new Date().toISOString(),
       args: a,
       baseline: base,

@@ -10,6 +10,7 @@ import { createBox, dialGrpc, GrpcInlet, GrpcOutlet, type HashMailStub, type Inl
 import { GrpcV2Link, WsV2Link, type MailboxV2Stub, type V2Transport } from './v2-party.js';
 import { newSidPair, type SidPair, type Target } from './wire.js';
 import { WsInlet, WsOutlet } from './ws-party.js';
+import { isPortTaken } from './source-ports.js';
 
 export type AppTransport = 'grpc' | 'ws';
 
@@ -166,6 +167,9 @@ export async function openSession(target: Target, options: OpenOptions): Promise
   return { pair, node, app, close };
 }
 
+/** Dials on a source port some listener holds (bench/source-ports.ts) are retried on the next port, this many times in all. */
+const PORT_TAKEN_RETRIES = 3;
+
 export interface V2OpenOptions extends V2Shape {
   timeoutMs: number;
   /** The node's gRPC connection, shared by several sessions; default: a connection per party. */
@@ -192,8 +196,17 @@ export async function openV2Session(target: Target, o: V2OpenOptions): Promise<S
     node.close();
     app.close();
   };
+  const openWs = async (party: Party, sid: Buffer): Promise<WsV2Link> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await WsV2Link.open(target.wsPort, sid, party, o.timeoutMs, o.localAddress, o.clientPingMs);
+      } catch (err) {
+        if (!isPortTaken(err) || attempt === PORT_TAKEN_RETRIES) throw err;
+      }
+    }
+  };
   const open = (party: Party, transport: V2Transport, sid: Buffer, stub?: MailboxV2Stub): Promise<GrpcV2Link | WsV2Link> =>
-    transport === 'grpc' ? GrpcV2Link.open(target.grpcAddress, sid, party, o.timeoutMs, stub) : WsV2Link.open(target.wsPort, sid, party, o.timeoutMs, o.localAddress, o.clientPingMs);
+    transport === 'grpc' ? GrpcV2Link.open(target.grpcAddress, sid, party, o.timeoutMs, stub) : openWs(party, sid);
   try {
     const [n, a] = await Promise.allSettled([open(node, o.node, pair.c2s, o.nodeStub), open(app, o.app, pair.s2c)]);
     // Keep whichever opened, so close() ends it if the other failed.

@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import { mailboxV2Service } from '../src/transport/grpc-v2/handlers.js';
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ClientFrame, type ServerFrame } from '../src/wire/v2-frames.js';
 import type { Inlet, Outlet, Sink } from './grpc-party.js';
+import { sourcePort } from './source-ports.js';
 
 export const V2_WS_PATH = '/v2/mailbox';
 export const V2_SUBPROTOCOL = 'hashmail.v2';
@@ -171,7 +172,8 @@ export class WsV2Link implements Inlet, Outlet {
           reject(err);
         } else resolve(link!);
       };
-      const ws = new WebSocket(`ws://127.0.0.1:${port}${V2_WS_PATH}`, [V2_SUBPROTOCOL], { perMessageDeflate: false, handshakeTimeout: timeoutMs, localAddress });
+      const localPort = sourcePort(localAddress);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}${V2_WS_PATH}`, [V2_SUBPROTOCOL], { perMessageDeflate: false, handshakeTimeout: timeoutMs, localAddress, localPort });
       link = new WsV2Link(ws, sid, sink, settle);
       if (pingEveryMs > 0) {
         const pinger = setInterval(() => {
