@@ -47,6 +47,13 @@ const SERVE_CONFIG = { limits: BENCH_LIMITS };
 /** Sessions each worker opens at once. */
 const OPEN_CONCURRENCY = 25;
 const ATTACH_TIMEOUT_MS = 60_000;
+/**
+ * A cluster session whose open failed is opened once more (a new pair), as
+ * any client retries. Under the open storm on two starved cores a few
+ * attempts fail (4 of 100,000, "socket hang up", in the run of 2026-12-06
+ * 22:28 UTC); the retries and their errors are reported with the result.
+ */
+const OPEN_RETRIES = 1;
 /** On two cores the open rate falls as the idle sessions' pings take the CPU: 100,000 took longer than 30 min. */
 const OPEN_BUDGET_MS = 60 * 60_000;
 const VERIFY_BUDGET_MS = 10 * 60_000;
@@ -96,6 +103,8 @@ interface Opened {
   held: number;
   failed: number;
   errors: string[];
+  retried: number;
+  retriedErrors: string[];
   elapsedMs: number;
   lookupMs: number[];
   owners: Record<string, number>;
@@ -112,7 +121,7 @@ async function openAll(pool: WorkerPool, total: number, via: string[] | null, ta
       timeoutMs: ATTACH_TIMEOUT_MS,
       v2: V2_WS,
       localAddress: sourceAddress(i),
-      ...(via ? { lookupVia: via } : {}),
+      ...(via ? { lookupVia: via, openRetries: OPEN_RETRIES } : {}),
     }),
     'opened',
     OPEN_BUDGET_MS,
@@ -123,6 +132,8 @@ async function openAll(pool: WorkerPool, total: number, via: string[] | null, ta
     held: replies.reduce((a, r) => a + r.held, 0),
     failed: replies.reduce((a, r) => a + r.failed, 0),
     errors: [...new Set(replies.flatMap((r) => r.errors))].slice(0, 5),
+    retried: replies.reduce((a, r) => a + (r.retried ?? 0), 0),
+    retriedErrors: [...new Set(replies.flatMap((r) => r.retriedErrors ?? []))].slice(0, 5),
     elapsedMs: Math.max(...replies.map((r) => r.elapsedMs)),
     lookupMs: replies.flatMap((r) => r.lookupMs ?? []),
     owners,
@@ -234,7 +245,7 @@ async function main(): Promise<void> {
 
     const progress = watchProgress(relays, log);
     const opened = await openAll(pool, a.sessions, via, null).finally(() => clearInterval(progress));
-    log(`opened ${opened.held} (failed ${opened.failed}) in ${(opened.elapsedMs / 1000).toFixed(1)} s ${opened.errors.join('; ')}`);
+    log(`opened ${opened.held} (failed ${opened.failed}, retried ${opened.retried}: ${opened.retriedErrors.join('; ')}) in ${(opened.elapsedMs / 1000).toFixed(1)} s ${opened.errors.join('; ')}`);
     await sleep(SETTLE_MS);
     const rssAfter = await Promise.all(relays.map((r) => sampleRss(r.pid, RSS_SAMPLES)));
     const fds = relays.map((r) => fdCount(r.pid));
@@ -264,7 +275,7 @@ async function main(): Promise<void> {
       date: new Date().toISOString(),
       args: a,
       baseline: base,
-      opened: { held: opened.held, failed: opened.failed, errors: opened.errors, seconds: opened.elapsedMs / 1000 },
+      opened: { held: opened.held, failed: opened.failed, errors: opened.errors, retried: opened.retried, retriedErrors: opened.retriedErrors, seconds: opened.elapsedMs / 1000 },
       lookups: { count: lookups.length, p50: percentile(lookups, 50), p99: percentile(lookups, 99), max: lookups[lookups.length - 1] },
       balance: { maxOverMean: Math.max(...counts) / mean, min: Math.min(...counts), max: Math.max(...counts) },
       relays: perRelay,
@@ -290,7 +301,7 @@ async function main(): Promise<void> {
 type Result = {
   command: string;
   baseline: BaselineResult | null;
-  opened: { held: number; failed: number; seconds: number; errors: string[] };
+  opened: { held: number; failed: number; seconds: number; errors: string[]; retried: number; retriedErrors: string[] };
   lookups: { count: number; p50: number; p99: number; max: number };
   balance: { maxOverMean: number; min: number; max: number };
   relays: { address: string; sessions: number; fds: number; rssBeforeKiB: number; rssAfterKiB: number; perSessionKiB: number; cpu: number }[];
@@ -306,6 +317,7 @@ function render(r: Result): string {
     '',
     `- Sessions held: **${r.opened.held.toLocaleString('en')}** (failed ${r.opened.failed}), opened and placed in ${fmt(r.opened.seconds, 1)} s` +
       ` (${fmt(r.opened.held / r.opened.seconds, 0)} sessions/s, lookup+placement p50 ${fmt(r.lookups.p50)} ms, p99 ${fmt(r.lookups.p99)} ms, max ${fmt(r.lookups.max, 0)} ms).`,
+    `- Opens retried once after a failed attempt: ${r.opened.retried}${r.opened.retriedErrors.length ? ` (${r.opened.retriedErrors.join('; ')})` : ''}; failed after the retry: ${r.opened.failed}${r.opened.errors.length ? ` (${r.opened.errors.join('; ')})` : ''}.`,
     `- One message each way through every session at the end: ${r.verified.ok.toLocaleString('en')} ok, ${r.verified.failed} failed, in ${fmt(r.verified.elapsedMs / 1000, 1)} s (round trip p99 ${fmt(r.verified.p99)} ms).`,
     `- Balance over ${r.relays.length} relays (load-aware): ${r.balance.min}-${r.balance.max} sessions, max/mean ${fmt(r.balance.maxOverMean, 3)}.`,
     `- Relays: ${fmt(r.relayTotals.rssMiB, 0)} MiB RSS in all, **${fmt(r.relayTotals.perSessionKiB, 1)} KiB per session** (growth over the idle relays)` +

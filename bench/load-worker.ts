@@ -30,6 +30,8 @@ export type WorkerCommand =
       clientPingMs?: number;
       /** A cluster (v2 only): each session is looked up (and placed) through these instances and opened at its owner. */
       lookupVia?: string[];
+      /** v2 only: a session that failed to open is opened again (a new pair) up to this many times, as a client would retry; default 0. */
+      openRetries?: number;
     }
   | { op: 'verify'; concurrency: number; timeoutMs: number }
   | LoadCommand
@@ -46,6 +48,9 @@ export type WorkerReply =
       /** With lookupVia: each lookup's latency, and sessions per owner address. */
       lookupMs?: number[];
       owners?: Record<string, number>;
+      /** With openRetries: attempts that failed and were retried, and their distinct errors. */
+      retried?: number;
+      retriedErrors?: string[];
     }
   | { op: 'verified'; ok: number; failed: number; latenciesMs: number[]; errors: string[]; elapsedMs: number }
   | LoadReply
@@ -117,13 +122,22 @@ async function open(cmd: Extract<WorkerCommand, { op: 'open' }>): Promise<void> 
         return t;
       }
     : undefined;
+  const retriedErrors: Error[] = [];
   const errors = await runBounded(cmd.count, cmd.concurrency, async (i) => {
     const group = Math.floor((base + i) / cmd.sessionsPerNodeConnection);
     const shared = cmd.sessionsPerNodeConnection > 1;
     if (cmd.v2) {
-      const nodeStub = shared && cmd.v2.node === 'grpc' ? ((sharedStubs[group] ??= dialV2(cmd.target.grpcAddress)) as MailboxV2Stub) : undefined;
-      sessions.push(await openV2Session(cmd.target, { ...cmd.v2, nodeStub, localAddress: cmd.localAddress, clientPingMs: cmd.clientPingMs, timeoutMs: cmd.timeoutMs, lookup }));
-      return;
+      const v2 = cmd.v2;
+      const nodeStub = shared && v2.node === 'grpc' ? ((sharedStubs[group] ??= dialV2(cmd.target.grpcAddress)) as MailboxV2Stub) : undefined;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          sessions.push(await openV2Session(cmd.target, { ...v2, nodeStub, localAddress: cmd.localAddress, clientPingMs: cmd.clientPingMs, timeoutMs: cmd.timeoutMs, lookup }));
+          return;
+        } catch (err) {
+          if (attempt >= (cmd.openRetries ?? 0)) throw err;
+          retriedErrors.push(err instanceof Error ? err : new Error(String(err)));
+        }
+      }
     }
     const nodeStub = shared ? ((sharedStubs[group] ??= dialGrpc(cmd.target.grpcAddress)) as HashMailStub) : undefined;
     sessions.push(await openSession(cmd.target, { app: 'ws', nodeStub, timeoutMs: cmd.timeoutMs }));
@@ -136,6 +150,7 @@ async function open(cmd: Extract<WorkerCommand, { op: 'open' }>): Promise<void> 
     errors: distinct(errors),
     elapsedMs: nsToMs(process.hrtime.bigint() - start),
     ...(finder ? { lookupMs: finder.latenciesMs, owners } : {}),
+    ...(cmd.openRetries ? { retried: retriedErrors.length, retriedErrors: distinct(retriedErrors) } : {}),
   });
 }
 

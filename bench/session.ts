@@ -189,7 +189,12 @@ export interface V2OpenOptions extends V2Shape {
  */
 export async function openV2Session(target: Target, o: V2OpenOptions): Promise<Session> {
   const pair = newSidPair();
-  if (o.lookup) target = await o.lookup(routeOfSid(pair.s2c));
+  if (o.lookup) {
+    const lookup = o.lookup;
+    target = await lookup(routeOfSid(pair.s2c)).catch((err: unknown) => {
+      throw new Error(`lookup: ${(err as Error).message}`);
+    });
+  }
   const node = new Party();
   const app = new Party();
   const close = (): void => {
@@ -212,8 +217,8 @@ export async function openV2Session(target: Target, o: V2OpenOptions): Promise<S
     // Keep whichever opened, so close() ends it if the other failed.
     if (n.status === 'fulfilled') node.inlet = node.outlet = n.value;
     if (a.status === 'fulfilled') app.inlet = app.outlet = a.value;
-    if (n.status === 'rejected') throw n.reason;
-    if (a.status === 'rejected') throw a.reason;
+    if (n.status === 'rejected') throw new Error(`node: ${(n.reason as Error).message}`);
+    if (a.status === 'rejected') throw new Error(`app: ${(a.reason as Error).message}`);
     app.send(HELLO);
     await node.next(o.timeoutMs);
     node.send(HELLO);
