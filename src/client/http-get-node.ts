@@ -20,29 +20,53 @@ const MAX_BODY_BYTES = 16 * 1024;
  * gets a connection of its own: its check is not part of an agent's key.
  */
 const IDLE_LOOKUP_SOCKETS = 64;
+/**
+ * An idle kept-alive socket is closed by us after this (ms), before a relay
+ * closes it (http.idleTimeoutMs, 60 s by default): a lookup written into a
+ * socket the relay is closing at that moment fails with "socket hang up".
+ */
+const IDLE_LOOKUP_SOCKET_MS = 30_000;
 const agents = {
-  http: new http.Agent({ keepAlive: true, maxFreeSockets: IDLE_LOOKUP_SOCKETS }),
-  https: new https.Agent({ keepAlive: true, maxFreeSockets: IDLE_LOOKUP_SOCKETS }),
+  http: new http.Agent({ keepAlive: true, maxFreeSockets: IDLE_LOOKUP_SOCKETS, timeout: IDLE_LOOKUP_SOCKET_MS }),
+  https: new https.Agent({ keepAlive: true, maxFreeSockets: IDLE_LOOKUP_SOCKETS, timeout: IDLE_LOOKUP_SOCKET_MS }),
 };
+
+/**
+ * A lookup on a reused socket that failed before any answer: the relay
+ * closed the socket as we wrote to it (its idle deadline, a restart). The
+ * request never reached a handler, and a lookup is safe to repeat, so it is
+ * sent once more on a fresh connection.
+ */
+function isStaleSocket(req: http.ClientRequest, err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
+}
 
 export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
   return (url, { signal, timeoutMs, tls }) =>
     new Promise((resolve, reject) => {
       const secure = url.startsWith('https:');
       const get = secure ? https.get : http.get;
-      const agent = tls ? false : secure ? agents.https : agents.http;
-      const req = get(url, { signal, timeout: timeoutMs, agent, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
-        const chunks: Buffer[] = [];
-        let length = 0;
-        res.on('data', (chunk: Buffer) => {
-          length += chunk.length;
-          if (length <= MAX_BODY_BYTES) chunks.push(chunk);
-          else res.destroy(new Error('lookup answer too long'));
+      const send = (agent: http.Agent | false): void => {
+        let answered = false;
+        const req = get(url, { signal, timeout: timeoutMs, agent, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
+          answered = true;
+          const chunks: Buffer[] = [];
+          let length = 0;
+          res.on('data', (chunk: Buffer) => {
+            length += chunk.length;
+            if (length <= MAX_BODY_BYTES) chunks.push(chunk);
+            else res.destroy(new Error('lookup answer too long'));
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
         });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      req.on('error', reject);
+        req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+        req.on('error', (err) => {
+          if (!answered && agent !== false && !signal?.aborted && isStaleSocket(req, err)) send(false);
+          else reject(err);
+        });
+      };
+      send(tls ? false : secure ? agents.https : agents.http);
     });
 }
