@@ -9,6 +9,7 @@ import type { Target } from './wire.js';
 
 /** Connections per instance a load worker keeps open for its lookups. */
 const LOOKUP_SOCKETS_PER_INSTANCE = 16;
+const IDLE_SOCKET_MS = 30_000;
 
 export interface RouteLookupClient {
   /** Places (or finds) `route` through a random instance of `via`; resolves the owner as a Target. */
@@ -19,7 +20,8 @@ export interface RouteLookupClient {
 }
 
 export function routeLookupClient(via: readonly string[], timeoutMs: number): RouteLookupClient {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: LOOKUP_SOCKETS_PER_INSTANCE });
+  // Idle sockets are closed here before a relay closes them (http.idleTimeoutMs, 60 s), as the client library does.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: LOOKUP_SOCKETS_PER_INSTANCE, timeout: IDLE_SOCKET_MS });
   const latenciesMs: number[] = [];
   return {
     latenciesMs,
