@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LookupWait, RouteLookup } from '../directory/route-lookup.js';
+import { CALLER_GONE } from '../session/caller-gone.js';
 import { HashmailError } from '../session/errors.js';
 import { noteError, type ErrorReporter } from './report-error.js';
 
@@ -35,7 +36,10 @@ function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | u
   const ms = Number(query.get('wait_ms') ?? 0);
   if (ms <= 0) return undefined;
   const gone = new AbortController();
-  res.once('close', () => gone.abort());
+  // 'close' follows every answer too: only a client that left before it aborts the wait.
+  res.once('close', () => {
+    if (!res.writableEnded) gone.abort(CALLER_GONE);
+  });
   return { unreachable: query.get('unreachable') ?? '', ms, signal: gone.signal };
 }
 

@@ -9,7 +9,7 @@ import type { ServerForMailboxRequest, ServerForMailboxResponse } from '../../sr
 import { withTimeout, DEFAULT_WAIT_MS } from './async-queue.js';
 
 interface LookupClient extends grpc.Client {
-  serverForMailbox(req: ServerForMailboxRequest, callback: (err: grpc.ServiceError | null, res?: ServerForMailboxResponse) => void): void;
+  serverForMailbox(req: ServerForMailboxRequest, callback: (err: grpc.ServiceError | null, res?: ServerForMailboxResponse) => void): grpc.ClientUnaryCall;
 }
 
 const LookupClientCtor = grpc.makeGenericClientConstructor(
@@ -20,14 +20,21 @@ const LookupClientCtor = grpc.makeGenericClientConstructor(
 export type GrpcLookupAnswer = { ok: true; owner: ServerForMailboxResponse } | { ok: false; code: number; details: string };
 
 /** One ServerForMailbox call on a fresh plain-text channel; `held` asks the instance to wait (unreachable, wait_ms). */
-export function grpcLookup(address: string, route: string, create = false, held: { unreachable?: string; waitMs?: number } = {}): Promise<GrpcLookupAnswer> {
+export function grpcLookup(
+  address: string,
+  route: string,
+  create = false,
+  held: { unreachable?: string; waitMs?: number } = {},
+  signal?: AbortSignal,
+): Promise<GrpcLookupAnswer> {
   const client = new LookupClientCtor(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
   const answer = new Promise<GrpcLookupAnswer>((resolve) => {
-    client.serverForMailbox({ route, create, ...held }, (err, res) => {
+    const call = client.serverForMailbox({ route, create, ...held }, (err, res) => {
       client.close();
       if (err) resolve({ ok: false, code: err.code, details: err.details });
       else resolve({ ok: true, owner: res as ServerForMailboxResponse });
     });
+    signal?.addEventListener('abort', () => call.cancel(), { once: true });
   });
   return withTimeout(answer, DEFAULT_WAIT_MS, 'ServerForMailbox');
 }
@@ -61,12 +68,20 @@ export interface HttpAnswer {
 export function httpLookup(
   port: number,
   query: string,
-  options: { method?: string; headers?: Record<string, string>; path?: string; agent?: http.Agent } = {},
+  options: { method?: string; headers?: Record<string, string>; path?: string; agent?: http.Agent; signal?: AbortSignal } = {},
 ): Promise<HttpAnswer> {
   const answer = new Promise<HttpAnswer>((resolve, reject) => {
     const connection = options.agent ? {} : { connection: 'close' };
     const req = http.request(
-      { host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path ?? `/v2/relay?${query}`, agent: options.agent ?? false, headers: { ...connection, ...options.headers } },
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path ?? `/v2/relay?${query}`,
+        agent: options.agent ?? false,
+        headers: { ...connection, ...options.headers },
+        signal: options.signal,
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

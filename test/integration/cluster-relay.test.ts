@@ -142,6 +142,28 @@ describe('hashmail relay: three relays on one etcd', () => {
     }
   });
 
+  test('a held lookup whose caller leaves is released at once (HTTP and gRPC)', async () => {
+    const pair = sidPair();
+    const route = routeOfSid(pair[0]);
+    const placed = owner(await grpcLookup(relays[0].address, route, true));
+    // Asked at a relay that does not own it, for the owner the caller "could not reach": held.
+    const asked = relays.find((r) => r.address !== placed.address) as RunningServer;
+    const leave = new AbortController();
+    const heldHttp = httpLookup(asked.port, `route=${route}&unreachable=${placed.id}&wait_ms=${HELD_LOOKUP_MS}`, { signal: leave.signal });
+    const heldGrpc = grpcLookup(asked.address, route, false, { unreachable: placed.id, waitMs: HELD_LOOKUP_MS }, leave.signal);
+    const waiting = (): Promise<number | undefined> => metricSum(asked, 'hashmail_directory_lookups_waiting');
+    for (let i = 0; i < 200 && (await waiting()) !== 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await waiting(), 2, 'both lookups held');
+    leave.abort();
+    await assert.rejects(heldHttp);
+    assert.equal((await heldGrpc).ok, false);
+    for (let i = 0; i < 200 && (await waiting()) !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await waiting(), 0, 'nothing held once the callers left');
+    // A lookup answered normally holds nothing afterwards either.
+    assert.equal(owner(await grpcLookup(asked.address, route)).id, placed.id);
+    assert.equal(await waiting(), 0);
+  });
+
   // Last: relay 2 drains and exits.
   test('SIGTERM drains a relay: its streams end with UNAVAILABLE "relay draining", placements avoid it, it exits 0 in time', async (t) => {
     const drained = relays[2];
