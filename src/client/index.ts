@@ -36,11 +36,24 @@ function defaultTransport(): TransportName {
   return inNode() ? 'grpc' : 'websocket';
 }
 
+/** Imports a module on first use and keeps the promise: an import() per connection resolves the specifier again every time. */
+function memo<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return () => (loaded ??= load());
+}
+
+/** The Node-only modules, imported on demand. */
+const once = {
+  httpGet: memo(() => import('./http-get-node.js')),
+  trust: memo(() => import('./tls-trust-node.js')),
+  grpc: memo(() => import('./grpc-openers.js')),
+};
+
 /** Node's GET for the HTTP lookup (honours tlsSkipVerify); fetch elsewhere. */
-const loadHttpGet: HttpGetLoader = async (options) => (await import('./http-get-node.js')).nodeHttpGet(options);
+const loadHttpGet: HttpGetLoader = async (options) => (await once.httpGet()).nodeHttpGet(options);
 
 /** `ca` / `certificateSha256` as Node TLS options (Node only: imported on demand). */
-const loadTrust: TrustLoaderLoader = async (options) => (await import('./tls-trust-node.js')).trustLoader(options);
+const loadTrust: TrustLoaderLoader = async (options) => (await once.trust()).trustLoader(options);
 
 /**
  * Attaches to the session and resolves once attached: a v2 Welcome (the
@@ -52,5 +65,5 @@ const loadTrust: TrustLoaderLoader = async (options) => (await import('./tls-tru
  * protocol 'auto', role 'app', attach 'create', reconnect true.
  */
 export function connect(options: ConnectOptions): Promise<MailboxConnection> {
-  return connectWith(options, async () => (await import('./grpc-openers.js')).grpcOpeners, defaultTransport(), inNode() ? loadHttpGet : null, inNode() ? loadTrust : null);
+  return connectWith(options, async () => (await once.grpc()).grpcOpeners, defaultTransport(), inNode() ? loadHttpGet : null, inNode() ? loadTrust : null);
 }

@@ -50,11 +50,14 @@ export type WebSocketFactory = (url: string, protocols: string[], tls?: NodeTls)
 
 type NativeWebSocket = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+/** `ws`, imported on first use and kept (an import() per connection resolves it again every time). */
+let wsModule: Promise<typeof import('ws')> | undefined;
+
 /** The WebSocket constructor to use: the global one when present, else `ws` (Node 20). */
 export async function loadWebSocket(options: { tlsSkipVerify: boolean }): Promise<WebSocketFactory> {
   const native = (globalThis as { WebSocket?: NativeWebSocket }).WebSocket;
   if (typeof native === 'function') return (url, protocols) => new native(url, protocols);
-  const { WebSocket: Ws } = await import('ws');
+  const { WebSocket: Ws } = await (wsModule ??= import('ws'));
   return (url, protocols, tls) => {
     // ws hands these to tls.connect; its type for checkServerIdentity (boolean) is not Node's (Error | undefined).
     const tlsOptions = { ...tls } as Record<string, unknown>;
