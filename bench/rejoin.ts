@@ -19,6 +19,7 @@
  * --lookup-wait-ms sets the relays' directory.lookupWaitMaxMs (0: lookups are never held, the parties
  * poll; default: the relay's default). "lookups after the kill" counts the lookups the live relays
  * answered from the kill until every session was back (hashmail_directory_lookups_total).
+ * REJOIN_CPU_PROF=DIR: every load process writes a V8 CPU profile into DIR (HASHMAIL_BENCH_CPU_PROF does the same for the relays).
  * REJOIN_TRACE=1 prints the kill, relay A's restart and a few parties' reconnect events with timestamps.
  * Prints markdown; writes bench/results/rejoin.{md,json}.
  */
@@ -36,6 +37,7 @@ import { fmt, percentile, table } from './stats.js';
 const WORKER_ENTRY = join(ROOT, 'bench/rejoin-worker.ts');
 const OPEN_CONCURRENCY = 20;
 const REPLY_TIMEOUT_MS = 10 * 60_000;
+const CLOSE_GRACE_MS = 10_000;
 /** How long after the kill the bench waits for every session, beyond the TTL. */
 const REJOIN_WAIT_EXTRA_MS = 60_000;
 
@@ -59,7 +61,9 @@ class Worker {
   private constructor(private readonly child: ChildProcess) {}
 
   static async start(): Promise<Worker> {
-    const child = track(fork(WORKER_ENTRY, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    // REJOIN_CPU_PROF=DIR: each load process writes a V8 CPU profile there when it exits.
+    const profile = process.env.REJOIN_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.REJOIN_CPU_PROF}`] : [];
+    const child = track(fork(WORKER_ENTRY, [], { cwd: ROOT, execArgv: ['--import', 'tsx', ...profile], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     const w = new Worker(child);
     await w.wait('ready');
     return w;
@@ -91,8 +95,13 @@ class Worker {
   }
 
   async close(): Promise<void> {
-    if (this.child.connected) this.child.send({ op: 'close' } satisfies RejoinCommand);
-    await stopChild(this.child, 'SIGTERM', 10_000);
+    if (this.child.connected) {
+      // It exits by itself once its sessions are closed (a signal would lose a REJOIN_CPU_PROF profile).
+      const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+      this.child.send({ op: 'close' } satisfies RejoinCommand);
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, CLOSE_GRACE_MS))]);
+    }
+    await stopChild(this.child, 'SIGTERM', CLOSE_GRACE_MS);
   }
 }
 
