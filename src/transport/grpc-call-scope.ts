@@ -6,6 +6,7 @@
 import type { EventEmitter } from 'node:events';
 import { HashmailError } from '../session/errors.js';
 import type { GrpcCallMetrics } from './grpc-v1/handlers.js';
+import { CALL_OVER } from '../session/abort-reason.js';
 
 const NOTHING = (): void => undefined;
 const CANCELLED_CODE = 1;
@@ -28,7 +29,7 @@ export class GrpcCallScope {
     // A client that leaves frees what it holds at once, even mid-wait or mid-write.
     call.once('cancelled', () => {
       this.gone = true;
-      this.waiting?.abort();
+      this.waiting?.abort(CALL_OVER);
       this.end(new HashmailError('CANCELLED'));
     });
   }

@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LookupWait, RouteLookup } from '../directory/route-lookup.js';
-import { CALLER_GONE } from '../session/caller-gone.js';
+import { CALL_OVER } from '../session/abort-reason.js';
 import { HashmailError } from '../session/errors.js';
 import { noteError, type ErrorReporter } from './report-error.js';
 
@@ -38,7 +38,7 @@ function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | u
   const gone = new AbortController();
   // 'close' follows every answer too: only a client that left before it aborts the wait.
   res.once('close', () => {
-    if (!res.writableEnded) gone.abort(CALLER_GONE);
+    if (!res.writableEnded) gone.abort(CALL_OVER);
   });
   return { unreachable: query.get('unreachable') ?? '', ms, signal: gone.signal };
 }

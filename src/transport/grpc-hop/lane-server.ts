@@ -19,6 +19,7 @@ import { NO_MESSAGE, encodeControlFrame, encodeDataFrame, encodeHopFrame, FrameK
 import { endFields, hopStatus } from './hop-status.js';
 import { creditBatch, messageCost } from './lane-credit.js';
 import type { HopServerDeps } from './handlers.js';
+import { CALL_OVER } from '../../session/abort-reason.js';
 
 /** A forwarded client address: a limit key (IPv4, masked IPv6 with /prefix, or a name), printable, short. */
 export const CLIENT_ADDRESS = /^[0-9A-Za-z.:/%_[\]-]{1,100}$/;
@@ -73,7 +74,7 @@ class LaneHalf {
 
   free(): void {
     this.ended = true;
-    this.waiting?.abort();
+    this.waiting?.abort(CALL_OVER);
     this.waiting = null;
     const release = this.releaseSlot;
     this.releaseSlot = null;

@@ -7,7 +7,7 @@ import type { LookupWait, RouteLookup } from '../../directory/route-lookup.js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import { HashmailError } from '../../session/errors.js';
-import { CALLER_GONE } from '../../session/caller-gone.js';
+import { CALL_OVER } from '../../session/abort-reason.js';
 import {
   decodeServerForMailboxRequest,
   decodeServerForMailboxResponse,
@@ -59,7 +59,7 @@ function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailb
   const ms = req.waitMs ?? 0;
   if (!(ms > 0)) return undefined;
   const gone = new AbortController();
-  call.once('cancelled', () => gone.abort(CALLER_GONE));
+  call.once('cancelled', () => gone.abort(CALL_OVER));
   return { unreachable: req.unreachable ?? '', ms, signal: gone.signal };
 }
 

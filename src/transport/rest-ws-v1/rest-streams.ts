@@ -24,6 +24,7 @@ import {
 } from './json-codec.js';
 import { JsonObjectSplitter, onlyJsonObject, type BoundedJson } from './json-splitter.js';
 import { LARGE_INPUT_BYTES, SendQueue } from './send-queue.js';
+import { CALL_OVER } from '../../session/abort-reason.js';
 
 const LINE_END = '\n';
 
@@ -107,7 +108,7 @@ export class RestReceiveCall implements OpenCall {
     if (this.done) return;
     this.done = true;
     this.ctx.calls.delete(this);
-    this.waitAbort.abort();
+    this.waitAbort.abort(CALL_OVER);
     this.half?.release();
     this.half = null;
   }

@@ -11,6 +11,7 @@ import type { CallInfo, LegacyOperations, LegacySend } from '../../relay/legacy-
 import type { Logger } from '../../observe/logger.js';
 import { shortHash } from '../../session/sid.js';
 import type { CipherBox, CipherBoxDesc } from '../grpc-v1/codec.js';
+import { CALL_OVER } from '../../session/abort-reason.js';
 
 /**
  * An input (WebSocket message, JSON object) at least this large ends its
@@ -88,7 +89,7 @@ export class SendQueue {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.waitAbort?.abort();
+    this.waitAbort?.abort(CALL_OVER);
     this.waitAbort = null;
     this.half?.release();
     this.half = null;

@@ -24,6 +24,7 @@ import {
 import { splitJsonObjects } from './json-splitter.js';
 import { LARGE_INPUT_BYTES, SendQueue } from './send-queue.js';
 import type { Keepalive, KeepaliveEntry } from './keepalive.js';
+import { CALL_OVER } from '../../session/abort-reason.js';
 
 /**
  * Bytes a receive socket may hold unsent before the next message is taken
@@ -196,7 +197,7 @@ export class WsReceiveCall extends WsCall {
     if (this.done) return;
     super.finish();
     // A client gone while waiting for the slot must not be granted it.
-    this.waitAbort?.abort();
+    this.waitAbort?.abort(CALL_OVER);
     this.waitAbort = null;
     this.half?.release();
     this.half = null;

@@ -17,7 +17,7 @@ import type { RelayStats } from '../../observe/stats.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import type { V2Endpoint, V2Mailbox } from '../../relay/v2-mailbox.js';
 import { HashmailError } from '../../session/errors.js';
-import { CALLER_GONE } from '../../session/caller-gone.js';
+import { CALL_OVER } from '../../session/abort-reason.js';
 import { shortHash } from '../../session/sid.js';
 import { decodeClientFrame, encodeDataFrame, encodeWelcome, FrameDecodeError, PRESENCE_FRAMES, type ClientFrame, type Hello } from '../../wire/v2-frames.js';
 import type { Keepalive, KeepaliveEntry } from '../rest-ws-v1/keepalive.js';
@@ -313,7 +313,7 @@ export class WsV2Party {
     this.ctx.parties.delete(this);
     this.ctx.keepalive.untrack(this.keep);
     // A client gone while waiting for a slot must not be granted it.
-    this.attachAbort?.abort(CALLER_GONE);
+    this.attachAbort?.abort(CALL_OVER);
     this.attachAbort = null;
     this.endpoint?.release();
     this.endpoint = null;
