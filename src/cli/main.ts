@@ -13,8 +13,14 @@ type Run = (argv: string[]) => Promise<number>;
  * a restart after a crash waits for, under load) is that much shorter.
  */
 const COMMANDS: Record<string, { summary: string; load(): Promise<Run> }> = {
-  serve: { summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)', load: async () => (await import('./serve.js')).runServe },
-  relay: { summary: 'run one v2 relay of a cluster, registered in etcd (drains on SIGTERM)', load: async () => (await import('./relay.js')).runRelay },
+  serve: {
+    summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)',
+    load: async () => (await import('./serve.js')).runServe,
+  },
+  relay: {
+    summary: 'run one v2 relay of a cluster, registered in etcd (drains on SIGTERM)',
+    load: async () => (await import('./relay.js')).runRelay,
+  },
   gateway: {
     summary: 'run one gateway of a cluster: the legacy front door, each call carried to the owning relay',
     load: async () => (await import('./gateway.js')).runGateway,
@@ -27,7 +33,10 @@ const COMMANDS: Record<string, { summary: string; load(): Promise<Run> }> = {
     summary: 'connection phrases: new (URL, words, QR), decode, qr (terminal, PNG, SVG), sid (the SID pair)',
     load: async () => (await import('./phrase.js')).runPhrase,
   },
-  pipe: { summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party', load: async () => (await import('./pipe.js')).runPipe },
+  pipe: {
+    summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party',
+    load: async () => (await import('./pipe.js')).runPipe,
+  },
 };
 
 function usage(): string {
