@@ -28,6 +28,16 @@ import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
 import { HopLane } from './hop-lane.js';
 import { RelayPool, relayPoolOptions } from './relay-pool.js';
 
+/**
+ * How long a call for a session our watch-fed view does not hold waits for
+ * the mapping to appear before it is answered "stream not found" (ms). A
+ * session placed through another instance reaches this gateway's view
+ * through the etcd watch a moment later; a legacy client that dials in
+ * that moment (its peer just created the boxes) would otherwise be refused
+ * and retry only after 2 s. Waits count in hashmail_directory_lookups_waiting
+ * and are capped by directory.maxWaitingLookups (beyond: answered at once).
+ */
+const WATCH_LAG_WAIT_MS = 500;
 /** Deadline of a CreateBox / DeleteBox hop call: a relay that does not answer a box call in this is treated as gone. */
 const HOP_UNARY_DEADLINE_MS = 10_000;
 
@@ -101,17 +111,17 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   async newCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, true, (owner) => this.unary('CreateBox', owner, sid, call));
+    await this.routed(sid, true, undefined, (owner) => this.unary('CreateBox', owner, sid, call));
   }
 
   async delCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, false, (owner) => this.unary('DeleteBox', owner, sid, call));
+    await this.routed(sid, false, undefined, (owner) => this.unary('DeleteBox', owner, sid, call));
   }
 
   openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<LegacyReceive> {
     const sid = checkSid(streamId);
-    return this.routed(sid, false, (owner) =>
+    return this.routed(sid, false, signal, (owner) =>
       this.carry(owner, call, (lane, ctx) => new RemoteReceive(lane, ctx, sid, call.address, this.options.windowBytes)).whenAttached(signal),
     );
   }
@@ -119,17 +129,23 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   openSend(desc: { streamId: Buffer } | null, call: CallInfo, signal?: AbortSignal): Promise<LegacySend> {
     if (!desc) return Promise.reject(new HashmailError('DESC_REQUIRED'));
     const sid = checkSid(desc.streamId);
-    return this.routed(sid, false, (owner) =>
+    return this.routed(sid, false, signal, (owner) =>
       this.carry(owner, call, (lane, ctx) => new RemoteSend(lane, ctx, sid, call.address, this.options.maxMessageBytes)).whenAttached(signal),
     );
   }
 
   /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
-  private async routed<T>(sid: Buffer, place: boolean, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
+  private async routed<T>(sid: Buffer, place: boolean, signal: AbortSignal | undefined, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
     if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
+    const { directory } = this.options;
+    const route = routeOfSid(sid);
     let owner: RouteOwner | null;
     try {
-      owner = await this.options.directory.lookup(routeOfSid(sid), { place });
+      owner = await directory.lookup(route, { place });
+      // Placed elsewhere an instant ago, our watch may not have shown it yet: wait for it a moment before "stream not found".
+      if (owner === null && !place && (await directory.waitForChange(route, null, WATCH_LAG_WAIT_MS, signal))) {
+        owner = await directory.lookup(route, { place });
+      }
     } catch (err) {
       throw directoryError(err);
     }

@@ -322,6 +322,43 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     await gw.mailbox.delCipherBox(boxAuth(sid), call);
   });
 
+  test('a gateway whose view has not yet seen a new session waits for it instead of answering "stream not found"', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    // The first lookup misses, as when the watch has not yet delivered a placement made elsewhere.
+    let missed = 0;
+    const lagging = await testGateway(etcd.endpoints, {}, undefined, (d) =>
+      new Proxy(d, {
+        get(target, key, receiver) {
+          if (key === 'lookup' && missed === 0) {
+            return async () => {
+              missed++;
+              return null;
+            };
+          }
+          const v = Reflect.get(target, key, receiver) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+    );
+    try {
+      const reader = await lagging.mailbox.openReceive(sid, call);
+      const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+      await writer.write(Buffer.from('found after the lag'));
+      assert.equal((await readOne(reader)).toString(), 'found after the lag');
+      assert.equal(missed, 1);
+      reader.release();
+      writer.release();
+      // A session that is nowhere is still "stream not found", after the wait.
+      await assert.rejects(lagging.mailbox.openReceive(randomSid(), call), (err: HashmailError) => err.code === 'STREAM_NOT_FOUND');
+      assert.equal(lagging.directory.lookupsWaiting, 0);
+    } finally {
+      await lagging.close();
+    }
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
+
   /** A new session (its two boxes created) owned by `relay`; bounded: sessions land on 2 relays. */
   const sessionOn = async (relay: RunningServer, call: ReturnType<typeof freshCall>): Promise<Buffer> => {
     for (let i = 0; i < 40; i++) {
