@@ -154,7 +154,7 @@ export class Metrics {
       'cause',
       () => stats.directoryUnavailable,
     );
-    gauge('hashmail_directory_lookups_waiting', 'Route lookups held until their answer may change (a party that could not reach the owner it was given, or was told "not placed"; directory.lookupWaitMaxMs).', () => stats.lookupsWaiting());
+    gauge('hashmail_directory_lookups_waiting', 'Route lookups held until their answer may change (a party that could not reach the owner it was given, or was told "not placed"; directory.lookupWaitMaxMs; on a gateway also legacy calls waiting briefly for a session its view does not hold yet).', () => stats.lookupsWaiting());
     labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);
     new Counter<'reason'>({
       name: 'hashmail_tls_handshake_failures_total',
