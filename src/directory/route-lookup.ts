@@ -41,6 +41,25 @@ export interface LookupWait {
   signal?: AbortSignal;
 }
 
+/**
+ * `directory.lookup`, held per `wait`: while the answer is "not placed" (null)
+ * or the owner the caller could not reach, it waits for a change and asks
+ * again, until `wait.ms` has passed. A change may leave the answer as it was
+ * (the owner turned draining but still serves the session until it releases
+ * it): then it waits on. Directory errors are thrown as they are.
+ */
+export async function lookupHeld(directory: Directory, route: string, place: boolean, wait?: LookupWait): Promise<RouteOwner | null> {
+  let owner = await directory.lookup(route, { place });
+  if (!wait || !(wait.ms > 0)) return owner;
+  const deadline = Date.now() + wait.ms;
+  for (let left = wait.ms; (owner === null || owner.id === wait.unreachable) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
+    const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
+    if (!held || wait.signal?.aborted) break;
+    owner = await directory.lookup(route, { place });
+  }
+  return owner;
+}
+
 /** The owner of `route`, placing it when `create`; throws a HashmailError otherwise. */
 export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter, wait?: LookupWait): Promise<RouteOwner> {
   if (!isRoute(route)) {
@@ -49,17 +68,7 @@ export async function lookupRoute(directory: Directory, route: unknown, create: 
   }
   let owner: RouteOwner | null;
   try {
-    owner = await directory.lookup(route, { place: create });
-    if (wait && wait.ms > 0) {
-      // A change may leave the answer as it was (the owner turned draining but still serves the
-      // session until it releases it): then wait on, until the deadline.
-      const deadline = Date.now() + wait.ms;
-      for (let left = wait.ms; (owner === null || owner.id === wait.unreachable) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
-        const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
-        if (!held || wait.signal?.aborted) break;
-        owner = await directory.lookup(route, { place: create });
-      }
-    }
+    owner = await lookupHeld(directory, route, create, wait);
   } catch (err) {
     const mapped = directoryError(err);
     count(resultOf(mapped));

@@ -12,7 +12,7 @@
 import { Metadata, type Client } from '@grpc/grpc-js';
 import type { Directory, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
-import { directoryError } from '../directory/route-lookup.js';
+import { directoryError, lookupHeld } from '../directory/route-lookup.js';
 import type { Config } from '../config/schema.js';
 import { subsystemLogger, type Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
@@ -137,15 +137,11 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
   private async routed<T>(sid: Buffer, place: boolean, signal: AbortSignal | undefined, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
     if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
-    const { directory } = this.options;
-    const route = routeOfSid(sid);
     let owner: RouteOwner | null;
     try {
-      owner = await directory.lookup(route, { place });
       // Placed elsewhere an instant ago, our watch may not have shown it yet: wait for it a moment before "stream not found".
-      if (owner === null && !place && (await directory.waitForChange(route, null, WATCH_LAG_WAIT_MS, signal))) {
-        owner = await directory.lookup(route, { place });
-      }
+      const lag = place ? undefined : { unreachable: '', ms: WATCH_LAG_WAIT_MS, signal };
+      owner = await lookupHeld(this.options.directory, routeOfSid(sid), place, lag);
     } catch (err) {
       throw directoryError(err);
     }
