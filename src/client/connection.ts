@@ -20,10 +20,15 @@
  * session's new relay. A relay that names the owner instead (Error with
  * relay_address) is dialed at once, without backoff or lookup, at most
  * MAX_REDIRECT_HOPS times in a row; then the route is looked up afresh.
+ * A link that merely dropped (LinkDropped: no word from the relay) is
+ * resumed at the same relay first: a relay that restarted or a network
+ * that blinked costs no lookup, and when nobody answers there the lookup
+ * that follows is held until the session moves (holdNextLookup), so the
+ * parties of a dead relay add no lookup that would only name it again.
  */
 import { Backoff, sleep } from './backoff.js';
 import { Emitter } from './emitter.js';
-import { ConnectionLost, ConnectTimeout, isRetryable, MessageTooLarge, RelayMoved, RelayUnreachable, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
+import { ConnectionLost, ConnectTimeout, isRetryable, LinkDropped, MessageTooLarge, RelayMoved, RelayUnreachable, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
 import { anySignal, type Link, type LinkHandlers, type TransportOpeners } from './link.js';
 import { openNegotiated, type NegotiateParams } from './negotiate.js';
@@ -61,7 +66,7 @@ export const MAX_LOOKUPS_PER_ATTEMPT = 2;
 export interface DialInfo {
   /** `HOST:PORT` of the relay. */
   relay: string;
-  /** 'lookup': an instance named it; 'redirect': a relay named it (Error.relay_address); 'direct': the configured server, which serves no lookups. */
+  /** 'lookup': an instance named it; 'redirect': a relay named it (Error.relay_address); 'direct': the configured server, which serves no lookups; 'resume': the relay of the link that just dropped. */
   via: RelayVia;
   /** The instance that answered the lookup. */
   lookupServer?: string;
@@ -122,6 +127,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private route: string | null = null;
   /** `HOST:PORT` of the relay of the current (or last) link. */
   private relayAuthority = '';
+  /** The relay of the current (or last) link as dialed, and its instance id when a lookup named it: where a dropped link resumes. */
+  private lastRelay: RelayTarget | null = null;
   /** Where a relay that ended our link said the session went: the next attempt goes there at once. */
   private redirect: RelayTarget | null = null;
 
@@ -268,6 +275,14 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       } catch (err) {
         // The owner a lookup named gave no answer at all (refused, or dropped before it said anything): the next lookup waits for the session to move.
         if (err instanceof RelayUnreachable && target.ownerId) this.holdNextLookup(target.ownerId);
+        // The relay of a dropped link is gone, or has forgotten the session (restarted): find where it is now.
+        if (target.via === 'resume' && (err instanceof RelayUnreachable || err instanceof SessionNotFound) && !this.closed && lookups < MAX_LOOKUPS_PER_ATTEMPT) {
+          if (err instanceof SessionNotFound) this.holdNextLookup('');
+          lookups++;
+          hops = 0;
+          target = await this.findTarget(attach, signal);
+          continue;
+        }
         if (!(err instanceof RelayMoved) || this.closed) throw err;
         if (hops < MAX_REDIRECT_HOPS) {
           hops++;
@@ -345,6 +360,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     mine = link;
     this.link = link;
     this.relayAuthority = target.server.authority;
+    this.lastRelay = { server: target.server, via: 'resume', ...(target.ownerId ? { ownerId: target.ownerId } : {}) };
     this.lastVersion = link.version;
     this.lastMaxMessageBytes = link.maxMessageBytes;
     if (this.inbox.isPaused) link.pause();
@@ -369,6 +385,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       } catch {
         this.redirect = null;
       }
+    } else if (err instanceof LinkDropped && this.lastRelay) {
+      this.redirect = this.lastRelay;
     }
     void this.reconnectLoop(err);
   }
@@ -379,7 +397,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     for (let attempt = 1; ; attempt++) {
       // A relay that named the session's new owner is followed at once; every other attempt waits its jittered turn.
       const resuming = Date.now() - lostAt < RESUME_GRACE_MS;
-      const delayMs = attempt === 1 && this.redirect ? 0 : resuming ? this.resumeBackoff.next() : this.backoff.next();
+      const delayMs = attempt === 1 && this.redirect?.via === 'redirect' ? 0 : resuming ? this.resumeBackoff.next() : this.backoff.next();
       this.emit('reconnecting', { attempt, delayMs, error });
       try {
         await sleep(delayMs, this.lifetime.signal);

@@ -85,6 +85,17 @@ export class RelayUnreachable extends ConnectionLost {
 }
 
 /**
+ * An attached link broke without a word from the relay: the connection was
+ * reset or closed with no Error frame (the relay's process died or
+ * restarted, or the network dropped). Retryable: the next attempt dials the
+ * same relay first, without a lookup, and looks the session up only if that
+ * relay does not answer.
+ */
+export class LinkDropped extends ConnectionLost {
+  override name = 'LinkDropped';
+}
+
+/**
  * The v2 WebSocket handshake failed and the WebSocket did not say why
  * (browsers never show the HTTP status): with protocol 'auto' negotiation
  * probes v1 to tell "no v2 here" from "relay unreachable"; with 'v2' the

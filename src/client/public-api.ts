@@ -15,6 +15,7 @@ export {
   ConnectionLost,
   RelayMoved,
   ConnectTimeout,
+  LinkDropped,
   LivenessTimeout,
   RelayUnreachable,
   MessageTooLarge,

@@ -18,8 +18,8 @@ import type { NodeTls } from './tls-trust-node.js';
 /** How long "this instance serves no lookups" is trusted before asking it again (ms): servers get upgraded. */
 export const LOOKUP_MISSING_RECHECK_MS = 10 * 60_000;
 
-/** How a link's relay was chosen. */
-export type RelayVia = 'lookup' | 'redirect' | 'direct';
+/** How a link's relay was chosen ('resume': the relay of a link that dropped, dialed again before any lookup). */
+export type RelayVia = 'lookup' | 'redirect' | 'direct' | 'resume';
 
 export interface RelayTarget {
   server: ServerAddress;

@@ -6,7 +6,7 @@
  */
 import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
-import { ConnectionLost, HashmailClientError, RelayUnreachable, StatusCode, V2NotServed } from './errors.js';
+import { ConnectionLost, HashmailClientError, LinkDropped, RelayUnreachable, StatusCode, V2NotServed } from './errors.js';
 import { asBuffer, grpcError, isUnimplemented } from './grpc-channel.js';
 import { acquireChannel } from './grpc-channels.js';
 import { errorText, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
@@ -146,6 +146,8 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
       if (!router.link && isUnimplemented(err)) return finish(new V2NotServed(StatusCode.UNIMPLEMENTED, 'relay does not serve hashmail.v2.Mailbox', { cause: err }));
       // UNAVAILABLE before the relay sent a single frame: no connection, or it dropped before any answer.
       if (!router.link && err.code === StatusCode.UNAVAILABLE) return finish(new RelayUnreachable(errorText(err), { cause: err }));
+      // UNAVAILABLE after the attach with no Error frame: the connection dropped under us (relay gone or restarting, network).
+      if (err.code === StatusCode.UNAVAILABLE) return finish(new LinkDropped(errorText(err), { cause: err }));
       finish(grpcError(err));
     });
     call.on('status', (s: { code: number }) => {

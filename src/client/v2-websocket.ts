@@ -3,7 +3,7 @@
  * one binary message per frame. Standard WebSocket API only.
  */
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
-import { ConnectionLost, errorFromStatus, HashmailClientError, LivenessTimeout, MessageTooLarge, RelayUnreachable, StatusCode, V2HandshakeUnexplained, V2NotServed } from './errors.js';
+import { ConnectionLost, errorFromStatus, HashmailClientError, LinkDropped, LivenessTimeout, MessageTooLarge, RelayUnreachable, StatusCode, V2HandshakeUnexplained, V2NotServed } from './errors.js';
 
 export { V2HandshakeUnexplained };
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
@@ -17,6 +17,8 @@ export const V2_ROUTE_PARAM = 'route';
 /** The relay closes with 4000 + gRPC code after an Error frame. */
 const ERROR_CLOSE_BASE = 4000;
 const ERROR_CLOSE_MAX = 4099;
+/** RFC 6455 close code for a connection that ended without a close frame. */
+const WS_CLOSE_ABNORMAL = 1006;
 /** RFC 6455 close code "Message Too Big". */
 const WS_CLOSE_MESSAGE_TOO_BIG = 1009;
 /** HTTP answers of a relay without v2 (404) or without a version we offered (400). */
@@ -152,6 +154,9 @@ export function v2WebSocketOpener(factory: WebSocketFactory): LinkOpener {
           } else {
             err = new V2HandshakeUnexplained('websocket handshake failed');
           }
+        } else if (code === WS_CLOSE_ABNORMAL) {
+          // No close frame and no Error frame: the socket died under us (relay gone or restarting, network).
+          err = new LinkDropped(`websocket closed (${code}${reason ? `: ${reason}` : ''})`);
         } else {
           err = new ConnectionLost(`websocket closed (${code}${reason ? `: ${reason}` : ''})`);
         }

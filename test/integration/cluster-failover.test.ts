@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
-import { connect, type ConnectOptions, type MailboxConnection } from '../../src/client/index.js';
+import { connect, LinkDropped, type ConnectOptions, type DialInfo, type MailboxConnection, type ReconnectingInfo } from '../../src/client/index.js';
 import { routeOfSid } from '../../src/directory/route.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
@@ -152,8 +152,15 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     assert.equal(pair.app.relay, pair.node.relay, 'both parties on one relay');
 
     const rejoined = pair.rejoined();
+    // What each party made of the loss, and where it dialed first: the dead relay (a resume), before any lookup.
+    const firstLoss = (c: MailboxConnection): Promise<ReconnectingInfo> => new Promise((resolve) => c.once('reconnecting', resolve));
+    const firstDial = (c: MailboxConnection): Promise<DialInfo> => new Promise((resolve) => c.once('dial', resolve));
+    const losses = Promise.all([firstLoss(pair.node), firstLoss(pair.app)]);
+    const dials = Promise.all([firstDial(pair.node), firstDial(pair.app)]);
     const killedAt = Date.now();
     home.process.kill('SIGKILL');
+    for (const loss of await losses) assert.ok(loss.error instanceof LinkDropped, `a killed relay is a dropped link over both transports, not ${loss.error.name}`);
+    for (const dial of await dials) assert.deepEqual(dial, { relay: home.address, via: 'resume' });
     await bounded(rejoined, 'both parties re-joined', REJOIN_BOUND_MS);
     const took = Date.now() - killedAt;
     t.diagnostic(`both parties re-joined ${took} ms after kill -9 (TTL ${TTL_MS} ms) on ${pair.node.relay}`);

@@ -2,7 +2,8 @@
  * How a v2 party finds its relay (src/client/relay-finder.ts, connection.ts,
  * relay-lookup.ts, wire/route.ts), with fake lookups and link openers: the
  * route equals the directory's, lookup answers, redirects (bounded hops,
- * then a fresh lookup), a fresh lookup after a lost link, the fallback to a
+ * then a fresh lookup), a fresh lookup after a lost link, a dropped link
+ * resumed at its relay first, the fallback to a
  * direct dial where lookups are not served (remembered), SessionNotFound,
  * server lists.
  */
@@ -10,7 +11,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, test } from 'node:test';
 import { MailboxConnection, MAX_LOOKUPS_PER_ATTEMPT, MAX_REDIRECT_HOPS, type DialInfo, type ReconnectedInfo, type ReconnectingInfo } from '../../src/client/connection.js';
-import { ConnectionLost, HashmailClientError, isRetryable, RelayMoved, SessionNotFound, StatusCode } from '../../src/client/errors.js';
+import { ConnectionLost, HashmailClientError, isRetryable, LinkDropped, RelayMoved, RelayUnreachable, SessionNotFound, StatusCode } from '../../src/client/errors.js';
 import type { Link, LinkHandlers, LinkRequest, TransportOpeners } from '../../src/client/link.js';
 import { forgetNegotiatedProtocols } from '../../src/client/negotiate.js';
 import { parseServers, resolveOptions, type ConnectOptions } from '../../src/client/options.js';
@@ -240,6 +241,51 @@ describe('client: finding the relay', () => {
     assert.equal(cluster.lookups.length, 2);
     assert.equal(cluster.lookups[1].create, false, "an app resumes (attach 'existing'): its lookup does not place the session");
     assert.deepEqual(dials, [{ relay: 'r2.test:443', via: 'lookup', lookupServer: 'lookup.test:443' }]);
+  });
+
+  test('a dropped link (no word from the relay): the next attempt dials the same relay first, with no lookup', async () => {
+    const cluster = new FakeCluster();
+    cluster.lookup = () => ({ kind: 'owner', id: 'r1', address: 'r1.test:443' });
+    const conn = await open(cluster);
+    const dials: DialInfo[] = [];
+    conn.on('dial', (info) => dials.push(info));
+    const reconnecting = nextEvent<ReconnectingInfo>(conn, 'reconnecting');
+    const reconnected = nextEvent<ReconnectedInfo>(conn, 'reconnected');
+    cluster.lose(new LinkDropped('websocket closed (1006)'));
+    const r = await reconnecting;
+    assert.ok(r.delayMs >= 0 && r.delayMs <= 100, 'a resume keeps the jittered first wait (a restarting relay is not stampeded)');
+    assert.equal((await reconnected).relay, 'r1.test:443');
+    assert.deepEqual(dials, [{ relay: 'r1.test:443', via: 'resume' }]);
+    assert.equal(cluster.lookups.length, 1, 'no lookup: the relay still serves the session');
+  });
+
+  test('a dropped link whose relay is gone: the same attempt looks up, held while the answer would be that relay', async () => {
+    const cluster = new FakeCluster();
+    cluster.lookup = () => ({ kind: 'owner', id: 'r1', address: 'r1.test:443' });
+    const conn = await open(cluster);
+    cluster.lookup = () => ({ kind: 'owner', id: 'r2', address: 'r2.test:443' });
+    cluster.dial = (relay) => (relay === 'r1.test:443' ? new RelayUnreachable('connect ECONNREFUSED') : null);
+    const reconnected = nextEvent<ReconnectedInfo>(conn, 'reconnected');
+    cluster.lose(new LinkDropped('Connection dropped'));
+    const info = await reconnected;
+    assert.equal(info.relay, 'r2.test:443');
+    assert.equal(info.attempts, 1, 'the refused resume and the lookup are one attempt (no backoff between them)');
+    assert.deepEqual(cluster.dials, ['r1.test:443', 'r1.test:443', 'r2.test:443']);
+    assert.equal(cluster.lookups.length, 2);
+    assert.equal(cluster.lookups[1].wait?.unreachable, 'r1', 'held until the session leaves the relay that did not answer');
+  });
+
+  test('a dropped link whose relay restarted without the session: a lookup held until the session is placed again', async () => {
+    const cluster = new FakeCluster();
+    cluster.lookup = () => ({ kind: 'owner', id: 'r1', address: 'r1.test:443' });
+    const conn = await open(cluster, { attach: 'existing' });
+    cluster.lookup = () => ({ kind: 'owner', id: 'r3', address: 'r3.test:443' });
+    cluster.dial = (relay) => (relay === 'r1.test:443' ? new SessionNotFound(StatusCode.NOT_FOUND, 'stream not found') : null);
+    const reconnected = nextEvent<ReconnectedInfo>(conn, 'reconnected');
+    cluster.lose(new LinkDropped('websocket closed (1006)'));
+    assert.equal((await reconnected).relay, 'r3.test:443');
+    assert.equal(cluster.lookups.length, 2);
+    assert.equal(cluster.lookups[1].wait?.unreachable, '', 'held while "not placed"');
   });
 
   test('a link ended with a relay address: the next attempt dials it at once (no wait, no lookup)', async () => {
