@@ -54,11 +54,16 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
       },
     },
   );
-  const router = new SessionRouter(directory, logger);
+  const router = new SessionRouter(directory, logger, config.v2.creatorWaitMs);
   // HASHMAIL_TRACE=relay shows every attach and detach without raising the global level.
   const relayLogger = subsystemLogger(logger, 'relay');
   const legacy = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes, logger: relayLogger });
-  const v2 = new V2Mailbox(table, stats, { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes, logger: relayLogger }, router);
+  const v2 = new V2Mailbox(
+    table,
+    stats,
+    { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes, creatorWaitMs: config.v2.creatorWaitMs, logger: relayLogger },
+    router,
+  );
   const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
   const count = (result: string): void => stats.countLookup(result);
   stats.lookupsWaiting = () => directory.lookupsWaiting;

@@ -68,6 +68,7 @@ export const configSchema = z
         maxMessageBytes: z.number().int().positive().max(16 * MiB).default(64 * 1024).describe('Largest v2 payload (bytes), announced to clients in the Welcome; a larger one ends the stream with an Error frame RESOURCE_EXHAUSTED "message too large"'),
         pingIntervalMs: z.number().int().min(0).default(15_000).describe('WebSocket ping interval on v2 sockets: a socket that showed no life this long is pinged; 0 disables pings. gRPC connections use grpc.keepaliveTimeMs (milliseconds)'),
         pingTimeoutMs: z.number().int().min(0).default(10_000).describe('Drop a v2 WebSocket that sent nothing (pong or data) this long after a ping, freeing its session slots; 0 never drops. gRPC: grpc.keepaliveTimeoutMs (milliseconds)'),
+        creatorWaitMs: z.number().int().min(0).max(30_000).default(2000).describe('Cluster relays: a party attaching with ATTACH_EXISTING to a session placed on this relay less than this long ago, before the party that creates it arrived (both re-joining after a relay death), waits up to this long for it instead of getting "stream not found" at once (milliseconds); 0: answer at once. A single node never waits'),
       })
       .strict()
       .prefault({}),

@@ -77,6 +77,8 @@ export interface DirectoryEvents {
   fenceLost(): void;
   /** A mapping that named this instance is gone or names another instance now. */
   routeLost(route: string): void;
+  /** A mapping now names this instance (a placement here, by any instance): its creator is about to attach. */
+  routeGained(route: string): void;
   /** Registered (again) and able to own sessions. */
   registered(): void;
   /**
@@ -112,6 +114,14 @@ export interface Directory {
   waitForChange(route: string, seen: string | null, ms: number, signal?: AbortSignal): Promise<boolean>;
   /** Lookups held in waitForChange now. */
   readonly lookupsWaiting: number;
+  /**
+   * When this view last saw instance `id` register again under an id it
+   * already knew (a restart: its old registration went or was replaced), on
+   * the process's monotonic clock (performance.now()); undefined if never.
+   * A held lookup does not hold against an owner that restarted after the
+   * party could have failed to reach it.
+   */
+  reRegisteredAt(id: string): number | undefined;
   /** Answers every held lookup now and holds no more (the process is stopping: their connections must close). */
   stopHoldingLookups(): void;
   /**

@@ -61,6 +61,11 @@ export class MemoryDirectory implements Directory {
     // Nothing is ever held here.
   }
 
+  reRegisteredAt(): number | undefined {
+    // One registration for the life of the process.
+    return undefined;
+  }
+
   async waitForChange(): Promise<boolean> {
     // One instance owns every session for its whole life: no answer ever changes.
     return false;

@@ -42,6 +42,14 @@ export interface LookupWait {
 }
 
 /**
+ * How long before a held lookup arrived its party may have failed to reach
+ * the owner it names (ms): an owner that registered again within this (a
+ * relay restarted under the same id, e.g. with its data directory) is not
+ * the process the party could not reach, and is answered at once.
+ */
+export const RESTART_GRACE_MS = 5_000;
+
+/**
  * `directory.lookup`, held per `wait`: while the answer is "not placed" (null)
  * or the owner the caller could not reach, it waits for a change and asks
  * again, until `wait.ms` has passed. A change may leave the answer as it was
@@ -49,10 +57,17 @@ export interface LookupWait {
  * it): then it waits on. Directory errors are thrown as they are.
  */
 export async function lookupHeld(directory: Directory, route: string, place: boolean, wait?: LookupWait): Promise<RouteOwner | null> {
+  const arrived = performance.now();
   let owner = await directory.lookup(route, { place });
   if (!wait || !(wait.ms > 0)) return owner;
+  // The owner the party could not reach, unless it restarted since then (registered again under the same id).
+  const stillUnreachable = (o: RouteOwner): boolean => {
+    if (o.id !== wait.unreachable) return false;
+    const restarted = directory.reRegisteredAt(o.id);
+    return restarted === undefined || restarted < arrived - RESTART_GRACE_MS;
+  };
   const deadline = Date.now() + wait.ms;
-  for (let left = wait.ms; (owner === null || owner.id === wait.unreachable) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
+  for (let left = wait.ms; (owner === null || stillUnreachable(owner)) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
     const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
     if (!held || wait.signal?.aborted) break;
     owner = await directory.lookup(route, { place });

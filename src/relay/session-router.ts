@@ -19,13 +19,23 @@ export interface RoutedParty {
 
 export class SessionRouter {
   private readonly parties = new Map<string, Set<RoutedParty>>();
+  /**
+   * Routes placed here within the last `creatorWaitMs` (route -> when, ms
+   * of `now`), oldest first: their creator may not have attached yet.
+   * Pruned as routes are added: it holds about one window of placements.
+   */
+  private readonly gained = new Map<string, number>();
   private draining: { spreadMs: number; random: () => number; pending: Set<Promise<void>> } | null = null;
   private readonly drainScheduled = new Set<string>();
 
   constructor(
     private readonly directory: Directory,
     private readonly logger: Logger,
+    /** v2.creatorWaitMs: how long a fresh placement waits for its creator (awaitsCreator); 0: never. */
+    private readonly creatorWaitMs = 0,
+    private readonly now: () => number = () => performance.now(),
   ) {
+    if (creatorWaitMs > 0) directory.on('routeGained', (route) => this.noteGained(route));
     // While draining, a lost route is (usually) our own release arriving through the watch first.
     directory.on('routeLost', (route) => this.endRoute(route, new HashmailError(this.draining ? 'RELAY_DRAINING' : 'ROUTE_LOST')));
     directory.on('fenceLost', () => {
@@ -67,6 +77,27 @@ export class SessionRouter {
     if (owner.id !== this.directory.selfId) throw servedElsewhere(owner.address);
     // Named here, but not provably under a live lease right now (a lease being renewed).
     if (!this.directory.servesHere(route)) throw new HashmailError('DIRECTORY_UNAVAILABLE');
+  }
+
+  /**
+   * Whether `route` was placed here so recently that its creator may still
+   * be on its way (a re-join: a lookup placed the session for the node, and
+   * the app it woke dials first): an ATTACH_EXISTING that finds no session
+   * then waits for the creator instead of answering "stream not found".
+   */
+  awaitsCreator(route: string): boolean {
+    const at = this.gained.get(route);
+    return at !== undefined && this.now() - at < this.creatorWaitMs;
+  }
+
+  private noteGained(route: string): void {
+    const now = this.now();
+    this.gained.delete(route);
+    this.gained.set(route, now);
+    for (const [r, at] of this.gained) {
+      if (now - at < this.creatorWaitMs) break;
+      this.gained.delete(r);
+    }
   }
 
   /** Tracks an attached party; returns the function that forgets it (on release). */

@@ -39,6 +39,8 @@ export function negotiateVersion(minVersion: number, maxVersion: number): number
 export interface V2MailboxOptions {
   /** Bytes a v2 box holds for a reader that is not keeping up; then the writer waits. */
   windowBytes: number;
+  /** v2.creatorWaitMs: how long an ATTACH_EXISTING for a session placed here a moment ago waits for its creator; 0: never. */
+  creatorWaitMs?: number;
   maxMessageBytes: number;
   /** Attach and detach lines at debug; none without. */
   logger?: Logger;
@@ -179,7 +181,19 @@ export class V2Mailbox {
     const create = hello.attach === Attach.Create;
     const route = this.router ? routeOfSid(sid) : '';
     if (this.router) await this.router.admit(route, create);
-    const { read, write } = this.table.openSession(sid, peerSid(sid), call.address, create, this.options.windowBytes);
+    const open = (): { read: Box; write: Box } => this.table.openSession(sid, peerSid(sid), call.address, create, this.options.windowBytes);
+    let boxes: { read: Box; write: Box };
+    try {
+      boxes = open();
+    } catch (err) {
+      // Placed here for a re-join a moment ago, and this party outran the one that creates it: wait for that one.
+      const waitMs = this.options.creatorWaitMs ?? 0;
+      if (create || waitMs <= 0 || !this.router?.awaitsCreator(route) || !(err instanceof HashmailError) || err.code !== 'STREAM_NOT_FOUND') throw err;
+      await this.table.whenSessionOpened(sid, waitMs, signal);
+      if (signal?.aborted) throw err;
+      boxes = open();
+    }
+    const { read, write } = boxes;
     const readLease = await read.attachReader(signal);
     let writeLease: Lease;
     try {

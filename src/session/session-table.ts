@@ -49,6 +49,9 @@ export class SessionTable implements BoxHost {
   private readonly entries = new Map<string, BoxEntry>();
   private readonly sessionsByKey = new Map<string, Session>();
   private readonly owners = new Map<string, Owner>();
+  /** Session key -> callers waiting for the session to be created (whenSessionOpened). */
+  private readonly openWaiters = new Map<string, Set<() => void>>();
+  private openWaiterCount = 0;
   readonly budget: BufferBudget;
   private shuttingDown = false;
 
@@ -75,6 +78,34 @@ export class SessionTable implements BoxHost {
 
   sessions(): IterableIterator<Session> {
     return this.sessionsByKey.values();
+  }
+
+  /**
+   * Resolves once the session of `sid` exists (either box created), after
+   * `ms`, or when `signal` aborts; the caller looks again. At once when
+   * there are already as many waiters as boxes may exist (limits.maxBoxes).
+   */
+  whenSessionOpened(sid: Uint8Array, ms: number, signal?: AbortSignal): Promise<void> {
+    const key = sessionKey(checkSid(sid));
+    if (this.sessionsByKey.has(key) || !(ms > 0) || signal?.aborted || this.openWaiterCount >= this.options.maxBoxes) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', wake);
+        const set = this.openWaiters.get(key);
+        if (set?.delete(wake)) {
+          this.openWaiterCount--;
+          if (set.size === 0) this.openWaiters.delete(key);
+        }
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      signal?.addEventListener('abort', wake, { once: true });
+      let set = this.openWaiters.get(key);
+      if (!set) this.openWaiters.set(key, (set = new Set()));
+      set.add(wake);
+      this.openWaiterCount++;
+    });
   }
 
   /** NewCipherBox: creates the box for `sid`; ALREADY_EXISTS if it has one. */
@@ -132,9 +163,11 @@ export class SessionTable implements BoxHost {
     }
     const skey = sessionKey(id);
     let session = this.sessionsByKey.get(skey);
+    let opened = false;
     if (!session) {
       session = new Session(skey);
       this.sessionsByKey.set(skey, session);
+      opened = true;
     }
     const box = new Box(Buffer.from(id), this.options, this.budget, this.clock, this, capacityBytes, owner.budget);
     session.boxes[boxIndex(id)] = box;
@@ -143,6 +176,7 @@ export class SessionTable implements BoxHost {
     owner.boxes++;
     this.armStaleTimer(entry);
     this.observer.boxCreated?.(box);
+    if (opened) for (const wake of [...(this.openWaiters.get(skey) ?? [])]) wake();
     return box;
   }
 

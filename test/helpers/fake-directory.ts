@@ -89,6 +89,19 @@ export class FakeDirectory implements Directory {
     return this.waiters.wait(route, seen, ms, signal);
   }
 
+  /** Instance id -> when it registered again (performance.now()); unset: never. */
+  readonly reRegistrations = new Map<string, number>();
+
+  reRegisteredAt(id: string): number | undefined {
+    return this.reRegistrations.get(id);
+  }
+
+  /** Instance `id` registers again (restarted under the same id), as a watch would report. */
+  reRegister(id: string): void {
+    this.reRegistrations.set(id, performance.now());
+    this.waiters.ownerChanged(id);
+  }
+
   /** The route's owner changes (null: unplaced), as a watch would report. */
   moveRoute(route: string, owner: RouteOwner | null): void {
     if (owner) this.owners.set(route, owner);

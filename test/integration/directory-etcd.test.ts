@@ -207,6 +207,26 @@ describe('etcd directory: leases, fencing, outages (one etcd member each)', () =
     assert.equal(gateway.lookupsWaiting, 0);
   });
 
+  test('reRegisteredAt: an instance known before (even from the first listing) that registers again under its id is a restart; a first registration is not', async (t) => {
+    const prefix = '/reregistered/';
+    const dir = mkdtempSync(join(tmpdir(), 'hashmail-lease-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const leaseStateFile = join(dir, 'leases.json');
+    const first = own(t, await member(etcd.endpoints, 'r', { prefix, leaseStateFile }));
+    // This view starts after r registered: r is in its first listing, which is not news.
+    const gateway = own(t, await member(etcd.endpoints, null, { prefix }));
+    await until(() => gateway.instances().length === 1 && gateway.watchState.watching, 3000, 'the gateway sees r');
+    assert.equal(gateway.reRegisteredAt('r'), undefined, 'listed at start');
+    own(t, await member(etcd.endpoints, 'q', { prefix }));
+    await until(() => gateway.instances().some((i) => i.id === 'q'), 3000, 'the gateway sees q');
+    assert.equal(gateway.reRegisteredAt('q'), undefined, 'a first registration');
+    await first.close(); // a crash; the restart revokes its leases and registers under the same id
+    const before = performance.now();
+    own(t, await member(etcd.endpoints, 'r', { prefix, leaseStateFile }));
+    await until(() => gateway.reRegisteredAt('r') !== undefined, 3000, 'the restart seen');
+    assert.ok((gateway.reRegisteredAt('r') ?? 0) >= before, 'when this view saw it');
+  });
+
   test('leaseStateFile: a restarted relay revokes the leases its previous run left', async (t) => {
     const prefix = '/restart/';
     const dir = mkdtempSync(join(tmpdir(), 'hashmail-lease-'));

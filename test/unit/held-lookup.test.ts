@@ -69,6 +69,22 @@ test('a change that leaves the answer as it was (the owner turned draining, stil
   assert.equal((await answer).id, 'relay-b');
 });
 
+test('an owner restarted under the same id is not the process the party failed to reach: answered when it registers, or at once', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  const r = route();
+  const a = { id: 'relay-a', address: '127.0.0.1:1' };
+  d.owners.set(r, a);
+  const answer = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, 1, 'held against the process that did not answer');
+  // relay-a restarts with its data directory: its old mapping goes, and it registers again under its id.
+  d.reRegister('relay-a');
+  assert.deepEqual(await answer, a);
+  // A party that failed just before the restart and asks just after: registered within RESTART_GRACE_MS, answered at once.
+  assert.deepEqual(await lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS }), a);
+  assert.equal(d.waiters.waiting, 0);
+});
+
 test('one process (memory directory): nothing can move, so a held lookup answers at once', TEST_TIMEOUT, async () => {
   const d = new MemoryDirectory();
   await d.register({ id: 'serve', addresses: ['127.0.0.1:1'], version: 'test' });

@@ -13,7 +13,7 @@ export interface CachedMapping extends SessionValue {
 }
 
 export type MappingChange = (route: string, before: CachedMapping | undefined, after: CachedMapping | undefined) => void;
-export type InstanceChange = (id: string, after: InstanceValue | undefined) => void;
+export type InstanceChange = (id: string, after: InstanceValue | undefined, before: InstanceValue | undefined) => void;
 
 /** Remembered deletes; only the short race with an in-flight placement answer needs them. */
 const MAX_REMEMBERED_DELETES = 10_000;
@@ -62,8 +62,9 @@ export class DirectoryCache {
       const id = key.slice(this.layout.instancesPrefix.length);
       const record = parseInstance(value);
       if (record && record.id === id) {
+        const before = this.instances.get(id);
         this.instances.set(id, record);
-        this.onInstance(id, record);
+        this.onInstance(id, record, before);
       }
       return;
     }
@@ -97,7 +98,8 @@ export class DirectoryCache {
   }
 
   private dropInstance(id: string): void {
-    if (this.instances.delete(id)) this.onInstance(id, undefined);
+    const before = this.instances.get(id);
+    if (before && this.instances.delete(id)) this.onInstance(id, undefined, before);
   }
 
   private dropMapping(route: string): void {

@@ -42,6 +42,9 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Instance ids remembered for reRegisteredAt: far more than a cluster has, few enough to be nothing in memory. */
+const MAX_KNOWN_INSTANCES = 10_000;
+
 export class EtcdDirectory implements Directory {
   readonly backend = 'etcd' as const;
   private readonly rpc: EtcdRpc;
@@ -70,6 +73,12 @@ export class EtcdDirectory implements Directory {
   private started = false;
   /** Lookups held until their answer may change (waitForChange). */
   private readonly waiters: ChangeWaiters;
+  /**
+   * Every instance id this view has seen registered (least recently
+   * registered first, at most MAX_KNOWN_INSTANCES), with when it last saw
+   * one register again (performance.now()), null if never: reRegisteredAt.
+   */
+  private readonly knownInstances = new Map<string, number | null>();
   /** False once the process stops: held lookups are answered and no more are held. */
   private holding = true;
   onLimit: ((configKey: string) => void) | null = null;
@@ -90,9 +99,12 @@ export class EtcdDirectory implements Directory {
       rate: this.placementRate,
     });
     this.waiters = new ChangeWaiters(options.maxWaitingLookups);
-    this.cache.onInstance = (id, record) => {
+    this.cache.onInstance = (id, record, before) => {
       this.placer.loadPublished(id);
-      if (record === undefined || record.draining) this.waiters.ownerChanged(id);
+      // A new registration under a known id, seen live, is a restart: a lookup held against the old process answers now.
+      const registered = record !== undefined && (before === undefined || before.startedAt !== record.startedAt);
+      if (registered) this.noteRegistration(id);
+      if (record === undefined || record.draining || registered) this.waiters.ownerChanged(id);
       if (record === undefined) this.events.emit('instanceGone', id);
     };
     this.cache.onMapping = (route, before, after) => {
@@ -100,6 +112,7 @@ export class EtcdDirectory implements Directory {
       const me = this.selfId;
       if (me === null) return;
       if (before?.id === me && after?.id !== me) this.events.emit('routeLost', route);
+      if (after?.id === me && before?.id !== me) this.events.emit('routeGained', route);
       if (after?.id === me && after.lease === this.currentSessionLease()) this.maybeRotate();
     };
     this.events.on('error', () => undefined);
@@ -205,6 +218,17 @@ export class EtcdDirectory implements Directory {
   stopHoldingLookups(): void {
     this.holding = false;
     this.waiters.wakeEveryone();
+  }
+
+  reRegisteredAt(id: string): number | undefined {
+    return this.knownInstances.get(id) ?? undefined;
+  }
+
+  private noteRegistration(id: string): void {
+    const known = this.knownInstances.has(id);
+    this.knownInstances.delete(id);
+    this.knownInstances.set(id, known && this.started ? performance.now() : null);
+    if (this.knownInstances.size > MAX_KNOWN_INSTANCES) this.knownInstances.delete(this.knownInstances.keys().next().value as string);
   }
 
   /** Lookups held now (waitForChange), for /metrics. */
