@@ -22,9 +22,9 @@
  * MAX_REDIRECT_HOPS times in a row; then the route is looked up afresh.
  * A link that merely dropped (LinkDropped: no word from the relay) is
  * resumed at the same relay first: a relay that restarted or a network
- * that blinked costs no lookup, and when nobody answers there the lookup
- * that follows is held until the session moves (holdNextLookup), so the
- * parties of a dead relay add no lookup that would only name it again.
+ * that blinked costs no lookup, and when nobody answers there the next
+ * attempt looks up at once, held until the session moves (holdNextLookup),
+ * so the parties of a dead relay add no lookup that would only name it again.
  */
 import { Backoff, sleep } from './backoff.js';
 import { Emitter } from './emitter.js';
@@ -131,6 +131,8 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private lastRelay: RelayTarget | null = null;
   /** Where a relay that ended our link said the session went: the next attempt goes there at once. */
   private redirect: RelayTarget | null = null;
+  /** A resumed relay did not take us back: the next attempt looks up with no backoff before it. */
+  private lookUpAtOnce = false;
 
   /** Use `connect()`. */
   private constructor(
@@ -275,13 +277,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
       } catch (err) {
         // The owner a lookup named gave no answer at all (refused, or dropped before it said anything): the next lookup waits for the session to move.
         if (err instanceof RelayUnreachable && target.ownerId) this.holdNextLookup(target.ownerId);
-        // The relay of a dropped link is gone, or has forgotten the session (restarted): find where it is now.
-        if (target.via === 'resume' && (err instanceof RelayUnreachable || err instanceof SessionNotFound) && !this.closed && lookups < MAX_LOOKUPS_PER_ATTEMPT) {
+        // The relay of a dropped link is gone, or has forgotten the session (restarted): the next attempt, at
+        // once and with a deadline of its own, looks up where it is now (held).
+        if (target.via === 'resume' && (err instanceof RelayUnreachable || err instanceof SessionNotFound)) {
           if (err instanceof SessionNotFound) this.holdNextLookup('');
-          lookups++;
-          hops = 0;
-          target = await this.findTarget(attach, signal);
-          continue;
+          this.lookUpAtOnce = true;
         }
         if (!(err instanceof RelayMoved) || this.closed) throw err;
         if (hops < MAX_REDIRECT_HOPS) {
@@ -397,7 +397,9 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     for (let attempt = 1; ; attempt++) {
       // A relay that named the session's new owner is followed at once; every other attempt waits its jittered turn.
       const resuming = Date.now() - lostAt < RESUME_GRACE_MS;
-      const delayMs = attempt === 1 && this.redirect?.via === 'redirect' ? 0 : resuming ? this.resumeBackoff.next() : this.backoff.next();
+      const atOnce = (attempt === 1 && this.redirect?.via === 'redirect') || this.lookUpAtOnce;
+      this.lookUpAtOnce = false;
+      const delayMs = atOnce ? 0 : resuming ? this.resumeBackoff.next() : this.backoff.next();
       this.emit('reconnecting', { attempt, delayMs, error });
       try {
         await sleep(delayMs, this.lifetime.signal);

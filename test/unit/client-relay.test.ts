@@ -259,17 +259,20 @@ describe('client: finding the relay', () => {
     assert.equal(cluster.lookups.length, 1, 'no lookup: the relay still serves the session');
   });
 
-  test('a dropped link whose relay is gone: the same attempt looks up, held while the answer would be that relay', async () => {
+  test('a dropped link whose relay is gone: the next attempt, at once, looks up, held while the answer would be that relay', async () => {
     const cluster = new FakeCluster();
     cluster.lookup = () => ({ kind: 'owner', id: 'r1', address: 'r1.test:443' });
     const conn = await open(cluster);
     cluster.lookup = () => ({ kind: 'owner', id: 'r2', address: 'r2.test:443' });
     cluster.dial = (relay) => (relay === 'r1.test:443' ? new RelayUnreachable('connect ECONNREFUSED') : null);
+    const waits: number[] = [];
+    conn.on('reconnecting', (r) => waits.push(r.delayMs));
     const reconnected = nextEvent<ReconnectedInfo>(conn, 'reconnected');
     cluster.lose(new LinkDropped('Connection dropped'));
     const info = await reconnected;
     assert.equal(info.relay, 'r2.test:443');
-    assert.equal(info.attempts, 1, 'the refused resume and the lookup are one attempt (no backoff between them)');
+    assert.equal(info.attempts, 2, 'the lookup is an attempt of its own (its own connectTimeoutMs)');
+    assert.equal(waits[1], 0, 'no backoff before it');
     assert.deepEqual(cluster.dials, ['r1.test:443', 'r1.test:443', 'r2.test:443']);
     assert.equal(cluster.lookups.length, 2);
     assert.equal(cluster.lookups[1].wait?.unreachable, 'r1', 'held until the session leaves the relay that did not answer');
