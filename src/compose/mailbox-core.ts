@@ -61,7 +61,7 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const v2 = new V2Mailbox(
     table,
     stats,
-    { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes, creatorWaitMs: config.v2.creatorWaitMs, logger: relayLogger },
+    { windowBytes: config.v2.windowBytes, maxMessageBytes: config.v2.maxMessageBytes, logger: relayLogger },
     router,
   );
   const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });

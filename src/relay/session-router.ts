@@ -31,8 +31,8 @@ export class SessionRouter {
   constructor(
     private readonly directory: Directory,
     private readonly logger: Logger,
-    /** v2.creatorWaitMs: how long a fresh placement waits for its creator (awaitsCreator); 0: never. */
-    private readonly creatorWaitMs = 0,
+    /** v2.creatorWaitMs: how long a fresh placement waits for its creator (awaitsCreator), and an attach for it; 0: never. */
+    readonly creatorWaitMs = 0,
     private readonly now: () => number = () => performance.now(),
   ) {
     if (creatorWaitMs > 0) directory.on('routeGained', (route) => this.noteGained(route));

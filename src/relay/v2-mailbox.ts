@@ -39,8 +39,6 @@ export function negotiateVersion(minVersion: number, maxVersion: number): number
 export interface V2MailboxOptions {
   /** Bytes a v2 box holds for a reader that is not keeping up; then the writer waits. */
   windowBytes: number;
-  /** v2.creatorWaitMs: how long an ATTACH_EXISTING for a session placed here a moment ago waits for its creator; 0: never. */
-  creatorWaitMs?: number;
   maxMessageBytes: number;
   /** Attach and detach lines at debug; none without. */
   logger?: Logger;
@@ -187,9 +185,8 @@ export class V2Mailbox {
       boxes = open();
     } catch (err) {
       // Placed here for a re-join a moment ago, and this party outran the one that creates it: wait for that one.
-      const waitMs = this.options.creatorWaitMs ?? 0;
-      if (create || waitMs <= 0 || !this.router?.awaitsCreator(route) || !(err instanceof HashmailError) || err.code !== 'STREAM_NOT_FOUND') throw err;
-      await this.table.whenSessionOpened(sid, waitMs, signal);
+      if (create || !this.router?.awaitsCreator(route) || !(err instanceof HashmailError) || err.code !== 'STREAM_NOT_FOUND') throw err;
+      await this.table.whenSessionOpened(sid, this.router.creatorWaitMs, signal);
       if (signal?.aborted) throw err;
       boxes = open();
     }

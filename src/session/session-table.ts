@@ -2,6 +2,7 @@ import { Box, type BoxHost, type BoxOptions, type CloseReason } from './box.js';
 import { BufferBudget } from './buffer-budget.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { HashmailError, limitReached } from './errors.js';
+import { KeyedWaiters } from './keyed-waiters.js';
 import { Session } from './session.js';
 import { boxIndex, boxKey, checkSid, sessionKey } from './sid.js';
 
@@ -49,9 +50,8 @@ export class SessionTable implements BoxHost {
   private readonly entries = new Map<string, BoxEntry>();
   private readonly sessionsByKey = new Map<string, Session>();
   private readonly owners = new Map<string, Owner>();
-  /** Session key -> callers waiting for the session to be created (whenSessionOpened). */
-  private readonly openWaiters = new Map<string, Set<() => void>>();
-  private openWaiterCount = 0;
+  /** Callers waiting for a session to be created, by session key (whenSessionOpened). */
+  private readonly openWaiters: KeyedWaiters;
   readonly budget: BufferBudget;
   private shuttingDown = false;
 
@@ -61,6 +61,7 @@ export class SessionTable implements BoxHost {
     private readonly clock: Clock = systemClock,
   ) {
     this.budget = new BufferBudget(options.maxBufferedBytes);
+    this.openWaiters = new KeyedWaiters(options.maxBoxes);
   }
 
   get boxCount(): number {
@@ -85,27 +86,9 @@ export class SessionTable implements BoxHost {
    * `ms`, or when `signal` aborts; the caller looks again. At once when
    * there are already as many waiters as boxes may exist (limits.maxBoxes).
    */
-  whenSessionOpened(sid: Uint8Array, ms: number, signal?: AbortSignal): Promise<void> {
+  async whenSessionOpened(sid: Uint8Array, ms: number, signal?: AbortSignal): Promise<void> {
     const key = sessionKey(checkSid(sid));
-    if (this.sessionsByKey.has(key) || !(ms > 0) || signal?.aborted || this.openWaiterCount >= this.options.maxBoxes) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', wake);
-        const set = this.openWaiters.get(key);
-        if (set?.delete(wake)) {
-          this.openWaiterCount--;
-          if (set.size === 0) this.openWaiters.delete(key);
-        }
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      signal?.addEventListener('abort', wake, { once: true });
-      let set = this.openWaiters.get(key);
-      if (!set) this.openWaiters.set(key, (set = new Set()));
-      set.add(wake);
-      this.openWaiterCount++;
-    });
+    if (!this.sessionsByKey.has(key)) await this.openWaiters.wait([key], ms, signal);
   }
 
   /** NewCipherBox: creates the box for `sid`; ALREADY_EXISTS if it has one. */
@@ -176,7 +159,7 @@ export class SessionTable implements BoxHost {
     owner.boxes++;
     this.armStaleTimer(entry);
     this.observer.boxCreated?.(box);
-    if (opened) for (const wake of [...(this.openWaiters.get(skey) ?? [])]) wake();
+    if (opened) this.openWaiters.wake(skey);
     return box;
   }
 

@@ -77,7 +77,7 @@ test('awaitsCreator: true for a route placed here within creatorWaitMs, false be
 test('an app that outruns the node of a session placed here waits for it and attaches; the node creates as usual', async () => {
   const dir = new ScriptedDirectory();
   const t = table();
-  const mailbox = new V2Mailbox(t, new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536, creatorWaitMs: WAIT_MS }, new SessionRouter(dir as unknown as Directory, logger, WAIT_MS));
+  const mailbox = new V2Mailbox(t, new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536 }, new SessionRouter(dir as unknown as Directory, logger, WAIT_MS));
   const [nodeSid, appSid] = sidPair();
   dir.gain(routeOfSid(nodeSid));
   let appDone = false;
@@ -96,16 +96,16 @@ test('an app that outruns the node of a session placed here waits for it and att
 test('no wait: a session not placed here just now, a single node, or creatorWaitMs 0 answer "stream not found" at once', async () => {
   const [, appSid] = sidPair();
   // Placed here long ago (no routeGained): the session expired, say so at once.
-  const cluster = new V2Mailbox(table(), new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536, creatorWaitMs: WAIT_MS }, new SessionRouter(new ScriptedDirectory() as unknown as Directory, logger, WAIT_MS));
+  const cluster = new V2Mailbox(table(), new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536 }, new SessionRouter(new ScriptedDirectory() as unknown as Directory, logger, WAIT_MS));
   await assert.rejects(cluster.attach(hello(appSid, Attach.Existing), call), isNotFound);
   // hashmail serve: the in-memory directory never places, so never waits.
   const single = new MemoryDirectory();
   await single.register({ id: 'serve', addresses: ['127.0.0.1:1'], version: 'test' });
-  const serve = new V2Mailbox(table(), new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536, creatorWaitMs: WAIT_MS }, new SessionRouter(single, logger, WAIT_MS));
+  const serve = new V2Mailbox(table(), new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536 }, new SessionRouter(single, logger, WAIT_MS));
   await assert.rejects(serve.attach(hello(appSid, Attach.Existing), call), isNotFound);
   // Placed a moment ago, but the wait is off.
   const dir = new ScriptedDirectory();
-  const off = new V2Mailbox(table(), new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536, creatorWaitMs: 0 }, new SessionRouter(dir as unknown as Directory, logger, 0));
+  const off = new V2Mailbox(table(), new RelayStats(), { windowBytes: 65_536, maxMessageBytes: 65_536 }, new SessionRouter(dir as unknown as Directory, logger, 0));
   dir.gain(routeOfSid(appSid));
   await assert.rejects(off.attach(hello(appSid, Attach.Existing), call), isNotFound);
 });
