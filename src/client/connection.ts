@@ -129,8 +129,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private relayAuthority = '';
   /** The relay of the current (or last) link as dialed, and its instance id when a lookup named it: where a dropped link resumes. */
   private lastRelay: RelayTarget | null = null;
-  /** Where a relay that ended our link said the session went: the next attempt goes there at once. */
-  private redirect: RelayTarget | null = null;
+  /**
+   * Where the next attempt dials before any lookup: the relay a relay that ended our link named
+   * (via 'redirect', at once), or the relay of a link that dropped (via 'resume', after the backoff).
+   */
+  private nextTarget: RelayTarget | null = null;
   /** A resumed relay did not take us back: the next attempt looks up with no backoff before it. */
   private lookUpAtOnce = false;
 
@@ -265,11 +268,11 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
 
   /** openLink within `signal` (the connection's lifetime and the attempt's deadline). */
   private async openLinkWithin(attach: AttachMode, signal: AbortSignal): Promise<void> {
-    const redirected = this.redirect;
-    this.redirect = null;
-    let target = redirected ?? (await this.findTarget(attach, signal));
-    let hops = redirected ? 1 : 0;
-    let lookups = redirected ? 0 : 1;
+    const given = this.nextTarget;
+    this.nextTarget = null;
+    let target = given ?? (await this.findTarget(attach, signal));
+    let hops = given ? 1 : 0;
+    let lookups = given ? 0 : 1;
     for (;;) {
       try {
         await this.openLinkAt(target, attach, signal);
@@ -381,12 +384,12 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     if (!this.options.reconnect || !isRetryable(err)) return this.fail(err);
     if (err instanceof RelayMoved) {
       try {
-        this.redirect = { server: relayAddress(err.relayAddress, this.options.server), via: 'redirect' };
+        this.nextTarget = { server: relayAddress(err.relayAddress, this.options.server), via: 'redirect' };
       } catch {
-        this.redirect = null;
+        this.nextTarget = null;
       }
     } else if (err instanceof LinkDropped && this.lastRelay) {
-      this.redirect = this.lastRelay;
+      this.nextTarget = this.lastRelay;
     }
     void this.reconnectLoop(err);
   }
@@ -397,7 +400,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     for (let attempt = 1; ; attempt++) {
       // A relay that named the session's new owner is followed at once; every other attempt waits its jittered turn.
       const resuming = Date.now() - lostAt < RESUME_GRACE_MS;
-      const atOnce = (attempt === 1 && this.redirect?.via === 'redirect') || this.lookUpAtOnce;
+      const atOnce = (attempt === 1 && this.nextTarget?.via === 'redirect') || this.lookUpAtOnce;
       this.lookUpAtOnce = false;
       const delayMs = atOnce ? 0 : resuming ? this.resumeBackoff.next() : this.backoff.next();
       this.emit('reconnecting', { attempt, delayMs, error });
