@@ -12,7 +12,7 @@
  *   - restart: A is restarted at once with the same data directory: it
  *              revokes its old leases at start, so the sessions move at once.
  *
- *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N] [--lookup-spread first|rotate]
+ *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N] [--lookup-spread first|rotate] [--paths ttl,restart]
  * --lookup-spread first (default): every party asks the instances in one order, so the first live one
  * answers every lookup; rotate: each pair starts from the next instance in turn, as parties behind a
  * balanced address would.
@@ -211,7 +211,9 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' }, 'lookup-spread': { type: 'string' } } });
+  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' }, 'lookup-spread': { type: 'string' }, paths: { type: 'string' } } });
+  const paths = (values.paths ?? 'ttl,restart').split(',');
+  if (paths.some((x) => x !== 'ttl' && x !== 'restart')) throw new Error('--paths: ttl, restart or both (comma-separated)');
   const lookupSpread = values['lookup-spread'] ?? 'first';
   if (lookupSpread !== 'first' && lookupSpread !== 'rotate') throw new Error('--lookup-spread: first or rotate');
   rotateLookups = lookupSpread === 'rotate';
@@ -220,9 +222,10 @@ async function main(): Promise<void> {
   const ttlMs = Number(values['ttl-ms'] ?? 10_000);
   const workerCount = Number(values.workers ?? 4);
   const waitFlag = `${lookupWaitMaxMs === undefined ? '' : ` --lookup-wait-ms ${lookupWaitMaxMs}`}${rotateLookups ? ' --lookup-spread rotate' : ''}`;
-  const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}${waitFlag}`;
+  const pathFlag = paths.join(',') === 'ttl,restart' ? '' : ` --paths ${paths.join(',')}`;
+  const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}${waitFlag}${pathFlag}`;
   const results: CaseResult[] = [];
-  for (const path of ['ttl', 'restart'] as const) {
+  for (const path of paths as Path[]) {
     for (const size of sizes) {
       process.stderr.write(`${path}, ${size} sessions\n`);
       results.push(await runCase(path, size, ttlMs, workerCount));

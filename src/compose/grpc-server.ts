@@ -1,7 +1,7 @@
 /**
  * The gRPC server of a composition: the legacy service (serve, gateway), the v2
- * service (Connect when v2 is on, ServerForMailbox always), the gateway hop
- * (relay only: it needs the cluster's hop token), fed connections by the
+ * service (Connect when v2 is on, ServerForMailbox always), the gateway hop's
+ * box calls (relay only: it needs the cluster's hop token), fed connections by the
  * public listener through a connection injector. HTTP/2 streams that are not
  * gRPC go to the HTTP request handler (set once it exists).
  */
@@ -13,8 +13,7 @@ import type { LegacyOperations } from '../relay/legacy-operations.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
-import { hopHandlers, hopServerService } from '../transport/grpc-hop/handlers.js';
-import type { HopToken } from '../transport/grpc-hop/hop-token.js';
+import { hopHandlers, hopServerService, type HopServerDeps } from '../transport/grpc-hop/handlers.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
 import { routeNonGrpcStreams, type H2RequestHandler } from '../transport/h2-http-routes.js';
 import { guardResetStreams } from '../transport/h2-reset-streams.js';
@@ -41,7 +40,7 @@ export function buildGrpcServer(
   core: MailboxCore,
   addresses: ClientAddressPolicy,
   legacy: LegacyOperations | null,
-  hopToken: HopToken | null = null,
+  hop: HopServerDeps | null = null,
 ): GrpcParts {
   const m = config.mailbox;
   const server = new GrpcServer({
@@ -61,18 +60,8 @@ export function buildGrpcServer(
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
   if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
-  if (hopToken) {
-    // Hop calls are not counted by limits.maxStreamsPerConnection: a gateway carries up to hop.streamsPerConnection halves and box calls on one connection.
-    const hop = {
-      mailbox: core.legacy,
-      router: core.router,
-      token: hopToken,
-      logger: subsystemLogger(logger, 'hop'),
-      stats: core.stats,
-      metrics: core.metrics,
-      windowBytes: config.hop.windowBytes,
-      maxMessageBytes: config.mailbox.maxMessageBytes,
-    };
+  if (hop) {
+    // Hop box calls are not counted by limits.maxStreamsPerConnection: a gateway's pool connection carries up to hop.streamsPerConnection of them.
     server.addService(hopServerService, hopHandlers(hop));
   }
   server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));

@@ -44,6 +44,8 @@ export interface HttpRoutes {
   wsV2: WsV2Gateway | null;
   /** Tried before the others (the gateway's v2 WebSocket pass-through). */
   upgrade?: UpgradeRoute;
+  /** The hop lanes gateways open (relay only). */
+  lane?: UpgradeRoute;
   /** What GET /v2/relay answers; default the core's lookup (the owner). */
   lookup?: RouteLookup;
 }
@@ -75,6 +77,7 @@ export function buildHttpServer(config: Config, logger: Logger, core: MailboxCor
   };
   server.on('request', handleRequest);
   server.on('upgrade', (req, socket, head) => {
+    if (routes.lane?.(req, socket, head)) return;
     if (routes.upgrade?.(req, socket, head)) return;
     // v2 has its own path; with v2 off it falls through to the legacy gateway's 404, as on a v1-only server.
     if (wsV2 && isV2Path(req.url)) wsV2.handleUpgrade(req, socket, head);

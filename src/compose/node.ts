@@ -12,6 +12,7 @@ import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
 import type { HopToken } from '../transport/grpc-hop/hop-token.js';
+import { hopLaneRoute, type HopServerDeps } from '../transport/grpc-hop/handlers.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { PublicListener } from '../transport/public-listener.js';
@@ -105,14 +106,31 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);
   const legacy = options.legacy === 'local' ? core.legacy : options.legacy;
-  const grpc = buildGrpcServer(config, logger, core, addresses, legacy, options.hopToken ?? null);
+  const hop: HopServerDeps | null = options.hopToken
+    ? {
+        mailbox: core.legacy,
+        router: core.router,
+        token: options.hopToken,
+        logger: subsystemLogger(logger, 'hop'),
+        stats: core.stats,
+        metrics: core.metrics,
+        windowBytes: config.hop.windowBytes,
+        maxMessageBytes: config.mailbox.maxMessageBytes,
+      }
+    : null;
+  const grpc = buildGrpcServer(config, logger, core, addresses, legacy, hop);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
   const gateway = legacy ? new HttpGateway({ mailbox: legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
   let advertised: string[] = [];
   const self = (): string => advertised[0] ?? '';
-  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, { gateway, wsV2, ...options.httpRoutes?.(core, self) });
+  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, {
+    gateway,
+    wsV2,
+    lane: hop ? hopLaneRoute(hop) : undefined,
+    ...options.httpRoutes?.(core, self),
+  });
   grpc.setHttpHandler(handleH2Request);
 
   const tlsFiles = { certFile: config.server.tlsCertFile, keyFile: config.server.tlsKeyFile, dataDir: config.server.dataDir };

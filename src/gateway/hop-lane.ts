@@ -1,20 +1,40 @@
 /**
- * The gateway's end of a hop lane: one LegacyHop/Carry stream on a pool
- * connection, carrying every legacy half the gateway places there. Each half
+ * The gateway's end of a hop lane: one connection to the relay's public
+ * port, upgraded to lane frames (lane-upgrade.ts, lane-socket.ts), carrying
+ * every legacy half the gateway places on one pool connection. Each half
  * gets an id (never reused on the lane); frames from the relay go to the half
  * they name. The lane is read without pause: what a half may have in flight
  * is bounded by its credit, so no half can hold up the others. When the
- * stream fails (connection lost, relay killed), every half on it ends with
- * the error and the pool opens a new lane for the next half.
+ * lane fails (connection lost, relay killed, refused), every half on it ends
+ * with the error and the pool opens a new lane for the next half.
  */
-import type { Client, ClientDuplexStream, Metadata, ServiceError } from '@grpc/grpc-js';
+import http from 'node:http';
+import https from 'node:https';
+import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { HashmailError } from '../session/errors.js';
 import { encodeControlFrame, encodeHopFrame, FrameKind, type FrameKindValue, type HopFrame } from '../transport/grpc-hop/frame.js';
-import { endFrameError, hopError } from '../transport/grpc-hop/hop-status.js';
-import { hopService } from '../transport/grpc-hop/service.js';
+import { endFrameError } from '../transport/grpc-hop/hop-status.js';
+import { LaneSocket } from '../transport/grpc-hop/lane-socket.js';
+import { LANE_FRAME_OVERHEAD_BYTES, LANE_PATH, LANE_PING_EVERY_MS, LANE_PROTOCOL, LANE_SILENCE_LIMIT_MS } from '../transport/grpc-hop/lane-upgrade.js';
+import { HOP_TOKEN_HEADER } from '../transport/grpc-hop/service.js';
+import { splitHostPort } from '../transport/public-listener.js';
 
 /** Half ids are uint32 on the wire; a lane that used them all is retired. */
 const MAX_HALF_ID = 0xffffffff;
+/** A relay that has not answered the upgrade in this long is unreachable (ms). */
+const LANE_CONNECT_TIMEOUT_MS = 10_000;
+
+export interface LaneDial {
+  /** The relay's `HOST:PORT`. */
+  address: string;
+  /** null: plain text (`--insecure`); else TLS, trusting `ca` (PEM) or the system CAs. */
+  tls: { ca: Buffer | null } | null;
+  /** The hop token. */
+  token: string;
+  /** mailbox.maxMessageBytes: the largest DATA payload a relay may send. */
+  maxMessageBytes: number;
+}
 
 /** What a lane tells one of its halves. */
 export interface LaneEndpoint {
@@ -28,19 +48,48 @@ export interface LaneEndpoint {
 }
 
 export class HopLane {
-  private readonly call: ClientDuplexStream<Buffer, HopFrame>;
+  private readonly wire: LaneSocket;
   private readonly halves = new Map<number, LaneEndpoint>();
   private nextId = 1;
   private lostErr: HashmailError | null = null;
+  private request: http.ClientRequest | null;
 
-  constructor(client: Client, metadata: Metadata) {
-    const def = hopService.Carry;
-    this.call = client.makeBidiStreamRequest<Buffer, HopFrame>(def.path, def.requestSerialize, def.responseDeserialize, metadata);
-    this.call.on('data', (f: HopFrame) => this.dispatch(f));
-    this.call.on('error', (err: ServiceError) => this.lose(hopError(err)));
-    // The relay never ends a lane OK while the gateway uses it.
-    this.call.on('status', (s: { code: number }) => {
-      if (s.code === 0) this.lose(new HashmailError('RELAY_UNREACHABLE', 'gateway: relay unreachable (lane ended)'));
+  constructor(dial: LaneDial) {
+    this.wire = new LaneSocket({ maxFrameBytes: dial.maxMessageBytes + LANE_FRAME_OVERHEAD_BYTES, pingEveryMs: LANE_PING_EVERY_MS, silenceLimitMs: LANE_SILENCE_LIMIT_MS });
+    const { host, port } = splitHostPort(dial.address);
+    const options: https.RequestOptions = {
+      host,
+      port,
+      path: LANE_PATH,
+      headers: { Connection: 'Upgrade', Upgrade: LANE_PROTOCOL, [HOP_TOKEN_HEADER]: dial.token },
+      agent: false,
+      timeout: LANE_CONNECT_TIMEOUT_MS,
+      ...(dial.tls ? { ca: dial.tls.ca ?? undefined, servername: isIP(host) ? undefined : host } : {}),
+    };
+    const req = (dial.tls ? https : http).request(options);
+    this.request = req;
+    req.on('upgrade', (_res, socket: Duplex, head: Buffer) => this.upgraded(socket, head));
+    req.on('response', (res) => {
+      res.resume();
+      this.lose(res.statusCode === 401 ? new HashmailError('HOP_UNAUTHENTICATED') : new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (lane refused: HTTP ${res.statusCode})`));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${LANE_CONNECT_TIMEOUT_MS} ms`)));
+    req.on('error', (err) => this.lose(new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (${err.message})`)));
+    req.end();
+  }
+
+  private upgraded(socket: Duplex, head: Buffer): void {
+    this.request = null;
+    if (this.lostErr) {
+      socket.destroy();
+      return;
+    }
+    if (head.length > 0) socket.unshift(head);
+    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+    this.wire.attach(socket, {
+      frame: (f) => (f instanceof HashmailError ? this.lose(new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (${f.message})`)) : this.dispatch(f)),
+      // The relay never ends a lane in order while the gateway uses it.
+      closed: (err) => this.lose(err ?? new HashmailError('RELAY_UNREACHABLE', 'gateway: relay unreachable (lane ended)')),
     });
   }
 
@@ -59,17 +108,17 @@ export class HopLane {
     if (this.lostErr) throw this.lostErr;
     const id = this.nextId++;
     this.halves.set(id, endpoint);
-    this.call.write(encodeHopFrame({ half: id, kind, streamId, clientAddress, credit }));
+    this.wire.write(encodeHopFrame({ half: id, kind, streamId, clientAddress, credit }));
     return id;
   }
 
   /** A frame the half already encoded (DATA). */
   write(frame: Buffer): void {
-    if (!this.lostErr) this.call.write(frame);
+    if (!this.lostErr) this.wire.write(frame);
   }
 
   control(id: number, kind: FrameKindValue, credit = 0): void {
-    if (!this.lostErr) this.call.write(encodeControlFrame(id, kind, credit));
+    if (!this.lostErr) this.wire.write(encodeControlFrame(id, kind, credit));
   }
 
   /** The half is over here; with `cancel` the relay is told to free its slot. */
@@ -81,10 +130,14 @@ export class HopLane {
   /** Closes the lane: every half on it ends with `err`. */
   close(err: HashmailError): void {
     this.lose(err);
-    this.call.cancel();
   }
 
   private dispatch(f: HopFrame): void {
+    if (f.half === 0) {
+      // Only a lane's END travels on half 0 to the gateway (PONG stays in the wire).
+      this.lose(f.kind === FrameKind.END ? endFrameError(f) : new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (unexpected lane frame kind ${f.kind})`));
+      return;
+    }
     const half = this.halves.get(f.half);
     // A half forgotten here (released) whose frames were already on their way.
     if (!half) return;
@@ -111,6 +164,9 @@ export class HopLane {
   private lose(err: HashmailError): void {
     if (this.lostErr) return;
     this.lostErr = err;
+    this.request?.destroy();
+    this.request = null;
+    this.wire.destroy(err);
     const halves = [...this.halves.values()];
     this.halves.clear();
     for (const h of halves) h.lost(err);

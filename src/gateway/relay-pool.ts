@@ -1,8 +1,9 @@
 /**
- * The gateway's connections to relays: per relay address a pool of grpc-js
- * clients, each on its own channel and so its own HTTP/2 connection
- * (`grpc.use_local_subchannel_pool`), each carrying at most
- * hop.streamsPerConnection calls (halves on its lane, and box calls). The pool grows to
+ * The gateway's connections to relays: per relay address a pool of
+ * connections, each a grpc-js client on its own channel and so its own
+ * HTTP/2 connection (`grpc.use_local_subchannel_pool`) for the box calls,
+ * and a lane beside it for the halves (hop-lane.ts), together carrying at
+ * most hop.streamsPerConnection calls. The pool grows to
  * hop.maxConnectionsPerRelay; a call past that fails at once with
  * RESOURCE_EXHAUSTED: a call is never queued behind a full connection (the
  * reference gateway's stall at 250 streams on one connection). A connection
@@ -67,8 +68,8 @@ interface Connection {
 /** One call's place on a connection: `release` once the call is over (idempotent). */
 export interface PooledCall {
   client: Client;
-  /** The connection's lane: the one it has if still usable, else one `open` makes. */
-  lane(open: (client: Client) => HopLane): HopLane;
+  /** The connection's lane: the one it has if still usable, else one `open` makes to the same relay. */
+  lane(open: (address: string, tls: RelayPoolOptions['tls']) => HopLane): HopLane;
   release(): void;
 }
 
@@ -150,7 +151,7 @@ export class RelayPool {
     return {
       client: c.client,
       lane: (open) => {
-        if (!c.lane?.usable) c.lane = open(c.client);
+        if (!c.lane?.usable) c.lane = open(address, this.options.tls);
         return c.lane;
       },
       release: () => {

@@ -9,7 +9,7 @@
  * (instanceGone), each ends at once with UNAVAILABLE, so legacy clients
  * retry and land on the new owner.
  */
-import { Metadata, type Client } from '@grpc/grpc-js';
+import { Metadata } from '@grpc/grpc-js';
 import type { Directory, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
 import { directoryError, lookupHeld } from '../directory/route-lookup.js';
@@ -26,7 +26,7 @@ import type { HopToken } from '../transport/grpc-hop/hop-token.js';
 import { HOP_CLIENT_ADDRESS_HEADER, HOP_TOKEN_HEADER, hopService } from '../transport/grpc-hop/service.js';
 import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
 import { HopLane } from './hop-lane.js';
-import { RelayPool, relayPoolOptions } from './relay-pool.js';
+import { RelayPool, relayPoolOptions, type RelayPoolOptions } from './relay-pool.js';
 
 /**
  * How long a call for a session our watch-fed view does not hold waits for
@@ -230,11 +230,8 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     });
   }
 
-  private readonly openLane = (client: Client): HopLane => {
-    const md = new Metadata();
-    md.set(HOP_TOKEN_HEADER, this.options.token.value);
-    return new HopLane(client, md);
-  };
+  private readonly openLane = (address: string, tls: RelayPoolOptions['tls']): HopLane =>
+    new HopLane({ address, tls, token: this.options.token.value, maxMessageBytes: this.options.maxMessageBytes });
 
   private metadata(call: CallInfo): Metadata {
     const md = new Metadata();

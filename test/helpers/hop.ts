@@ -4,6 +4,8 @@
  * gateway process). Reads and writes through the LegacyOperations halves,
  * every wait bounded.
  */
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
 import { pino } from 'pino';
 import { ensureClusterSecret } from '../../src/directory/etcd/cluster-secret.js';
 import { EtcdRpc } from '../../src/directory/etcd/etcd-rpc.js';
@@ -13,7 +15,9 @@ import { RemoteLegacyMailbox } from '../../src/gateway/remote-legacy-mailbox.js'
 import { RelayPool, type RelayPoolOptions } from '../../src/gateway/relay-pool.js';
 import { RelayStats } from '../../src/observe/stats.js';
 import type { CallInfo, LegacyReceive, LegacySend } from '../../src/relay/legacy-operations.js';
+import { decodeHopFrame, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
 import { HopToken } from '../../src/transport/grpc-hop/hop-token.js';
+import { splitHostPort } from '../../src/transport/public-listener.js';
 import { withTimeout } from './async-queue.js';
 import { directoryOptions, member } from './etcd-directory.js';
 
@@ -108,4 +112,72 @@ export async function writeAll(half: LegacySend, messages: readonly Buffer[]): P
 /** The error the half's onBoxClosed reports. */
 export function boxClosed(half: LegacyReceive | LegacySend, timeoutMs = HOP_WAIT_MS): Promise<Error> {
   return withTimeout(new Promise<Error>((resolve) => half.onBoxClosed(resolve)), timeoutMs, 'onBoxClosed');
+}
+
+/** A lane opened by hand (a gateway that breaks the contract): raw frames in, decoded frames out. */
+export interface RawLane {
+  /** The relay's answer when it refused the upgrade (status, body); null once upgraded. */
+  refused: { status: number; body: string } | null;
+  /** Sends `frame` with its length prefix; `length` overrides the prefix (a lie). */
+  send(frame: Buffer, length?: number): void;
+  /** The first frame of `kind` for `half` received so far or next. */
+  frame(half: number, kind: number): Promise<HopFrame>;
+  /** The connection closed. */
+  closed: Promise<void>;
+  close(): void;
+}
+
+/** Opens a lane to `address` presenting `token` (null: no token header) and `upgrade` as the protocol. */
+export function openRawLane(address: string, token: string | null, upgrade = 'hashmail-hop-lane'): Promise<RawLane> {
+  const { host, port } = splitHostPort(address);
+  const headers: Record<string, string> = { Connection: 'Upgrade', Upgrade: upgrade };
+  if (token !== null) headers['hashmail-hop-token'] = token;
+  return withTimeout(
+    new Promise<RawLane>((resolve, reject) => {
+      const req = http.request({ host, port, path: '/hop/v1/lane', headers, agent: false });
+      req.on('error', reject);
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ refused: { status: res.statusCode ?? 0, body }, send: () => undefined, frame: () => Promise.reject(new Error('refused')), closed: Promise.resolve(), close: () => undefined }));
+      });
+      req.on('upgrade', (_res, socket: Duplex, head: Buffer) => {
+        const frames: HopFrame[] = [];
+        let waiter: (() => void) | null = null;
+        let pending = head;
+        socket.on('data', (chunk: Buffer) => {
+          pending = Buffer.concat([pending, chunk]);
+          while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
+            const n = pending.readUInt32BE(0);
+            frames.push(decodeHopFrame(pending.subarray(4, 4 + n)));
+            pending = pending.subarray(4 + n);
+          }
+          waiter?.();
+        });
+        const closed = new Promise<void>((r) => socket.once('close', () => r()));
+        void closed.then(() => waiter?.());
+        resolve({
+          refused: null,
+          send: (frame, length = frame.length) => {
+            const head4 = Buffer.alloc(4);
+            head4.writeUInt32BE(length, 0);
+            socket.write(Buffer.concat([head4, frame]));
+          },
+          frame: async (half, kind) => {
+            for (let i = 0; i < 1000; i++) {
+              const f = frames.find((x) => x.half === half && x.kind === kind);
+              if (f) return f;
+              await withTimeout(new Promise<void>((r) => (waiter = r)), HOP_WAIT_MS, `frame ${kind} of half ${half}`);
+            }
+            throw new Error('frame never came');
+          },
+          closed,
+          close: () => socket.destroy(),
+        });
+      });
+      req.end();
+    }),
+    HOP_WAIT_MS,
+    'lane upgrade',
+  );
 }

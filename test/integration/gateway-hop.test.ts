@@ -12,12 +12,12 @@ import * as grpc from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { routeOfSid } from '../../src/directory/route.js';
 import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
-import { encodeDataFrame, encodeHopFrame, FrameKind, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
+import { encodeDataFrame, encodeHopFrame, FrameKind } from '../../src/transport/grpc-hop/frame.js';
 import { hopService } from '../../src/transport/grpc-hop/service.js';
 import { pollUntil, withTimeout } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { peerSid, randomSid, boxAuth } from '../helpers/grpc-v1.js';
-import { boxClosed, callFrom, clusterHopToken, HOP_WAIT_MS, readOne, testGateway, writeAll, type TestGateway } from '../helpers/hop.js';
+import { boxClosed, callFrom, clusterHopToken, HOP_WAIT_MS, openRawLane, readOne, testGateway, writeAll, type TestGateway } from '../helpers/hop.js';
 import { metricSum } from '../helpers/metrics.js';
 import { startRelay, type RunningServer } from '../helpers/server.js';
 
@@ -211,10 +211,13 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
         assert.equal(status?.details, 'hop: not an authenticated gateway');
         assert.equal(status?.metadata.get('hashmail-error')[0], 'HOP_UNAUTHENTICATED');
       }
-      const lane = client.makeBidiStreamRequest(hopService.Carry.path, hopService.Carry.requestSerialize, hopService.Carry.responseDeserialize, new grpc.Metadata());
-      const err = await withTimeout(new Promise<grpc.ServiceError>((resolve) => lane.on('error', resolve)), HOP_WAIT_MS, 'lane refused');
-      assert.equal(err.code, grpc.status.UNAUTHENTICATED);
-      assert.equal(err.metadata.get('hashmail-error')[0], 'HOP_UNAUTHENTICATED');
+      // A lane without the token, or with a wrong one, is refused before the upgrade; the lane path upgrades to lanes only.
+      for (const token of [null, 'not-the-token']) {
+        const lane = await openRawLane(relay.address, token);
+        assert.deepEqual(lane.refused, { status: 401, body: 'hop: not an authenticated gateway' });
+      }
+      const websocket = await openRawLane(relay.address, (await clusterHopToken(etcd.endpoints)).value, 'websocket');
+      assert.equal(websocket.refused?.status, 400);
     } finally {
       client.close();
     }
@@ -420,33 +423,19 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     const owner = relays[1];
     const call = freshCall();
     const sid = await sessionOn(owner, call);
-    const md = new grpc.Metadata();
-    md.set('hashmail-hop-token', (await clusterHopToken(etcd.endpoints)).value);
-    const client = new grpc.Client(owner.address, grpc.credentials.createInsecure());
-    const frames: HopFrame[] = [];
-    let waiter: (() => void) | null = null;
-    const lane = client.makeBidiStreamRequest(hopService.Carry.path, hopService.Carry.requestSerialize, hopService.Carry.responseDeserialize, md);
-    lane.on('data', (f: HopFrame) => {
-      frames.push(f);
-      waiter?.();
-    });
-    const laneEnded = new Promise<grpc.ServiceError>((resolve) => lane.on('error', resolve));
-    const frame = async (half: number, kind: number): Promise<HopFrame> => {
-      for (let i = 0; i < 1000; i++) {
-        const f = frames.find((x) => x.half === half && x.kind === kind);
-        if (f) return f;
-        await withTimeout(new Promise<void>((r) => (waiter = r)), HOP_WAIT_MS, `frame ${kind} of half ${half}`);
-      }
-      throw new Error('frame never came');
-    };
+    const lane = await openRawLane(owner.address, (await clusterHopToken(etcd.endpoints)).value);
+    const frame = lane.frame;
     try {
-      lane.write(encodeHopFrame({ half: 1, kind: FrameKind.OPEN_SEND, streamId: sid, clientAddress: call.address }));
+      // Keepalive: PING on half 0 is answered PONG.
+      lane.send(encodeHopFrame({ half: 0, kind: FrameKind.PING }));
+      await frame(0, FrameKind.PONG);
+      lane.send(encodeHopFrame({ half: 1, kind: FrameKind.OPEN_SEND, streamId: sid, clientAddress: call.address }));
       const attached = await frame(1, FrameKind.ATTACHED);
       assert.equal(attached.credit, 262_144);
       // Nobody reads the box: past the credit plus one largest message, the relay ends the half.
       const mib = Buffer.alloc(1024 * 1024);
       // (The box takes the first, and its credit comes back: 6 MiB then stand unanswered, past 256 KiB + 4 MiB.)
-      for (let i = 0; i < 7; i++) lane.write(encodeDataFrame(1, mib));
+      for (let i = 0; i < 7; i++) lane.send(encodeDataFrame(1, mib));
       const ended = await frame(1, FrameKind.END);
       assert.equal(ended.errorCode, 'MALFORMED_REQUEST');
       assert.equal(ended.errorMessage, 'hop: writer sent past its credit');
@@ -455,18 +444,26 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
       const writer = await gw.mailbox.openSend({ streamId: peerSid(sid) }, call);
       await writer.write(Buffer.from('still here'));
       assert.equal((await readOne(reader)).toString(), 'still here');
-      // Bytes that are no frame: the lane ends with the error; the other lane does not notice.
-      lane.write(Buffer.from([0x08]));
-      const err = await withTimeout(laneEnded, HOP_WAIT_MS, 'lane ended');
-      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
-      assert.equal(err.metadata.get('hashmail-error')[0], 'MALFORMED_REQUEST');
+      // Bytes that are no frame: the lane ends with the error (END on half 0), the connection closes; the other lane does not notice.
+      lane.send(Buffer.from([0x08]));
+      const laneEnd = await frame(0, FrameKind.END);
+      assert.equal(laneEnd.errorCode, 'MALFORMED_REQUEST');
+      await withTimeout(lane.closed, HOP_WAIT_MS, 'lane closed');
       await writer.write(Buffer.from('and still'));
       assert.equal((await readOne(reader)).toString(), 'and still');
+      // A length prefix over the limit (the largest message and its framing): that lane ends before a byte of the body.
+      const liar = await openRawLane(owner.address, (await clusterHopToken(etcd.endpoints)).value);
+      liar.send(Buffer.alloc(0), 0x7fffffff);
+      const liarEnd = await liar.frame(0, FrameKind.END);
+      assert.equal(liarEnd.errorCode, 'MALFORMED_REQUEST');
+      assert.match(liarEnd.errorMessage ?? '', /over the limit/);
+      await withTimeout(liar.closed, HOP_WAIT_MS, 'liar lane closed');
+      await writer.write(Buffer.from('and again'));
+      assert.equal((await readOne(reader)).toString(), 'and again');
       reader.release();
       writer.release();
     } finally {
-      lane.cancel();
-      client.close();
+      lane.close();
     }
     for (const x of [sid, peerSid(sid)]) await gw.mailbox.delCipherBox(boxAuth(x), call);
   });

@@ -24,14 +24,18 @@ export const FrameKind = {
   CANCEL: 6,
   /** relay -> gateway: the relay holds the slot now. */
   ATTACHED: 7,
-  /** relay -> gateway: the half is over; with `error_code` it failed, without it a finished writer's messages are all queued. */
+  /** relay -> gateway: the half is over; with `error_code` it failed, without it a finished writer's messages are all queued. With half 0: the whole lane failed. */
   END: 8,
+  /** gateway -> relay, half 0: keepalive; the relay answers PONG. */
+  PING: 9,
+  /** relay -> gateway, half 0: the answer to PING. */
+  PONG: 10,
 } as const;
 export type FrameKindValue = (typeof FrameKind)[keyof typeof FrameKind];
-const KIND_MAX = 8;
+const KIND_MAX = 10;
 
 export interface HopFrame {
-  /** The half's id on its lane, chosen by the gateway; never 0. */
+  /** The half's id on its lane, chosen by the gateway; 0 only in frames about the lane itself (PING, PONG, a lane's END). */
   half: number;
   kind: FrameKindValue;
   streamId?: Buffer;
@@ -88,8 +92,10 @@ export function decodeHopFrame(buf: Buffer): HopFrame {
       else if (field === F_CREDIT) frame.credit = value;
     },
   );
-  if (frame.half < 1 || frame.half > 0xffffffff) throw malformed('half id missing or out of range');
   if (kind < 1 || kind > KIND_MAX) throw malformed(`unknown kind ${kind}`);
+  const laneKind = kind === FrameKind.PING || kind === FrameKind.PONG || kind === FrameKind.END;
+  if (frame.half > 0xffffffff || (frame.half < 1 && !laneKind)) throw malformed('half id missing or out of range');
+  if (frame.half !== 0 && (kind === FrameKind.PING || kind === FrameKind.PONG)) throw malformed('PING and PONG belong to half 0');
   frame.kind = kind as FrameKindValue;
   return frame;
 }

@@ -1,12 +1,12 @@
 /**
  * The relay's end of the hop: the box calls are each one legacy operation
  * of the relay's own LegacyMailbox, made on behalf of the client a gateway
- * names; the streams travel as halves of a lane (lane-server.ts). Every call
+ * names; the streams travel as halves of a lane (lane-upgrade.ts, lane-server.ts). Every call
  * is authenticated (hop token) and admitted by the SessionRouter (fencing:
  * this relay must own the session). Failures travel as hop-status.ts
  * describes.
  */
-import type { sendUnaryData, ServerDuplexStream, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { routeOfSid } from '../../directory/route.js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
@@ -18,10 +18,10 @@ import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 import { noteError } from '../report-error.js';
 import { tolerantService } from '../tolerant-service.js';
 import type { HopBox } from './codec.js';
-import type { HopFrame } from './frame.js';
 import { hopStatus } from './hop-status.js';
 import type { HopToken } from './hop-token.js';
-import { CLIENT_ADDRESS, serveLane } from './lane-server.js';
+import { CLIENT_ADDRESS } from './lane-server.js';
+import { laneUpgradeRoute } from './lane-upgrade.js';
 import { HOP_CLIENT_ADDRESS_HEADER, HOP_SERVICE_NAME, HOP_TOKEN_HEADER, hopService } from './service.js';
 
 export const hopServerService: ServiceDefinition = tolerantService(hopService);
@@ -45,7 +45,7 @@ interface HopCall {
 }
 
 export function hopHandlers(deps: HopServerDeps): UntypedServiceImplementation {
-  const { mailbox, router, logger, metrics } = deps;
+  const { mailbox, router, metrics } = deps;
 
   /** The caller must hold the token; then the client address it forwards is believed. */
   const authorize = (call: HopCall): CallInfo => {
@@ -83,19 +83,19 @@ export function hopHandlers(deps: HopServerDeps): UntypedServiceImplementation {
   return {
     CreateBox: unary('CreateBox', true, (sid, info) => mailbox.newCipherBox({ desc: { streamId: sid }, hasAuth: true }, info)),
     DeleteBox: unary('DeleteBox', false, (sid, info) => mailbox.delCipherBox({ desc: { streamId: sid }, hasAuth: true }, info)),
-    Carry: (call: ServerDuplexStream<HopFrame | HashmailError, Buffer>): void => {
-      const m = metrics.grpcCall(HOP_SERVICE_NAME, 'Carry', 'bidi_stream');
-      serveLane(call, deps.token.matches(call.metadata.get(HOP_TOKEN_HEADER)[0]), {
-        mailbox,
-        router,
-        logger,
-        sendWindowBytes: deps.windowBytes,
-        maxMessageBytes: deps.maxMessageBytes,
-        note: (err) => noteError(deps, err, { transport: 'hop', call: 'Carry' }),
-        sent: () => m.sent(),
-        received: () => m.received(),
-        done: (code) => m.done(code),
-      });
-    },
   };
+}
+
+/** The relay's lane route on its public port (HTTP upgrade), counted as LegacyHop/Carry. */
+export function hopLaneRoute(deps: HopServerDeps): ReturnType<typeof laneUpgradeRoute> {
+  return laneUpgradeRoute({
+    mailbox: deps.mailbox,
+    router: deps.router,
+    logger: deps.logger,
+    token: deps.token,
+    sendWindowBytes: deps.windowBytes,
+    maxMessageBytes: deps.maxMessageBytes,
+    note: (err) => noteError(deps, err, { transport: 'hop', call: 'Carry' }),
+    callMetrics: () => deps.metrics.grpcCall(HOP_SERVICE_NAME, 'Carry', 'bidi_stream'),
+  });
 }

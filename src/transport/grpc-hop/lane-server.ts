@@ -1,6 +1,6 @@
 /**
- * The relay's end of a hop lane (LegacyHop/Carry): one gRPC stream from a
- * gateway carrying many legacy halves, each a RecvStream or SendStream of
+ * The relay's end of a hop lane: one upgraded connection from a gateway
+ * (lane-socket.ts, lane-upgrade.ts) carrying many legacy halves, each a RecvStream or SendStream of
  * the relay's own LegacyMailbox made for the client the OPEN frame names.
  * Each half is admitted (fencing) and tracked by the SessionRouter like a
  * whole call was, so a lost route, a lost lease or a drain ends it with an
@@ -9,15 +9,16 @@
  * messages only within the credit its gateway granted, and grants a writer
  * credit only as its box takes messages. Frames: docs/gateway-hop.md.
  */
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import type { Duplex } from 'node:stream';
 import { routeOfSid } from '../../directory/route.js';
 import type { CallInfo, LegacyReceive, LegacySend } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { checkSid, shortHash } from '../../session/sid.js';
 import { NO_MESSAGE, encodeControlFrame, encodeDataFrame, encodeHopFrame, FrameKind, type HopFrame } from './frame.js';
-import { endFields, hopStatus } from './hop-status.js';
+import { endFields } from './hop-status.js';
 import { creditBatch, messageCost } from './lane-credit.js';
+import { LaneSocket } from './lane-socket.js';
 import type { HopServerDeps } from './handlers.js';
 import { CALL_OVER } from '../../session/abort-reason.js';
 
@@ -31,13 +32,15 @@ export interface LaneDeps extends Pick<HopServerDeps, 'mailbox' | 'router' | 'lo
   maxMessageBytes: number;
   /** Counts and logs an error about to go to the gateway; returns it as ours. */
   note(err: unknown): HashmailError;
-  /** Frame counts and the lane's end (grpc_server_* metrics; 0 is OK). */
+  /** The largest lane frame taken from the gateway. */
+  maxFrameBytes: number;
+  /** A lane with nothing from its gateway (not even PING) for this long is dropped (ms). */
+  silenceLimitMs: number;
+  /** Frame counts and the lane's end (grpc_server_* metrics for LegacyHop/Carry; 0 is OK). */
   sent(): void;
   received(): void;
   done(code: number): void;
 }
-
-type LaneCall = ServerDuplexStream<HopFrame | HashmailError, Buffer>;
 
 /** One half on the lane, from OPEN to its end. */
 class LaneHalf {
@@ -83,9 +86,10 @@ class LaneHalf {
   }
 }
 
-/** Serves one Carry call until the gateway closes it or leaves. */
-export function serveLane(call: LaneCall, authorized: boolean, deps: LaneDeps): void {
+/** Serves one lane (an authenticated, upgraded connection) until the gateway closes it or leaves. */
+export function serveLane(socket: Duplex, deps: LaneDeps): void {
   const { mailbox, router, logger } = deps;
+  const lane = new LaneSocket({ maxFrameBytes: deps.maxFrameBytes, silenceLimitMs: deps.silenceLimitMs });
   const halves = new Map<number, LaneHalf>();
   let over = false;
   const creditThreshold = creditBatch(deps.sendWindowBytes);
@@ -94,7 +98,7 @@ export function serveLane(call: LaneCall, authorized: boolean, deps: LaneDeps): 
   const write = (frame: Buffer, flushed?: () => void): void => {
     if (over) return;
     deps.sent();
-    call.write(frame, flushed);
+    lane.write(frame, flushed);
   };
 
   /** The half is over; `err` goes to the gateway as END unless null (it cancelled, or the lane is gone). */
@@ -105,15 +109,15 @@ export function serveLane(call: LaneCall, authorized: boolean, deps: LaneDeps): 
     if (err !== null) write(encodeHopFrame({ half: h.id, kind: FrameKind.END, ...endFields(deps.note(err)) }));
   };
 
-  /** Ends the lane: every half is released, the gateway is told `err` (null: OK). */
+  /** Ends the lane: every half is released, the gateway is told `err` (null: OK) in an END frame for half 0. */
   const closeLane = (err: HashmailError | null): void => {
     if (over) return;
+    if (err) write(encodeHopFrame({ half: 0, kind: FrameKind.END, ...endFields(err) }));
     over = true;
     for (const h of halves.values()) h.free();
     halves.clear();
     deps.done(err ? err.grpcCode : 0);
-    if (err) call.emit('error', hopStatus(err));
-    else call.end();
+    lane.end();
   };
 
   const admitted = async (h: LaneHalf, f: HopFrame): Promise<{ sid: Buffer; route: string; info: CallInfo } | null> => {
@@ -279,19 +283,15 @@ export function serveLane(call: LaneCall, authorized: boolean, deps: LaneDeps): 
     }
   };
 
-  if (!authorized) {
-    closeLane(deps.note(new HashmailError('HOP_UNAUTHENTICATED')));
-    return;
-  }
-  call.on('data', onFrame);
-  // The gateway closed the lane (idle) or left: every half it carried is released, nothing more is sent.
-  call.once('end', () => closeLane(null));
-  call.once('cancelled', () => {
-    if (over) return;
-    over = true;
-    for (const h of halves.values()) h.free();
-    halves.clear();
-    deps.done(1);
+  lane.attach(socket, {
+    frame: onFrame,
+    // The gateway closed the lane (idle) or left: every half it carried is released, nothing more is sent.
+    closed: (err) => {
+      if (over) return;
+      over = true;
+      for (const h of halves.values()) h.free();
+      halves.clear();
+      deps.done(err ? 1 : 0);
+    },
   });
-  call.on('error', () => undefined);
 }

@@ -6,7 +6,6 @@
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import { decodeHopBox, decodeHopEmpty, encodeHopBox, HOP_EMPTY, type HopBox } from './codec.js';
-import { decodeHopFrame } from './frame.js';
 
 export const HOP_SERVICE_NAME = 'hashmail.hop.v1.LegacyHop';
 const PATH = `/${HOP_SERVICE_NAME}`;
@@ -19,8 +18,6 @@ export const HOP_CLIENT_ADDRESS_HEADER = 'hashmail-client-address';
 export const HOP_ERROR_TRAILER = 'hashmail-error';
 /** Trailer with SERVED_ELSEWHERE: the owning relay's `HOST:PORT`. */
 export const HOP_RELAY_ADDRESS_TRAILER = 'hashmail-relay-address';
-
-const identity = (b: Buffer): Buffer => b;
 
 export const hopService = {
   CreateBox: {
@@ -40,16 +37,6 @@ export const hopService = {
     requestDeserialize: (b: Buffer) => decodeHopBox(b),
     responseSerialize: () => HOP_EMPTY,
     responseDeserialize: (b: Buffer) => decodeHopEmpty(b),
-  },
-  Carry: {
-    path: `${PATH}/Carry`,
-    requestStream: true,
-    responseStream: true,
-    // Both ends write frames they already encoded (encodeDataFrame, encodeHopFrame).
-    requestSerialize: identity,
-    requestDeserialize: (b: Buffer) => decodeHopFrame(b),
-    responseSerialize: identity,
-    responseDeserialize: (b: Buffer) => decodeHopFrame(b),
   },
 } satisfies ServiceDefinition;
 

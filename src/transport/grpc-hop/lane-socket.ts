@@ -1,0 +1,203 @@
+/**
+ * A hop lane's wire: HopFrames on a byte stream (the relay's public port,
+ * after an HTTP/1.1 upgrade to `hashmail-hop-lane`), each a 4-byte
+ * big-endian length and then the frame. Both ends use it. It replaced a
+ * gRPC stream: grpc-js and HTTP/2 cost about 40 us of CPU per message and
+ * hop traversal, this framing about 5 (docs/gateway-hop.md, Lane).
+ *
+ * Writes made in one turn of the event loop leave in one write. A frame
+ * read is a buffer of its own, never a view into a larger read (a message
+ * kept in a box must not hold a whole socket read). A length over the limit
+ * or a frame that does not decode ends the lane. Keepalive: the gateway
+ * sends PING every `pingEveryMs` and gives up when nothing came back within
+ * `silenceLimitMs`; the relay answers PING with PONG and gives up on a lane
+ * silent for `silenceLimitMs`.
+ */
+import type { Duplex } from 'node:stream';
+import { HashmailError } from '../../session/errors.js';
+import { decodeHopFrame, encodeControlFrame, FrameKind, type HopFrame } from './frame.js';
+
+const HEADER_BYTES = 4;
+const LANE = 0;
+
+export interface LaneSocketOptions {
+  /** The largest frame taken (a DATA frame with the largest legacy message, plus framing). */
+  maxFrameBytes: number;
+  /** Gateway: send a PING this often (ms). Relay: leave unset. */
+  pingEveryMs?: number;
+  /** Nothing received for this long (ms): the peer is gone. */
+  silenceLimitMs: number;
+}
+
+export interface LaneSocketHandlers {
+  /** A frame for a half, or the error that ends the lane (malformed input). */
+  frame(f: HopFrame | HashmailError): void;
+  /** The lane is over: `err` null when the peer closed it in order. Called once. */
+  closed(err: HashmailError | null): void;
+}
+
+export class LaneSocket {
+  private socket: Duplex | null = null;
+  /** Frames written before the socket is attached (the gateway's first OPEN frames). */
+  private early: { frame: Buffer; flushed?: () => void }[] = [];
+  private corked = false;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private over = false;
+  private lastHeard = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private handlers: LaneSocketHandlers | null = null;
+
+  constructor(private readonly options: LaneSocketOptions) {}
+
+  /** Starts reading `socket`; frames written earlier go out first. */
+  attach(socket: Duplex, handlers: LaneSocketHandlers): void {
+    if (this.over) {
+      socket.destroy();
+      return;
+    }
+    this.socket = socket;
+    this.handlers = handlers;
+    this.lastHeard = Date.now();
+    socket.on('data', (chunk: Buffer) => this.read(chunk));
+    socket.once('end', () => {
+      this.finish(null);
+      socket.end();
+    });
+    socket.once('close', () => this.finish(new HashmailError('RELAY_UNREACHABLE', 'hop: lane connection closed')));
+    socket.on('error', () => undefined);
+    const early = this.early;
+    this.early = [];
+    for (const w of early) this.write(w.frame, w.flushed);
+    const every = this.options.pingEveryMs ?? this.options.silenceLimitMs;
+    this.timer = setInterval(() => this.tick(), Math.min(every, this.options.silenceLimitMs));
+    this.timer.unref();
+  }
+
+  /** Sends one encoded frame; `flushed` runs once it left for the kernel. */
+  write(frame: Buffer, flushed?: () => void): void {
+    if (this.over) return;
+    const socket = this.socket;
+    if (!socket) {
+      this.early.push({ frame, flushed });
+      return;
+    }
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    const head = Buffer.allocUnsafe(HEADER_BYTES);
+    head.writeUInt32BE(frame.length, 0);
+    socket.write(head);
+    socket.write(frame, flushed ? () => flushed() : undefined);
+  }
+
+  /** Ends the lane in order (what was written still goes out). */
+  end(): void {
+    if (this.over) return;
+    this.finish(null);
+    this.socket?.end();
+  }
+
+  /** Ends the lane at once. */
+  destroy(err: HashmailError): void {
+    if (this.over) return;
+    this.finish(err);
+    this.socket?.destroy();
+  }
+
+  private tick(): void {
+    const silent = Date.now() - this.lastHeard;
+    if (silent >= this.options.silenceLimitMs) {
+      this.destroy(new HashmailError('RELAY_UNREACHABLE', `hop: lane silent for ${silent} ms`));
+    } else if (this.options.pingEveryMs !== undefined) {
+      this.write(encodeControlFrame(LANE, FrameKind.PING));
+    }
+  }
+
+  private read(chunk: Buffer): void {
+    this.lastHeard = Date.now();
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    while (!this.over && this.buffered >= HEADER_BYTES) {
+      const first = this.chunks[0].length >= HEADER_BYTES ? this.chunks[0] : this.gather(HEADER_BYTES);
+      const length = first.readUInt32BE(0);
+      if (length > this.options.maxFrameBytes) {
+        this.deliver(new HashmailError('MALFORMED_REQUEST', `hop: lane frame of ${length} bytes, over the limit of ${this.options.maxFrameBytes}`));
+        return;
+      }
+      if (this.buffered < HEADER_BYTES + length) return;
+      const body = this.take(HEADER_BYTES + length).subarray(HEADER_BYTES);
+      let f: HopFrame | HashmailError;
+      try {
+        f = decodeHopFrame(body);
+      } catch (err) {
+        f = err instanceof HashmailError ? err : new HashmailError('MALFORMED_REQUEST', 'hop: malformed frame');
+      }
+      this.deliver(f);
+    }
+  }
+
+  /** The first `n` buffered bytes as one buffer at the front of the list. */
+  private gather(n: number): Buffer {
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    if (joined.length < n) throw new Error('lane: gather past the buffered bytes');
+    return joined;
+  }
+
+  /** Removes the first `n` buffered bytes and returns them in a buffer of their own. */
+  private take(n: number): Buffer {
+    this.buffered -= n;
+    const head = this.chunks[0];
+    if (head.length === n) {
+      this.chunks.shift();
+      // The tail of a larger read would keep all of it alive while the message waits in a box.
+      return head.buffer.byteLength <= 2 * n ? head : Buffer.from(head);
+    }
+    if (head.length > n) {
+      this.chunks[0] = head.subarray(n);
+      return Buffer.from(head.subarray(0, n));
+    }
+    const out = Buffer.allocUnsafe(n);
+    let pos = 0;
+    while (pos < n) {
+      const c = this.chunks[0];
+      const used = Math.min(c.length, n - pos);
+      c.copy(out, pos, 0, used);
+      pos += used;
+      if (used === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(used);
+    }
+    return out;
+  }
+
+  private deliver(f: HopFrame | HashmailError): void {
+    if (f instanceof HashmailError) {
+      this.handlers?.frame(f);
+      this.destroy(f);
+      return;
+    }
+    if (f.half === LANE && f.kind === FrameKind.PING) {
+      this.write(encodeControlFrame(LANE, FrameKind.PONG));
+      return;
+    }
+    if (f.half === LANE && f.kind === FrameKind.PONG) return;
+    this.handlers?.frame(f);
+  }
+
+  private finish(err: HashmailError | null): void {
+    if (this.over) return;
+    this.over = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.chunks = [];
+    this.buffered = 0;
+    this.early = [];
+    this.handlers?.closed(err);
+  }
+}

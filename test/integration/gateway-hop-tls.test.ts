@@ -1,0 +1,71 @@
+/**
+ * The hop over TLS: a relay serving its public port with its generated
+ * certificate (no --insecure) and the gateway's end trusting that
+ * certificate (hop.caFile). Box calls and lanes both go through TLS; a
+ * gateway that does not trust the certificate gets UNAVAILABLE, not a
+ * plain-text fallback. Real etcd, a real relay, the gateway end in process.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { routeOfSid } from '../../src/directory/route.js';
+import { HashmailError } from '../../src/session/errors.js';
+import { pollUntil } from '../helpers/async-queue.js';
+import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { boxAuth, peerSid, randomSid } from '../helpers/grpc-v1.js';
+import { callFrom, readOne, testGateway, type TestGateway } from '../helpers/hop.js';
+import { startRelay, type RunningServer } from '../helpers/server.js';
+
+describe('the gateway hop over TLS', () => {
+  let etcd: EtcdCluster;
+  let relay: RunningServer;
+  let gw: TestGateway | null = null;
+
+  before(async () => {
+    etcd = await startEtcd(1);
+    relay = await startRelay({ etcd: etcd.etcdFlag, id: 'tls-relay', insecure: false });
+  });
+  after(async () => {
+    await gw?.close();
+    await relay?.stop();
+    await etcd?.stop();
+  });
+
+  test('box calls and both halves of a session travel over TLS to a relay whose certificate the gateway trusts', async () => {
+    gw = await testGateway(etcd.endpoints, { tls: { ca: readFileSync(join(relay.dataDir, 'tls.cert')) } });
+    const call = callFrom('10.4.0.1');
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    const reader = await gw.mailbox.openReceive(sid, call);
+    const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+    for (const text of ['over', 'tls']) {
+      await writer.write(Buffer.from(text));
+      assert.equal((await readOne(reader)).toString(), text);
+    }
+    reader.release();
+    writer.release();
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+  });
+
+  test('a gateway that does not trust the certificate is refused on the lane with UNAVAILABLE', async () => {
+    const untrusting = await testGateway(etcd.endpoints, { tls: { ca: null } });
+    try {
+      const call = callFrom('10.4.0.2');
+      const sid = randomSid();
+      // Placed through the trusting gateway: the untrusting one only carries a half there.
+      assert.ok(gw);
+      await gw.mailbox.newCipherBox(boxAuth(peerSid(sid)), call);
+      await pollUntil(async () => (await untrusting.directory.lookup(routeOfSid(sid), { place: false })) !== null, 'the untrusting gateway sees the session');
+      await assert.rejects(untrusting.mailbox.openReceive(peerSid(sid), call), (err: unknown) => {
+        assert.ok(err instanceof HashmailError, String(err));
+        assert.equal(err.code, 'RELAY_UNREACHABLE');
+        assert.match(err.message, /^gateway: relay unreachable \(.*certificate/);
+        return true;
+      });
+      await gw.mailbox.delCipherBox(boxAuth(peerSid(sid)), call);
+    } finally {
+      await untrusting.close();
+    }
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * The hop lane's framing (src/transport/grpc-hop/lane-socket.ts) on an
+ * in-memory byte stream: frames whole or cut anywhere, a frame read as a
+ * buffer of its own, the length limit, garbage, PING/PONG, a silent peer,
+ * writes made before the socket exists, and an orderly end.
+ */
+import assert from 'node:assert/strict';
+import { Duplex } from 'node:stream';
+import { test } from 'node:test';
+import { HashmailError } from '../../src/session/errors.js';
+import { decodeHopFrame, encodeControlFrame, encodeDataFrame, FrameKind, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
+import { LaneSocket } from '../../src/transport/grpc-hop/lane-socket.js';
+import { withTimeout } from '../helpers/async-queue.js';
+
+const WAIT_MS = 5_000;
+const MAX_FRAME = 64 * 1024;
+
+/** One end of an in-memory connection: what is written to it shows up in `written`; `feed` delivers bytes to its reader. */
+class Wire extends Duplex {
+  readonly written: Buffer[] = [];
+  override _read(): void {}
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.written.push(chunk);
+    cb();
+  }
+  override _writev(chunks: { chunk: Buffer }[], cb: () => void): void {
+    for (const c of chunks) this.written.push(c.chunk);
+    cb();
+  }
+  feed(bytes: Buffer): void {
+    this.push(bytes);
+  }
+  /** The frames written so far, decoded. */
+  frames(): HopFrame[] {
+    const all = Buffer.concat(this.written);
+    const out: HopFrame[] = [];
+    for (let pos = 0; pos + 4 <= all.length; ) {
+      const n = all.readUInt32BE(pos);
+      out.push(decodeHopFrame(all.subarray(pos + 4, pos + 4 + n)));
+      pos += 4 + n;
+    }
+    return out;
+  }
+}
+
+const framed = (frame: Buffer): Buffer => {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(frame.length, 0);
+  return Buffer.concat([head, frame]);
+};
+
+function open(options: Partial<ConstructorParameters<typeof LaneSocket>[0]> = {}) {
+  const wire = new Wire();
+  const lane = new LaneSocket({ maxFrameBytes: MAX_FRAME, silenceLimitMs: 60_000, ...options });
+  const got: (HopFrame | HashmailError)[] = [];
+  let closedWith: HashmailError | null | undefined;
+  const closed = new Promise<HashmailError | null>((resolve) =>
+    lane.attach(wire, {
+      frame: (f) => got.push(f),
+      closed: (err) => {
+        closedWith = err;
+        resolve(err);
+      },
+    }),
+  );
+  return { wire, lane, got, closed, closedWith: () => closedWith };
+}
+
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+test('frames arrive whole whether the bytes come at once, one at a time or several frames per read', async () => {
+  const { wire, got } = open();
+  const messages = [Buffer.alloc(0), Buffer.from('a'), Buffer.alloc(40_000, 7), Buffer.from('last')];
+  const bytes = Buffer.concat(messages.map((m, i) => framed(encodeDataFrame(i + 1, m))));
+  // Byte by byte for the first 100 bytes, then the rest in one read.
+  for (let i = 0; i < 100; i++) wire.feed(bytes.subarray(i, i + 1));
+  wire.feed(bytes.subarray(100));
+  await tick();
+  assert.equal(got.length, messages.length);
+  got.forEach((f, i) => {
+    assert.ok(!(f instanceof HashmailError));
+    assert.equal(f.half, i + 1);
+    assert.equal(f.kind, FrameKind.DATA);
+    assert.deepEqual(f.msg ?? Buffer.alloc(0), messages[i]);
+  });
+});
+
+test('a small frame out of a large read is a buffer of its own (a message kept in a box does not hold the whole read)', async () => {
+  const { wire, got } = open();
+  // Two small frames and most of a large one, in one read.
+  const read = Buffer.concat([framed(encodeDataFrame(1, Buffer.from('one'))), framed(encodeDataFrame(2, Buffer.from('two'))), framed(encodeDataFrame(3, Buffer.alloc(30_000)))]);
+  wire.feed(read.subarray(0, read.length - 10));
+  await tick();
+  assert.equal(got.length, 2);
+  for (const f of got) {
+    assert.ok(!(f instanceof HashmailError));
+    // At most Node's shared 8 KiB allocation pool, not the 30 KB read.
+    assert.ok((f.msg?.buffer.byteLength ?? 0) <= 8 * 1024, `frame ${f.half} holds ${f.msg?.buffer.byteLength} bytes`);
+  }
+});
+
+test('a length over the limit ends the lane before its body arrives; so do bytes that are no frame', async () => {
+  const big = open();
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(MAX_FRAME + 1, 0);
+  big.wire.feed(head);
+  const err = await withTimeout(big.closed, WAIT_MS, 'closed');
+  assert.ok(err instanceof HashmailError);
+  assert.equal(err.code, 'MALFORMED_REQUEST');
+  assert.equal(err.message, `hop: lane frame of ${MAX_FRAME + 1} bytes, over the limit of ${MAX_FRAME}`);
+  assert.equal(big.got.length, 1);
+
+  const garbage = open();
+  garbage.wire.feed(framed(Buffer.from([0x08])));
+  const err2 = await withTimeout(garbage.closed, WAIT_MS, 'closed');
+  assert.equal(err2?.code, 'MALFORMED_REQUEST');
+  assert.ok(garbage.wire.destroyed);
+});
+
+test('PING is answered with PONG and neither reaches the halves', async () => {
+  const { wire, got } = open();
+  wire.feed(framed(encodeControlFrame(0, FrameKind.PING)));
+  wire.feed(framed(encodeControlFrame(0, FrameKind.PONG)));
+  await tick();
+  assert.equal(got.length, 0);
+  await tick();
+  assert.deepEqual(
+    wire.frames().map((f) => [f.half, f.kind]),
+    [[0, FrameKind.PONG]],
+  );
+});
+
+test('the gateway end pings, and gives up on a peer that stays silent', async () => {
+  const { wire, closed } = open({ pingEveryMs: 20, silenceLimitMs: 60 });
+  const err = await withTimeout(closed, WAIT_MS, 'silence noticed');
+  assert.equal(err?.code, 'RELAY_UNREACHABLE');
+  assert.match(err?.message ?? '', /^hop: lane silent for \d+ ms$/);
+  assert.ok(wire.frames().some((f) => f.half === 0 && f.kind === FrameKind.PING));
+});
+
+test('frames written before the socket exists go out first, in order, each with its length', async () => {
+  const lane = new LaneSocket({ maxFrameBytes: MAX_FRAME, silenceLimitMs: 60_000 });
+  lane.write(encodeDataFrame(1, Buffer.from('early')));
+  let flushed = false;
+  lane.write(encodeControlFrame(1, FrameKind.FINISH), () => (flushed = true));
+  const wire = new Wire();
+  lane.attach(wire, { frame: () => undefined, closed: () => undefined });
+  lane.write(encodeControlFrame(2, FrameKind.CANCEL));
+  await tick();
+  assert.deepEqual(
+    wire.frames().map((f) => [f.half, f.kind]),
+    [
+      [1, FrameKind.DATA],
+      [1, FrameKind.FINISH],
+      [2, FrameKind.CANCEL],
+    ],
+  );
+  assert.ok(flushed);
+  lane.end();
+});
+
+test("the peer's orderly end closes the lane without an error; nothing is written after it", async () => {
+  const { wire, lane, closed } = open();
+  wire.push(null);
+  assert.equal(await withTimeout(closed, WAIT_MS, 'closed'), null);
+  const before = wire.written.length;
+  lane.write(encodeControlFrame(1, FrameKind.CREDIT, 5));
+  assert.equal(wire.written.length, before);
+});
