@@ -16,7 +16,7 @@ import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
 import type { LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
 import { HashmailError } from '../session/errors.js';
 import type { ReadableCallback } from '../session/message-queue.js';
-import { encodeDataFrame, FrameKind } from '../transport/grpc-hop/frame.js';
+import { FrameKind } from '../transport/grpc-hop/frame.js';
 import { creditBatch, messageCost } from '../transport/grpc-hop/lane-credit.js';
 import type { HopLane, LaneEndpoint } from './hop-lane.js';
 
@@ -275,7 +275,7 @@ export class RemoteSend extends HopHalf implements LegacySend {
     if (msg.length > this.maxMessageBytes) {
       throw new HashmailError('MESSAGE_TOO_LARGE', `message too large: ${msg.length} bytes, limit mailbox.maxMessageBytes (${this.maxMessageBytes})`);
     }
-    this.lane.write(encodeDataFrame(this.id, msg));
+    this.lane.data(this.id, msg);
     this.outstanding += messageCost(msg.length);
     if (this.outstanding < this.window) return undefined;
     return new Promise((resolve, reject) => {

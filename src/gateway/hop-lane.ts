@@ -112,9 +112,9 @@ export class HopLane {
     return id;
   }
 
-  /** A frame the half already encoded (DATA). */
-  write(frame: Buffer): void {
-    if (!this.lostErr) this.wire.write(frame);
+  /** One message of half `id` (DATA), sent without a copy: `msg` must not change afterwards. */
+  data(id: number, msg: Buffer): void {
+    if (!this.lostErr) this.wire.writeData(id, msg);
   }
 
   control(id: number, kind: FrameKindValue, credit = 0): void {

@@ -136,13 +136,26 @@ export function encodeHopFrame(f: HopFrame): Buffer {
   return out;
 }
 
-/** A DATA frame: the per-message path, one allocation and one copy. */
-export function encodeDataFrame(half: number, msg: Buffer): Buffer {
-  const head = varintFieldSize(F_HALF, half) + 2;
-  const out = Buffer.allocUnsafe(head + (msg.length ? lenFieldSize(msg.length) : 0));
-  let pos = writeVarintField(out, 0, F_HALF, half);
+/** Bytes of a DATA frame before its message: half, kind, and the message's tag and length (none for an empty one). */
+export function dataHeadSize(half: number, msgLength: number): number {
+  return varintFieldSize(F_HALF, half) + 2 + (msgLength ? 1 + varintLength(msgLength) : 0);
+}
+
+/** Writes a DATA frame's head (dataHeadSize bytes) at `pos`; the message itself follows it on the wire. */
+export function writeDataHead(out: Buffer, pos: number, half: number, msgLength: number): number {
+  pos = writeVarintField(out, pos, F_HALF, half);
   pos = writeVarintField(out, pos, F_KIND, FrameKind.DATA);
-  if (msg.length) writeLenField(out, pos, tagOf(F_MSG, WIRE_LEN), msg);
+  if (!msgLength) return pos;
+  out[pos++] = tagOf(F_MSG, WIRE_LEN);
+  return writeVarint(out, pos, msgLength);
+}
+
+/** A DATA frame in one buffer (tests, and peers that want one); lanes send the head and the message apart. */
+export function encodeDataFrame(half: number, msg: Buffer): Buffer {
+  const head = dataHeadSize(half, msg.length);
+  const out = Buffer.allocUnsafe(head + msg.length);
+  writeDataHead(out, 0, half, msg.length);
+  msg.copy(out, head);
   return out;
 }
 

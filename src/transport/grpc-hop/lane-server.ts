@@ -15,7 +15,7 @@ import type { CallInfo, LegacyReceive, LegacySend } from '../../relay/legacy-ope
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { checkSid, shortHash } from '../../session/sid.js';
-import { NO_MESSAGE, encodeControlFrame, encodeDataFrame, encodeHopFrame, FrameKind, type HopFrame } from './frame.js';
+import { NO_MESSAGE, encodeControlFrame, encodeHopFrame, FrameKind, type HopFrame } from './frame.js';
 import { endFields } from './hop-status.js';
 import { creditBatch, messageCost } from './lane-credit.js';
 import { LaneSocket } from './lane-socket.js';
@@ -100,6 +100,11 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
     deps.sent();
     lane.write(frame, flushed);
   };
+  const writeData = (half: number, msg: Buffer, flushed: () => void): void => {
+    if (over) return;
+    deps.sent();
+    lane.writeData(half, msg, flushed);
+  };
 
   /** The half is over; `err` goes to the gateway as END unless null (it cancelled, or the lane is gone). */
   const end = (h: LaneHalf, err: unknown): void => {
@@ -152,7 +157,7 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
       half,
       (msg, flushed) => {
         h.inFlight += messageCost(msg.length);
-        write(encodeDataFrame(h.id, msg), flushed);
+        writeData(h.id, msg, flushed);
         if (h.inFlight < h.window) return true;
         h.pumpBlocked = true;
         return false;

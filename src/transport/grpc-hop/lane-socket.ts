@@ -15,7 +15,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { HashmailError } from '../../session/errors.js';
-import { decodeHopFrame, encodeControlFrame, FrameKind, type HopFrame } from './frame.js';
+import { dataHeadSize, decodeHopFrame, encodeControlFrame, FrameKind, writeDataHead, type HopFrame } from './frame.js';
 
 const HEADER_BYTES = 4;
 const LANE = 0;
@@ -38,7 +38,7 @@ export interface LaneSocketHandlers {
 
 export class LaneSocket {
   private socket: Duplex | null = null;
-  /** Frames written before the socket is attached (the gateway's first OPEN frames). */
+  /** Frames written before the socket is attached (the gateway's first OPEN frames), length prefix included. */
   private early: { frame: Buffer; flushed?: () => void }[] = [];
   private corked = false;
   private chunks: Buffer[] = [];
@@ -68,7 +68,7 @@ export class LaneSocket {
     socket.on('error', () => undefined);
     const early = this.early;
     this.early = [];
-    for (const w of early) this.write(w.frame, w.flushed);
+    for (const w of early) this.send(w.frame, null, w.flushed);
     const every = this.options.pingEveryMs ?? this.options.silenceLimitMs;
     this.timer = setInterval(() => this.tick(), Math.min(every, this.options.silenceLimitMs));
     this.timer.unref();
@@ -76,10 +76,26 @@ export class LaneSocket {
 
   /** Sends one encoded frame; `flushed` runs once it left for the kernel. */
   write(frame: Buffer, flushed?: () => void): void {
+    const head = Buffer.allocUnsafe(HEADER_BYTES);
+    head.writeUInt32BE(frame.length, 0);
+    this.send(head, frame, flushed);
+  }
+
+  /** Sends a DATA frame for `half` without copying `msg` (which must not change until `flushed`). */
+  writeData(half: number, msg: Buffer, flushed?: () => void): void {
+    const headBytes = dataHeadSize(half, msg.length);
+    const head = Buffer.allocUnsafe(HEADER_BYTES + headBytes);
+    head.writeUInt32BE(headBytes + msg.length, 0);
+    writeDataHead(head, HEADER_BYTES, half, msg.length);
+    this.send(head, msg, flushed);
+  }
+
+  /** `head` then `body` (null: `head` is the whole frame). */
+  private send(head: Buffer, body: Buffer | null, flushed?: () => void): void {
     if (this.over) return;
     const socket = this.socket;
     if (!socket) {
-      this.early.push({ frame, flushed });
+      this.early.push({ frame: body ? Buffer.concat([head, body]) : head, flushed });
       return;
     }
     if (!this.corked) {
@@ -90,10 +106,12 @@ export class LaneSocket {
         socket.uncork();
       });
     }
-    const head = Buffer.allocUnsafe(HEADER_BYTES);
-    head.writeUInt32BE(frame.length, 0);
+    if (body === null) {
+      socket.write(head, flushed);
+      return;
+    }
     socket.write(head);
-    socket.write(frame, flushed ? () => flushed() : undefined);
+    socket.write(body, flushed);
   }
 
   /** Ends the lane in order (what was written still goes out). */
@@ -154,14 +172,12 @@ export class LaneSocket {
   private take(n: number): Buffer {
     this.buffered -= n;
     const head = this.chunks[0];
-    if (head.length === n) {
-      this.chunks.shift();
-      // The tail of a larger read would keep all of it alive while the message waits in a box.
-      return head.buffer.byteLength <= 2 * n ? head : Buffer.from(head);
-    }
-    if (head.length > n) {
-      this.chunks[0] = head.subarray(n);
-      return Buffer.from(head.subarray(0, n));
+    if (head.length >= n) {
+      const frame = head.subarray(0, n);
+      if (head.length === n) this.chunks.shift();
+      else this.chunks[0] = head.subarray(n);
+      // Copying a large frame costs more (and feeds the GC more) than the rest of its read it keeps alive.
+      return frame.buffer.byteLength <= 2 * n ? frame : Buffer.from(frame);
     }
     const out = Buffer.allocUnsafe(n);
     let pos = 0;
