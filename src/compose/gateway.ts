@@ -21,7 +21,7 @@ import { EtcdDirectory } from '../directory/etcd/etcd-directory.js';
 import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
 import type { RouteLookup } from '../directory/route-lookup.js';
 import { remoteLegacyFromConfig } from '../gateway/remote-legacy-mailbox.js';
-import type { HopToken } from '../transport/grpc-hop/hop-token.js';
+import type { HopToken } from '../transport/hop/hop-token.js';
 import { V2WebSocketProxy } from '../gateway/v2-websocket-proxy.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';

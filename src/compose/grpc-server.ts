@@ -1,7 +1,6 @@
 /**
  * The gRPC server of a composition: the legacy service (serve, gateway), the v2
- * service (Connect when v2 is on, ServerForMailbox always), the gateway hop's
- * box calls (relay only: it needs the cluster's hop token), fed connections by the
+ * service (Connect when v2 is on, ServerForMailbox always), fed connections by the
  * public listener through a connection injector. HTTP/2 streams that are not
  * gRPC go to the HTTP request handler (set once it exists).
  */
@@ -13,7 +12,6 @@ import type { LegacyOperations } from '../relay/legacy-operations.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
 import { mailboxV2Handlers, mailboxV2ServerService } from '../transport/grpc-v2/handlers.js';
-import { hopHandlers, hopServerService, type HopServerDeps } from '../transport/grpc-hop/handlers.js';
 import { StreamsPerConnection } from '../transport/grpc-stream-limit.js';
 import { routeNonGrpcStreams, type H2RequestHandler } from '../transport/h2-http-routes.js';
 import { guardResetStreams } from '../transport/h2-reset-streams.js';
@@ -40,7 +38,6 @@ export function buildGrpcServer(
   core: MailboxCore,
   addresses: ClientAddressPolicy,
   legacy: LegacyOperations | null,
-  hop: HopServerDeps | null = null,
 ): GrpcParts {
   const m = config.mailbox;
   const server = new GrpcServer({
@@ -60,10 +57,6 @@ export function buildGrpcServer(
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
   if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
-  if (hop) {
-    // Hop box calls are not counted by limits.maxStreamsPerConnection: a gateway's pool connection carries up to hop.streamsPerConnection of them.
-    server.addService(hopServerService, hopHandlers(hop));
-  }
   server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));
 
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());

@@ -8,7 +8,7 @@ import { ensureClusterSecret } from '../directory/etcd/cluster-secret.js';
 import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
 import { EtcdRpc } from '../directory/etcd/etcd-rpc.js';
 import type { Logger } from '../observe/logger.js';
-import { HopToken } from '../transport/grpc-hop/hop-token.js';
+import { HopToken } from '../transport/hop/hop-token.js';
 
 /** Name of the hop token under `<prefix>cluster/`. */
 export const HOP_TOKEN_SECRET = 'hop-token';

@@ -11,8 +11,8 @@ import { parseHostPort, startAdminServer } from '../observe/admin-server.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
-import type { HopToken } from '../transport/grpc-hop/hop-token.js';
-import { hopLaneRoute, type HopServerDeps } from '../transport/grpc-hop/handlers.js';
+import type { HopToken } from '../transport/hop/hop-token.js';
+import { hopLaneRoute, type HopServerDeps } from '../transport/hop/handlers.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { PublicListener } from '../transport/public-listener.js';
@@ -118,7 +118,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         maxMessageBytes: config.mailbox.maxMessageBytes,
       }
     : null;
-  const grpc = buildGrpcServer(config, logger, core, addresses, legacy, hop);
+  const grpc = buildGrpcServer(config, logger, core, addresses, legacy);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
   const gateway = legacy ? new HttpGateway({ mailbox: legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;

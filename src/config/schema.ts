@@ -148,8 +148,8 @@ export const configSchema = z
       .object({
         tokenFile: z.string().default('').describe('File holding the gateway -> relay hop token (the cluster secret every relay and gateway must share; whitespace around it is trimmed, at least 32 characters); empty: the token in etcd at <directory.prefix>cluster/hop-token, created by the first instance. Set it on every instance or on none'),
         caFile: z.string().default('').describe('Gateway: PEM CA that signs the relays\' certificates, to dial them over TLS; empty: the system CAs. Unused with --insecure (plain-text hop)'),
-        streamsPerConnection: count(1000, 'Gateway: carried legacy halves and box calls on one hop connection to a relay (the halves share its one lane); past it the pool opens another connection. Keep it at or below the relays\' limits.maxStreamsPerConnection'),
-        maxConnectionsPerRelay: count(64, 'Gateway: hop connections to one relay (each an HTTP/2 connection for box calls and a lane beside it); a call past hop.streamsPerConnection on every one of them fails at once with RESOURCE_EXHAUSTED, never queued'),
+        streamsPerConnection: count(1000, 'Gateway: legacy halves and box calls carried at once on one hop connection (lane) to a relay; past it the pool opens another connection'),
+        maxConnectionsPerRelay: count(64, 'Gateway: hop connections (lanes) to one relay; a call past hop.streamsPerConnection on every one of them fails at once with RESOURCE_EXHAUSTED, never queued'),
         idleConnectionMs: z.number().int().positive().default(60_000).describe('Gateway: a hop connection that carried no call for this long is closed (milliseconds)'),
         windowBytes: z.number().int().min(1024).default(262_144).describe('Credit of each legacy half carried on a hop lane (bytes, each message counting 64 more): a relay sends a gateway a reader\'s messages at most this far ahead of what the legacy client took, and a gateway writes at most this far ahead of what the relay\'s box took (the relay sets it for writers, the gateway for readers). Memory per busy half on each side; an idle half holds none'),
       })

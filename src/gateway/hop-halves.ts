@@ -16,8 +16,8 @@ import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
 import type { LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
 import { HashmailError } from '../session/errors.js';
 import type { ReadableCallback } from '../session/message-queue.js';
-import { FrameKind } from '../transport/grpc-hop/frame.js';
-import { creditBatch, messageCost } from '../transport/grpc-hop/lane-credit.js';
+import { FrameKind } from '../transport/hop/frame.js';
+import { creditBatch, messageCost } from '../transport/hop/lane-credit.js';
 import type { HopLane, LaneEndpoint } from './hop-lane.js';
 
 /** Where a half is counted and what frees its pool place and tracking. */

@@ -1,7 +1,7 @@
 /**
  * The gateway's end of a hop lane: one connection to the relay's public
  * port, upgraded to lane frames (lane-upgrade.ts, lane-socket.ts), carrying
- * every legacy half the gateway places on one pool connection. Each half
+ * the box calls and legacy halves the gateway places on one pool connection. Each half
  * gets an id (never reused on the lane); frames from the relay go to the half
  * they name. The lane is read without pause: what a half may have in flight
  * is bounded by its credit, so no half can hold up the others. When the
@@ -13,11 +13,10 @@ import https from 'node:https';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { HashmailError } from '../session/errors.js';
-import { encodeControlFrame, encodeHopFrame, FrameKind, type FrameKindValue, type HopFrame } from '../transport/grpc-hop/frame.js';
-import { endFrameError } from '../transport/grpc-hop/hop-status.js';
-import { LaneSocket } from '../transport/grpc-hop/lane-socket.js';
-import { LANE_FRAME_OVERHEAD_BYTES, LANE_PATH, LANE_PING_EVERY_MS, LANE_PROTOCOL, LANE_SILENCE_LIMIT_MS } from '../transport/grpc-hop/lane-upgrade.js';
-import { HOP_TOKEN_HEADER } from '../transport/grpc-hop/service.js';
+import { encodeControlFrame, encodeHopFrame, FrameKind, type FrameKindValue, type HopFrame } from '../transport/hop/frame.js';
+import { endFrameError } from '../transport/hop/hop-status.js';
+import { LaneSocket } from '../transport/hop/lane-socket.js';
+import { HOP_TOKEN_HEADER, LANE_FRAME_OVERHEAD_BYTES, LANE_PATH, LANE_PING_EVERY_MS, LANE_PROTOCOL, LANE_SILENCE_LIMIT_MS } from '../transport/hop/lane-upgrade.js';
 import { splitHostPort } from '../transport/public-listener.js';
 
 /** Half ids are uint32 on the wire; a lane that used them all is retired. */
@@ -36,7 +35,10 @@ export interface LaneDial {
   maxMessageBytes: number;
 }
 
-/** What a lane tells one of its halves. */
+/** Frames that start something on the lane: a half, or a box call. */
+export type LaneOpenKind = typeof FrameKind.OPEN_RECV | typeof FrameKind.OPEN_SEND | typeof FrameKind.CREATE_BOX | typeof FrameKind.DELETE_BOX;
+
+/** What a lane tells one of its halves (or box calls). */
 export interface LaneEndpoint {
   attached(credit: number): void;
   data(msg: Buffer): void;
@@ -103,8 +105,8 @@ export class HopLane {
     return this.halves.size;
   }
 
-  /** Registers `endpoint` and sends its OPEN frame; returns its id. */
-  open(endpoint: LaneEndpoint, kind: typeof FrameKind.OPEN_RECV | typeof FrameKind.OPEN_SEND, streamId: Buffer, clientAddress: string, credit: number): number {
+  /** Registers `endpoint` and sends its OPEN (a half) or box frame (a box call, answered by END); returns its id. */
+  open(endpoint: LaneEndpoint, kind: LaneOpenKind, streamId: Buffer, clientAddress: string, credit: number): number {
     if (this.lostErr) throw this.lostErr;
     const id = this.nextId++;
     this.halves.set(id, endpoint);

@@ -1,35 +1,16 @@
 /**
- * The gateway's connections to relays: per relay address a pool of
- * connections, each a grpc-js client on its own channel and so its own
- * HTTP/2 connection (`grpc.use_local_subchannel_pool`) for the box calls,
- * and a lane beside it for the halves (hop-lane.ts), together carrying at
- * most hop.streamsPerConnection calls. The pool grows to
+ * The gateway's connections to relays: per relay address a pool of lanes
+ * (hop-lane.ts), each its own connection carrying at most
+ * hop.streamsPerConnection calls (halves and box calls). The pool grows to
  * hop.maxConnectionsPerRelay; a call past that fails at once with
  * RESOURCE_EXHAUSTED: a call is never queued behind a full connection (the
  * reference gateway's stall at 250 streams on one connection). A connection
  * that carried nothing for hop.idleConnectionMs is closed.
  */
 import { readFileSync } from 'node:fs';
-import { Client, credentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import { HashmailError } from '../session/errors.js';
 import type { HopLane } from './hop-lane.js';
-
-/** HTTP/2 keepalive on hop channels: a silent relay is noticed within this plus the timeout. */
-export const HOP_KEEPALIVE_TIME_MS = 10_000;
-const HOP_KEEPALIVE_TIMEOUT_MS = 5_000;
-/** Room for the HopFrame framing around the largest payload. */
-const HOP_MESSAGE_OVERHEAD_BYTES = 1024;
-/** Wait before dialling a relay again after a failed connection (grpc-js backs off from here). */
-const HOP_RECONNECT_BACKOFF_MS = 500;
-/**
- * Ceiling of that back-off (grpc-js default: 120 s). A relay restarted after
- * a crash is back within seconds, and a hop channel still backing off
- * fails every call sent to it at once, so each legacy client loses another
- * 2 s re-dial per failed attempt. Re-dialling one relay address once a
- * second costs a gateway next to nothing.
- */
-const HOP_MAX_RECONNECT_BACKOFF_MS = 1_000;
 
 export const POOL_LIMIT_KEY = 'hop.maxConnectionsPerRelay';
 
@@ -39,7 +20,6 @@ export interface RelayPoolOptions {
   idleConnectionMs: number;
   /** null: plain text (`--insecure`); else TLS, trusting `ca` (PEM) or the system CAs. */
   tls: { ca: Buffer | null } | null;
-  maxMessageBytes: number;
   /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
   onLimit?: (configKey: string, client: string) => void;
 }
@@ -52,13 +32,11 @@ export function relayPoolOptions(config: Config, onLimit?: (configKey: string, c
     maxConnectionsPerRelay: hop.maxConnectionsPerRelay,
     idleConnectionMs: hop.idleConnectionMs,
     tls: config.server.insecure ? null : { ca: hop.caFile ? readFileSync(hop.caFile) : null },
-    maxMessageBytes: config.mailbox.maxMessageBytes,
     onLimit,
   };
 }
 
 interface Connection {
-  readonly client: Client;
   active: number;
   idleTimer: NodeJS.Timeout | null;
   /** The connection's lane, opened by the first half carried on it (and again after it failed). */
@@ -67,7 +45,6 @@ interface Connection {
 
 /** One call's place on a connection: `release` once the call is over (idempotent). */
 export interface PooledCall {
-  client: Client;
   /** The connection's lane: the one it has if still usable, else one `open` makes to the same relay. */
   lane(open: (address: string, tls: RelayPoolOptions['tls']) => HopLane): HopLane;
   release(): void;
@@ -77,28 +54,12 @@ const CONNECTION_CLOSED = (): HashmailError => new HashmailError('RELAY_UNREACHA
 
 export class RelayPool {
   private readonly pools = new Map<string, Connection[]>();
-  private readonly creds: ChannelCredentials;
-  private readonly channelOptions: ChannelOptions;
   private closed = false;
   /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
   onLimit: ((configKey: string, client: string) => void) | null;
 
   constructor(private readonly options: RelayPoolOptions) {
     this.onLimit = options.onLimit ?? null;
-    this.creds = options.tls ? credentials.createSsl(options.tls.ca) : credentials.createInsecure();
-    const maxMessage = options.maxMessageBytes + HOP_MESSAGE_OVERHEAD_BYTES;
-    this.channelOptions = {
-      'grpc.use_local_subchannel_pool': 1,
-      'grpc.keepalive_time_ms': HOP_KEEPALIVE_TIME_MS,
-      'grpc.keepalive_timeout_ms': HOP_KEEPALIVE_TIMEOUT_MS,
-      'grpc.keepalive_permit_without_calls': 1,
-      'grpc.max_send_message_length': maxMessage,
-      'grpc.max_receive_message_length': maxMessage,
-      // Retries would buffer every message sent on a stream until it commits: memory per half for nothing.
-      'grpc.enable_retries': 0,
-      'grpc.initial_reconnect_backoff_ms': HOP_RECONNECT_BACKOFF_MS,
-      'grpc.max_reconnect_backoff_ms': HOP_MAX_RECONNECT_BACKOFF_MS,
-    };
   }
 
   /** Open connections across every relay. */
@@ -138,7 +99,7 @@ export class RelayPool {
         this.onLimit?.(POOL_LIMIT_KEY, client);
         throw new HashmailError('LIMIT_REACHED', `gateway: relay connection limit reached (${POOL_LIMIT_KEY})`);
       }
-      conn = { client: new Client(address, this.creds, this.channelOptions), active: 0, idleTimer: null, lane: null };
+      conn = { active: 0, idleTimer: null, lane: null };
       list.push(conn);
     }
     const c = conn;
@@ -149,7 +110,6 @@ export class RelayPool {
     }
     let released = false;
     return {
-      client: c.client,
       lane: (open) => {
         if (!c.lane?.usable) c.lane = open(address, this.options.tls);
         return c.lane;
@@ -196,6 +156,5 @@ export class RelayPool {
     conn.idleTimer = null;
     conn.lane?.close(CONNECTION_CLOSED());
     conn.lane = null;
-    conn.client.close();
   }
 }

@@ -9,7 +9,6 @@
  * (instanceGone), each ends at once with UNAVAILABLE, so legacy clients
  * retry and land on the new owner.
  */
-import { Metadata } from '@grpc/grpc-js';
 import type { Directory, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
 import { directoryError, lookupHeld } from '../directory/route-lookup.js';
@@ -20,12 +19,10 @@ import { validateBoxRequest } from '../relay/legacy-mailbox.js';
 import type { BoxRequest, CallInfo, LegacyOperations, LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
 import { HashmailError } from '../session/errors.js';
 import { checkSid } from '../session/sid.js';
-import type { HopBox } from '../transport/grpc-hop/codec.js';
-import { hopError } from '../transport/grpc-hop/hop-status.js';
-import type { HopToken } from '../transport/grpc-hop/hop-token.js';
-import { HOP_CLIENT_ADDRESS_HEADER, HOP_TOKEN_HEADER, hopService } from '../transport/grpc-hop/service.js';
+import { FrameKind } from '../transport/hop/frame.js';
+import type { HopToken } from '../transport/hop/hop-token.js';
 import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
-import { HopLane } from './hop-lane.js';
+import { HopLane, type LaneEndpoint } from './hop-lane.js';
 import { RelayPool, relayPoolOptions, type RelayPoolOptions } from './relay-pool.js';
 
 /**
@@ -38,8 +35,8 @@ import { RelayPool, relayPoolOptions, type RelayPoolOptions } from './relay-pool
  * and are capped by directory.maxWaitingLookups (beyond: answered at once).
  */
 const WATCH_LAG_WAIT_MS = 500;
-/** Deadline of a CreateBox / DeleteBox hop call: a relay that does not answer a box call in this is treated as gone. */
-const HOP_UNARY_DEADLINE_MS = 10_000;
+/** Deadline of a box call (NewCipherBox, DelCipherBox) on the hop: a relay that does not answer one in this is treated as gone (ms). */
+const HOP_BOX_CALL_DEADLINE_MS = 10_000;
 
 export interface RemoteLegacyMailboxOptions {
   directory: Directory;
@@ -111,12 +108,12 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   async newCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, true, undefined, (owner) => this.unary('CreateBox', owner, sid, call));
+    await this.routed(sid, true, undefined, (owner) => this.boxCall(FrameKind.CREATE_BOX, owner, sid, call));
   }
 
   async delCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, false, undefined, (owner) => this.unary('DeleteBox', owner, sid, call));
+    await this.routed(sid, false, undefined, (owner) => this.boxCall(FrameKind.DELETE_BOX, owner, sid, call));
   }
 
   openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<LegacyReceive> {
@@ -200,45 +197,47 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     }
   }
 
-  private unary(method: 'CreateBox' | 'DeleteBox', owner: RouteOwner, sid: Buffer, call: CallInfo): Promise<void> {
+  /** NewCipherBox or DelCipherBox at `owner`: one frame on a pool connection's lane, answered by END. */
+  private boxCall(kind: typeof FrameKind.CREATE_BOX | typeof FrameKind.DELETE_BOX, owner: RouteOwner, sid: Buffer, call: CallInfo): Promise<void> {
     const pooled = this.options.pool.acquire(owner.address, call.address);
     return new Promise<void>((resolve, reject) => {
-      let failed: HashmailError | null = null;
-      const carried: Carried = {
-        fail: (err) => {
-          failed = err;
-          hop.cancel();
-        },
+      let settled = false;
+      let lane: HopLane | null = null;
+      let id = 0;
+      const finish = (err: HashmailError | null): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        pooled.release();
+        this.forget(owner.id, carried);
+        if (id) lane?.forget(id, false);
+        if (err) reject(err);
+        else resolve();
       };
-      const def = hopService[method];
-      const hop = pooled.client.makeUnaryRequest<HopBox, unknown>(
-        def.path,
-        def.requestSerialize,
-        def.responseDeserialize,
-        { streamId: sid },
-        this.metadata(call),
-        { deadline: Date.now() + HOP_UNARY_DEADLINE_MS },
-        (err) => {
-          pooled.release();
-          this.forget(owner.id, carried);
-          if (failed) reject(failed);
-          else if (err) reject(hopError(err));
-          else resolve();
-        },
+      const carried: Carried = { fail: (err) => finish(err) };
+      const timer = setTimeout(
+        () => finish(new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (no answer to the box call within ${HOP_BOX_CALL_DEADLINE_MS} ms)`)),
+        HOP_BOX_CALL_DEADLINE_MS,
       );
+      const answer: LaneEndpoint = {
+        attached: () => undefined,
+        data: () => undefined,
+        credit: () => undefined,
+        ended: (err) => finish(err),
+        lost: (err) => finish(err),
+      };
       this.track(owner, carried);
+      try {
+        lane = pooled.lane(this.openLane);
+        id = lane.open(answer, kind, sid, call.address, 0);
+      } catch (err) {
+        finish(err instanceof HashmailError ? err : new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (${String(err)})`));
+      }
     });
   }
 
   private readonly openLane = (address: string, tls: RelayPoolOptions['tls']): HopLane =>
     new HopLane({ address, tls, token: this.options.token.value, maxMessageBytes: this.options.maxMessageBytes });
-
-  private metadata(call: CallInfo): Metadata {
-    const md = new Metadata();
-    md.set(HOP_TOKEN_HEADER, this.options.token.value);
-    md.set(HOP_CLIENT_ADDRESS_HEADER, call.address);
-    return md;
-  }
 
   /** The relay `id` is gone: every call carried to it ends with UNAVAILABLE now. */
   private relayGone(id: string): void {

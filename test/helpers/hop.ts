@@ -15,8 +15,8 @@ import { RemoteLegacyMailbox } from '../../src/gateway/remote-legacy-mailbox.js'
 import { RelayPool, type RelayPoolOptions } from '../../src/gateway/relay-pool.js';
 import { RelayStats } from '../../src/observe/stats.js';
 import type { CallInfo, LegacyReceive, LegacySend } from '../../src/relay/legacy-operations.js';
-import { decodeHopFrame, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
-import { HopToken } from '../../src/transport/grpc-hop/hop-token.js';
+import { decodeHopFrame, type HopFrame } from '../../src/transport/hop/frame.js';
+import { HopToken } from '../../src/transport/hop/hop-token.js';
 import { splitHostPort } from '../../src/transport/public-listener.js';
 import { withTimeout } from './async-queue.js';
 import { directoryOptions, member } from './etcd-directory.js';
@@ -56,7 +56,6 @@ export async function testGateway(
     maxConnectionsPerRelay: 64,
     idleConnectionMs: 60_000,
     tls: null,
-    maxMessageBytes: MAX_MESSAGE_BYTES,
     ...pool,
   });
   const stats = new RelayStats();

@@ -12,8 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { routeOfSid } from '../../src/directory/route.js';
 import { HashmailError, type HashmailErrorCode } from '../../src/session/errors.js';
-import { encodeDataFrame, encodeHopFrame, FrameKind } from '../../src/transport/grpc-hop/frame.js';
-import { hopService } from '../../src/transport/grpc-hop/service.js';
+import { encodeDataFrame, encodeHopFrame, FrameKind } from '../../src/transport/hop/frame.js';
 import { pollUntil, withTimeout } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { peerSid, randomSid, boxAuth } from '../helpers/grpc-v1.js';
@@ -196,33 +195,19 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     writer.release();
   });
 
-  test('a hop call without the token, or with a wrong one, is refused UNAUTHENTICATED', async () => {
+  test('a lane without the token, or with a wrong one, is refused before the upgrade; so is a gateway holding another token', async () => {
     const relay = relays[0];
-    const client = new grpc.Client(relay.address, grpc.credentials.createInsecure());
-    try {
-      for (const token of [null, 'not-the-token', (await clusterHopToken(etcd.endpoints)).value.slice(1)]) {
-        const md = new grpc.Metadata();
-        if (token !== null) md.set('hashmail-hop-token', token);
-        md.set('hashmail-client-address', '10.0.0.1');
-        const status = await new Promise<grpc.ServiceError | null>((resolve) =>
-          client.makeUnaryRequest(hopService.CreateBox.path, hopService.CreateBox.requestSerialize, hopService.CreateBox.responseDeserialize, { streamId: randomSid() }, md, (err) => resolve(err)),
-        );
-        assert.equal(status?.code, grpc.status.UNAUTHENTICATED);
-        assert.equal(status?.details, 'hop: not an authenticated gateway');
-        assert.equal(status?.metadata.get('hashmail-error')[0], 'HOP_UNAUTHENTICATED');
-      }
-      // A lane without the token, or with a wrong one, is refused before the upgrade; the lane path upgrades to lanes only.
-      for (const token of [null, 'not-the-token']) {
-        const lane = await openRawLane(relay.address, token);
-        assert.deepEqual(lane.refused, { status: 401, body: 'hop: not an authenticated gateway' });
-      }
-      const websocket = await openRawLane(relay.address, (await clusterHopToken(etcd.endpoints)).value, 'websocket');
-      assert.equal(websocket.refused?.status, 400);
-    } finally {
-      client.close();
+    const token = (await clusterHopToken(etcd.endpoints)).value;
+    for (const presented of [null, 'not-the-token', token.slice(1)]) {
+      const lane = await openRawLane(relay.address, presented);
+      assert.deepEqual(lane.refused, { status: 401, body: 'hop: not an authenticated gateway' });
     }
+    // The lane path upgrades to lanes only.
+    const websocket = await openRawLane(relay.address, token, 'websocket');
+    assert.equal(websocket.refused?.status, 400);
+    assert.ok(((await metricSum(relay, 'hashmail_errors_total{code="HOP_UNAUTHENTICATED"}')) ?? 0) >= 3);
     // A gateway holding another token is refused the same way.
-    const { HopToken } = await import('../../src/transport/grpc-hop/hop-token.js');
+    const { HopToken } = await import('../../src/transport/hop/hop-token.js');
     const forged = await testGateway(etcd.endpoints, {}, new HopToken('x'.repeat(43)));
     try {
       await rejectsWith(Promise.resolve(forged.mailbox.newCipherBox(boxAuth(randomSid()), freshCall())), 'HOP_UNAUTHENTICATED', 'hop: not an authenticated gateway');

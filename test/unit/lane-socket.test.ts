@@ -1,5 +1,5 @@
 /**
- * The hop lane's framing (src/transport/grpc-hop/lane-socket.ts) on an
+ * The hop lane's framing (src/transport/hop/lane-socket.ts) on an
  * in-memory byte stream: frames whole or cut anywhere, a frame read as a
  * buffer of its own, the length limit, garbage, PING/PONG, a silent peer,
  * writes made before the socket exists, and an orderly end.
@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { Duplex } from 'node:stream';
 import { test } from 'node:test';
 import { HashmailError } from '../../src/session/errors.js';
-import { decodeHopFrame, encodeControlFrame, encodeDataFrame, FrameKind, type HopFrame } from '../../src/transport/grpc-hop/frame.js';
-import { LaneSocket } from '../../src/transport/grpc-hop/lane-socket.js';
+import { decodeHopFrame, encodeControlFrame, encodeDataFrame, FrameKind, type HopFrame } from '../../src/transport/hop/frame.js';
+import { LaneSocket } from '../../src/transport/hop/lane-socket.js';
 import { withTimeout } from '../helpers/async-queue.js';
 
 const WAIT_MS = 5_000;

@@ -1,20 +1,25 @@
 /**
- * RelayPool without a relay (grpc-js clients dial lazily): calls pack onto a
- * connection up to hop.streamsPerConnection, the pool grows to
+ * RelayPool without a relay (its lanes are stand-ins: nothing is dialled):
+ * calls pack onto a connection up to hop.streamsPerConnection, the pool grows to
  * hop.maxConnectionsPerRelay per relay address and refuses at once past it,
  * released places are reused, idle connections close.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RelayPool } from '../../src/gateway/relay-pool.js';
+import type { HopLane } from '../../src/gateway/hop-lane.js';
+import { RelayPool, type PooledCall } from '../../src/gateway/relay-pool.js';
 import { HashmailError } from '../../src/session/errors.js';
 import { until } from '../helpers/etcd-directory.js';
 
 const IDLE_MS = 50;
 
 function pool(limits: string[]): RelayPool {
-  return new RelayPool({ streamsPerConnection: 2, maxConnectionsPerRelay: 2, idleConnectionMs: IDLE_MS, tls: null, maxMessageBytes: 1024, onLimit: (key) => limits.push(key) });
+  return new RelayPool({ streamsPerConnection: 2, maxConnectionsPerRelay: 2, idleConnectionMs: IDLE_MS, tls: null, onLimit: (key) => limits.push(key) });
 }
+
+/** A stand-in lane per connection: which connection a call got is which lane it sees. */
+let opened = 0;
+const laneOf = (c: PooledCall): HopLane => c.lane(() => ({ usable: true, id: ++opened, close: () => undefined }) as unknown as HopLane);
 
 test('calls pack onto connections, the pool grows to its limit per relay and refuses at once past it', () => {
   const limits: string[] = [];
@@ -22,10 +27,10 @@ test('calls pack onto connections, the pool grows to its limit per relay and ref
   try {
     const a = [p.acquire('127.0.0.1:1'), p.acquire('127.0.0.1:1')];
     assert.equal(p.connectionsTo('127.0.0.1:1'), 1);
-    assert.equal(a[0].client, a[1].client);
+    assert.equal(laneOf(a[0]), laneOf(a[1]));
     a.push(p.acquire('127.0.0.1:1'), p.acquire('127.0.0.1:1'));
     assert.equal(p.connectionsTo('127.0.0.1:1'), 2);
-    assert.notEqual(a[2].client, a[0].client);
+    assert.notEqual(laneOf(a[2]), laneOf(a[0]));
     assert.throws(
       () => p.acquire('127.0.0.1:1'),
       (err: unknown) => err instanceof HashmailError && err.code === 'LIMIT_REACHED' && err.grpcCode === 8 && err.message === 'gateway: relay connection limit reached (hop.maxConnectionsPerRelay)',
@@ -38,7 +43,7 @@ test('calls pack onto connections, the pool grows to its limit per relay and ref
     a[1].release();
     a[1].release();
     assert.equal(p.calls, 4);
-    assert.equal(p.acquire('127.0.0.1:1').client, a[0].client);
+    assert.equal(laneOf(p.acquire('127.0.0.1:1')), laneOf(a[0]));
   } finally {
     p.close();
   }

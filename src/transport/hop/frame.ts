@@ -1,8 +1,8 @@
 /**
- * Protobuf codec for HopFrame, the unit of a hop lane (Carry in
- * proto/hashmail/hop/v1/hop.proto): many legacy halves share one lane, each
- * frame names its half. Hand-written like the other codecs: a decoded `msg`
- * is a view into the received buffer, a DATA frame is one allocation.
+ * Protobuf codec for HopFrame, the unit of a hop lane
+ * (proto/hashmail/hop/v1/hop.proto): many legacy halves and box calls share
+ * one lane, each frame names its half (or call). Hand-written like the
+ * other codecs: a decoded `msg` is a view into the received buffer.
  * Malformed input throws MALFORMED_REQUEST.
  */
 import { HashmailError } from '../../session/errors.js';
@@ -30,9 +30,13 @@ export const FrameKind = {
   PING: 9,
   /** relay -> gateway, half 0: the answer to PING. */
   PONG: 10,
+  /** gateway -> relay: NewCipherBox of `stream_id` for `client_address`; answered by END on the same id. */
+  CREATE_BOX: 11,
+  /** gateway -> relay: DelCipherBox of `stream_id` for `client_address`; answered by END on the same id. */
+  DELETE_BOX: 12,
 } as const;
 export type FrameKindValue = (typeof FrameKind)[keyof typeof FrameKind];
-const KIND_MAX = 10;
+const KIND_MAX = 12;
 
 export interface HopFrame {
   /** The half's id on its lane, chosen by the gateway; 0 only in frames about the lane itself (PING, PONG, a lane's END). */

@@ -1,6 +1,7 @@
 /**
  * The relay's end of a hop lane: one upgraded connection from a gateway
- * (lane-socket.ts, lane-upgrade.ts) carrying many legacy halves, each a RecvStream or SendStream of
+ * (lane-socket.ts, lane-upgrade.ts) carrying its box calls (NewCipherBox,
+ * DelCipherBox: one frame each, answered by END) and many legacy halves, each a RecvStream or SendStream of
  * the relay's own LegacyMailbox made for the client the OPEN frame names.
  * Each half is admitted (fencing) and tracked by the SessionRouter like a
  * whole call was, so a lost route, a lost lease or a drain ends it with an
@@ -11,7 +12,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { routeOfSid } from '../../directory/route.js';
-import type { CallInfo, LegacyReceive, LegacySend } from '../../relay/legacy-operations.js';
+import type { CallInfo, LegacyOperations, LegacyReceive, LegacySend } from '../../relay/legacy-operations.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { HashmailError } from '../../session/errors.js';
 import { checkSid, shortHash } from '../../session/sid.js';
@@ -19,19 +20,27 @@ import { NO_MESSAGE, encodeControlFrame, encodeHopFrame, FrameKind, type HopFram
 import { endFields } from './hop-status.js';
 import { creditBatch, messageCost } from './lane-credit.js';
 import { LaneSocket } from './lane-socket.js';
-import type { HopServerDeps } from './handlers.js';
+import type { GrpcCallMetrics } from '../../observe/grpc-metrics.js';
+import type { SessionRouter } from '../../relay/session-router.js';
+import type { Logger } from '../../observe/logger.js';
 import { CALL_OVER } from '../../session/abort-reason.js';
 
 /** A forwarded client address: a limit key (IPv4, masked IPv6 with /prefix, or a name), printable, short. */
 export const CLIENT_ADDRESS = /^[0-9A-Za-z.:/%_[\]-]{1,100}$/;
 
-export interface LaneDeps extends Pick<HopServerDeps, 'mailbox' | 'router' | 'logger'> {
+export interface LaneDeps {
+  /** The relay's own legacy operations (core.legacy). */
+  mailbox: LegacyOperations;
+  router: SessionRouter;
+  logger: Logger;
   /** Credit the relay grants a writer half (bytes it may have unanswered on the lane). */
   sendWindowBytes: number;
   /** The largest legacy message (mailbox.maxMessageBytes): a sender may overrun its credit by one. */
   maxMessageBytes: number;
-  /** Counts and logs an error about to go to the gateway; returns it as ours. */
-  note(err: unknown): HashmailError;
+  /** Counts and logs an error about to go to the gateway (`call`: which hop call, default the lane's); returns it as ours. */
+  note(err: unknown, call?: HopCall): HashmailError;
+  /** Metrics of one box call (grpc_server_* for LegacyHop/CreateBox and DeleteBox, as when they were unary gRPC calls). */
+  boxCallMetrics(call: BoxCall): GrpcCallMetrics;
   /** The largest lane frame taken from the gateway. */
   maxFrameBytes: number;
   /** A lane with nothing from its gateway (not even PING) for this long is dropped (ms). */
@@ -41,6 +50,10 @@ export interface LaneDeps extends Pick<HopServerDeps, 'mailbox' | 'router' | 'lo
   received(): void;
   done(code: number): void;
 }
+
+export type BoxCall = 'CreateBox' | 'DeleteBox';
+/** What an error is reported under: a box call, or the lane (its halves). */
+export type HopCall = BoxCall | 'Carry';
 
 /** One half on the lane, from OPEN to its end. */
 class LaneHalf {
@@ -125,15 +138,40 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
     lane.end();
   };
 
-  const admitted = async (h: LaneHalf, f: HopFrame): Promise<{ sid: Buffer; route: string; info: CallInfo } | null> => {
+  /** The client a frame acts for, its SID and route, admitted by the router (this relay must own the session). */
+  const admit = async (f: HopFrame, create: boolean): Promise<{ sid: Buffer; route: string; info: CallInfo }> => {
     const address = f.clientAddress;
     if (address === undefined || !CLIENT_ADDRESS.test(address)) {
-      throw new HashmailError('MALFORMED_REQUEST', 'hop: an OPEN frame must name the client address');
+      throw new HashmailError('MALFORMED_REQUEST', 'hop: an OPEN or box frame must name the client address');
     }
     const sid = checkSid(f.streamId ?? NO_MESSAGE);
     const route = routeOfSid(sid);
-    await router.admit(route, false, true);
-    return h.ended ? null : { sid, route, info: { transport: 'hop', address } };
+    await router.admit(route, create, true);
+    return { sid, route, info: { transport: 'hop', address } };
+  };
+
+  const admitted = async (h: LaneHalf, f: HopFrame): Promise<{ sid: Buffer; route: string; info: CallInfo } | null> => {
+    const a = await admit(f, false);
+    return h.ended ? null : a;
+  };
+
+  /** NewCipherBox or DelCipherBox for the client the frame names: END on the call's id, with the error if it failed. */
+  const boxCall = async (f: HopFrame): Promise<void> => {
+    const call: BoxCall = f.kind === FrameKind.CREATE_BOX ? 'CreateBox' : 'DeleteBox';
+    const m = deps.boxCallMetrics(call);
+    m.received();
+    try {
+      const a = await admit(f, call === 'CreateBox');
+      const req = { desc: { streamId: a.sid }, hasAuth: true };
+      await (call === 'CreateBox' ? mailbox.newCipherBox(req, a.info) : mailbox.delCipherBox(req, a.info));
+      m.sent();
+      m.done(0);
+      write(encodeControlFrame(f.half, FrameKind.END));
+    } catch (err) {
+      const e = deps.note(err, call);
+      m.done(e.grpcCode);
+      write(encodeHopFrame({ half: f.half, kind: FrameKind.END, ...endFields(e) }));
+    }
   };
 
   /** Tracks the attached half with the router until it ends. */
@@ -248,6 +286,12 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
         halves.set(f.half, fresh);
         const open = f.kind === FrameKind.OPEN_RECV ? openReceive : openSend;
         open(fresh, f).catch((err: unknown) => end(fresh, err));
+        return;
+      }
+      case FrameKind.CREATE_BOX:
+      case FrameKind.DELETE_BOX: {
+        if (h) return closeLane(deps.note(new HashmailError('MALFORMED_REQUEST', `hop: id ${f.half} of a box call is an open half's`)));
+        void boxCall(f);
         return;
       }
       case FrameKind.CREDIT: {

@@ -12,9 +12,10 @@ import { HashmailError } from '../../session/errors.js';
 import { endWithin } from '../end-within.js';
 import type { HopToken } from './hop-token.js';
 import { serveLane, type LaneDeps } from './lane-server.js';
-import { HOP_TOKEN_HEADER } from './service.js';
 
 export const LANE_PATH = '/hop/v1/lane';
+/** The upgrade request's header with the cluster's hop token (docs/gateway-hop.md, Authentication). */
+export const HOP_TOKEN_HEADER = 'hashmail-hop-token';
 export const LANE_PROTOCOL = 'hashmail-hop-lane';
 /** Room for a DATA frame's own fields around the largest legacy message. */
 export const LANE_FRAME_OVERHEAD_BYTES = 1024;
