@@ -1,12 +1,13 @@
 /**
  * The gateway's end of a hop lane: one connection to the relay's public
  * port, upgraded to lane frames (lane-upgrade.ts, lane-socket.ts), carrying
- * the box calls and legacy halves the gateway places on one pool connection. Each half
- * gets an id (never reused on the lane); frames from the relay go to the half
- * they name. The lane is read without pause: what a half may have in flight
- * is bounded by its credit, so no half can hold up the others. When the
- * lane fails (connection lost, relay killed, refused), every half on it ends
- * with the error and the pool opens a new lane for the next half.
+ * the box calls and legacy halves the gateway places on one pool
+ * connection. Each gets an id (never reused on the lane); frames from the
+ * relay go to the half or call they name. The lane is read without pause:
+ * what a half may have in flight is bounded by its credit, so no half can
+ * hold up the others. When the lane fails (connection lost, relay killed,
+ * upgrade refused), everything on it ends with the error and the pool opens
+ * a new lane for the next call.
  */
 import http from 'node:http';
 import https from 'node:https';
