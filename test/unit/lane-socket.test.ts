@@ -167,3 +167,24 @@ test("the peer's orderly end closes the lane without an error; nothing is writte
   lane.write(encodeControlFrame(1, FrameKind.CREDIT, 5));
   assert.equal(wire.written.length, before);
 });
+
+test('writeData sends the message after its head, unchanged and uncopied; an empty one too, and each write says when it left', async () => {
+  const { wire, lane } = open();
+  const big = Buffer.alloc(50_000, 3);
+  const flushed: number[] = [];
+  lane.writeData(7, big, () => flushed.push(1));
+  lane.writeData(7, Buffer.alloc(0), () => flushed.push(2));
+  lane.writeData(300, Buffer.from('x'), () => flushed.push(3));
+  await tick();
+  assert.deepEqual(flushed, [1, 2, 3]);
+  // The message buffer itself went to the socket (no copy into a frame).
+  assert.ok(wire.written.includes(big));
+  assert.deepEqual(
+    wire.frames().map((f) => [f.half, f.kind, f.msg?.length ?? 0]),
+    [
+      [7, FrameKind.DATA, 50_000],
+      [7, FrameKind.DATA, 0],
+      [300, FrameKind.DATA, 1],
+    ],
+  );
+});

@@ -111,7 +111,8 @@ export class LaneSocket {
         socket.uncork();
       });
     }
-    if (body === null) {
+    // An empty message travels in its head alone, so `flushed` rides on a write that carries bytes.
+    if (body === null || body.length === 0) {
       socket.write(head, flushed);
       return;
     }
