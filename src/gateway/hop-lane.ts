@@ -11,7 +11,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { isIP } from 'node:net';
+import { isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { HashmailError } from '../session/errors.js';
 import { encodeControlFrame, encodeHopFrame, FrameKind, type FrameKindValue, type HopFrame } from '../transport/hop/frame.js';
@@ -88,7 +88,11 @@ export class HopLane {
       return;
     }
     if (head.length > 0) socket.unshift(head);
-    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+    if (socket instanceof Socket) {
+      socket.setNoDelay(true);
+      // The upgrade's deadline is over; from here the lane's own keepalive watches the connection.
+      socket.setTimeout(0);
+    }
     this.wire.attach(socket, {
       frame: (f) => (f instanceof HashmailError ? this.lose(new HashmailError('RELAY_UNREACHABLE', `gateway: relay unreachable (${f.message})`)) : this.dispatch(f)),
       // The relay never ends a lane in order while the gateway uses it.

@@ -13,10 +13,9 @@
  * read with more than as much again is copied out (a message kept in a box
  * must not hold a whole read), one that fills most of its read is used in
  * place. A length over the limit or a frame that does not decode ends the
- * lane. Keepalive: the gateway
- * sends PING every `pingEveryMs` and gives up when nothing came back within
- * `silenceLimitMs`; the relay answers PING with PONG and gives up on a lane
- * silent for `silenceLimitMs`.
+ * lane. Keepalive: the gateway sends PING every `pingEveryMs` and gives up
+ * when nothing came back within `silenceLimitMs`; the relay answers PING
+ * with PONG and gives up on a lane silent for `silenceLimitMs`.
  */
 import type { Duplex } from 'node:stream';
 import { HashmailError } from '../../session/errors.js';
@@ -148,7 +147,7 @@ export class LaneSocket {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     while (!this.over && this.buffered >= HEADER_BYTES) {
-      const first = this.chunks[0].length >= HEADER_BYTES ? this.chunks[0] : this.gather(HEADER_BYTES);
+      const first = this.chunks[0].length >= HEADER_BYTES ? this.chunks[0] : this.joinReads();
       const length = first.readUInt32BE(0);
       if (length > this.options.maxFrameBytes) {
         this.deliver(new HashmailError('MALFORMED_REQUEST', `hop: lane frame of ${length} bytes, over the limit of ${this.options.maxFrameBytes}`));
@@ -166,11 +165,10 @@ export class LaneSocket {
     }
   }
 
-  /** The first `n` buffered bytes as one buffer at the front of the list. */
-  private gather(n: number): Buffer {
+  /** Every buffered read as one (a length prefix cut across reads). */
+  private joinReads(): Buffer {
     const joined = Buffer.concat(this.chunks);
     this.chunks = [joined];
-    if (joined.length < n) throw new Error('lane: gather past the buffered bytes');
     return joined;
   }
 
