@@ -66,18 +66,27 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   private shuttingDown = false;
 
   constructor(private readonly options: RemoteLegacyMailboxOptions) {
-    this.stats = options.stats ?? null;
+    this.stats = null;
+    if (options.stats) this.countIn(options.stats);
     options.directory.on('instanceGone', (id) => this.relayGone(id));
   }
 
   /**
    * Counts attached halves in `stats` (hashmail_attached_halves, as serve's
-   * own halves are) and pool refusals through `limitHit` (limit metric and
-   * refusal log): the composition's counters exist only once its node is built.
+   * own halves are), the pool's lanes and calls (hashmail_hop_lanes,
+   * hashmail_hop_calls) and pool refusals through `limitHit` (limit metric
+   * and refusal log): the composition's counters exist only once its node is built.
    */
   observeWith(stats: RelayStats, limitHit: (configKey: string, client: string) => void): void {
-    this.stats = stats;
+    this.countIn(stats);
     this.options.pool.onLimit = limitHit;
+  }
+
+  private countIn(stats: RelayStats): void {
+    this.stats = stats;
+    const pool = this.options.pool;
+    stats.hopLanes = () => pool.connections;
+    stats.hopCallsCarried = () => pool.calls;
   }
 
   /**

@@ -177,6 +177,8 @@ export class Metrics {
     gauge('hashmail_connection_addresses', 'Client addresses (IPv6: prefixes) holding open connections: entries of the per-address connection limit.', () => stats.connectionAddresses);
     gauge('hashmail_box_addresses', 'Client addresses (IPv6: prefixes) owning boxes: entries of the per-address box limit.', () => table.boxOwnerCount);
     gauge('hashmail_websocket_connections', 'WebSocket connections open.', () => this.openSockets());
+    gauge('hashmail_hop_lanes', 'Hop lanes open: at a relay, lanes gateways opened to it; at a gateway, its pool\'s lanes to relays.', () => stats.hopLanes());
+    gauge('hashmail_hop_calls', 'At a gateway: legacy halves and box calls carried to relays now (at most hop.streamsPerConnection per lane).', () => stats.hopCallsCarried());
   }
 
   /** Binds the WebSocket connection count once the transport exists. */

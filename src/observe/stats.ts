@@ -30,6 +30,11 @@ export class RelayStats {
   readonly lookups = new Map<string, number>();
   /** Lookups held now, waiting for their answer to change (Directory.lookupsWaiting; set by the composition). */
   lookupsWaiting: () => number = () => 0;
+  /** Hop lanes open now: a relay's from gateways (counted here), a gateway's to relays (its pool; set by the gateway). */
+  hopLanes: () => number = () => this.hopLanesServed;
+  hopLanesServed = 0;
+  /** A gateway's halves and box calls carried to relays now (set by the gateway). */
+  hopCallsCarried: () => number = () => 0;
   /** Lookups the directory could not answer, by cause (UnavailableCause). */
   readonly directoryUnavailable = new Map<string, number>();
   /** Connections refused or closed by the connection limits, by config key. */

@@ -95,6 +95,12 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     await again.finish();
     assert.equal((await readOne(readA)).length, 0);
     assert.equal(gw.stats.attached.grpc.read, 2);
+    // The pool's lanes and carried calls are gauges at the gateway; the relay counts the lanes it serves.
+    assert.equal(gw.stats.hopCallsCarried(), 2);
+    assert.equal(gw.stats.hopLanes(), gw.pool.connections);
+    assert.ok(gw.pool.connections >= 1);
+    const owner = await ownerOf(a);
+    assert.ok(((await metricSum(owner, 'hashmail_hop_lanes')) ?? 0) >= 1);
     const closed = boxClosed(readA);
     await gw.mailbox.delCipherBox(boxAuth(a), call);
     const err = await closed;

@@ -94,6 +94,8 @@ const EXPECTED_NAMES = [
   'hashmail_sessions',
   'hashmail_open_connections',
   'hashmail_websocket_connections',
+  'hashmail_hop_lanes',
+  'hashmail_hop_calls',
   'grpc_server_started_total',
   'grpc_server_handled_total',
   'grpc_server_msg_received_total',

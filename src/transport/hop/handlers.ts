@@ -44,7 +44,18 @@ export function hopLaneRoute(deps: HopServerDeps): ReturnType<typeof laneUpgrade
     sendWindowBytes: deps.windowBytes,
     maxMessageBytes: deps.maxMessageBytes,
     note: (err, call = 'Carry') => noteError(deps, err, { transport: 'hop', call }),
-    callMetrics: () => deps.metrics.grpcCall(HOP_SERVICE_NAME, 'Carry', 'bidi_stream'),
+    callMetrics: () => {
+      const m = deps.metrics.grpcCall(HOP_SERVICE_NAME, 'Carry', 'bidi_stream');
+      deps.stats.hopLanesServed++;
+      return {
+        sent: () => m.sent(),
+        received: () => m.received(),
+        done: (code) => {
+          deps.stats.hopLanesServed--;
+          m.done(code);
+        },
+      };
+    },
     boxCallMetrics: (call) => deps.metrics.grpcCall(HOP_SERVICE_NAME, call, 'unary'),
   });
 }

@@ -28,7 +28,7 @@ const REFUSAL_CLOSE_GRACE_MS = 1_000;
 
 export interface LaneUpgradeDeps extends Omit<LaneDeps, 'maxFrameBytes' | 'silenceLimitMs' | 'sent' | 'received' | 'done'> {
   token: HopToken;
-  /** Frame counts and the end of one lane. */
+  /** Frame counts and the end of one lane (`done` is called once). */
   callMetrics(): Pick<LaneDeps, 'sent' | 'received' | 'done'>;
 }
 
@@ -53,15 +53,7 @@ export function laneUpgradeRoute(deps: LaneUpgradeDeps): (req: IncomingMessage, 
     }
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${LANE_PROTOCOL}\r\nConnection: Upgrade\r\n\r\n`);
     if (head.length > 0) socket.unshift(head);
-    const m = deps.callMetrics();
-    serveLane(socket, {
-      ...deps,
-      maxFrameBytes,
-      silenceLimitMs: LANE_SILENCE_LIMIT_MS,
-      sent: () => m.sent(),
-      received: () => m.received(),
-      done: (code) => m.done(code),
-    });
+    serveLane(socket, { ...deps, ...deps.callMetrics(), maxFrameBytes, silenceLimitMs: LANE_SILENCE_LIMIT_MS });
     return true;
   };
 }
