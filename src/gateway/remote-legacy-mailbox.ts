@@ -31,10 +31,15 @@ import { RelayPool, relayPoolOptions, type RelayPoolOptions } from './relay-pool
  * session placed through another instance reaches this gateway's view
  * through the etcd watch a moment later; a legacy client that dials in
  * that moment (its peer just created the boxes) would otherwise be refused
- * and retry only after 2 s. Waits count in hashmail_directory_lookups_waiting
- * and are capped by directory.maxWaitingLookups (beyond: answered at once).
+ * and retry only after 2 s. In a reconnect storm that moment stretches: at
+ * 500 ms, 2,000 sessions came back in 1.20x-1.42x serve's time with about
+ * 3,500 such refusals; at 1 s, 1.09x-1.12x with 1,200-1,400 (BENCHMARKS.md
+ * §12). A call for a session that really is not placed (an app whose node
+ * is offline) is refused 1 s later instead. Waits count in
+ * hashmail_directory_lookups_waiting and are capped by
+ * directory.maxWaitingLookups (beyond: answered at once).
  */
-const WATCH_LAG_WAIT_MS = 500;
+const WATCH_LAG_WAIT_MS = 1000;
 /** Deadline of a box call (NewCipherBox, DelCipherBox) on the hop: a relay that does not answer one in this is treated as gone (ms). */
 const HOP_BOX_CALL_DEADLINE_MS = 10_000;
 
