@@ -154,7 +154,7 @@ export function writeDataHead(out: Buffer, pos: number, half: number, msgLength:
   return writeVarint(out, pos, msgLength);
 }
 
-/** A DATA frame in one buffer (tests, and peers that want one); lanes send the head and the message apart. */
+/** A DATA frame in one buffer, built with the head lanes send (so tests can check that head against protobufjs); lanes send the head and the message apart. */
 export function encodeDataFrame(half: number, msg: Buffer): Buffer {
   const head = dataHeadSize(half, msg.length);
   const out = Buffer.allocUnsafe(head + msg.length);
