@@ -3,9 +3,14 @@
  * relay, security and options. A channel costs a resolver (a c-ares context
  * for a host name), a load balancer and a connection; after a relay's death
  * all of its parties in a process look up and dial at once, and a channel
- * each per attempt cost more CPU than the calls themselves. Calls on one
- * channel share its HTTP/2 connection, as they already did through grpc-js's
- * global subchannel pool.
+ * each per attempt cost more CPU than the calls themselves.
+ *
+ * Calls on one channel share its HTTP/2 connection, and a server caps the
+ * calls of one connection (ours refuses past limits.maxStreamsPerConnection,
+ * 1,000 by default; others queue). So a channel carries at most
+ * MAX_CALLS_PER_CHANNEL calls, and the next call opens another channel with
+ * a connection of its own (a local subchannel pool: grpc-js would otherwise
+ * put equal channels on one connection).
  *
  * A channel to an instance that is down fails calls at once (no wait for
  * ready), so the connection's own backoff paces retries; its reconnect
@@ -24,6 +29,12 @@ export const CHANNEL_IDLE_MS = 30_000;
 /** Reconnect backoff of a shared channel (ms): first wait and cap. */
 const RECONNECT_BACKOFF_MS = 250;
 const MAX_RECONNECT_BACKOFF_MS = 2_000;
+/**
+ * Calls (links, lookups) on one channel at most. HTTP/2 asks every server to
+ * allow at least 100 concurrent streams on a connection (RFC 9113, 6.5.2),
+ * so no server refuses or queues these.
+ */
+export const MAX_CALLS_PER_CHANNEL = 100;
 
 interface SharedChannel {
   client: Client;
@@ -33,7 +44,8 @@ interface SharedChannel {
   idle: NodeJS.Timeout | null;
 }
 
-const channels = new Map<string, SharedChannel>();
+/** Open channels by key (relay, security, options), each with at most MAX_CALLS_PER_CHANNEL users. */
+const channels = new Map<string, SharedChannel[]>();
 
 export interface ChannelRequest {
   server: ServerAddress;
@@ -54,6 +66,7 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
   const options: ChannelOptions = {
     'grpc.initial_reconnect_backoff_ms': RECONNECT_BACKOFF_MS,
     'grpc.max_reconnect_backoff_ms': MAX_RECONNECT_BACKOFF_MS,
+    'grpc.use_local_subchannel_pool': 1,
     ...req.options,
   };
   const credentials = credentialsFor(req.server, req.tlsSkipVerify, req.tls);
@@ -62,31 +75,39 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
     return { client, release: once(() => client.close()) };
   }
   const key = `${req.server.authority}|${securityOf(req.server, req.tlsSkipVerify)}|${JSON.stringify(options)}`;
-  let shared = channels.get(key);
-  if (!shared) {
-    shared = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null };
-    channels.set(key, shared);
+  let open = channels.get(key);
+  if (!open) {
+    open = [];
+    channels.set(key, open);
   }
-  const entry = shared;
-  if (entry.idle) clearTimeout(entry.idle);
-  entry.idle = null;
-  entry.users++;
+  let entry = open.find((c) => c.users < MAX_CALLS_PER_CHANNEL);
+  if (!entry) {
+    entry = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null };
+    open.push(entry);
+  }
+  const shared = entry;
+  if (shared.idle) clearTimeout(shared.idle);
+  shared.idle = null;
+  shared.users++;
   return {
-    client: entry.client,
+    client: shared.client,
     release: once(() => {
-      if (--entry.users > 0) return;
-      entry.idle = setTimeout(() => {
-        channels.delete(key);
-        entry.client.close();
+      if (--shared.users > 0) return;
+      shared.idle = setTimeout(() => {
+        const list = channels.get(key) ?? [];
+        const at = list.indexOf(shared);
+        if (at >= 0) list.splice(at, 1);
+        if (list.length === 0) channels.delete(key);
+        shared.client.close();
       }, CHANNEL_IDLE_MS);
-      entry.idle.unref();
+      shared.idle.unref();
     }),
   };
 }
 
 /** Closes every shared channel (tests; a process about to exit). */
 export function closeSharedChannels(): void {
-  for (const { client, idle } of channels.values()) {
+  for (const { client, idle } of [...channels.values()].flat()) {
     if (idle) clearTimeout(idle);
     client.close();
   }

@@ -26,6 +26,7 @@ import {
   type TransportName,
 } from '../../src/client/index.js';
 import { flipSid } from '../../src/client/bytes.js';
+import { MAX_CALLS_PER_CHANNEL } from '../../src/client/grpc-channels.js';
 import { withTimeout } from '../helpers/async-queue.js';
 import { grpcParty, wsParty } from '../helpers/v2-peers.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
@@ -324,4 +325,21 @@ describe('client API', () => {
       await assert.rejects(a.send(new Uint8Array(1)), ConnectionLost);
     });
   }
+});
+
+describe('many connections in one process', () => {
+  test('grpc: more parties to one relay than a connection may carry all attach (the client opens more connections)', async () => {
+    // The relay refuses a connection's call past limits.maxStreamsPerConnection; the client spreads its calls
+    // over several connections (MAX_CALLS_PER_CHANNEL per connection), so no party meets that limit.
+    const streamLimit = MAX_CALLS_PER_CHANNEL;
+    const relay = await server({ limits: { maxStreamsPerConnection: streamLimit } });
+    const parties = Math.round(streamLimit * 2.5);
+    const sids = Array.from({ length: parties }, sid);
+    const conns = await Promise.all(sids.map((s) => dial(relay.address, { sid: s, role: 'node', transport: 'grpc', protocol: 'v2' })));
+    assert.equal(await relay.metric('hashmail_v2_parties{transport="grpc"}'), parties);
+    // The last one still relays: its peer attaches and hears from it.
+    const last = await dial(relay.address, { sid: flipSid(sids[parties - 1]), role: 'app', transport: 'grpc', protocol: 'v2' });
+    await conns[parties - 1].send(new TextEncoder().encode('past the limit'));
+    assert.equal(new TextDecoder().decode(await next(last)), 'past the limit');
+  });
 });

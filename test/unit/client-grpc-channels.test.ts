@@ -1,12 +1,13 @@
 /**
- * Shared gRPC channels of the client (grpc-channels.ts): one per relay,
- * security and options for the whole process; a pinned `tls` never shares.
+ * Shared gRPC channels of the client (grpc-channels.ts): per relay, security
+ * and options for the whole process, each carrying at most
+ * MAX_CALLS_PER_CHANNEL calls; a pinned `tls` never shares.
  * No connection is made: channels connect lazily.
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { connectivityState } from '@grpc/grpc-js';
-import { acquireChannel, closeSharedChannels } from '../../src/client/grpc-channels.js';
+import { acquireChannel, closeSharedChannels, MAX_CALLS_PER_CHANNEL } from '../../src/client/grpc-channels.js';
 import { parseServer } from '../../src/client/options.js';
 
 after(() => closeSharedChannels());
@@ -45,5 +46,17 @@ describe('client: shared gRPC channels', () => {
     const again = acquireChannel({ server: relay, tlsSkipVerify: true });
     assert.equal(first.client, again.client);
     again.release();
+  });
+
+  test('a channel carries at most MAX_CALLS_PER_CHANNEL calls; the next call gets another channel, a freed place is used again', () => {
+    const busy = parseServer('127.0.0.1:4', true);
+    const first = Array.from({ length: MAX_CALLS_PER_CHANNEL }, () => acquireChannel({ server: busy, tlsSkipVerify: false }));
+    assert.equal(new Set(first.map((l) => l.client)).size, 1);
+    const overflow = acquireChannel({ server: busy, tlsSkipVerify: false });
+    assert.notEqual(overflow.client, first[0].client);
+    first[0].release();
+    const refill = acquireChannel({ server: busy, tlsSkipVerify: false });
+    assert.equal(refill.client, first[0].client, 'the first channel has a free place again');
+    for (const lease of [...first, overflow, refill]) lease.release();
   });
 });
