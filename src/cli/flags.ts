@@ -1,5 +1,5 @@
 /**
- * What every command (`serve`, `relay`, `status`, `phrase`) does with its argv
+ * What every command (`serve`, `relay`, `gateway`, `status`, `phrase`) does with its argv
  * alike: strict parsing with --help, usage errors printed with the usage and
  * exit code 2, and the `server.*` flags they share.
  */
@@ -61,6 +61,34 @@ export function serverFlags(values: Values): Record<string, unknown> {
   if (values.insecure === true) server.insecure = true;
   if (typeof values['data-dir'] === 'string') server.dataDir = values['data-dir'];
   return server;
+}
+
+/** The flags `relay` and `gateway` share: the server.* ones, etcd, identity, config and log level. */
+export const CLUSTER_FLAGS = {
+  etcd: { type: 'string' },
+  listen: { type: 'string' },
+  advertise: { type: 'string' },
+  'admin-listen': { type: 'string' },
+  insecure: { type: 'boolean' },
+  id: { type: 'string' },
+  'data-dir': { type: 'string' },
+  config: { type: 'string' },
+  'log-level': { type: 'string' },
+} as const;
+
+/** The config layers of CLUSTER_FLAGS: server.*, relay.advertise / instanceId, the etcd directory, log.level. */
+export function clusterFlagLayers(values: Values): Record<string, Record<string, unknown>> {
+  const relay: Record<string, unknown> = {};
+  if (typeof values.advertise === 'string') relay.advertise = splitList(values.advertise);
+  if (typeof values.id === 'string') relay.instanceId = values.id;
+  const directory: Record<string, unknown> = { backend: 'etcd' };
+  if (typeof values.etcd === 'string') directory.etcdEndpoints = splitList(values.etcd);
+  return { server: serverFlags(values), relay, directory, ...logLevelLayer(values) };
+}
+
+/** The log.level layer of --log-level (empty without it). */
+export function logLevelLayer(values: Values): Record<string, Record<string, unknown>> {
+  return typeof values['log-level'] === 'string' ? { log: { level: values['log-level'] } } : {};
 }
 
 /** The validated Config from the file, environment and flag layers, or exit code 2 with the error on stderr. */

@@ -3,10 +3,13 @@
  * with role 'gateway'. Flags override environment variables, which override
  * the config file, which overrides the defaults. SIGTERM or SIGINT: every
  * stream ends with UNAVAILABLE "server shutting down", the registration is
- * revoked, exit 0.
+ * revoked, exit 0. SIGHUP reloads the TLS certificate and key, as `serve`
+ * and `relay` do.
  */
-import { loadCommandConfig, parseCommandFlags, serverFlags, splitList } from './flags.js';
+import { CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
 import { hopLegacy, startGateway } from '../compose/gateway.js';
+import type { RunningNode } from '../compose/node.js';
+import { logFatal, reloadOnSighup, startLogged, untilStopSignal, versionFields } from './server-process.js';
 import { resolveHopToken } from '../compose/hop-token.js';
 import { createLogger } from '../observe/logger.js';
 
@@ -36,50 +39,35 @@ Flags:
 
 SIGTERM or SIGINT: every stream ends with UNAVAILABLE "server shutting down",
 the registration is revoked, exit 0.
+SIGHUP: reload the TLS certificate and key (new connections get them; no session is dropped).
 `;
 
 export async function runGateway(argv: string[]): Promise<number> {
-  const values = parseCommandFlags('gateway', argv, {
-    etcd: { type: 'string' },
-    listen: { type: 'string' },
-    'admin-listen': { type: 'string' },
-    insecure: { type: 'boolean' },
-    advertise: { type: 'string' },
-    id: { type: 'string' },
-    'data-dir': { type: 'string' },
-    config: { type: 'string' },
-    'log-level': { type: 'string' },
-  }, GATEWAY_USAGE);
+  const values = parseCommandFlags('gateway', argv, CLUSTER_FLAGS, GATEWAY_USAGE);
   if (typeof values === 'number') return values;
-  const server = serverFlags(values);
-  const relay: Record<string, unknown> = {};
-  if (values.advertise !== undefined) relay.advertise = splitList(values.advertise);
-  if (values.id !== undefined) relay.instanceId = values.id;
-  const directory: Record<string, unknown> = { backend: 'etcd' };
-  if (values.etcd !== undefined) directory.etcdEndpoints = splitList(values.etcd);
-  const flags: Record<string, Record<string, unknown>> = { server, relay, directory };
-  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
-
-  const config = loadCommandConfig('gateway', values.config, flags);
+  const config = loadCommandConfig('gateway', values.config, clusterFlagLayers(values), (message) => logFatal(null, message));
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
-  // The hop token (hop.tokenFile, else the cluster secret in etcd) before anything is served.
-  const token = await resolveHopToken(config, logger);
-  const node = await startGateway(config, logger, hopLegacy(token));
-  logger.info({ listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure }, 'serving');
-
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, 'shutting down');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+  let running: RunningNode | null = null;
+  const stopReloading = reloadOnSighup(logger, () => running);
+  const node = await startLogged(logger, async () => {
+    // The hop token (hop.tokenFile, else the cluster secret in etcd) before anything is served.
+    const token = await resolveHopToken(config, logger);
+    return startGateway(config, logger, hopLegacy(token));
+  }).catch((err: unknown) => {
+    stopReloading();
+    throw err;
   });
+  running = node;
+  logger.info(
+    { listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure, ...versionFields() },
+    'serving',
+  );
+
+  await untilStopSignal(logger, 'shutting down');
   await node.stop({ revoke: true });
+  stopReloading();
   logger.info('stopped');
   logger.flush();
   return 0;

@@ -3,10 +3,10 @@
  * override environment variables, which override the config file, which
  * overrides the defaults. SIGTERM or SIGINT drains, then exits 0.
  */
-import { loadCommandConfig, parseCommandFlags, serverFlags, splitList } from './flags.js';
+import { CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
 import { startRelay } from '../compose/relay.js';
 import type { RunningNode } from '../compose/node.js';
-import { logFatal, reloadOnSighup, startLogged, versionFields } from './server-process.js';
+import { logFatal, reloadOnSighup, startLogged, untilStopSignal, versionFields } from './server-process.js';
 import { createLogger } from '../observe/logger.js';
 
 export const RELAY_USAGE = `Usage: hashmail relay --etcd URL[,URL...] --listen HOST:PORT --advertise HOST:PORT[,HOST:PORT]
@@ -38,28 +38,9 @@ SIGHUP: reload the TLS certificate and key (new connections get them; no session
 `;
 
 export async function runRelay(argv: string[]): Promise<number> {
-  const values = parseCommandFlags('relay', argv, {
-    etcd: { type: 'string' },
-    listen: { type: 'string' },
-    advertise: { type: 'string' },
-    'admin-listen': { type: 'string' },
-    insecure: { type: 'boolean' },
-    id: { type: 'string' },
-    'data-dir': { type: 'string' },
-    config: { type: 'string' },
-    'log-level': { type: 'string' },
-  }, RELAY_USAGE);
+  const values = parseCommandFlags('relay', argv, CLUSTER_FLAGS, RELAY_USAGE);
   if (typeof values === 'number') return values;
-  const server = serverFlags(values);
-  const relay: Record<string, unknown> = {};
-  if (values.advertise !== undefined) relay.advertise = splitList(values.advertise);
-  if (values.id !== undefined) relay.instanceId = values.id;
-  const directory: Record<string, unknown> = { backend: 'etcd' };
-  if (values.etcd !== undefined) directory.etcdEndpoints = splitList(values.etcd);
-  const flags: Record<string, Record<string, unknown>> = { server, relay, directory };
-  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
-
-  const config = loadCommandConfig('relay', values.config, flags, (message) => logFatal(null, message));
+  const config = loadCommandConfig('relay', values.config, clusterFlagLayers(values), (message) => logFatal(null, message));
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
@@ -75,20 +56,8 @@ export async function runRelay(argv: string[]): Promise<number> {
     'serving',
   );
 
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, 'draining on signal');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      // A second signal during the drain is ignored: the drain is bounded by relay.drainDeadlineMs.
-      process.on('SIGTERM', ignore);
-      process.on('SIGINT', ignore);
-      resolve();
-    };
-    const ignore = (): void => logger.info('already draining');
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  // A second signal during the drain is ignored: the drain is bounded by relay.drainDeadlineMs.
+  await untilStopSignal(logger, 'draining on signal', 'already draining');
   await node.drain();
   await node.stop({ revoke: true });
   stopReloading();

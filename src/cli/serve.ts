@@ -3,11 +3,11 @@
  * in-memory directory). Flags override environment variables, which
  * override the config file, which overrides the defaults.
  */
-import { loadCommandConfig, parseCommandFlags, serverFlags } from './flags.js';
+import { loadCommandConfig, logLevelLayer, parseCommandFlags, serverFlags } from './flags.js';
 import { createLogger } from '../observe/logger.js';
 import { startServe } from '../compose/serve.js';
 import type { RunningNode } from '../compose/node.js';
-import { logFatal, reloadOnSighup, startLogged, versionFields } from './server-process.js';
+import { logFatal, reloadOnSighup, startLogged, untilStopSignal, versionFields } from './server-process.js';
 
 export const SERVE_USAGE = `Usage: hashmail serve [flags]
 
@@ -54,8 +54,7 @@ export async function runServe(argv: string[]): Promise<number> {
   if (values['trusted-proxies'] !== undefined) {
     server.trustedProxies = values['trusted-proxies'].split(',').map((s) => s.trim()).filter(Boolean);
   }
-  const flags: Record<string, Record<string, unknown>> = { server };
-  if (values['log-level'] !== undefined) flags.log = { level: values['log-level'] };
+  const flags: Record<string, Record<string, unknown>> = { server, ...logLevelLayer(values) };
 
   const config = loadCommandConfig('serve', values.config, flags, (message) => logFatal(null, message));
   if (typeof config === 'number') return config;
@@ -70,16 +69,7 @@ export async function runServe(argv: string[]): Promise<number> {
   running = node;
   logger.info({ listen: node.listen, adminListen: node.adminListen, tls: !config.server.insecure, ...versionFields() }, 'serving');
 
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, 'shutting down');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  await untilStopSignal(logger, 'shutting down');
   await node.stop();
   stopReloading();
   logger.info('stopped');

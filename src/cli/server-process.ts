@@ -56,3 +56,26 @@ export function reloadOnSighup(logger: Logger, node: () => RunningNode | null): 
   process.on('SIGHUP', onHup);
   return () => process.off('SIGHUP', onHup);
 }
+
+/**
+ * Resolves at the first SIGTERM or SIGINT (logged as `message`). With
+ * `repeats`, later ones are logged as that and ignored (a drain is bounded
+ * by its own deadline); without, they get Node's default: exit at once.
+ */
+export function untilStopSignal(logger: Logger, message: string, repeats?: string): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, message);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      if (repeats !== undefined) {
+        const ignore = (): void => logger.info(repeats);
+        process.on('SIGTERM', ignore);
+        process.on('SIGINT', ignore);
+      }
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

@@ -17,7 +17,7 @@ import WebSocket from 'ws';
 import { AsyncQueue, pollUntil, withTimeout } from '../helpers/async-queue.js';
 import { randomSid } from '../helpers/grpc-v1.js';
 import { startEtcd } from '../helpers/etcd.js';
-import { BIN, ROOT, startRelay, startServer } from '../helpers/server.js';
+import { BIN, ROOT, startGateway, startRelay, startServer } from '../helpers/server.js';
 import { b64, HASHMAIL_PATH, RECEIVE_PATH, SEND_PATH, sendRequest } from '../helpers/ws-v1.js';
 
 const WAIT_MS = 10_000;
@@ -193,6 +193,35 @@ test('hashmail relay: version in the serving line, hashmail_build_info, SIGHUP r
       assert.equal((await relay.admin('/readyz')).status, 200);
     } finally {
       await relay.stop();
+    }
+  } finally {
+    await etcd.stop();
+  }
+});
+
+test('hashmail gateway: version in the serving line, SIGHUP reloads its certificate (new connections get the new one)', async () => {
+  const certFile = join(dir, 'gateway.cert');
+  const keyFile = join(dir, 'gateway.key');
+  const first = makePair('gateway-first');
+  writeFileSync(certFile, first.cert);
+  writeFileSync(keyFile, first.key);
+  const etcd = await startEtcd(1);
+  try {
+    const gateway = await startGateway({ etcd: etcd.etcdFlag, insecure: false, config: { server: { tlsCertFile: certFile, tlsKeyFile: keyFile } } });
+    try {
+      const serving = gateway.logs.find((l) => l.msg === 'serving');
+      assert.equal(typeof serving?.version, 'string');
+      assert.equal(await servedFingerprint(gateway.port), first.fingerprint);
+      const second = makePair('gateway-second');
+      writeFileSync(certFile, second.cert);
+      writeFileSync(keyFile, second.key);
+      gateway.process.kill('SIGHUP');
+      await pollUntil(async () => gateway.logs.some((l) => l.msg === 'TLS certificate reloaded'), 'gateway reload logged');
+      assert.equal(gateway.logs.find((l) => l.msg === 'TLS certificate reloaded')?.sha256, second.fingerprint);
+      assert.equal(await servedFingerprint(gateway.port), second.fingerprint);
+      assert.equal(gateway.process.exitCode, null, 'SIGHUP does not stop the gateway');
+    } finally {
+      await gateway.stop();
     }
   } finally {
     await etcd.stop();
