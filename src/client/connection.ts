@@ -53,12 +53,15 @@ export const MAX_REDIRECT_HOPS = 3;
 /**
  * How long the next lookup asks the instance to hold its answer while that
  * would still be the owner this party just failed to reach, or still "not
- * placed" (ms; at most half of connectTimeoutMs). The parties of a dead relay
- * then wait on one idle request each and learn the new owner the moment the
- * directory does, instead of retrying the same dead address. Instances cap
- * it (directory.lookupWaitMaxMs); older ones ignore it and answer at once.
+ * placed" (ms). The parties of a dead relay then wait on one idle request
+ * each and learn the new owner the moment the directory does, instead of
+ * retrying the same dead address. Longer than a relay's lease (10 s by
+ * default), so a dead relay's parties ask once, not again while the others
+ * re-join. The attempt's connectTimeoutMs starts counting after the hold.
+ * Instances cap it (directory.lookupWaitMaxMs, 15 s by default); older ones
+ * ignore it and answer at once.
  */
-export const LOOKUP_WAIT_MS = 5000;
+export const LOOKUP_WAIT_MS = 15_000;
 /** Lookups in one attempt (each followed by up to MAX_REDIRECT_HOPS redirects); then the attempt fails and the backoff paces the next. */
 export const MAX_LOOKUPS_PER_ATTEMPT = 2;
 
@@ -252,8 +255,10 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
   private async openLink(attach: AttachMode): Promise<void> {
     const timeoutMs = this.options.connectTimeoutMs;
     if (timeoutMs <= 0) return this.openLinkWithin(attach, this.lifetime.signal);
+    // An attempt that starts with a held lookup waits on it by design: the deadline counts from the hold's end.
+    const holdMs = !this.nextTarget && this.heldLookup ? this.heldLookup.ms : 0;
     const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), timeoutMs);
+    const timer = setTimeout(() => deadline.abort(), timeoutMs + holdMs);
     const attempt = anySignal([this.lifetime.signal, deadline.signal]);
     try {
       await this.openLinkWithin(attach, attempt.signal);
@@ -316,8 +321,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
 
   /** The next lookup asks the instance to hold its answer while it is still `unreachable` (an owner id) or "not placed" (''). */
   private holdNextLookup(unreachable: string): void {
-    const timeoutMs = this.options.connectTimeoutMs;
-    this.heldLookup = { unreachable, ms: timeoutMs > 0 ? Math.min(LOOKUP_WAIT_MS, timeoutMs / 2) : LOOKUP_WAIT_MS };
+    this.heldLookup = { unreachable, ms: LOOKUP_WAIT_MS };
   }
 
   private lookUpRelay(route: string, attach: AttachMode, signal: AbortSignal, wait: LookupWaitRequest | null): Promise<RelayTarget> {

@@ -11,14 +11,16 @@ import { ConnectionLost, errorFromStatus, StatusCode } from './errors.js';
 import { asBuffer } from './grpc-channel.js';
 import { acquireChannel } from './grpc-channels.js';
 import { errorText } from './legacy-grpc.js';
-import { LOOKUP_TIMEOUT_MS, LookupUnreachable, type LookupAnswer, type RelayLookup } from './relay-lookup.js';
+import { LOOKUP_TIMEOUT_MS, LookupUnreachable, lookupTimeoutMs, type LookupAnswer, type RelayLookup } from './relay-lookup.js';
 
 export const SERVER_FOR_MAILBOX_PATH = '/hashmail.v2.Mailbox/ServerForMailbox';
 
 export const grpcRelayLookup: RelayLookup = (req) =>
   new Promise<LookupAnswer>((resolve, reject) => {
     const { client, release } = acquireChannel(req);
-    const deadline = Date.now() + LOOKUP_TIMEOUT_MS;
+    // Connecting is bounded as any lookup; the call itself may also wait out its hold.
+    const readyBy = Date.now() + LOOKUP_TIMEOUT_MS;
+    const deadline = Date.now() + lookupTimeoutMs(req);
     let call: ClientUnaryCall | null = null;
     let settled = false;
     const settle = (fn: () => void): void => {
@@ -32,7 +34,7 @@ export const grpcRelayLookup: RelayLookup = (req) =>
     const onAbort = (): void => settle(() => reject(new ConnectionLost('connect aborted', { cause: req.signal.reason })));
     if (req.signal.aborted) return onAbort();
     req.signal.addEventListener('abort', onAbort, { once: true });
-    whenReady(client, deadline, (readyErr) => {
+    whenReady(client, readyBy, (readyErr) => {
       if (settled) return;
       if (readyErr) {
         return settle(() => reject(new LookupUnreachable(`relay lookup at ${req.server.authority} failed: ${readyErr.message}`, { cause: readyErr })));

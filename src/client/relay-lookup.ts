@@ -10,8 +10,13 @@ import { ConnectionLost, HashmailClientError, StatusCode } from './errors.js';
 import type { ServerAddress } from './options.js';
 import { httpBase } from './websocket.js';
 
-/** Bound on one lookup, connection included (ms). */
+/** Bound on one lookup, connection included (ms), beyond the hold a held lookup asks for. */
 export const LOOKUP_TIMEOUT_MS = 10_000;
+
+/** The bound on `req` (ms): LOOKUP_TIMEOUT_MS, plus its hold. */
+export function lookupTimeoutMs(req: { wait?: LookupWaitRequest }): number {
+  return LOOKUP_TIMEOUT_MS + (req.wait?.ms ?? 0);
+}
 import type { NodeTls } from './tls-trust-node.js';
 
 export const RELAY_LOOKUP_PATH = '/v2/relay';
@@ -138,7 +143,7 @@ export function httpRelayLookup(get: HttpGet): RelayLookup {
   return async (req) => {
     let answer: HttpAnswer;
     try {
-      answer = await get(relayLookupUrl(req), { signal: req.signal, timeoutMs: LOOKUP_TIMEOUT_MS, ...(req.tls ? { tls: req.tls } : {}) });
+      answer = await get(relayLookupUrl(req), { signal: req.signal, timeoutMs: lookupTimeoutMs(req), ...(req.tls ? { tls: req.tls } : {}) });
     } catch (err) {
       if (req.signal.aborted) throw new ConnectionLost('connect aborted', { cause: req.signal.reason });
       throw new LookupUnreachable(`relay lookup at ${req.server.authority} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

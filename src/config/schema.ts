@@ -127,7 +127,13 @@ export const configSchema = z
           .default(2000)
           .describe('Placements (new session mappings, one etcd transaction each) per second per process, a burst of one second\'s worth passing at once; past it a placement waits its turn up to placementQueueMs, else fails with UNAVAILABLE "directory unavailable", which legacy clients retry on their next re-dial. Absorbs the reconnect storm after a relay death; 0: uncapped. memory backend: not capped (no etcd write)'),
         placementQueueMs: z.number().int().min(0).default(1000).describe('How long a placement over maxPlacementsPerSecond may wait for its turn; one that would wait longer (or past callTimeoutMs) fails at once with UNAVAILABLE, so the queue never holds more than this much of the rate (milliseconds)'),
-        lookupWaitMaxMs: z.number().int().min(0).max(30_000).default(5000).describe('Longest a lookup that asks to wait (a party that could not reach the relay it was given, or was told "not placed") is held for the answer to change before the same answer is given (milliseconds); 0: always answer at once'),
+        lookupWaitMaxMs: z
+          .number()
+          .int()
+          .min(0)
+          .max(120_000)
+          .default(15_000)
+          .describe('Longest a lookup that asks to wait (a party that could not reach the relay it was given, or was told "not placed") is held for the answer to change before the same answer is given (milliseconds); 0: always answer at once. Keep it above leaseTtlMs: a dead relay\'s parties then hold one lookup each until its lease expires, instead of asking again while the wave of re-joins runs'),
         maxWaitingLookups: count(100_000, 'Lookups held waiting for their answer to change, per process; past it a lookup is answered at once'),
         keysPerLease: count(1000, 'Session mappings bound to one lease before an instance opens another (etcd slows down as one lease holds more keys)'),
         loadPublishIntervalMs: z.number().int().positive().default(2000).describe('How often an instance publishes its load (sessions, connections) for load-aware placement (milliseconds)'),

@@ -26,6 +26,7 @@ import { routeOfSid } from '../../src/directory/route.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
 import { grpcLookup, type GrpcLookupAnswer } from '../helpers/lookup.js';
+import { metricSum } from '../helpers/metrics.js';
 import { startRelay, type RunningServer } from '../helpers/server.js';
 import { closeParties, grpcParty, HelloRefused, type V2Party } from '../helpers/v2-peers.js';
 
@@ -36,6 +37,8 @@ const REJOIN_BOUND_MS = TTL_MS + 3000;
 // callTimeoutMs at its default: losing the etcd leader costs one election (about 1 s).
 const RELAY_CONFIG = { directory: { leaseTtlMs: TTL_MS, callTimeoutMs: 2000, loadPublishIntervalMs: 200 } };
 const STEP_MS = 10_000;
+/** The parties' connectTimeoutMs in the kill -9 test: shorter than the TTL. */
+const CONNECT_TIMEOUT_MS = 1000;
 const MESSAGES = 50;
 
 const usedSids: Buffer[] = [];
@@ -80,9 +83,9 @@ class LibraryPair {
     readonly app: MailboxConnection,
   ) {}
 
-  static async open(servers: string[]): Promise<LibraryPair> {
+  static async open(servers: string[], options: Partial<ConnectOptions> = {}): Promise<LibraryPair> {
     const [a, b] = sidPair();
-    const base: Partial<ConnectOptions> = { server: servers.join(','), insecure: true, protocol: 'v2' };
+    const base: Partial<ConnectOptions> = { server: servers.join(','), insecure: true, protocol: 'v2', ...options };
     // The node re-creates its session after a relay is lost, as litd does; the app retries "not found" meanwhile.
     const node = await bounded(connect({ ...base, sid: a, role: 'node', transport: 'grpc' } as ConnectOptions), 'node connect');
     const app = await bounded(connect({ ...base, sid: b, role: 'app', transport: 'websocket' } as ConnectOptions), 'app connect');
@@ -143,8 +146,9 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     await etcd.stop();
   });
 
-  test(`kill -9 of the owning relay: both library parties are back within TTL + 3 s (${REJOIN_BOUND_MS} ms), nothing duplicated or reordered`, async (t) => {
-    const pair = await LibraryPair.open(live().map((r) => r.address));
+  test(`kill -9 of the owning relay: both library parties are back within TTL + 3 s (${REJOIN_BOUND_MS} ms), nothing duplicated or reordered, each after one held lookup`, async (t) => {
+    // An attempt's deadline shorter than the TTL: a held lookup outlasts it (the deadline counts from the hold's end).
+    const pair = await LibraryPair.open(live().map((r) => r.address), { connectTimeoutMs: CONNECT_TIMEOUT_MS });
     pairs.push(pair);
     await pair.exchange(1, MESSAGES);
     const home = relays.find((r) => r.address === pair.node.relay);
@@ -157,13 +161,23 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     const firstDial = (c: MailboxConnection): Promise<DialInfo> => new Promise((resolve) => c.once('dial', resolve));
     const losses = Promise.all([firstLoss(pair.node), firstLoss(pair.app)]);
     const dials = Promise.all([firstDial(pair.node), firstDial(pair.app)]);
+    const survivors = live().filter((r) => r !== home);
+    const lookupsAnswered = async (): Promise<number> => (await Promise.all(survivors.map((r) => metricSum(r, 'hashmail_directory_lookups_total')))).reduce<number>((x, n) => x + (n ?? 0), 0);
+    const lookupsBefore = await lookupsAnswered();
+    const errors: string[] = [];
+    for (const c of [pair.node, pair.app]) c.on('reconnecting', (info: ReconnectingInfo) => errors.push(info.error.name));
     const killedAt = Date.now();
     home.process.kill('SIGKILL');
     for (const loss of await losses) assert.ok(loss.error instanceof LinkDropped, `a killed relay is a dropped link over both transports, not ${loss.error.name}`);
     for (const dial of await dials) assert.deepEqual(dial, { relay: home.address, via: 'resume' });
     await bounded(rejoined, 'both parties re-joined', REJOIN_BOUND_MS);
     const took = Date.now() - killedAt;
-    t.diagnostic(`both parties re-joined ${took} ms after kill -9 (TTL ${TTL_MS} ms) on ${pair.node.relay}`);
+    const lookups = (await lookupsAnswered()) - lookupsBefore;
+    t.diagnostic(`both parties re-joined ${took} ms after kill -9 (TTL ${TTL_MS} ms) on ${pair.node.relay}; ${lookups} lookups; reconnecting after ${errors.join(', ')}`);
+    assert.ok(!errors.includes('ConnectTimeout'), `no attempt timed out while its lookup was held: ${errors.join(', ')}`);
+    // Each party: the refused re-dial of its relay, then one lookup held until the lease went (and at most one more,
+    // should its first lookup have been answered in the instant before the dead relay's registration went).
+    assert.ok(lookups <= 4, `${lookups} lookups answered for 2 parties: the parties polled instead of holding one lookup each`);
     assert.notEqual(pair.node.relay, home.address);
     assert.equal(pair.app.relay, pair.node.relay, 'both parties on one relay again');
     await pair.exchange(MESSAGES + 1, 2 * MESSAGES);
