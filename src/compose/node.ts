@@ -13,6 +13,7 @@ import { subsystemLogger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
 import type { HopToken } from '../transport/hop/hop-token.js';
 import { hopLaneRoute, type HopServerDeps } from '../transport/hop/handlers.js';
+import { MAX_CALLS_PER_LANE } from '../transport/hop/lane-server.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import { PublicListener } from '../transport/public-listener.js';
@@ -116,6 +117,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         metrics: core.metrics,
         windowBytes: config.hop.windowBytes,
         maxMessageBytes: config.mailbox.maxMessageBytes,
+        // A gateway carries up to hop.streamsPerConnection on a lane; box calls it gave up on may still run here.
+        maxCallsPerLane: Math.max(MAX_CALLS_PER_LANE, 4 * config.hop.streamsPerConnection),
       }
     : null;
   const grpc = buildGrpcServer(config, logger, core, addresses, legacy);

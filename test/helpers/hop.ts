@@ -121,6 +121,13 @@ export interface RawLane {
   send(frame: Buffer, length?: number): void;
   /** The first frame of `kind` for `half` received so far or next. */
   frame(half: number, kind: number): Promise<HopFrame>;
+  /** Sends `bytes` as they are (frames with their length prefixes, in one write). */
+  sendRaw(bytes: Buffer): void;
+  /** Frames of `kind` for `half` received so far. */
+  count(half: number, kind: number): number;
+  /** Stops reading the connection (a gateway that takes nothing), and starts again. */
+  pause(): void;
+  resume(): void;
   /** The connection closed. */
   closed: Promise<void>;
   close(): void;
@@ -138,7 +145,7 @@ export function openRawLane(address: string, token: string | null, upgrade = 'ha
       req.on('response', (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () => resolve({ refused: { status: res.statusCode ?? 0, body }, send: () => undefined, frame: () => Promise.reject(new Error('refused')), closed: Promise.resolve(), close: () => undefined }));
+        res.on('end', () => resolve({ refused: { status: res.statusCode ?? 0, body }, send: () => undefined, frame: () => Promise.reject(new Error('refused')), sendRaw: () => undefined, count: () => 0, pause: () => undefined, resume: () => undefined, closed: Promise.resolve(), close: () => undefined }));
       });
       req.on('upgrade', (_res, socket: Duplex, head: Buffer) => {
         const frames: HopFrame[] = [];
@@ -170,6 +177,10 @@ export function openRawLane(address: string, token: string | null, upgrade = 'ha
             }
             throw new Error('frame never came');
           },
+          sendRaw: (bytes) => socket.write(bytes),
+          count: (half, kind) => frames.filter((x) => x.half === half && x.kind === kind).length,
+          pause: () => socket.pause(),
+          resume: () => socket.resume(),
           closed,
           close: () => socket.destroy(),
         });

@@ -458,4 +458,55 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     }
     for (const x of [sid, peerSid(sid)]) await gw.mailbox.delCipherBox(boxAuth(x), call);
   });
+
+  test('a gateway that floods PING without reading gets one PONG per flush, not one per PING; an id opened twice or out of order ends the lane', async () => {
+    const owner = relays[1];
+    const call = freshCall();
+    const token = (await clusterHopToken(etcd.endpoints)).value;
+    const flood = await openRawLane(owner.address, token);
+    try {
+      flood.pause();
+      const ping = encodeHopFrame({ half: 0, kind: FrameKind.PING });
+      const framedPing = Buffer.concat([Buffer.from([0, 0, 0, ping.length]), ping]);
+      const PINGS = 50_000;
+      flood.sendRaw(Buffer.concat(Array.from({ length: PINGS }, () => framedPing)));
+      // A box call after the flood: once its END comes back, every PING before it was read.
+      flood.send(encodeHopFrame({ half: 1, kind: FrameKind.DELETE_BOX, streamId: Buffer.alloc(3), clientAddress: call.address }));
+      flood.resume();
+      const end = await flood.frame(1, FrameKind.END);
+      assert.equal(end.errorCode, 'INVALID_STREAM_ID');
+      // Before: 50,000 PONGs (600 KB, and about 70 bytes of the relay's memory each while unread).
+      const pongs = flood.count(0, FrameKind.PONG);
+      assert.ok(pongs >= 1 && pongs < 1000, `${pongs} PONGs for ${PINGS} PINGs`);
+      // A box call whose id is still (or was ever) in use: before, a second CREATE_BOX on a pending id ran as another call.
+      flood.send(encodeHopFrame({ half: 1, kind: FrameKind.CREATE_BOX, streamId: randomSid(), clientAddress: call.address }));
+      const laneEnd = await flood.frame(0, FrameKind.END);
+      assert.equal(laneEnd.errorCode, 'MALFORMED_REQUEST');
+      assert.equal(laneEnd.errorMessage, 'hop: id 1 opened after id 1 (ids only grow on a lane, never reused)');
+      await withTimeout(flood.closed, HOP_WAIT_MS, 'lane closed');
+    } finally {
+      flood.close();
+    }
+    // Out of order: id 5, then id 3.
+    const disorder = await openRawLane(owner.address, token);
+    try {
+      disorder.send(encodeHopFrame({ half: 5, kind: FrameKind.DELETE_BOX, streamId: Buffer.alloc(3), clientAddress: call.address }));
+      await disorder.frame(5, FrameKind.END);
+      disorder.send(encodeHopFrame({ half: 3, kind: FrameKind.OPEN_RECV, streamId: randomSid(), clientAddress: call.address, credit: 1024 }));
+      const laneEnd = await disorder.frame(0, FrameKind.END);
+      assert.equal(laneEnd.errorMessage, 'hop: id 3 opened after id 5 (ids only grow on a lane, never reused)');
+      await withTimeout(disorder.closed, HOP_WAIT_MS, 'lane closed');
+    } finally {
+      disorder.close();
+    }
+    // The gateway's own lanes did not notice.
+    const sid = await sessionOn(owner, call);
+    const reader = await gw.mailbox.openReceive(sid, call);
+    const writer = await gw.mailbox.openSend({ streamId: sid }, call);
+    await writer.write(Buffer.from('undisturbed'));
+    assert.equal((await readOne(reader)).toString(), 'undisturbed');
+    reader.release();
+    writer.release();
+    for (const x of [sid, peerSid(sid)]) await gw.mailbox.delCipherBox(boxAuth(x), call);
+  });
 });

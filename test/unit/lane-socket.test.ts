@@ -9,7 +9,7 @@ import { Duplex } from 'node:stream';
 import { test } from 'node:test';
 import { HashmailError } from '../../src/session/errors.js';
 import { decodeHopFrame, encodeControlFrame, encodeDataFrame, FrameKind, type HopFrame } from '../../src/transport/hop/frame.js';
-import { LaneSocket } from '../../src/transport/hop/lane-socket.js';
+import { LANE_END_GRACE_MS, LaneSocket } from '../../src/transport/hop/lane-socket.js';
 import { withTimeout } from '../helpers/async-queue.js';
 
 const WAIT_MS = 5_000;
@@ -187,4 +187,115 @@ test('writeData sends the message after its head, unchanged and uncopied; an emp
       [300, FrameKind.DATA, 1],
     ],
   );
+});
+
+/** A peer that takes nothing: writes stay queued until `release()`. */
+class StalledWire extends Wire {
+  private held: (() => void)[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.written.push(chunk);
+    this.held.push(cb);
+  }
+  override _writev(chunks: { chunk: Buffer }[], cb: () => void): void {
+    for (const c of chunks) this.written.push(c.chunk);
+    this.held.push(cb);
+  }
+  release(): void {
+    const held = this.held;
+    this.held = [];
+    for (const cb of held) cb();
+  }
+}
+
+test('a PING flood from a peer that does not read queues one PONG, not one per PING', async () => {
+  const wire = new StalledWire();
+  const lane = new LaneSocket({ maxFrameBytes: MAX_FRAME, silenceLimitMs: 60_000 });
+  lane.attach(wire, { frame: () => undefined, closed: () => undefined });
+  const ping = framed(encodeControlFrame(0, FrameKind.PING));
+  wire.feed(Buffer.concat(Array.from({ length: 1000 }, () => ping)));
+  await tick();
+  await tick();
+  // Before: 1000 PONGs (12 bytes each with their heads) waited for a peer that never takes them.
+  assert.equal(wire.frames().filter((f) => f.kind === FrameKind.PONG).length, 1);
+  assert.ok(wire.writableLength <= 16, `queued ${wire.writableLength} bytes`);
+  // Once the PONG left, the next PING is answered again.
+  wire.release();
+  wire.feed(ping);
+  await tick();
+  await tick();
+  assert.equal(wire.frames().filter((f) => f.kind === FrameKind.PONG).length, 2);
+  lane.destroy(new HashmailError('CANCELLED'));
+});
+
+test('a frame trickled a byte per read arrives intact and holds few reads apart', async () => {
+  const { wire, lane, got } = open();
+  const msg = Buffer.from(Array.from({ length: 3000 }, (_, i) => i % 251));
+  const bytes = framed(encodeDataFrame(5, msg));
+  let maxHeld = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    wire.feed(bytes.subarray(i, i + 1));
+    await tick();
+    maxHeld = Math.max(maxHeld, lane.heldReads);
+  }
+  assert.equal(got.length, 1);
+  const f = got[0] as HopFrame;
+  assert.equal(f.half, 5);
+  assert.deepEqual(f.msg, msg);
+  // Before: one Buffer per read, 3000 of them (each about 150 bytes of bookkeeping for 1 byte).
+  assert.ok(maxHeld <= 8, `held ${maxHeld} reads`);
+  lane.destroy(new HashmailError('CANCELLED'));
+});
+
+test('a frame begun and not whole within the silence limit ends the lane, however its bytes trickle', async () => {
+  const { wire, closed, closedWith } = open({ silenceLimitMs: 60 });
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(MAX_FRAME, 0);
+  wire.feed(head);
+  // A byte every 10 ms keeps the lane from being silent; bounded at 2 s.
+  for (let i = 0; i < 200 && closedWith() === undefined; i++) {
+    wire.feed(Buffer.alloc(1));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const err = await withTimeout(closed, WAIT_MS, 'closed');
+  assert.equal(err?.code, 'MALFORMED_REQUEST');
+  assert.match(err?.message ?? '', /^hop: lane frame not whole \d+ ms after its first byte$/);
+});
+
+test('an ended lane reads nothing more and is gone within LANE_END_GRACE_MS though its peer keeps its side open', async () => {
+  const { wire, lane, got } = open();
+  const gone = new Promise<void>((resolve) => wire.once('close', () => resolve()));
+  lane.end();
+  wire.feed(framed(encodeControlFrame(1, FrameKind.CANCEL)));
+  wire.feed(Buffer.alloc(10_000));
+  await tick();
+  assert.equal(got.length, 0);
+  // Before: every byte the peer sent after the end was kept, and the connection stayed open for good.
+  assert.equal(lane.heldReads, 0);
+  await withTimeout(gone, LANE_END_GRACE_MS + WAIT_MS, 'connection closed');
+});
+
+test('with pauseReadsOverBytes the lane stops reading while its writes are unsent, and gives up on a peer that takes nothing', async () => {
+  const wire = new StalledWire();
+  const lane = new LaneSocket({ maxFrameBytes: MAX_FRAME, silenceLimitMs: 60_000, pauseReadsOverBytes: 20_000 });
+  lane.attach(wire, { frame: () => undefined, closed: () => undefined });
+  lane.writeData(1, Buffer.alloc(100));
+  await tick();
+  lane.writeData(1, Buffer.alloc(30_000));
+  assert.ok(wire.isPaused());
+  wire.release();
+  await tick();
+  wire.release();
+  await tick();
+  assert.ok(!wire.isPaused());
+  lane.destroy(new HashmailError('CANCELLED'));
+
+  const stalled = new StalledWire();
+  const slow = new LaneSocket({ maxFrameBytes: MAX_FRAME, silenceLimitMs: 60, pauseReadsOverBytes: 20_000 });
+  const closed = new Promise<HashmailError | null>((resolve) => slow.attach(stalled, { frame: () => undefined, closed: resolve }));
+  slow.writeData(1, Buffer.alloc(100));
+  await tick();
+  slow.writeData(1, Buffer.alloc(30_000));
+  const err = await withTimeout(closed, WAIT_MS, 'stalled peer dropped');
+  assert.equal(err?.code, 'RELAY_UNREACHABLE');
+  assert.match(err?.message ?? '', /^hop: lane peer took nothing for \d+ ms$/);
 });

@@ -32,6 +32,8 @@ export interface HopServerDeps {
   windowBytes: number;
   /** mailbox.maxMessageBytes. */
   maxMessageBytes: number;
+  /** Halves and box calls at once on one lane (default MAX_CALLS_PER_LANE, lane-server.ts). */
+  maxCallsPerLane?: number;
 }
 
 /** The relay's lane route on its public port (HTTP upgrade). */
@@ -43,6 +45,7 @@ export function hopLaneRoute(deps: HopServerDeps): ReturnType<typeof laneUpgrade
     token: deps.token,
     sendWindowBytes: deps.windowBytes,
     maxMessageBytes: deps.maxMessageBytes,
+    maxCallsPerLane: deps.maxCallsPerLane,
     note: (err, call = 'Carry') => noteError(deps, err, { transport: 'hop', call }),
     callMetrics: () => {
       const m = deps.metrics.grpcCall(HOP_SERVICE_NAME, 'Carry', 'bidi_stream');

@@ -27,6 +27,21 @@ import { CALL_OVER } from '../../session/abort-reason.js';
 
 /** A forwarded client address: a limit key (IPv4, masked IPv6 with /prefix, or a name), printable, short. */
 export const CLIENT_ADDRESS = /^[0-9A-Za-z.:/%_[\]-]{1,100}$/;
+/**
+ * Halves and box calls one lane may carry at once, by default. A gateway
+ * carries at most hop.streamsPerConnection (default 1000) on a lane; box
+ * calls it gave up on (10 s) may still run here, hence the room. Past it a
+ * new call ends at once with LIMIT_REACHED: each one holds a slot wait, an
+ * etcd read or a box operation, and a lane must not hold them without bound.
+ */
+export const MAX_CALLS_PER_LANE = 4096;
+/**
+ * The lane stops reading while this much it wrote is unsent: each frame the
+ * relay sends answers one it read (PONG, ATTACHED, END, CREDIT) or is a
+ * reader's DATA within its credit, so a gateway that does not read gets no
+ * more than this queued for it (lane-socket.ts).
+ */
+export const LANE_UNSENT_PAUSE_BYTES = 1024 * 1024;
 
 export interface LaneDeps {
   /** The relay's own legacy operations (core.legacy). */
@@ -45,6 +60,8 @@ export interface LaneDeps {
   maxFrameBytes: number;
   /** A lane with nothing from its gateway (not even PING) for this long is dropped (ms). */
   silenceLimitMs: number;
+  /** Halves and box calls at once on one lane (default MAX_CALLS_PER_LANE). */
+  maxCallsPerLane?: number;
   /** Frame counts and the lane's end (grpc_server_* metrics for LegacyHop/Carry; 0 is OK). */
   sent(): void;
   received(): void;
@@ -55,7 +72,7 @@ export type BoxCall = 'CreateBox' | 'DeleteBox';
 /** What an error is reported under: a box call, or the lane (its halves). */
 export type HopCall = BoxCall | 'Carry';
 
-/** One half on the lane, from OPEN to its end. */
+/** One half (or box call) on the lane, from its OPEN (or box frame) to its end. */
 class LaneHalf {
   ended = false;
   /** Only while waiting for admission and the slot: aborted by CANCEL or the lane ending. */
@@ -102,8 +119,12 @@ class LaneHalf {
 /** Serves one lane (an authenticated, upgraded connection) until the gateway closes it or leaves. */
 export function serveLane(socket: Duplex, deps: LaneDeps): void {
   const { mailbox, router, logger } = deps;
-  const lane = new LaneSocket({ maxFrameBytes: deps.maxFrameBytes, silenceLimitMs: deps.silenceLimitMs });
+  const lane = new LaneSocket({ maxFrameBytes: deps.maxFrameBytes, silenceLimitMs: deps.silenceLimitMs, pauseReadsOverBytes: LANE_UNSENT_PAUSE_BYTES });
+  /** Halves and box calls in progress, by id. */
   const halves = new Map<number, LaneHalf>();
+  const maxCalls = deps.maxCallsPerLane ?? MAX_CALLS_PER_LANE;
+  /** The highest id opened: ids only grow, so a frame of a half that ended can never reach a new one. */
+  let lastId = 0;
   let over = false;
   const creditThreshold = creditBatch(deps.sendWindowBytes);
   const maxUnanswered = deps.sendWindowBytes + messageCost(deps.maxMessageBytes);
@@ -155,8 +176,16 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
     return h.ended ? null : a;
   };
 
+  /** The half or box call is over without an error: END without a code. */
+  const endOk = (h: LaneHalf): void => {
+    if (h.ended) return;
+    h.free();
+    halves.delete(h.id);
+    write(encodeControlFrame(h.id, FrameKind.END));
+  };
+
   /** NewCipherBox or DelCipherBox for the client the frame names: END on the call's id, with the error if it failed. */
-  const boxCall = async (f: HopFrame): Promise<void> => {
+  const boxCall = async (h: LaneHalf, f: HopFrame): Promise<void> => {
     const call: BoxCall = f.kind === FrameKind.CREATE_BOX ? 'CreateBox' : 'DeleteBox';
     const m = deps.boxCallMetrics(call);
     m.received();
@@ -166,11 +195,14 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
       await (call === 'CreateBox' ? mailbox.newCipherBox(req, a.info) : mailbox.delCipherBox(req, a.info));
       m.sent();
       m.done(0);
-      write(encodeControlFrame(f.half, FrameKind.END));
+      endOk(h);
     } catch (err) {
       const e = deps.note(err, call);
       m.done(e.grpcCode);
-      write(encodeHopFrame({ half: f.half, kind: FrameKind.END, ...endFields(e) }));
+      if (h.ended) return;
+      h.free();
+      halves.delete(h.id);
+      write(encodeHopFrame({ half: h.id, kind: FrameKind.END, ...endFields(e) }));
     }
   };
 
@@ -262,12 +294,7 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
   /** Every message is in the box: END without an error is the gateway's "all taken". */
   const finish = (h: LaneHalf, half: LegacySend): void => {
     h.finishing = false;
-    const done = (): void => {
-      if (h.ended) return;
-      h.free();
-      halves.delete(h.id);
-      write(encodeControlFrame(h.id, FrameKind.END));
-    };
+    const done = (): void => endOk(h);
     const finishing = half.finish();
     if (finishing) finishing.then(done, (err: unknown) => end(h, err));
     else done();
@@ -280,18 +307,25 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
     const h = halves.get(f.half);
     switch (f.kind) {
       case FrameKind.OPEN_RECV:
-      case FrameKind.OPEN_SEND: {
-        if (h) return closeLane(deps.note(new HashmailError('MALFORMED_REQUEST', `hop: half ${f.half} opened twice on one lane`)));
-        const fresh = new LaneHalf(f.half);
-        halves.set(f.half, fresh);
-        const open = f.kind === FrameKind.OPEN_RECV ? openReceive : openSend;
-        open(fresh, f).catch((err: unknown) => end(fresh, err));
-        return;
-      }
+      case FrameKind.OPEN_SEND:
       case FrameKind.CREATE_BOX:
       case FrameKind.DELETE_BOX: {
-        if (h) return closeLane(deps.note(new HashmailError('MALFORMED_REQUEST', `hop: id ${f.half} of a box call is an open half's`)));
-        void boxCall(f);
+        if (f.half <= lastId) {
+          return closeLane(deps.note(new HashmailError('MALFORMED_REQUEST', `hop: id ${f.half} opened after id ${lastId} (ids only grow on a lane, never reused)`)));
+        }
+        lastId = f.half;
+        if (halves.size >= maxCalls) {
+          write(encodeHopFrame({ half: f.half, kind: FrameKind.END, ...endFields(deps.note(new HashmailError('LIMIT_REACHED', `hop: a lane carries at most ${maxCalls} halves and box calls at once`))) }));
+          return;
+        }
+        const fresh = new LaneHalf(f.half);
+        halves.set(f.half, fresh);
+        if (f.kind === FrameKind.CREATE_BOX || f.kind === FrameKind.DELETE_BOX) {
+          void boxCall(fresh, f);
+          return;
+        }
+        const open = f.kind === FrameKind.OPEN_RECV ? openReceive : openSend;
+        open(fresh, f).catch((err: unknown) => end(fresh, err));
         return;
       }
       case FrameKind.CREDIT: {
