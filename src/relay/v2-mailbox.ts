@@ -179,18 +179,10 @@ export class V2Mailbox {
     const create = hello.attach === Attach.Create;
     const route = this.router ? routeOfSid(sid) : '';
     if (this.router) await this.router.admit(route, create);
-    const open = (): { read: Box; write: Box } => this.table.openSession(sid, peerSid(sid), call.address, create, this.options.windowBytes);
-    let boxes: { read: Box; write: Box };
-    try {
-      boxes = open();
-    } catch (err) {
-      // Placed here for a re-join a moment ago, and this party outran the one that creates it: wait for that one.
-      if (create || !this.router?.awaitsCreator(route) || !(err instanceof HashmailError) || err.code !== 'STREAM_NOT_FOUND') throw err;
-      await this.table.whenSessionOpened(sid, this.router.creatorWaitMs, signal);
-      if (signal?.aborted) throw err;
-      boxes = open();
-    }
-    const { read, write } = boxes;
+    // Placed here for a re-join a moment ago, and this party may have outrun the one that creates it: wait for that
+    // one (at once when the session is there), then open, which says "stream not found" if it never came.
+    if (!create && this.router?.awaitsCreator(route)) await this.table.whenSessionOpened(sid, this.router.creatorWaitMs, signal);
+    const { read, write } = this.table.openSession(sid, peerSid(sid), call.address, create, this.options.windowBytes);
     const readLease = await read.attachReader(signal);
     let writeLease: Lease;
     try {

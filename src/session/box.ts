@@ -128,11 +128,12 @@ export class Box implements SlotOwner {
   /** Frees a slot at once; a wait the holder had pending ends with CANCELLED. */
   detach(lease: Lease): void {
     if (lease.slot.lease !== lease) return;
-    const cancelled = new HashmailError('CANCELLED');
+    // The error only for a wait that is pending: most holders leave with none, and an Error costs its stack trace.
     if (lease.slot === this.readSlot) {
-      this.queue.cancelReader(cancelled);
+      if (this.queue.readerWaiting) this.queue.cancelReader(new HashmailError('CANCELLED'));
       this.queue.settleAll();
-    } else {
+    } else if (this.queue.writerWaiting || this.rateWait) {
+      const cancelled = new HashmailError('CANCELLED');
       this.queue.cancelWriter(cancelled);
       this.cancelRateWait(cancelled);
     }

@@ -213,6 +213,16 @@ export class MessageQueue {
   }
 
   /** The reader or writer left: its pending wait ends with `err`. */
+  /** A reader waits for a message now. */
+  get readerWaiting(): boolean {
+    return this.waitingReader !== null;
+  }
+
+  /** A writer waits for room (here or in the shared budget) now. */
+  get writerWaiting(): boolean {
+    return this.waitingWriter !== null || this.budgetWait !== null;
+  }
+
   cancelReader(err: HashmailError): void {
     const reader = this.waitingReader;
     this.waitingReader = null;

@@ -54,12 +54,19 @@ export interface ServerForMailboxDeps {
   metrics: GrpcMetricsHook;
 }
 
-/** The wait a request asks for (unreachable / wait_ms), ended early when the caller cancels. */
-function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest): LookupWait | undefined {
+/**
+ * The wait a request asks for (unreachable / wait_ms), ended early when the
+ * caller cancels. grpc-js emits 'cancelled' after every call, answered ones
+ * too: only one before the answer (`answered()` false) aborts the wait, so
+ * a wave of held lookups does not dispatch an abort each.
+ */
+function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest, answered: () => boolean): LookupWait | undefined {
   const ms = req.waitMs ?? 0;
   if (!(ms > 0)) return undefined;
   const gone = new AbortController();
-  call.once('cancelled', () => gone.abort(CALL_OVER));
+  call.once('cancelled', () => {
+    if (!answered()) gone.abort(CALL_OVER);
+  });
   return { unreachable: req.unreachable ?? '', ms, signal: gone.signal };
 }
 
@@ -68,14 +75,17 @@ export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
     const m = deps.metrics.grpcCall(SERVICE_NAME, 'ServerForMailbox', 'unary');
     m.received();
     const req = call.request;
-    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create, heldLookup(call, req));
+    let answered = false;
+    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create, heldLookup(call, req, () => answered));
     answer.then(
       (owner) => {
+        answered = true;
         m.sent();
         m.done(0);
         callback(null, { id: owner.id, address: owner.address });
       },
       (err: unknown) => {
+        answered = true;
         const e = noteError(deps, err, { transport: 'grpc', call: 'ServerForMailbox' });
         m.done(e.grpcCode);
         callback({ code: e.grpcCode, details: e.message });
