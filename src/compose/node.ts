@@ -7,7 +7,8 @@
  */
 import type { Config } from '../config/schema.js';
 import type { Directory, InstanceRole } from '../directory/directory.js';
-import { parseHostPort, startAdminServer } from '../observe/admin-server.js';
+import { startAdminServer } from '../observe/admin-server.js';
+import { formatHostPort, parseHostPort } from '../config/host-port.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
@@ -85,9 +86,9 @@ export interface RunningNode {
 /** The addresses to register: relay.advertise, else the listen address (a wildcard host becomes loopback). */
 export function advertisedAddresses(config: Config, listen: string): string[] {
   if (config.relay.advertise.length > 0) return [...config.relay.advertise];
-  const { host, port } = parseHostPort(listen);
+  const { host, port } = parseHostPort(listen, 'listen address');
   const dialable = WILDCARD_HOSTS.has(host) ? LOOPBACK_HOST : host;
-  return [dialable.includes(':') ? `[${dialable}]:${port}` : `${dialable}:${port}`];
+  return [formatHostPort(dialable, port)];
 }
 
 export async function startNode(options: NodeOptions): Promise<RunningNode> {
@@ -178,7 +179,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   try {
     listen = await listener.start();
     advertised = advertisedAddresses(config, listen);
-    if (options.legacy === null && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen).host)) {
+    if (options.legacy === null && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen, 'listen address').host)) {
       logger.warn({ advertise: advertised }, 'listening on every interface with no --advertise: other machines cannot dial the loopback address given out');
     }
     await directory.register({ id: options.instanceId, role: options.role ?? 'relay', addresses: advertised, version: HASHMAIL_VERSION });
@@ -260,7 +261,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
  * machines can reach they tell anyone the relay's load. Said once at start.
  */
 function warnIfAdminExposed(adminListen: string, logger: Logger): void {
-  const { host } = parseHostPort(adminListen);
+  const { host } = parseHostPort(adminListen, 'admin listen address');
   if (isLoopback(host)) return;
   logger.warn({ adminListen }, 'the admin listener (metrics, health) is not on a loopback address: anyone who can reach it reads it; keep it behind a firewall or use 127.0.0.1');
 }

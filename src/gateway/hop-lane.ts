@@ -18,7 +18,7 @@ import { encodeControlFrame, encodeHopFrame, FrameKind, type FrameKindValue, typ
 import { endFrameError } from '../transport/hop/hop-status.js';
 import { LaneSocket } from '../transport/hop/lane-socket.js';
 import { HOP_TOKEN_HEADER, LANE_FRAME_OVERHEAD_BYTES, LANE_PATH, LANE_PING_EVERY_MS, LANE_PROTOCOL, LANE_SILENCE_LIMIT_MS } from '../transport/hop/lane-upgrade.js';
-import { splitHostPort } from '../transport/public-listener.js';
+import { parseHostPort } from '../config/host-port.js';
 
 /** Half ids are uint32 on the wire; a lane that used them all is retired. */
 const MAX_HALF_ID = 0xffffffff;
@@ -59,7 +59,7 @@ export class HopLane {
 
   constructor(dial: LaneDial) {
     this.wire = new LaneSocket({ maxFrameBytes: dial.maxMessageBytes + LANE_FRAME_OVERHEAD_BYTES, pingEveryMs: LANE_PING_EVERY_MS, silenceLimitMs: LANE_SILENCE_LIMIT_MS });
-    const { host, port } = splitHostPort(dial.address);
+    const { host, port } = parseHostPort(dial.address, 'relay address');
     const options: https.RequestOptions = {
       host,
       port,

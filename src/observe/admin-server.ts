@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { formatHostPort, parseHostPort } from '../config/host-port.js';
 
 /** A scrape or probe that takes longer than this is cut off. */
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -34,25 +35,8 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-/** Splits HOST:PORT (`[v6]:PORT` too); throws naming the bad value. */
-export function parseHostPort(listen: string): { host: string; port: number } {
-  const colon = listen.lastIndexOf(':');
-  let host = colon > 0 ? listen.slice(0, colon) : '';
-  const portText = listen.slice(colon + 1);
-  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  const port = Number(portText);
-  if (!host || !/^\d+$/.test(portText) || port > 65535) {
-    throw new Error(`admin listen address must be HOST:PORT, got ${JSON.stringify(listen)}`);
-  }
-  return { host, port };
-}
-
-function formatHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const { host, port } = parseHostPort(opts.listen);
+  const { host, port } = parseHostPort(opts.listen, 'admin listen address');
   const { logger, metrics, health } = opts;
 
   const server = createServer((req, res) => {

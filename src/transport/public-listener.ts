@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionInjector } from '@grpc/grpc-js';
 import type { Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
+import { formatHostPort, parseHostPort } from '../config/host-port.js';
 import { GrpcStatus } from '../wire/grpc-status.js';
 import { limitReached } from '../session/errors.js';
 import type { ClientAddressPolicy } from './client-address.js';
@@ -59,15 +60,6 @@ export interface PublicListenerOptions {
   http: HttpServer;
   stats: RelayStats;
   logger: Logger;
-}
-
-export function splitHostPort(hostPort: string): { host: string; port: number } {
-  const i = hostPort.lastIndexOf(':');
-  return { host: hostPort.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(hostPort.slice(i + 1)) };
-}
-
-export function formatHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 export class PublicListener {
@@ -133,7 +125,7 @@ export class PublicListener {
   }
 
   async start(): Promise<string> {
-    const { host, port } = splitHostPort(this.options.listen);
+    const { host, port } = parseHostPort(this.options.listen, 'listen address');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host, port, backlog: 4096 }, () => {

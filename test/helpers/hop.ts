@@ -17,7 +17,7 @@ import { RelayStats } from '../../src/observe/stats.js';
 import type { CallInfo, LegacyReceive, LegacySend } from '../../src/relay/legacy-operations.js';
 import { decodeHopFrame, type HopFrame } from '../../src/transport/hop/frame.js';
 import { HopToken } from '../../src/transport/hop/hop-token.js';
-import { splitHostPort } from '../../src/transport/public-listener.js';
+import { parseHostPort } from '../../src/config/host-port.js';
 import { withTimeout } from './async-queue.js';
 import { directoryOptions, member } from './etcd-directory.js';
 
@@ -135,7 +135,7 @@ export interface RawLane {
 
 /** Opens a lane to `address` presenting `token` (null: no token header) and `upgrade` as the protocol. */
 export function openRawLane(address: string, token: string | null, upgrade = 'hashmail-hop-lane'): Promise<RawLane> {
-  const { host, port } = splitHostPort(address);
+  const { host, port } = parseHostPort(address);
   const headers: Record<string, string> = { Connection: 'Upgrade', Upgrade: upgrade };
   if (token !== null) headers['hashmail-hop-token'] = token;
   return withTimeout(
