@@ -6,11 +6,15 @@
  * each per attempt cost more CPU than the calls themselves.
  *
  * Calls on one channel share its HTTP/2 connection, and a server caps the
- * calls of one connection (ours refuses past limits.maxStreamsPerConnection,
- * 1,000 by default; others queue). So a channel carries at most
- * MAX_CALLS_PER_CHANNEL calls, and the next call opens another channel with
- * a connection of its own (a local subchannel pool: grpc-js would otherwise
- * put equal channels on one connection).
+ * calls of one connection: ours refuses one past limits.maxStreamsPerConnection
+ * (1,000 by default) with RESOURCE_EXHAUSTED. Such a refusal (refused())
+ * teaches the channel set of that server how many calls a connection takes;
+ * the refused call is tried again and, like every later one past that many,
+ * gets another channel with a connection of its own (a local subchannel
+ * pool: grpc-js would otherwise put equal channels on one connection). Below
+ * the server's limit everything stays on one connection: spreading a
+ * process's calls over several connections early made a 2,000-session
+ * re-join slower (bench/rejoin.ts, BENCHMARKS.md section 11).
  *
  * A channel to an instance that is down fails calls at once (no wait for
  * ready), so the connection's own backoff paces retries; its reconnect
@@ -19,7 +23,7 @@
  * A request with a pinned `tls` gets a channel of its own: its check is not
  * part of the key.
  */
-import { Client, type ChannelOptions } from '@grpc/grpc-js';
+import { Client, status, type ChannelOptions } from '@grpc/grpc-js';
 import { credentialsFor, securityOf } from './grpc-channel.js';
 import type { ServerAddress } from './options.js';
 import type { NodeTls } from './tls-trust-node.js';
@@ -29,12 +33,16 @@ export const CHANNEL_IDLE_MS = 30_000;
 /** Reconnect backoff of a shared channel (ms): first wait and cap. */
 const RECONNECT_BACKOFF_MS = 250;
 const MAX_RECONNECT_BACKOFF_MS = 2_000;
-/**
- * Calls (links, lookups) on one channel at most. HTTP/2 asks every server to
- * allow at least 100 concurrent streams on a connection (RFC 9113, 6.5.2),
- * so no server refuses or queues these.
- */
-export const MAX_CALLS_PER_CHANNEL = 100;
+/** How often one call is tried again on another channel after refusals for the stream limit. */
+export const MAX_STREAM_LIMIT_RETRIES = 8;
+/** The server's refusal of a call past its streams-per-connection limit (src/session/errors.ts limitReached). */
+const STREAM_LIMIT_TEXT = 'limits.maxStreamsPerConnection';
+
+interface ChannelSet {
+  channels: SharedChannel[];
+  /** Calls one connection of this server takes, as its refusals taught; Infinity until one. */
+  capacity: number;
+}
 
 interface SharedChannel {
   client: Client;
@@ -44,8 +52,8 @@ interface SharedChannel {
   idle: NodeJS.Timeout | null;
 }
 
-/** Open channels by key (relay, security, options), each with at most MAX_CALLS_PER_CHANNEL users. */
-const channels = new Map<string, SharedChannel[]>();
+/** Open channels by key (relay, security, options). */
+const channels = new Map<string, ChannelSet>();
 
 export interface ChannelRequest {
   server: ServerAddress;
@@ -59,6 +67,17 @@ export interface ChannelLease {
   client: Client;
   /** Done with the channel: call once. */
   release(): void;
+  /**
+   * The server refused this call for its connection's stream limit (see
+   * isStreamLimitRefusal): the connection takes no more calls than it
+   * carries besides this one. Then release() and try the call again.
+   */
+  refused(): void;
+}
+
+/** A gRPC status that is the server's refusal of a call past its streams-per-connection limit. */
+export function isStreamLimitRefusal(err: { code?: number; details?: string }): boolean {
+  return err.code === status.RESOURCE_EXHAUSTED && (err.details ?? '').includes(STREAM_LIMIT_TEXT);
 }
 
 /** A channel for `req`; release() it when the call is over. */
@@ -72,18 +91,19 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
   const credentials = credentialsFor(req.server, req.tlsSkipVerify, req.tls);
   if (req.tls) {
     const client = new Client(req.server.authority, credentials, options);
-    return { client, release: once(() => client.close()) };
+    return { client, release: once(() => client.close()), refused: () => undefined };
   }
   const key = `${req.server.authority}|${securityOf(req.server, req.tlsSkipVerify)}|${JSON.stringify(options)}`;
-  let open = channels.get(key);
-  if (!open) {
-    open = [];
-    channels.set(key, open);
+  let set = channels.get(key);
+  if (!set) {
+    set = { channels: [], capacity: Infinity };
+    channels.set(key, set);
   }
-  let entry = open.find((c) => c.users < MAX_CALLS_PER_CHANNEL);
+  const known = set;
+  let entry = known.channels.find((c) => c.users < known.capacity);
   if (!entry) {
     entry = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null };
-    open.push(entry);
+    known.channels.push(entry);
   }
   const shared = entry;
   if (shared.idle) clearTimeout(shared.idle);
@@ -91,13 +111,15 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
   shared.users++;
   return {
     client: shared.client,
+    refused: () => {
+      known.capacity = Math.max(1, Math.min(known.capacity, shared.users - 1));
+    },
     release: once(() => {
       if (--shared.users > 0) return;
       shared.idle = setTimeout(() => {
-        const list = channels.get(key) ?? [];
-        const at = list.indexOf(shared);
-        if (at >= 0) list.splice(at, 1);
-        if (list.length === 0) channels.delete(key);
+        const at = known.channels.indexOf(shared);
+        if (at >= 0) known.channels.splice(at, 1);
+        if (known.channels.length === 0 && channels.get(key) === known) channels.delete(key);
         shared.client.close();
       }, CHANNEL_IDLE_MS);
       shared.idle.unref();
@@ -107,7 +129,7 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
 
 /** Closes every shared channel (tests; a process about to exit). */
 export function closeSharedChannels(): void {
-  for (const { client, idle } of [...channels.values()].flat()) {
+  for (const { client, idle } of [...channels.values()].flatMap((set) => set.channels)) {
     if (idle) clearTimeout(idle);
     client.close();
   }

@@ -9,15 +9,18 @@ import { connectivityState, type Client, Metadata, status, type ClientUnaryCall,
 import { decodeServerForMailboxResponse, encodeServerForMailboxRequest, type ServerForMailboxRequest, type ServerForMailboxResponse } from '../wire/v2-frames.js';
 import { ConnectionLost, errorFromStatus, StatusCode } from './errors.js';
 import { asBuffer } from './grpc-channel.js';
-import { acquireChannel } from './grpc-channels.js';
+import { acquireChannel, isStreamLimitRefusal, MAX_STREAM_LIMIT_RETRIES } from './grpc-channels.js';
 import { errorText } from './legacy-grpc.js';
 import { LOOKUP_TIMEOUT_MS, LookupUnreachable, lookupTimeoutMs, type LookupAnswer, type RelayLookup } from './relay-lookup.js';
 
 export const SERVER_FOR_MAILBOX_PATH = '/hashmail.v2.Mailbox/ServerForMailbox';
 
-export const grpcRelayLookup: RelayLookup = (req) =>
+export const grpcRelayLookup: RelayLookup = (req) => lookUpOnChannel(req, 0);
+
+/** The lookup on a shared channel; one the server refused for its connection's stream limit is sent again on another. */
+const lookUpOnChannel = (req: Parameters<RelayLookup>[0], retries: number): Promise<LookupAnswer> =>
   new Promise<LookupAnswer>((resolve, reject) => {
-    const { client, release } = acquireChannel(req);
+    const { client, release, refused } = acquireChannel(req);
     // Connecting is bounded as any lookup; the call itself may also wait out its hold.
     const readyBy = Date.now() + LOOKUP_TIMEOUT_MS;
     const deadline = Date.now() + lookupTimeoutMs(req);
@@ -48,6 +51,10 @@ export const grpcRelayLookup: RelayLookup = (req) =>
         { deadline },
         (err: ServiceError | null, res?: ServerForMailboxResponse) => {
           call = null;
+          if (err && isStreamLimitRefusal(err) && retries < MAX_STREAM_LIMIT_RETRIES) {
+            refused();
+            return settle(() => lookUpOnChannel(req, retries + 1).then(resolve, reject));
+          }
           settle(() => {
             if (!err && res?.address) return resolve({ kind: 'owner', id: res.id, address: res.address });
             if (!err) return resolve({ kind: 'not-served', why: 'ServerForMailbox answered without an address' });

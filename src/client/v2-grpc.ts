@@ -8,7 +8,7 @@ import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc
 import { Attach, decodeServerFrame, encodeDataFrame, encodeHello, PROTOCOL_V2, type ServerFrame } from '../wire/v2-frames.js';
 import { ConnectionLost, HashmailClientError, LinkDropped, RelayUnreachable, StatusCode, V2NotServed } from './errors.js';
 import { asBuffer, grpcError, isUnimplemented } from './grpc-channel.js';
-import { acquireChannel } from './grpc-channels.js';
+import { acquireChannel, isStreamLimitRefusal, MAX_STREAM_LIMIT_RETRIES } from './grpc-channels.js';
 import { errorText, KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES } from './legacy-grpc.js';
 import { CLOSE_WAIT_MS, onAbort, type Link, type LinkHandlers, type LinkOpener, type LinkRequest } from './link.js';
 import { errorOfFrame, V2FrameRouter } from './v2-stream.js';
@@ -92,10 +92,13 @@ class V2GrpcLink implements Link {
 }
 
 
-export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) =>
+export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers) => openOnChannel(req, handlers, 0);
+
+/** openV2Grpc on a shared channel; a call the server refused for its connection's stream limit is tried again on another. */
+const openOnChannel = (req: LinkRequest, handlers: LinkHandlers, retries: number): Promise<Link> =>
   new Promise<Link>((resolve, reject) => {
     const { pingIntervalMs, pingTimeoutMs } = req.liveness;
-    const { client, release } = acquireChannel({
+    const { client, release, refused } = acquireChannel({
       server: req.server,
       tlsSkipVerify: req.tlsSkipVerify,
       ...(req.tls ? { tls: req.tls } : {}),
@@ -141,6 +144,17 @@ export const openV2Grpc: LinkOpener = (req: LinkRequest, handlers: LinkHandlers)
     });
     call.on('error', (err: ServiceError) => {
       if (localError) return finish(localError);
+      // Refused before anything was said (the connection carries the server's limit of calls): another connection.
+      const answer = router.errorFrame ? { code: router.errorFrame.code, details: router.errorFrame.message } : err;
+      if (!router.link && isStreamLimitRefusal(answer) && retries < MAX_STREAM_LIMIT_RETRIES && !finished) {
+        finished = true;
+        stopWatching();
+        markEnded();
+        refused();
+        release();
+        openOnChannel(req, handlers, retries + 1).then(resolve, reject);
+        return;
+      }
       const { errorFrame } = router;
       if (errorFrame) return finish(errorOfFrame(errorFrame, err));
       if (!router.link && isUnimplemented(err)) return finish(new V2NotServed(StatusCode.UNIMPLEMENTED, 'relay does not serve hashmail.v2.Mailbox', { cause: err }));

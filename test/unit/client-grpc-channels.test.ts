@@ -1,13 +1,13 @@
 /**
  * Shared gRPC channels of the client (grpc-channels.ts): per relay, security
- * and options for the whole process, each carrying at most
- * MAX_CALLS_PER_CHANNEL calls; a pinned `tls` never shares.
+ * and options for the whole process, another one only past the stream limit
+ * the server's refusal taught; a pinned `tls` never shares.
  * No connection is made: channels connect lazily.
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { connectivityState } from '@grpc/grpc-js';
-import { acquireChannel, closeSharedChannels, MAX_CALLS_PER_CHANNEL } from '../../src/client/grpc-channels.js';
+import { acquireChannel, closeSharedChannels, isStreamLimitRefusal } from '../../src/client/grpc-channels.js';
 import { parseServer } from '../../src/client/options.js';
 
 after(() => closeSharedChannels());
@@ -48,15 +48,26 @@ describe('client: shared gRPC channels', () => {
     again.release();
   });
 
-  test('a channel carries at most MAX_CALLS_PER_CHANNEL calls; the next call gets another channel, a freed place is used again', () => {
+  test('calls share one channel until the server refuses one for its stream limit; then each channel takes that many', () => {
     const busy = parseServer('127.0.0.1:4', true);
-    const first = Array.from({ length: MAX_CALLS_PER_CHANNEL }, () => acquireChannel({ server: busy, tlsSkipVerify: false }));
-    assert.equal(new Set(first.map((l) => l.client)).size, 1);
-    const overflow = acquireChannel({ server: busy, tlsSkipVerify: false });
-    assert.notEqual(overflow.client, first[0].client);
+    const first = Array.from({ length: 5 }, () => acquireChannel({ server: busy, tlsSkipVerify: false }));
+    assert.equal(new Set(first.map((l) => l.client)).size, 1, 'no limit known: one channel');
+    // The fifth call was refused: a connection of this server takes 4.
+    first[4].refused();
+    first[4].release();
+    const retried = acquireChannel({ server: busy, tlsSkipVerify: false });
+    assert.notEqual(retried.client, first[0].client, 'the retry goes to another channel');
+    const more = Array.from({ length: 3 }, () => acquireChannel({ server: busy, tlsSkipVerify: false }));
+    assert.ok(more.every((l) => l.client === retried.client), 'the second channel fills up to the learned limit');
+    assert.notEqual(acquireChannel({ server: busy, tlsSkipVerify: false }).client, retried.client, 'then a third');
     first[0].release();
     const refill = acquireChannel({ server: busy, tlsSkipVerify: false });
-    assert.equal(refill.client, first[0].client, 'the first channel has a free place again');
-    for (const lease of [...first, overflow, refill]) lease.release();
+    assert.equal(refill.client, first[0].client, 'a freed place on the first channel is used again');
+  });
+
+  test('the stream-limit refusal is told apart from other RESOURCE_EXHAUSTED answers', () => {
+    assert.equal(isStreamLimitRefusal({ code: 8, details: 'limit reached: limits.maxStreamsPerConnection (1000)' }), true);
+    assert.equal(isStreamLimitRefusal({ code: 8, details: 'limit reached: limits.maxBoxes (10)' }), false);
+    assert.equal(isStreamLimitRefusal({ code: 14, details: 'limit reached: limits.maxStreamsPerConnection (1000)' }), false);
   });
 });
