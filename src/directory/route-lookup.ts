@@ -6,7 +6,6 @@
 import { HashmailError } from '../session/errors.js';
 import { DirectoryUnavailableError, NoInstanceError, type Directory, type RouteOwner } from './directory.js';
 import { isRoute } from './route.js';
-import { AnswerPacer } from './answer-pacer.js';
 
 /** Label values of hashmail_directory_lookups_total{result} (a fixed set). */
 export type LookupResult = 'found' | 'not_placed' | 'bad_route' | 'unavailable' | 'no_relay' | 'error';
@@ -57,10 +56,6 @@ export const RESTART_GRACE_MS = 5_000;
  * (the owner turned draining but still serves the session until it releases
  * it): then it waits on. Directory errors are thrown as they are.
  */
-/** Held lookups answered a turn of the event loop (see AnswerPacer). */
-const HELD_ANSWERS_PER_TURN = 64;
-const heldAnswers = new AnswerPacer(HELD_ANSWERS_PER_TURN);
-
 export async function lookupHeld(directory: Directory, route: string, place: boolean, wait?: LookupWait): Promise<RouteOwner | null> {
   const arrived = performance.now();
   let owner = await directory.lookup(route, { place });
@@ -72,15 +67,11 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
     return restarted === undefined || restarted < arrived - RESTART_GRACE_MS;
   };
   const deadline = Date.now() + wait.ms;
-  let woken = false;
   for (let left = wait.ms; (owner === null || stillUnreachable(owner)) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
     const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
     if (!held || wait.signal?.aborted) break;
-    woken = true;
     owner = await directory.lookup(route, { place });
   }
-  // Woken by a change, as thousands of others may have been in the same instant: answered in turn.
-  if (woken) await heldAnswers.turn();
   return owner;
 }
 
