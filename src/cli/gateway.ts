@@ -8,8 +8,7 @@
  */
 import { CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
 import { hopLegacy, startGateway } from '../compose/gateway.js';
-import type { RunningNode } from '../compose/node.js';
-import { logFatal, reloadOnSighup, startLogged, untilStopSignal, versionFields } from './server-process.js';
+import { logFatal, runUntilStopped } from './server-process.js';
 import { resolveHopToken } from '../compose/hop-token.js';
 import { createLogger } from '../observe/logger.js';
 
@@ -49,26 +48,14 @@ export async function runGateway(argv: string[]): Promise<number> {
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
-  let running: RunningNode | null = null;
-  const stopReloading = reloadOnSighup(logger, () => running);
-  const node = await startLogged(logger, async () => {
-    // The hop token (hop.tokenFile, else the cluster secret in etcd) before anything is served.
-    const token = await resolveHopToken(config, logger);
-    return startGateway(config, logger, hopLegacy(token));
-  }).catch((err: unknown) => {
-    stopReloading();
-    throw err;
+  return runUntilStopped({
+    logger,
+    start: async () => {
+      // The hop token (hop.tokenFile, else the cluster secret in etcd) before anything is served.
+      const token = await resolveHopToken(config, logger);
+      return startGateway(config, logger, hopLegacy(token));
+    },
+    serving: (node) => ({ id: node.id, advertise: node.advertised, tls: !config.server.insecure }),
+    cluster: { drain: false },
   });
-  running = node;
-  logger.info(
-    { listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure, ...versionFields() },
-    'serving',
-  );
-
-  await untilStopSignal(logger, 'shutting down');
-  await node.stop({ revoke: true });
-  stopReloading();
-  logger.info('stopped');
-  logger.flush();
-  return 0;
 }

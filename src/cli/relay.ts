@@ -5,8 +5,7 @@
  */
 import { CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
 import { startRelay } from '../compose/relay.js';
-import type { RunningNode } from '../compose/node.js';
-import { logFatal, reloadOnSighup, startLogged, untilStopSignal, versionFields } from './server-process.js';
+import { logFatal, runUntilStopped } from './server-process.js';
 import { createLogger } from '../observe/logger.js';
 
 export const RELAY_USAGE = `Usage: hashmail relay --etcd URL[,URL...] --listen HOST:PORT --advertise HOST:PORT[,HOST:PORT]
@@ -44,24 +43,10 @@ export async function runRelay(argv: string[]): Promise<number> {
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
-  let running: RunningNode | null = null;
-  const stopReloading = reloadOnSighup(logger, () => running);
-  const node = await startLogged(logger, () => startRelay(config, logger)).catch((err: unknown) => {
-    stopReloading();
-    throw err;
+  return runUntilStopped({
+    logger,
+    start: () => startRelay(config, logger),
+    serving: (node) => ({ id: node.id, advertise: node.advertised, tls: !config.server.insecure }),
+    cluster: { drain: true },
   });
-  running = node;
-  logger.info(
-    { listen: node.listen, adminListen: node.adminListen, id: node.id, advertise: node.advertised, tls: !config.server.insecure, ...versionFields() },
-    'serving',
-  );
-
-  // A second signal during the drain is ignored: the drain is bounded by relay.drainDeadlineMs.
-  await untilStopSignal(logger, 'draining on signal', 'already draining');
-  await node.drain();
-  await node.stop({ revoke: true });
-  stopReloading();
-  logger.info('stopped');
-  logger.flush();
-  return 0;
 }

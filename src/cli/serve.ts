@@ -6,8 +6,7 @@
 import { loadCommandConfig, logLevelLayer, parseCommandFlags, serverFlags } from './flags.js';
 import { createLogger } from '../observe/logger.js';
 import { startServe } from '../compose/serve.js';
-import type { RunningNode } from '../compose/node.js';
-import { logFatal, reloadOnSighup, startLogged, untilStopSignal, versionFields } from './server-process.js';
+import { logFatal, runUntilStopped } from './server-process.js';
 
 export const SERVE_USAGE = `Usage: hashmail serve [flags]
 
@@ -60,19 +59,5 @@ export async function runServe(argv: string[]): Promise<number> {
   if (typeof config === 'number') return config;
 
   const logger = createLogger(config.log);
-  let running: RunningNode | null = null;
-  const stopReloading = reloadOnSighup(logger, () => running);
-  const node = await startLogged(logger, () => startServe(config, logger)).catch((err: unknown) => {
-    stopReloading();
-    throw err;
-  });
-  running = node;
-  logger.info({ listen: node.listen, adminListen: node.adminListen, tls: !config.server.insecure, ...versionFields() }, 'serving');
-
-  await untilStopSignal(logger, 'shutting down');
-  await node.stop();
-  stopReloading();
-  logger.info('stopped');
-  logger.flush();
-  return 0;
+  return runUntilStopped({ logger, start: () => startServe(config, logger), serving: () => ({ tls: !config.server.insecure }) });
 }

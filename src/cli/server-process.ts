@@ -1,14 +1,15 @@
 /**
- * What `serve` and `relay` share as long-running processes: the version in
- * the log, fatal start-up errors in the log stream as well as on stderr,
- * and SIGHUP reloading the TLS certificate instead of killing the process.
+ * What `serve`, `relay` and `gateway` share as long-running processes: the
+ * version in the log, fatal start-up errors in the log stream as well as on
+ * stderr, SIGHUP reloading the TLS certificate instead of killing the
+ * process, and stopping (a relay draining first) on SIGTERM or SIGINT.
  */
 import type { RunningNode } from '../compose/node.js';
 import { createLogger, type Logger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
 
 /** Fields every process's start-up line carries. */
-export function versionFields(): { version: string; node: string } {
+function versionFields(): { version: string; node: string } {
   return { version: HASHMAIL_VERSION, node: process.version };
 }
 
@@ -25,7 +26,7 @@ export function logFatal(logger: Logger | null, message: string): void {
 }
 
 /** Starts the node; on failure logs the error (fatal) and rethrows it for main.ts. */
-export async function startLogged(logger: Logger, start: () => Promise<RunningNode>): Promise<RunningNode> {
+async function startLogged(logger: Logger, start: () => Promise<RunningNode>): Promise<RunningNode> {
   try {
     return await start();
   } catch (err) {
@@ -40,7 +41,7 @@ export async function startLogged(logger: Logger, start: () => Promise<RunningNo
  * dropped. Installed before start so an early SIGHUP does not kill the
  * process. Returns the uninstaller.
  */
-export function reloadOnSighup(logger: Logger, node: () => RunningNode | null): () => void {
+function reloadOnSighup(logger: Logger, node: () => RunningNode | null): () => void {
   const onHup = (): void => {
     const running = node();
     if (!running) {
@@ -62,7 +63,7 @@ export function reloadOnSighup(logger: Logger, node: () => RunningNode | null): 
  * `repeats`, later ones are logged as that and ignored (a drain is bounded
  * by its own deadline); without, they get Node's default: exit at once.
  */
-export function untilStopSignal(logger: Logger, message: string, repeats?: string): Promise<void> {
+function untilStopSignal(logger: Logger, message: string, repeats?: string): Promise<void> {
   return new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       logger.info({ signal }, message);
@@ -78,4 +79,42 @@ export function untilStopSignal(logger: Logger, message: string, repeats?: strin
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+}
+
+export interface ServerRun {
+  logger: Logger;
+  start: () => Promise<RunningNode>;
+  /** The 'serving' line's fields beyond listen, adminListen and the version. */
+  serving: (node: RunningNode) => Record<string, unknown>;
+  /** A cluster member drains first (relay) and revokes its registration when it stops (relay, gateway). */
+  cluster?: { drain: boolean };
+}
+
+/**
+ * What `serve`, `relay` and `gateway` do once their config is loaded: start
+ * (a failure logged fatal), reload TLS on SIGHUP, log 'serving', and on
+ * SIGTERM or SIGINT stop (a relay drains first) and return exit code 0.
+ */
+export async function runUntilStopped(run: ServerRun): Promise<number> {
+  const { logger } = run;
+  let running: RunningNode | null = null;
+  const stopReloading = reloadOnSighup(logger, () => running);
+  const node = await startLogged(logger, run.start).catch((err: unknown) => {
+    stopReloading();
+    throw err;
+  });
+  running = node;
+  logger.info({ listen: node.listen, adminListen: node.adminListen, ...run.serving(node), ...versionFields() }, 'serving');
+  if (run.cluster?.drain) {
+    // A second signal during the drain is ignored: the drain is bounded by relay.drainDeadlineMs.
+    await untilStopSignal(logger, 'draining on signal', 'already draining');
+    await node.drain();
+  } else {
+    await untilStopSignal(logger, 'shutting down');
+  }
+  await node.stop(run.cluster ? { revoke: true } : {});
+  stopReloading();
+  logger.info('stopped');
+  logger.flush();
+  return 0;
 }
