@@ -48,6 +48,8 @@ export interface HttpRoutes {
   lane?: UpgradeRoute;
   /** What GET /v2/relay answers; default the core's lookup (the owner). */
   lookup?: RouteLookup;
+  /** A request's per-address limit key (server.clientAddressFrom): held lookups count under it. */
+  clientAddress: (req: IncomingMessage) => string;
 }
 
 export interface HttpParts {
@@ -64,7 +66,7 @@ export interface HttpParts {
 
 export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): HttpParts {
   const { gateway, wsV2 } = routes;
-  const lookup = new HttpLookup(routes.lookup ?? core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats });
+  const lookup = new HttpLookup(routes.lookup ?? core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats }, routes.clientAddress);
   const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
   new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
   const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {

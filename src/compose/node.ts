@@ -133,6 +133,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     gateway,
     wsV2,
     lane: hop ? hopLaneRoute(hop) : undefined,
+    clientAddress: httpClientAddress,
     ...options.httpRoutes?.(core, self),
   });
   grpc.setHttpHandler(handleH2Request);

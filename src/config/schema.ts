@@ -97,7 +97,7 @@ export const configSchema = z
     limits: z
       .object({
         maxBoxes: count(1_000_000, 'Boxes (SIDs) in total; about 2 per LNC connection'),
-        maxBoxesPerAddress: count(2_000, 'Boxes created from one client address (the legacy protocol lets anyone create boxes)'),
+        maxBoxesPerAddress: count(2_000, 'Boxes created from one client address (the legacy protocol lets anyone create boxes); also the route lookups one address may have held at once (directory.lookupWaitMaxMs; past it they are answered at once)'),
         maxConnectionsPerAddress: count(2_000, 'Open TCP connections from one client address'),
         maxStreamsPerConnection: count(1_000, 'Concurrent HTTP/2 streams (gRPC calls) on one connection'),
         maxBufferedBytes: z.number().int().positive().default(4096 * MiB).describe('Bytes held for readers across the process: queued in boxes, or handed to a reader\'s transport and not yet flushed; never exceeded: past it writers wait (bytes)'),

@@ -39,6 +39,47 @@ export interface LookupWait {
   ms: number;
   /** Aborts the wait (the caller went away). */
   signal?: AbortSignal;
+  /**
+   * The asker's per-address limit key (the one its connections count under):
+   * its held lookups count against the HeldLookupQuota. Absent: only the
+   * process-wide directory.maxWaitingLookups applies.
+   */
+  client?: string;
+}
+
+/**
+ * Lookups one client address may have held at once in this process: past
+ * it its lookups are answered at once, as past directory.maxWaitingLookups.
+ * Without it one address, within its connection and stream limits (2,000 x
+ * 1,000 HTTP/2 streams), took every one of the 100,000 process-wide slots
+ * (about 12 KiB each: some 1.2 GB) and every other party's held lookup was
+ * answered at once. The cap is limits.maxBoxesPerAddress: a party holds one
+ * lookup, and an address's parties hold at least one box each.
+ */
+export class HeldLookupQuota {
+  private readonly held = new Map<string, number>();
+
+  constructor(readonly perClient: number) {}
+
+  /** Counts one held lookup of `client`: its release, or null when that client holds `perClient` already. */
+  take(client: string): (() => void) | null {
+    const count = this.held.get(client) ?? 0;
+    if (count >= this.perClient) return null;
+    this.held.set(client, count + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.held.get(client) ?? 1) - 1;
+      if (left > 0) this.held.set(client, left);
+      else this.held.delete(client);
+    };
+  }
+
+  /** Held lookups of `client` now. */
+  heldBy(client: string): number {
+    return this.held.get(client) ?? 0;
+  }
 }
 
 /**
@@ -56,7 +97,7 @@ export const RESTART_GRACE_MS = 5_000;
  * (the owner turned draining but still serves the session until it releases
  * it): then it waits on. Directory errors are thrown as they are.
  */
-export async function lookupHeld(directory: Directory, route: string, place: boolean, wait?: LookupWait): Promise<RouteOwner | null> {
+export async function lookupHeld(directory: Directory, route: string, place: boolean, wait?: LookupWait, quota?: HeldLookupQuota): Promise<RouteOwner | null> {
   const arrived = performance.now();
   let owner = await directory.lookup(route, { place });
   if (!wait || !(wait.ms > 0)) return owner;
@@ -66,24 +107,31 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
     const restarted = directory.reRegisteredAt(o.id);
     return restarted === undefined || restarted < arrived - RESTART_GRACE_MS;
   };
-  const deadline = Date.now() + wait.ms;
-  for (let left = wait.ms; (owner === null || stillUnreachable(owner)) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
-    const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
-    if (!held || wait.signal?.aborted) break;
-    owner = await directory.lookup(route, { place });
+  if (!(owner === null || stillUnreachable(owner)) || wait.signal?.aborted) return owner;
+  const release = quota && wait.client !== undefined ? quota.take(wait.client) : () => undefined;
+  if (!release) return owner;
+  try {
+    const deadline = Date.now() + wait.ms;
+    for (let left = wait.ms; (owner === null || stillUnreachable(owner)) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
+      const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
+      if (!held || wait.signal?.aborted) break;
+      owner = await directory.lookup(route, { place });
+    }
+    return owner;
+  } finally {
+    release();
   }
-  return owner;
 }
 
 /** The owner of `route`, placing it when `create`; throws a HashmailError otherwise. */
-export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter, wait?: LookupWait): Promise<RouteOwner> {
+export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter, wait?: LookupWait, quota?: HeldLookupQuota): Promise<RouteOwner> {
   if (!isRoute(route)) {
     count('bad_route');
     throw new HashmailError('BAD_ROUTE');
   }
   let owner: RouteOwner | null;
   try {
-    owner = await lookupHeld(directory, route, create, wait);
+    owner = await lookupHeld(directory, route, create, wait, quota);
   } catch (err) {
     const mapped = directoryError(err);
     count(resultOf(mapped));

@@ -32,7 +32,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 }
 
 /** The wait a query asks for (`unreachable`, `wait_ms`; capped by directory.lookupWaitMaxMs upstream), ended early when the client goes away. */
-function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | undefined {
+function heldLookup(query: URLSearchParams, res: ServerResponse, client: () => string): LookupWait | undefined {
   const ms = Number(query.get('wait_ms') ?? 0);
   if (ms <= 0) return undefined;
   const gone = new AbortController();
@@ -40,13 +40,15 @@ function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | u
   res.once('close', () => {
     if (!res.writableEnded) gone.abort(CALL_OVER);
   });
-  return { unreachable: query.get('unreachable') ?? '', ms, signal: gone.signal };
+  return { unreachable: query.get('unreachable') ?? '', ms, signal: gone.signal, client: client() };
 }
 
 export class HttpLookup {
   constructor(
     private readonly lookup: RouteLookup,
     private readonly reporter: ErrorReporter,
+    /** The per-address limit key of a request (server.clientAddressFrom): its held lookups count under it (MAX_HELD_LOOKUPS_PER_ADDRESS). */
+    private readonly clientAddress: (req: IncomingMessage) => string,
   ) {}
 
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -73,7 +75,7 @@ export class HttpLookup {
       this.fail(res, new HashmailError('MALFORMED_REQUEST', 'malformed request: wait_ms must be a whole number of milliseconds'));
       return;
     }
-    this.lookup(query.get('route'), create === '1' || create === 'true', heldLookup(query, res)).then(
+    this.lookup(query.get('route'), create === '1' || create === 'true', heldLookup(query, res, () => this.clientAddress(req))).then(
       (owner) => sendJson(res, 200, { id: owner.id, address: owner.address }),
       (err: unknown) => this.fail(res, err),
     );

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { MemoryDirectory } from '../../src/directory/memory-directory.js';
-import { lookupRoute } from '../../src/directory/route-lookup.js';
+import { HeldLookupQuota, lookupRoute } from '../../src/directory/route-lookup.js';
 import { HashmailError } from '../../src/session/errors.js';
 import { decodeServerForMailboxRequest, encodeServerForMailboxRequest } from '../../src/wire/v2-frames.js';
 import { relayLookupUrl } from '../../src/client/relay-lookup.js';
@@ -122,4 +122,32 @@ test('the asker going away ends the wait; the lookup answers with what it has', 
   gone.abort();
   assert.equal((await answer).id, 'relay-a');
   assert.equal(d.waiters.waiting, 0);
+});
+
+test('one client address holds at most its quota of lookups; past it it is answered at once, other addresses still held', TEST_TIMEOUT, async () => {
+  const PER_CLIENT = 50;
+  const quota = new HeldLookupQuota(PER_CLIENT);
+  const d = new FakeDirectory();
+  const r = route();
+  const gone = new AbortController();
+  const held = { unreachable: '', ms: HOUR_MS, signal: gone.signal };
+  const answers: Promise<unknown>[] = [];
+  for (let i = 0; i < PER_CLIENT; i++) answers.push(lookupRoute(d, r, false, noCount, { ...held, client: '192.0.2.1' }, quota).catch(() => 'not placed'));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, PER_CLIENT);
+  assert.equal(quota.heldBy('192.0.2.1'), PER_CLIENT);
+  // The same address once more: "not placed" at once, holding nothing.
+  await assert.rejects(lookupRoute(d, r, false, noCount, { ...held, client: '192.0.2.1' }, quota), (err: unknown) => err instanceof HashmailError && err.code === 'SESSION_NOT_PLACED');
+  assert.equal(d.waiters.waiting, PER_CLIENT);
+  // Another address is still held.
+  const other = lookupRoute(d, r, false, noCount, { ...held, client: '192.0.2.2' }, quota);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, PER_CLIENT + 1);
+  d.moveRoute(r, { id: 'relay-a', address: '127.0.0.1:1' });
+  assert.equal((await other).id, 'relay-a');
+  await Promise.all(answers);
+  // Every answer gives its slot back.
+  assert.equal(quota.heldBy('192.0.2.1'), 0);
+  assert.equal(d.waiters.waiting, 0);
+  gone.abort();
 });

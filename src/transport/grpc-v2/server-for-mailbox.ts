@@ -16,6 +16,7 @@ import {
   type ServerForMailboxRequest,
   type ServerForMailboxResponse,
 } from '../../wire/v2-frames.js';
+import type { GrpcCallPeer } from '../client-address.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 import { noteError } from '../report-error.js';
 
@@ -52,6 +53,8 @@ export interface ServerForMailboxDeps {
   logger: Logger;
   stats: RelayStats;
   metrics: GrpcMetricsHook;
+  /** The caller's per-address limit key: its held lookups count under it (MAX_HELD_LOOKUPS_PER_ADDRESS). */
+  clientAddress?(call: GrpcCallPeer): string;
 }
 
 /**
@@ -60,14 +63,15 @@ export interface ServerForMailboxDeps {
  * too: only one before the answer (`answered()` false) aborts the wait, so
  * a wave of held lookups does not dispatch an abort each.
  */
-function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest, answered: () => boolean): LookupWait | undefined {
+function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest, answered: () => boolean, client: () => string | undefined): LookupWait | undefined {
   const ms = req.waitMs ?? 0;
   if (!(ms > 0)) return undefined;
   const gone = new AbortController();
   call.once('cancelled', () => {
     if (!answered()) gone.abort(CALL_OVER);
   });
-  return { unreachable: req.unreachable ?? '', ms, signal: gone.signal };
+  const key = client();
+  return { unreachable: req.unreachable ?? '', ms, signal: gone.signal, ...(key === undefined ? {} : { client: key }) };
 }
 
 export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
@@ -76,7 +80,7 @@ export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
     m.received();
     const req = call.request;
     let answered = false;
-    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create, heldLookup(call, req, () => answered));
+    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create, heldLookup(call, req, () => answered, () => deps.clientAddress?.(call)));
     answer.then(
       (owner) => {
         answered = true;
