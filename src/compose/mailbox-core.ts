@@ -5,7 +5,8 @@
  */
 import type { Config } from '../config/schema.js';
 import type { Directory } from '../directory/directory.js';
-import { HeldLookupQuota, lookupRoute, type RouteLookup } from '../directory/route-lookup.js';
+import { lookupRoute, type RouteLookup } from '../directory/route-lookup.js';
+import { KeyedQuota } from '../session/keyed-quota.js';
 import { subsystemLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
 import { RefusalLog } from '../observe/refusal-log.js';
@@ -68,7 +69,8 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const count = (result: string): void => stats.countLookup(result);
   stats.lookupsWaiting = () => directory.lookupsWaiting;
   const waitCapMs = config.directory.lookupWaitMaxMs;
-  const heldQuota = new HeldLookupQuota(config.limits.maxBoxesPerAddress);
+  // Held lookups per client address (route-lookup.ts HeldLookupQuota): one per party, as many as its boxes.
+  const heldQuota = new KeyedQuota(config.limits.maxBoxesPerAddress);
   const lookup: RouteLookup = (route, create, wait) =>
     lookupRoute(directory, route, create, count, wait && waitCapMs > 0 ? { ...wait, ms: Math.min(wait.ms, waitCapMs) } : undefined, heldQuota);
   return { stats, refusalLog, limitHit, table, legacy, v2, router, metrics, lookup };

@@ -6,6 +6,7 @@
 import { HashmailError } from '../session/errors.js';
 import { DirectoryUnavailableError, NoInstanceError, type Directory, type RouteOwner } from './directory.js';
 import { isRoute } from './route.js';
+import type { KeyedQuota } from '../session/keyed-quota.js';
 
 /** Label values of hashmail_directory_lookups_total{result} (a fixed set). */
 export type LookupResult = 'found' | 'not_placed' | 'bad_route' | 'unavailable' | 'no_relay' | 'error';
@@ -54,33 +55,10 @@ export interface LookupWait {
  * 1,000 HTTP/2 streams), took every one of the 100,000 process-wide slots
  * (about 12 KiB each: some 1.2 GB) and every other party's held lookup was
  * answered at once. The cap is limits.maxBoxesPerAddress: a party holds one
- * lookup, and an address's parties hold at least one box each.
+ * lookup, and an address's parties hold at least one box each. Keyed by the
+ * client's limit key (LookupWait.client).
  */
-export class HeldLookupQuota {
-  private readonly held = new Map<string, number>();
-
-  constructor(readonly perClient: number) {}
-
-  /** Counts one held lookup of `client`: its release, or null when that client holds `perClient` already. */
-  take(client: string): (() => void) | null {
-    const count = this.held.get(client) ?? 0;
-    if (count >= this.perClient) return null;
-    this.held.set(client, count + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (this.held.get(client) ?? 1) - 1;
-      if (left > 0) this.held.set(client, left);
-      else this.held.delete(client);
-    };
-  }
-
-  /** Held lookups of `client` now. */
-  heldBy(client: string): number {
-    return this.held.get(client) ?? 0;
-  }
-}
+export type HeldLookupQuota = KeyedQuota;
 
 /**
  * How long before a held lookup arrived its party may have failed to reach

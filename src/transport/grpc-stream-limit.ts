@@ -5,32 +5,25 @@
  * limit fail with RESOURCE_EXHAUSTED naming the limit instead.
  */
 import { limitReached } from '../session/errors.js';
+import { KeyedQuota } from '../session/keyed-quota.js';
 
 export class StreamsPerConnection {
   /** Open calls by connection (grpc-js peer `address:port`, unique per TCP connection). */
-  private readonly open = new Map<string, number>();
+  private readonly open: KeyedQuota;
 
   constructor(
     private readonly limit: number,
     private readonly onLimit: (configKey: string, client: string) => void,
-  ) {}
+  ) {
+    this.open = new KeyedQuota(limit);
+  }
 
   /** Counts one more call on `peer`'s connection, or throws LIMIT_REACHED. Returns the idempotent release. */
   acquire(peer: string): () => void {
-    const count = (this.open.get(peer) ?? 0) + 1;
-    if (count > this.limit) {
-      this.onLimit('limits.maxStreamsPerConnection', peer);
-      throw limitReached('limits.maxStreamsPerConnection', this.limit);
-    }
-    this.open.set(peer, count);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (this.open.get(peer) ?? 1) - 1;
-      if (left > 0) this.open.set(peer, left);
-      else this.open.delete(peer);
-    };
+    const release = this.open.take(peer);
+    if (release) return release;
+    this.onLimit('limits.maxStreamsPerConnection', peer);
+    throw limitReached('limits.maxStreamsPerConnection', this.limit);
   }
 }
 

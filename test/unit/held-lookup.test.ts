@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { MemoryDirectory } from '../../src/directory/memory-directory.js';
-import { HeldLookupQuota, lookupRoute } from '../../src/directory/route-lookup.js';
+import { lookupRoute } from '../../src/directory/route-lookup.js';
+import { KeyedQuota } from '../../src/session/keyed-quota.js';
 import { HashmailError } from '../../src/session/errors.js';
 import { decodeServerForMailboxRequest, encodeServerForMailboxRequest } from '../../src/wire/v2-frames.js';
 import { relayLookupUrl } from '../../src/client/relay-lookup.js';
@@ -126,7 +127,7 @@ test('the asker going away ends the wait; the lookup answers with what it has', 
 
 test('one client address holds at most its quota of lookups; past it it is answered at once, other addresses still held', TEST_TIMEOUT, async () => {
   const PER_CLIENT = 50;
-  const quota = new HeldLookupQuota(PER_CLIENT);
+  const quota = new KeyedQuota(PER_CLIENT);
   const d = new FakeDirectory();
   const r = route();
   const gone = new AbortController();
