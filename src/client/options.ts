@@ -81,7 +81,9 @@ export interface ConnectOptions {
   /**
    * Deadline of one attempt to attach: lookup, dial, TLS, handshake and the
    * relay's Welcome (ms). A relay that accepts TCP and never answers fails
-   * with ConnectTimeout (retried on reconnects). Default 10000; 0 disables.
+   * with ConnectTimeout (retried on reconnects). A reconnect whose lookup
+   * asks to be held (its relay could not be reached) counts it from the end
+   * of the hold (LOOKUP_WAIT_MS). Default 10000; 0 disables.
    */
   connectTimeoutMs?: number;
   /**

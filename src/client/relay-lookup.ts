@@ -10,16 +10,17 @@ import { ConnectionLost, HashmailClientError, StatusCode } from './errors.js';
 import type { ServerAddress } from './options.js';
 import { httpBase } from './websocket.js';
 
+import type { NodeTls } from './tls-trust-node.js';
+
 /** Bound on one lookup, connection included (ms), beyond the hold a held lookup asks for. */
 export const LOOKUP_TIMEOUT_MS = 10_000;
+
+export const RELAY_LOOKUP_PATH = '/v2/relay';
 
 /** The bound on `req` (ms): LOOKUP_TIMEOUT_MS, plus its hold. */
 export function lookupTimeoutMs(req: { wait?: LookupWaitRequest }): number {
   return LOOKUP_TIMEOUT_MS + (req.wait?.ms ?? 0);
 }
-import type { NodeTls } from './tls-trust-node.js';
-
-export const RELAY_LOOKUP_PATH = '/v2/relay';
 
 export interface LookupRequest {
   /** The instance asked (any instance of the service). */
