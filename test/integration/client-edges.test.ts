@@ -26,6 +26,7 @@ import {
   type TransportName,
 } from '../../src/client/index.js';
 import { flipSid } from '../../src/client/bytes.js';
+import { Attach, encodeHello } from '../../src/wire/v2-frames.js';
 import { withTimeout } from '../helpers/async-queue.js';
 import { grpcParty, wsParty } from '../helpers/v2-peers.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
@@ -246,6 +247,10 @@ describe('dead relays are noticed', () => {
     const ws = new WebSocket(`ws://${relay.address}/v2/mailbox`, 'hashmail.v2');
     cleanups.push(() => ws.terminate());
     await withTimeout(once(ws, 'open'), STEP_TIMEOUT_MS, 'v2 socket open');
+    // Pings are life once the party said Hello (before it they are not: next test).
+    const welcome = once(ws, 'message');
+    ws.send(encodeHello({ minVersion: 2, maxVersion: 2, sid: sid(), attach: Attach.Create }));
+    await withTimeout(welcome, STEP_TIMEOUT_MS, 'Welcome');
     let relayPings = 0;
     ws.on('ping', () => relayPings++);
     for (let i = 0; i < clientPings; i++) {
@@ -256,6 +261,24 @@ describe('dead relays are noticed', () => {
     }
     assert.equal(relayPings, 0, `the relay pinged a client that pinged it every ${clientPingEveryMs} ms for ${clientPings * clientPingEveryMs} ms`);
     await withTimeout(once(ws, 'ping'), relayIntervalMs * 2 + DEADLINE_MARGIN_MS, 'the relay pings a client gone quiet');
+  });
+});
+
+describe('a v2 WebSocket that never says Hello', () => {
+  test('is dropped as a silent one is, however faithfully it answers pings', async () => {
+    const relay = await server({ v2: { pingIntervalMs: PING_INTERVAL_MS, pingTimeoutMs: PING_TIMEOUT_MS } });
+    // ws answers every ping with a pong by itself; this client also pings, and never sends a frame.
+    const ws = new WebSocket(`ws://${relay.address}/v2/mailbox`, 'hashmail.v2');
+    cleanups.push(() => ws.terminate());
+    await withTimeout(once(ws, 'open'), STEP_TIMEOUT_MS, 'v2 socket open');
+    const pinger = setInterval(() => ws.ping(), PING_INTERVAL_MS / 4);
+    try {
+      const started = Date.now();
+      await withTimeout(once(ws, 'close'), PING_INTERVAL_MS * 2 + PING_TIMEOUT_MS + DEADLINE_MARGIN_MS, 'the relay to drop the socket');
+      console.log(`a socket without Hello dropped after ${Date.now() - started} ms`);
+    } finally {
+      clearInterval(pinger);
+    }
   });
 });
 

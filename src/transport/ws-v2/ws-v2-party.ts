@@ -134,8 +134,14 @@ export class WsV2Party {
     return this.state === State.Done;
   }
 
+  /**
+   * A pong is life, once the Hello came. Before it, neither a pong nor the
+   * client's own ping keeps the socket: one that never says Hello is dropped
+   * as a silent one is (v2.pingIntervalMs + v2.pingTimeoutMs), however
+   * faithfully its WebSocket answers pings.
+   */
   sawPong(): void {
-    this.keep?.sawPong();
+    if (this.state !== State.AwaitingHello) this.keep?.sawPong();
   }
 
   /**
@@ -145,7 +151,7 @@ export class WsV2Party {
    * idle ping traffic; browsers cannot ping and are pinged as before.
    */
   sawPing(): void {
-    this.keep?.sawData();
+    if (this.state !== State.AwaitingHello) this.keep?.sawData();
   }
 
   onMessage(data: RawData, isBinary: boolean): void {
