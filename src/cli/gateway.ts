@@ -53,7 +53,7 @@ export async function runGateway(argv: string[]): Promise<number> {
     start: async () => {
       // The hop token (hop.tokenFile, else the cluster secret in etcd) before anything is served.
       const token = await resolveHopToken(config, logger);
-      return startGateway(config, logger, hopLegacy(token));
+      return startGateway(config, logger, hopLegacy(token), token);
     },
     serving: (node) => ({ id: node.id, advertise: node.advertised, tls: !config.server.insecure }),
     cluster: { drain: false },

@@ -54,7 +54,7 @@ export function hopLegacy(token: HopToken): MakeLegacy {
   return (directory, config, logger) => remoteLegacyFromConfig(directory, config, logger, token);
 }
 
-export async function startGateway(config: Config, logger: Logger, makeLegacy: MakeLegacy): Promise<RunningNode> {
+export async function startGateway(config: Config, logger: Logger, makeLegacy: MakeLegacy, hopToken?: HopToken): Promise<RunningNode> {
   const instanceId = gatewayInstanceId(config);
   mkdirSync(config.server.dataDir, { recursive: true });
   const directory = new EtcdDirectory(etcdOptionsFromConfig(config, logger, join(config.server.dataDir, LEASE_STATE_FILE)));
@@ -72,7 +72,13 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
       httpRoutes: (core, self) => {
         // Built before the listener starts: every carried half is counted as serve counts its own.
         legacy.observeWith?.(core.stats, core.limitHit);
-        proxy = new V2WebSocketProxy({ lookup: core.lookup, logger: subsystemLogger(logger, 'v2-proxy'), stats: core.stats, insecure: config.server.insecure });
+        proxy = new V2WebSocketProxy({
+          lookup: core.lookup,
+          logger: subsystemLogger(logger, 'v2-proxy'),
+          stats: core.stats,
+          insecure: config.server.insecure,
+          ...(hopToken ? { hopToken: hopToken.value } : {}),
+        });
         const p = proxy;
         // WebSocket clients are told to dial this gateway: the relays may be out of a browser's reach.
         const viaGateway: RouteLookup = async (route, create, wait) => ({ ...(await core.lookup(route, create, wait)), address: self() });

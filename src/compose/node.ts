@@ -16,10 +16,13 @@ import type { HopToken } from '../transport/hop/hop-token.js';
 import { hopLaneRoute, type HopServerDeps } from '../transport/hop/handlers.js';
 import { MAX_CALLS_PER_LANE } from '../transport/hop/lane-server.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
-import { ClientAddressPolicy } from '../transport/client-address.js';
+import { ClientAddressPolicy, gatewayForwardedClient } from '../transport/client-address.js';
+import { HOP_TOKEN_HEADER } from '../transport/hop/lane-upgrade.js';
 import { PublicListener } from '../transport/public-listener.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { isIP } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { loadTlsMaterial, type TlsMaterial } from '../transport/tls-material.js';
 import { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
 import { buildGrpcServer } from './grpc-server.js';
@@ -108,6 +111,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);
   const legacy = options.legacy === 'local' ? core.legacy : options.legacy;
+  // The public listener, once built (below): authenticated gateways' connections are counted anew after their upgrade.
+  let listenerRef: PublicListener | null = null;
   const hop: HopServerDeps | null = options.hopToken
     ? {
         mailbox: core.legacy,
@@ -120,12 +125,23 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         maxMessageBytes: config.mailbox.maxMessageBytes,
         // A gateway carries up to hop.streamsPerConnection on a lane; box calls it gave up on may still run here.
         maxCallsPerLane: Math.max(MAX_CALLS_PER_LANE, 4 * config.hop.streamsPerConnection),
+        // A gateway's lane carries many clients' halves: counted against no client's connection limit.
+        adopt: (socket) => void listenerRef?.rekey(socket, null),
       }
     : null;
   const grpc = buildGrpcServer(config, logger, core, addresses, legacy);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
   const gateway = legacy ? new HttpGateway({ mailbox: legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
-  const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: httpClientAddress }) : null;
+  const hopToken = options.hopToken;
+  // A v2 WebSocket that an authenticated gateway (the hop token) passes through counts as its client's
+  // connection, not the gateway's: the gateway's tunnels must not fill its own per-address budget here.
+  const wsV2ClientAddress = (req: IncomingMessage, socket: Duplex): string | null => {
+    if (!hopToken?.matches(req.headers[HOP_TOKEN_HEADER])) return httpClientAddress(req);
+    const client = gatewayForwardedClient(req);
+    if (listenerRef && !listenerRef.rekey(socket, client)) return null;
+    return addresses.limitKey(client);
+  };
+  const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: wsV2ClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
   let advertised: string[] = [];
   const self = (): string => advertised[0] ?? '';
@@ -161,6 +177,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     stats,
     logger: subsystemLogger(logger, 'listener'),
   });
+  listenerRef = listener;
 
   let state: 'starting' | 'serving' | 'draining' = 'starting';
   const admin = await startAdminServer({

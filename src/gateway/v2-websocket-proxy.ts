@@ -19,6 +19,7 @@ import type { Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
 import { HashmailError } from '../session/errors.js';
 import { endWithin } from '../transport/end-within.js';
+import { HOP_TOKEN_HEADER } from '../transport/hop/lane-upgrade.js';
 import { DEADLINE_CLOSE_GRACE_MS } from '../transport/http1-deadlines.js';
 import { noteError } from '../transport/report-error.js';
 
@@ -36,6 +37,12 @@ export interface V2WebSocketProxyOptions {
   /** Dial relays in plain text (--insecure); else TLS, verified against `ca` (or the system's CAs). */
   insecure: boolean;
   ca?: Buffer;
+  /**
+   * The hop token, sent with every passed-through upgrade: the relay then
+   * counts the tunnel as the client's connection (x-forwarded-for), not as
+   * one of this gateway's (docs/gateway-hop.md, v2 through a gateway).
+   */
+  hopToken?: string;
 }
 
 /** The route of a `/v2/mailbox` upgrade URL: undefined when not that path or no route parameter. */
@@ -111,7 +118,8 @@ export class V2WebSocketProxy {
         if (socket.destroyed) return;
         const target = `${this.options.insecure ? 'http' : 'https'}://${owner.address}`;
         this.options.logger.debug({ relay: owner.id }, 'v2 WebSocket passed through');
-        this.proxy.ws(req, socket, head, { target }, (err: Error) => {
+        const headers = this.options.hopToken ? { [HOP_TOKEN_HEADER]: this.options.hopToken } : undefined;
+        this.proxy.ws(req, socket, head, { target, ...(headers ? { headers } : {}) }, (err: Error) => {
           if (this.upgraded.has(socket)) {
             socket.destroy();
             return;

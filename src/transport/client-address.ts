@@ -159,3 +159,15 @@ export function hostOfPeer(peer: string): string {
   if (i > 0 && /^\d+$/.test(bare.slice(i + 1)) && net.isIP(bare.slice(0, i)) !== 0) return bare.slice(0, i);
   return bare;
 }
+
+/**
+ * The client an authenticated gateway names for a request it passes
+ * through: the last `x-forwarded-for` hop, which the gateway appends (its
+ * own client's address); the TCP peer when there is none or it is not an IP.
+ */
+export function gatewayForwardedClient(req: IncomingMessage): string {
+  const header = req.headers['x-forwarded-for'];
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  const last = text.slice(text.lastIndexOf(',') + 1).trim();
+  return net.isIP(last) !== 0 ? last : (req.socket.remoteAddress ?? 'unknown');
+}

@@ -210,14 +210,10 @@ export class PublicListener {
   }
 
   private closed(socket: net.Socket): void {
-    const address = this.sockets.get(socket);
-    if (!this.sockets.delete(socket)) return;
+    if (!this.sockets.has(socket)) return;
+    this.uncount(socket);
+    this.sockets.delete(socket);
     this.options.stats.connectionsOpen--;
-    if (address == null) return;
-    const left = (this.perAddress.get(address) ?? 1) - 1;
-    if (left > 0) this.perAddress.set(address, left);
-    else this.perAddress.delete(address);
-    this.options.stats.connectionAddresses = this.perAddress.size;
   }
 
   /**
@@ -233,6 +229,41 @@ export class PublicListener {
     if (this.sockets.size > this.options.maxConnections) return 'limits.maxConnections';
     if (count > this.options.maxConnectionsPerAddress) return 'limits.maxConnectionsPerAddress';
     return null;
+  }
+
+  /**
+   * Counts an admitted connection under another client: `address` (its limit
+   * key is taken), or nobody (null). For a connection from an authenticated
+   * gateway (the hop token): a v2 WebSocket it passes through counts as its
+   * client's, a lane as nobody's, so its tunnels never fill the gateway's own
+   * per-address budget. False when the new client is over
+   * limits.maxConnectionsPerAddress (the caller refuses the connection).
+   */
+  rekey(socket: Duplex, address: string | null): boolean {
+    // A TLS socket's raw socket is the one counted (tls.Server keeps it as `_parent`).
+    const raw = socket instanceof tls.TLSSocket ? (socket as tls.TLSSocket & { _parent?: net.Socket })._parent : (socket as net.Socket);
+    if (!raw || !this.sockets.has(raw)) return true;
+    this.uncount(raw);
+    if (address === null) return true;
+    const key = this.options.clientAddress.limitKey(address);
+    const count = (this.perAddress.get(key) ?? 0) + 1;
+    this.perAddress.set(key, count);
+    this.options.stats.connectionAddresses = this.perAddress.size;
+    this.sockets.set(raw, key);
+    if (count <= this.options.maxConnectionsPerAddress) return true;
+    this.options.limitHit('limits.maxConnectionsPerAddress', address);
+    return false;
+  }
+
+  /** Takes `socket` out of its client's count (it stays open and tracked). */
+  private uncount(socket: net.Socket): void {
+    const address = this.sockets.get(socket);
+    this.sockets.set(socket, null);
+    if (address == null) return;
+    const left = (this.perAddress.get(address) ?? 1) - 1;
+    if (left > 0) this.perAddress.set(address, left);
+    else this.perAddress.delete(address);
+    this.options.stats.connectionAddresses = this.perAddress.size;
   }
 
   /** Connection limits, then TLS, then the protocol handoff. */

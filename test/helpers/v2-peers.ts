@@ -401,6 +401,8 @@ export interface WsDialOptions {
   protocols?: string[];
   headers?: Record<string, string>;
   path?: string;
+  /** Local address to dial from (another 127.x address: another client). */
+  localAddress?: string;
 }
 
 export type WsDialResult = { ok: true; party: WsV2Party } | { ok: false; status: number; headers: Record<string, string | string[] | undefined>; body: string };
@@ -492,7 +494,7 @@ export function wsV2Url(port: number, path = V2_WS_PATH): string {
 /** Dials /v2/mailbox; a refused handshake is returned (status, headers, body), not thrown. */
 export function dialWsV2(port: number, options: WsDialOptions = {}, timeoutMs = DEFAULT_WAIT_MS): Promise<WsDialResult> {
   const protocols = options.protocols ?? [V2_SUBPROTOCOL];
-  const ws = new WebSocket(wsV2Url(port, options.path), protocols, { headers: options.headers, handshakeTimeout: timeoutMs, perMessageDeflate: false });
+  const ws = new WebSocket(wsV2Url(port, options.path), protocols, { headers: options.headers, handshakeTimeout: timeoutMs, perMessageDeflate: false, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
   ws.binaryType = 'nodebuffer';
   // Listeners attach before 'open' so no early frame is lost.
   const party = new WsV2Party(ws);

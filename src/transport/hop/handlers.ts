@@ -8,6 +8,7 @@
  * of `hashmail.hop.v1.LegacyHop` (CreateBox, DeleteBox, Carry), as they were
  * when the hop was a gRPC service.
  */
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import type { LegacyOperations } from '../../relay/legacy-operations.js';
@@ -34,6 +35,8 @@ export interface HopServerDeps {
   maxMessageBytes: number;
   /** Halves and box calls at once on one lane (default MAX_CALLS_PER_LANE, lane-server.ts). */
   maxCallsPerLane?: number;
+  /** An authenticated gateway's lane connection: counted against no client's connection limit. */
+  adopt?(socket: Duplex): void;
 }
 
 /** The relay's lane route on its public port (HTTP upgrade). */
@@ -46,6 +49,7 @@ export function hopLaneRoute(deps: HopServerDeps): ReturnType<typeof laneUpgrade
     sendWindowBytes: deps.windowBytes,
     maxMessageBytes: deps.maxMessageBytes,
     maxCallsPerLane: deps.maxCallsPerLane,
+    ...(deps.adopt ? { adopt: deps.adopt } : {}),
     note: (err, call = 'Carry') => noteError(deps, err, { transport: 'hop', call }),
     callMetrics: () => {
       const m = deps.metrics.grpcCall(HOP_SERVICE_NAME, 'Carry', 'bidi_stream');

@@ -28,6 +28,8 @@ const REFUSAL_CLOSE_GRACE_MS = 1_000;
 
 export interface LaneUpgradeDeps extends Omit<LaneDeps, 'maxFrameBytes' | 'silenceLimitMs' | 'sent' | 'received' | 'done'> {
   token: HopToken;
+  /** An authenticated gateway's connection: it counts against no client's connection limit (PublicListener.rekey). */
+  adopt?(socket: Duplex): void;
   /** Frame counts and the end of one lane (`done` is called once). */
   callMetrics(): Pick<LaneDeps, 'sent' | 'received' | 'done'>;
 }
@@ -51,6 +53,7 @@ export function laneUpgradeRoute(deps: LaneUpgradeDeps): (req: IncomingMessage, 
       refuse(socket, '401 Unauthorized', new HashmailError('HOP_UNAUTHENTICATED'), deps.note);
       return true;
     }
+    deps.adopt?.(socket);
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${LANE_PROTOCOL}\r\nConnection: Upgrade\r\n\r\n`);
     if (head.length > 0) socket.unshift(head);
     serveLane(socket, { ...deps, ...deps.callMetrics(), maxFrameBytes, silenceLimitMs: LANE_SILENCE_LIMIT_MS });

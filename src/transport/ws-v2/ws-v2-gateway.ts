@@ -11,7 +11,7 @@ import type { Config } from '../../config/schema.js';
 import { subsystemLogger, type Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import type { V2Mailbox } from '../../relay/v2-mailbox.js';
-import { HashmailError } from '../../session/errors.js';
+import { HashmailError, limitReached } from '../../session/errors.js';
 import { Keepalive } from '../rest-ws-v1/keepalive.js';
 import { WS_CLOSE_TIMEOUT_MS } from '../rest-ws-v1/ws-gateway.js';
 import { chooseSubprotocol, parseOffered, refuseHandshake, unsupportedSubprotocolText } from './subprotocol.js';
@@ -30,18 +30,25 @@ export interface WsV2Deps {
   config: Config;
   logger: Logger;
   stats: RelayStats;
-  clientAddress(req: IncomingMessage): string;
+  /**
+   * The client's per-address limit key, or null when the connection is
+   * refused for it (over limits.maxConnectionsPerAddress once counted as the
+   * client a gateway passed it through for).
+   */
+  clientAddress(req: IncomingMessage, socket: Duplex): string | null;
 }
 
 export class WsV2Gateway {
   private readonly ctx: PartyContext;
   private readonly server: Server<typeof V2Socket>;
-  private readonly clientAddress: (req: IncomingMessage) => string;
+  private readonly clientAddress: (req: IncomingMessage, socket: Duplex) => string | null;
+  private readonly perAddressLimit: number;
   private shuttingDown = false;
 
   constructor(deps: WsV2Deps) {
     const logger = subsystemLogger(deps.logger, LOG_SUBSYSTEM);
     this.clientAddress = deps.clientAddress;
+    this.perAddressLimit = deps.config.limits.maxConnectionsPerAddress;
     this.ctx = {
       v2: deps.v2,
       logger,
@@ -85,7 +92,11 @@ export class WsV2Gateway {
       return;
     }
     // Taken now so the socket keeps no reference to the request.
-    const address = this.clientAddress(req);
+    const address = this.clientAddress(req, socket);
+    if (address === null) {
+      refuseHandshake(socket, 429, limitReached('limits.maxConnectionsPerAddress', this.perAddressLimit).message);
+      return;
+    }
     this.server.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, address));
   }
 
