@@ -43,7 +43,12 @@ export interface V2WebSocketProxyOptions {
    * one of this gateway's (docs/gateway-hop.md, v2 through a gateway).
    */
   hopToken?: string;
+  /** How long a relay may take to answer a passed-through upgrade (ms); default UPGRADE_ANSWER_MS. */
+  upgradeAnswerMs?: number;
 }
+
+/** A relay answers a passed-through upgrade within this, or the gateway gives up on it (ms). */
+export const UPGRADE_ANSWER_MS = 10_000;
 
 /** The route of a `/v2/mailbox` upgrade URL: undefined when not that path or no route parameter. */
 export function routeParam(url: string | undefined): string | undefined {
@@ -58,9 +63,11 @@ export class V2WebSocketProxy {
   private open = 0;
   /** Client sockets past the 101: a failure there ends the pair, it is not answered as HTTP. */
   private readonly upgraded = new WeakSet<Duplex>();
+  private readonly upgradeAnswerMs: number;
 
   constructor(private readonly options: V2WebSocketProxyOptions) {
     this.ctx = { logger: options.logger, stats: options.stats };
+    this.upgradeAnswerMs = options.upgradeAnswerMs ?? UPGRADE_ANSWER_MS;
     this.proxy = httpProxy.createProxyServer({
       ws: true,
       // x-forwarded-for names the client, for a relay that trusts this gateway as a proxy.
@@ -70,7 +77,12 @@ export class V2WebSocketProxy {
     });
     // The upgraded pair: either side gone (end, error, reset) takes the other with it.
     this.proxy.on('proxyReqWs', (proxyReq, _req, socket) => {
+      // A relay that took the request and never answers (stopped, overloaded) must not hold the pair here for
+      // good: the client (paused until then, so its own leaving goes unseen) gets 502, the relay side is closed.
+      const giveUp = setTimeout(() => proxyReq.destroy(new Error('the relay did not answer the upgrade in time')), this.upgradeAnswerMs);
+      proxyReq.once('close', () => clearTimeout(giveUp));
       proxyReq.on('upgrade', (_res, relaySocket: Socket) => {
+        clearTimeout(giveUp);
         this.upgraded.add(socket);
         this.open++;
         let closed = false;
