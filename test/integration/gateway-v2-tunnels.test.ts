@@ -5,13 +5,15 @@
  * the gateway names (x-forwarded-for). Otherwise every tunnel from one
  * gateway to one relay shared the gateway's one address budget
  * (limits.maxConnectionsPerAddress), and one client filling it refused
- * everyone else's. Clients here dial from their own 127.0.0.x addresses.
+ * everyone else's. Hop lanes count against no address. Clients here dial
+ * from their own 127.0.0.x addresses.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { clusterHopToken, openRawLane, type RawLane } from '../helpers/hop.js';
 import { startGateway, startRelay, type RunningServer } from '../helpers/server.js';
 import { closeParties, dialWsV2, type V2Party } from '../helpers/v2-peers.js';
 
@@ -64,4 +66,22 @@ test('one client through the gateway still meets the per-address limit, as its o
   assert.match(over.body, /limit reached: limits\.maxConnectionsPerAddress \(4\)/);
   // Other clients are not affected.
   assert.deepEqual(await tunnel('127.0.0.21'), { ok: true });
+});
+
+test('authenticated hop lanes count against no address: more lanes than the per-address limit, then a client from the same address still connects', async () => {
+  const token = (await clusterHopToken(etcd.endpoints)).value;
+  const lanes: RawLane[] = [];
+  try {
+    for (let i = 0; i < PER_ADDRESS + 2; i++) {
+      const lane = await openRawLane(relay.address, token);
+      lanes.push(lane);
+      assert.equal(lane.refused, null, `lane ${i + 1} refused: ${JSON.stringify(lane.refused)}`);
+    }
+    // The lanes' address (127.0.0.1) is not over its limit: a v2 WebSocket from it is still taken.
+    const direct = await dialWsV2(relay.port, {});
+    assert.ok(direct.ok, 'a connection from the lanes\' address was refused');
+    parties.push(direct.party);
+  } finally {
+    for (const lane of lanes) lane.close();
+  }
 });
