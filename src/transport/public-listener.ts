@@ -221,11 +221,7 @@ export class PublicListener {
    * it is over, or null. Once per socket: at accept, or after its PROXY header.
    */
   private countConnection(socket: net.Socket, address: string): string | null {
-    const key = this.options.clientAddress.limitKey(address);
-    const count = (this.perAddress.get(key) ?? 0) + 1;
-    this.perAddress.set(key, count);
-    this.options.stats.connectionAddresses = this.perAddress.size;
-    this.sockets.set(socket, key);
+    const count = this.countUnder(socket, address);
     if (this.sockets.size > this.options.maxConnections) return 'limits.maxConnections';
     if (count > this.options.maxConnectionsPerAddress) return 'limits.maxConnectionsPerAddress';
     return null;
@@ -240,19 +236,24 @@ export class PublicListener {
    * limits.maxConnectionsPerAddress (the caller refuses the connection).
    */
   rekey(socket: Duplex, address: string | null): boolean {
-    // A TLS socket's raw socket is the one counted (tls.Server keeps it as `_parent`).
-    const raw = socket instanceof tls.TLSSocket ? (socket as tls.TLSSocket & { _parent?: net.Socket })._parent : (socket as net.Socket);
+    // A TLS socket's raw socket is the one counted.
+    const raw = socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);
     if (!raw || !this.sockets.has(raw)) return true;
     this.uncount(raw);
     if (address === null) return true;
+    if (this.countUnder(raw, address) <= this.options.maxConnectionsPerAddress) return true;
+    this.options.limitHit('limits.maxConnectionsPerAddress', address);
+    return false;
+  }
+
+  /** Counts `socket` under the limit key of `address`; that key's count now. */
+  private countUnder(socket: net.Socket, address: string): number {
     const key = this.options.clientAddress.limitKey(address);
     const count = (this.perAddress.get(key) ?? 0) + 1;
     this.perAddress.set(key, count);
     this.options.stats.connectionAddresses = this.perAddress.size;
-    this.sockets.set(raw, key);
-    if (count <= this.options.maxConnectionsPerAddress) return true;
-    this.options.limitHit('limits.maxConnectionsPerAddress', address);
-    return false;
+    this.sockets.set(socket, key);
+    return count;
   }
 
   /** Takes `socket` out of its client's count (it stays open and tracked). */
@@ -286,8 +287,8 @@ export class PublicListener {
 
   /** After the TLS handshake: ALPN decides; without ALPN (old clients) the first decrypted bytes do. */
   private secured(secure: tls.TLSSocket): void {
-    // tls.Server keeps the raw socket as `_parent`; its admission was decided before the handshake.
-    const raw = (secure as tls.TLSSocket & { _parent?: net.Socket })._parent;
+    // Its admission was decided on the raw socket, before the handshake.
+    const raw = rawSocketOf(secure);
     const admission = raw ? this.admission.get(raw) : undefined;
     if (!admission) {
       secure.destroy();
@@ -376,4 +377,9 @@ function overrideRemoteAddress(socket: Duplex, address: string): void {
   if ((socket as net.Socket).remoteAddress !== address) {
     Object.defineProperty(socket, 'remoteAddress', { value: address, configurable: true });
   }
+}
+
+/** The raw socket under a TLS socket the listener accepted (tls.Server keeps it as `_parent`). */
+function rawSocketOf(secure: tls.TLSSocket): net.Socket | undefined {
+  return (secure as tls.TLSSocket & { _parent?: net.Socket })._parent;
 }
