@@ -23,6 +23,7 @@ import type { RouteLookup } from '../directory/route-lookup.js';
 import { remoteLegacyFromConfig } from '../gateway/remote-legacy-mailbox.js';
 import type { HopToken } from '../transport/hop/hop-token.js';
 import { V2WebSocketProxy } from '../gateway/v2-websocket-proxy.js';
+import { ClientAddressPolicy } from '../transport/client-address.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
@@ -59,6 +60,7 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
   mkdirSync(config.server.dataDir, { recursive: true });
   const directory = new EtcdDirectory(etcdOptionsFromConfig(config, logger, join(config.server.dataDir, LEASE_STATE_FILE)));
   let proxy: V2WebSocketProxy | null = null;
+  const clientAddresses = ClientAddressPolicy.fromConfig(config);
   try {
     await directory.start();
     const legacy = makeLegacy(directory, config, logger);
@@ -78,6 +80,8 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
           stats: core.stats,
           insecure: config.server.insecure,
           ...(hopToken ? { hopToken: hopToken.value } : {}),
+          // The client the gateway's own limits count, named to the relay in the hop preamble.
+          clientAddress: (req) => clientAddresses.ofHttpRequest(req),
         });
         const p = proxy;
         // WebSocket clients are told to dial this gateway: the relays may be out of a browser's reach.

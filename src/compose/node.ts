@@ -167,6 +167,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     listen: config.server.listen,
     tls: tlsMaterial,
     clientAddress: addresses,
+    ...(hopToken ? { hopToken } : {}),
     maxConnections: config.limits.maxConnections,
     maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
     tlsHandshakeTimeoutMs: config.server.tlsHandshakeTimeoutMs,

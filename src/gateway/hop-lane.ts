@@ -19,6 +19,7 @@ import { endFrameError } from '../transport/hop/hop-status.js';
 import { LaneSocket } from '../transport/hop/lane-socket.js';
 import { HOP_TOKEN_HEADER, LANE_FRAME_OVERHEAD_BYTES, LANE_PATH, LANE_PING_EVERY_MS, LANE_PROTOCOL, LANE_SILENCE_LIMIT_MS } from '../transport/hop/lane-upgrade.js';
 import { parseHostPort } from '../config/host-port.js';
+import { preambleConnector } from './relay-connect.js';
 
 /** Half ids are uint32 on the wire; a lane that used them all is retired. */
 const MAX_HALF_ID = 0xffffffff;
@@ -65,7 +66,8 @@ export class HopLane {
       port,
       path: LANE_PATH,
       headers: { Connection: 'Upgrade', Upgrade: LANE_PROTOCOL, [HOP_TOKEN_HEADER]: dial.token },
-      agent: false,
+      // Its own connection, opened with the hop preamble naming nobody: a lane counts against no client's limit.
+      createConnection: preambleConnector(null, dial.token, dial.tls !== null),
       timeout: LANE_CONNECT_TIMEOUT_MS,
       ...(dial.tls ? { ca: dial.tls.ca ?? undefined, servername: isIP(host) ? undefined : host } : {}),
     };

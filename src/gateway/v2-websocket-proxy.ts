@@ -22,6 +22,8 @@ import { endWithin } from '../transport/end-within.js';
 import { HOP_TOKEN_HEADER } from '../transport/hop/lane-upgrade.js';
 import { DEADLINE_CLOSE_GRACE_MS } from '../transport/http1-deadlines.js';
 import { noteError } from '../transport/report-error.js';
+import { parseIp } from '../transport/ip-address.js';
+import { preambleAgent } from './relay-connect.js';
 
 export const V2_WS_PATH = '/v2/mailbox';
 /** The query parameter naming the session's route (docs/protocol-v2.md). */
@@ -43,6 +45,8 @@ export interface V2WebSocketProxyOptions {
    * one of this gateway's (docs/gateway-hop.md, v2 through a gateway).
    */
   hopToken?: string;
+  /** The client of an upgrade, as this gateway's per-address limits see it (named in the hop preamble); default the TCP peer. */
+  clientAddress?: (req: IncomingMessage) => string;
   /** How long a relay may take to answer a passed-through upgrade (ms); default UPGRADE_ANSWER_MS. */
   upgradeAnswerMs?: number;
 }
@@ -130,8 +134,17 @@ export class V2WebSocketProxy {
         if (socket.destroyed) return;
         const target = `${this.options.insecure ? 'http' : 'https'}://${owner.address}`;
         this.options.logger.debug({ relay: owner.id }, 'v2 WebSocket passed through');
-        const headers = this.options.hopToken ? { [HOP_TOKEN_HEADER]: this.options.hopToken } : undefined;
-        this.proxy.ws(req, socket, head, { target, ...(headers ? { headers } : {}) }, (err: Error) => {
+        const token = this.options.hopToken;
+        const client = this.options.clientAddress?.(req) ?? req.socket.remoteAddress ?? '';
+        // A client with no IP address left is a socket already gone.
+        if (token && parseIp(client) === null) {
+          socket.destroy();
+          return;
+        }
+        // The preamble makes the relay count the tunnel as its client's from its first byte; the header is
+        // for the upgrade itself.
+        const hop = token ? { headers: { [HOP_TOKEN_HEADER]: token }, agent: preambleAgent(client, token, !this.options.insecure) } : {};
+        this.proxy.ws(req, socket, head, { target, ...hop }, (err: Error) => {
           if (this.upgraded.has(socket)) {
             socket.destroy();
             return;

@@ -1,16 +1,23 @@
 /**
  * PROXY protocol (v1 text and v2 binary) header parsing, for `--trust-proxy`
  * behind an L4 balancer: the client address for per-address limits comes
- * from the header instead of the balancer's socket.
+ * from the header instead of the balancer's socket. A gateway opens each of
+ * its connections to a relay with a v2 header too, the hop token in a TLV
+ * of our own (docs/gateway-hop.md, Connection preamble), so the relay knows
+ * whose connection it is before it counts it.
  */
 import { isIP } from 'node:net';
-import { formatIp } from './ip-address.js';
+import { formatIp, parseIp } from './ip-address.js';
 
 /** v1 lines are at most 107 bytes; v2 headers carry a 16-byte prefix and a length. */
 const V1_MAX_BYTES = 107;
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 const V2_FIXED_BYTES = 16;
 const V1_PREFIX = Buffer.from('PROXY ');
+/** TLV type of the hop token: the first of the range the PROXY spec leaves to applications (PP2_TYPE_MIN_CUSTOM). */
+export const PP2_TYPE_HOP_TOKEN = 0xe0;
+/** Address block lengths of the v2 families: AF_INET, AF_INET6, AF_UNIX (each with source and destination). */
+const V2_ADDRESS_BYTES: Record<number, number> = { 1: 12, 2: 36, 3: 216 };
 
 export type ProxyParse =
   /** Not enough bytes yet to decide. */
@@ -18,8 +25,12 @@ export type ProxyParse =
   /** No PROXY header: the connection starts with the application protocol. */
   | { kind: 'none' }
   | { kind: 'invalid'; reason: string }
-  /** `address` is null for LOCAL / UNKNOWN (health checks from the balancer). */
-  | { kind: 'header'; address: string | null; length: number };
+  /**
+   * `address` is null for LOCAL / UNKNOWN (health checks from the balancer,
+   * a gateway's hop lanes). `hopToken`: the PP2_TYPE_HOP_TOKEN TLV of a v2
+   * header (null without one), for the listener to check.
+   */
+  | { kind: 'header'; address: string | null; length: number; hopToken: string | null };
 
 function startsLike(buf: Buffer, prefix: Buffer): boolean {
   const n = Math.min(buf.length, prefix.length);
@@ -37,11 +48,11 @@ function parseV1(buf: Buffer): ProxyParse {
   if (end < 0) return buf.length >= V1_MAX_BYTES ? { kind: 'invalid', reason: 'PROXY v1 line too long' } : { kind: 'more' };
   const parts = buf.subarray(0, end).toString('latin1').split(' ');
   const length = end + 2;
-  if (parts[1] === 'UNKNOWN') return { kind: 'header', address: null, length };
+  if (parts[1] === 'UNKNOWN') return { kind: 'header', address: null, length, hopToken: null };
   if ((parts[1] !== 'TCP4' && parts[1] !== 'TCP6') || parts.length !== 6) return { kind: 'invalid', reason: 'malformed PROXY v1 line' };
   // The address becomes a limit key: only an address of the family the line names.
   if (isIP(parts[2]) !== (parts[1] === 'TCP4' ? 4 : 6)) return { kind: 'invalid', reason: 'malformed PROXY v1 source address' };
-  return { kind: 'header', address: parts[2], length };
+  return { kind: 'header', address: parts[2], length, hopToken: null };
 }
 
 function parseV2(buf: Buffer): ProxyParse {
@@ -49,14 +60,53 @@ function parseV2(buf: Buffer): ProxyParse {
   if (versionCommand >> 4 !== 2) return { kind: 'invalid', reason: 'unsupported PROXY version' };
   const length = V2_FIXED_BYTES + buf.readUInt16BE(14);
   if (buf.length < length) return { kind: 'more' };
-  const command = versionCommand & 0x0f;
-  if (command === 0) return { kind: 'header', address: null, length }; // LOCAL
   const family = buf[13] >> 4;
-  if (family === 1 && length >= V2_FIXED_BYTES + 12) {
-    return { kind: 'header', address: Array.from(buf.subarray(16, 20)).join('.'), length };
+  const addressBytes = V2_ADDRESS_BYTES[family] ?? 0;
+  if (V2_FIXED_BYTES + addressBytes > length) return { kind: 'invalid', reason: 'PROXY v2 address block longer than the header' };
+  const tlvs = parseTlvs(buf.subarray(V2_FIXED_BYTES + addressBytes, length));
+  if (tlvs === null) return { kind: 'invalid', reason: 'malformed PROXY v2 TLV' };
+  const hopToken = tlvs.get(PP2_TYPE_HOP_TOKEN)?.toString('utf8') ?? null;
+  const command = versionCommand & 0x0f;
+  if (command === 0) return { kind: 'header', address: null, length, hopToken }; // LOCAL
+  if (family === 1) return { kind: 'header', address: Array.from(buf.subarray(16, 20)).join('.'), length, hopToken };
+  if (family === 2) return { kind: 'header', address: formatIp({ family: 6, bytes: buf.subarray(16, 32) }), length, hopToken };
+  return { kind: 'header', address: null, length, hopToken };
+}
+
+/** The TLVs after a v2 address block (type, 2-byte length, value); null if one runs past the header. */
+function parseTlvs(block: Buffer): Map<number, Buffer> | null {
+  const tlvs = new Map<number, Buffer>();
+  let at = 0;
+  while (at < block.length) {
+    if (at + 3 > block.length) return null;
+    const end = at + 3 + block.readUInt16BE(at + 1);
+    if (end > block.length) return null;
+    tlvs.set(block[at], block.subarray(at + 3, end));
+    at = end;
   }
-  if (family === 2 && length >= V2_FIXED_BYTES + 36) {
-    return { kind: 'header', address: formatIp({ family: 6, bytes: buf.subarray(16, 32) }), length };
-  }
-  return { kind: 'header', address: null, length };
+  return tlvs;
+}
+
+/**
+ * A gateway's connection preamble: a PROXY v2 header naming `client` (PROXY
+ * command; ports 0, the destination unspecified) or nobody (LOCAL: a hop
+ * lane), with the hop token as a PP2_TYPE_HOP_TOKEN TLV.
+ */
+export function encodeHopPreamble(client: string | null, hopToken: string): Buffer {
+  const ip = client === null ? null : parseIp(client);
+  if (client !== null && ip === null) throw new Error('a gateway preamble names a client by IP address');
+  const token = Buffer.from(hopToken, 'utf8');
+  const addressBytes = ip === null ? 0 : V2_ADDRESS_BYTES[ip.family === 4 ? 1 : 2];
+  const out = Buffer.alloc(V2_FIXED_BYTES + addressBytes + 3 + token.length);
+  V2_SIGNATURE.copy(out, 0);
+  out[12] = ip === null ? 0x20 : 0x21; // version 2, LOCAL or PROXY
+  out[13] = ip === null ? 0x00 : ip.family === 4 ? 0x11 : 0x21; // UNSPEC, or TCP over IPv4 / IPv6
+  out.writeUInt16BE(out.length - V2_FIXED_BYTES, 14);
+  // Source address first; destination address and both ports stay zero.
+  if (ip !== null) Buffer.from(ip.bytes).copy(out, V2_FIXED_BYTES);
+  const tlvAt = V2_FIXED_BYTES + addressBytes;
+  out[tlvAt] = PP2_TYPE_HOP_TOKEN;
+  out.writeUInt16BE(token.length, tlvAt + 1);
+  token.copy(out, tlvAt + 3);
+  return out;
 }

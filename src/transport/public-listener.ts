@@ -12,11 +12,12 @@ import type { Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ConnectionInjector } from '@grpc/grpc-js';
 import type { Logger } from '../observe/logger.js';
+import type { HopToken } from './hop/hop-token.js';
 import type { RelayStats } from '../observe/stats.js';
 import { formatHostPort, parseHostPort } from '../config/host-port.js';
 import { GrpcStatus } from '../wire/grpc-status.js';
 import { limitReached } from '../session/errors.js';
-import type { ClientAddressPolicy } from './client-address.js';
+import type { ClientAddressPolicy, ProxyHeaderRule } from './client-address.js';
 import { endWithin } from './end-within.js';
 import { encodeGrpcMessage } from './grpc-message.js';
 import { openFileLimit } from './open-file-limit.js';
@@ -48,6 +49,12 @@ export interface PublicListenerOptions {
   tls: { cert: Buffer; key: Buffer } | null;
   /** Whose PROXY header is believed, and the key per-address limits count under. */
   clientAddress: ClientAddressPolicy;
+  /**
+   * A relay's hop token: a PROXY v2 header carrying it (a gateway's
+   * connection preamble) is believed from any peer, and the connection counts
+   * as the client it names, or as nobody (LOCAL: a hop lane). Absent on serve.
+   */
+  hopToken?: HopToken;
   maxConnections: number;
   maxConnectionsPerAddress: number;
   /** A TLS handshake not finished within this is dropped (server.tlsHandshakeTimeoutMs). */
@@ -73,6 +80,8 @@ export class PublicListener {
   private readonly onSocketClose: (this: net.Socket) => void;
   private readonly onSocketError: (this: net.Socket, err: Error) => void;
   private readonly perAddress = new Map<string, number>();
+  /** Raw sockets a gateway's preamble already counted as its client's (or nobody's): rekey leaves them be. */
+  private readonly preambled = new WeakSet<net.Socket>();
   /** Terminates TLS for sockets we accepted ourselves (emit 'connection'); null in plain text. */
   private readonly tlsServer: tls.Server | null;
   /** Address and limit verdict of each raw socket, read back once its TLS handshake completes. */
@@ -170,32 +179,42 @@ export class PublicListener {
     let buffered: Buffer = EMPTY;
     const peer = socket.remoteAddress ?? 'unknown';
     const proxyRule = this.options.clientAddress.proxyHeaderFrom(peer);
+    // A PROXY header may come: from a trusted balancer, or a gateway's preamble (checked by its hop token).
+    let headerPending = proxyRule !== 'off' || this.options.hopToken !== undefined;
     let address: string | null = proxyRule === 'off' ? peer : null;
-    // Without a PROXY header to wait for, the client is known now: count it at
-    // once, so connections that never send a byte count against its limit too,
-    // and one over a limit waits only the refusal grace for its first bytes.
+    // Without a trusted balancer's header to wait for, the client is known now: count it at once, so
+    // connections that never send a byte count against its limit too, and one over a limit waits only the
+    // refusal grace for its first bytes. A gateway's preamble, first thing on its connections, re-counts it.
     const overLimitNow = address === null ? null : this.countConnection(socket, address);
     const timer = setTimeout(() => socket.destroy(), overLimitNow ? REFUSAL_GRACE_MS : this.prefaceTimeoutMs);
     timer.unref();
+    let exempt = false;
 
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      if (address === null) {
+      if (headerPending) {
         const proxy = parseProxyHeader(buffered);
         if (proxy.kind === 'more' && buffered.length < MAX_PREFACE_BYTES) return;
+        headerPending = false;
+        const reason = proxy.kind === 'invalid' ? proxy.reason : proxy.kind === 'more' ? 'PROXY header too long' : null;
+        const verdict = proxy.kind === 'header' ? this.judgeHeader(proxy.hopToken, proxyRule) : 'none';
         // Debug, not warn: anyone can send these, one line each would let them fill the log.
-        if (proxy.kind === 'invalid' || proxy.kind === 'more') {
-          this.options.logger.debug({ reason: proxy.kind === 'invalid' ? proxy.reason : 'PROXY header too long' }, 'bad PROXY header, connection closed');
+        if (reason !== null || verdict === 'refused') {
+          this.options.logger.debug({ reason: reason ?? 'PROXY header from a peer not trusted to send one' }, 'bad PROXY header, connection closed');
           socket.destroy();
           return;
         }
-        if (proxy.kind === 'header' && proxyRule === 'refuse') {
-          this.options.logger.debug('PROXY header from a peer not trusted to send one, connection closed');
-          socket.destroy();
-          return;
-        }
-        address = proxy.kind === 'header' ? (proxy.address ?? peer) : peer;
         if (proxy.kind === 'header') buffered = buffered.subarray(proxy.length);
+        if (verdict === 'gateway' && proxy.kind === 'header') {
+          // Counted under the gateway at accept (if at all): from here its client's, or nobody's.
+          this.uncount(socket);
+          this.preambled.add(socket);
+          exempt = proxy.address === null;
+          address = proxy.address ?? peer;
+        } else if (verdict === 'balancer' && proxy.kind === 'header') address = proxy.address ?? peer;
+        // No header, or a preamble with a wrong token (believed from nobody): the TCP peer's connection, and
+        // its request goes on to be answered (a lane's upgrade: 401, not an authenticated gateway).
+        else address ??= peer;
         if (buffered.length === 0) return;
       }
       // With TLS the first bytes are a ClientHello; the protocol is decided after the handshake.
@@ -204,9 +223,19 @@ export class PublicListener {
       socket.pause();
       clearTimeout(timer);
       if (buffered.length > 0) socket.unshift(buffered);
-      this.admitted(socket, address);
+      this.admitted(socket, address ?? peer, exempt);
     };
     socket.on('data', onData);
+  }
+
+  /**
+   * Whose PROXY header this is: a gateway's (it carries our hop token), a
+   * trusted balancer's, a forged preamble (a wrong token: ignored), or one to
+   * refuse (no token, from a peer not trusted to send a header).
+   */
+  private judgeHeader(token: string | null, rule: ProxyHeaderRule): 'gateway' | 'balancer' | 'forged' | 'refused' {
+    if (token !== null) return this.options.hopToken?.matches(token) ? 'gateway' : 'forged';
+    return rule === 'believe' ? 'balancer' : 'refused';
   }
 
   private closed(socket: net.Socket): void {
@@ -234,11 +263,13 @@ export class PublicListener {
    * client's, a lane as nobody's, so its tunnels never fill the gateway's own
    * per-address budget. False when the new client is over
    * limits.maxConnectionsPerAddress (the caller refuses the connection).
+   * A connection that opened with the gateway's preamble was counted so from
+   * its first byte and stays as it is.
    */
   rekey(socket: Duplex, address: string | null): boolean {
     // A TLS socket's raw socket is the one counted.
     const raw = socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);
-    if (!raw || !this.sockets.has(raw)) return true;
+    if (!raw || !this.sockets.has(raw) || this.preambled.has(raw)) return true;
     this.uncount(raw);
     if (address === null) return true;
     if (this.countUnder(raw, address) <= this.options.maxConnectionsPerAddress) return true;
@@ -267,12 +298,16 @@ export class PublicListener {
     this.options.stats.connectionAddresses = this.perAddress.size;
   }
 
-  /** Connection limits, then TLS, then the protocol handoff. */
-  private admitted(socket: net.Socket, address: string): void {
+  /**
+   * Connection limits, then TLS, then the protocol handoff. `exempt`: a
+   * gateway's hop lane, under no client's per-address limit.
+   */
+  private admitted(socket: net.Socket, address: string, exempt: boolean): void {
     overrideRemoteAddress(socket, address);
     const key = this.sockets.get(socket);
     let overLimit: string | null;
-    if (key == null) overLimit = this.countConnection(socket, address);
+    if (exempt) overLimit = this.sockets.size > this.options.maxConnections ? 'limits.maxConnections' : null;
+    else if (key == null) overLimit = this.countConnection(socket, address);
     else if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
     else overLimit = (this.perAddress.get(key) ?? 0) > this.options.maxConnectionsPerAddress ? 'limits.maxConnectionsPerAddress' : null;
     if (overLimit) this.options.limitHit(overLimit, address);

@@ -3,10 +3,18 @@
  * certificate (no --insecure) and the gateway's end trusting that
  * certificate (hop.caFile). Box calls and lanes both go through TLS; a
  * gateway that does not trust the certificate gets UNAVAILABLE, not a
- * plain-text fallback. Real etcd, a real relay, the gateway end in process.
+ * plain-text fallback. A v2 WebSocket passed through goes over TLS too,
+ * after the gateway's preamble. Real etcd, a real relay, the gateway end in
+ * process.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { V2WebSocketProxy } from '../../src/gateway/v2-websocket-proxy.js';
+import { RelayStats } from '../../src/observe/stats.js';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
@@ -14,7 +22,8 @@ import { HashmailError } from '../../src/session/errors.js';
 import { pollUntil } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { boxAuth, peerSid, randomSid } from '../helpers/grpc-v1.js';
-import { callFrom, readOne, testGateway, type TestGateway } from '../helpers/hop.js';
+import { callFrom, clusterHopToken, readOne, testGateway, type TestGateway } from '../helpers/hop.js';
+import { dialWsV2 } from '../helpers/v2-peers.js';
 import { startRelay, type RunningServer } from '../helpers/server.js';
 
 describe('the gateway hop over TLS', () => {
@@ -66,6 +75,38 @@ describe('the gateway hop over TLS', () => {
       await gw.mailbox.delCipherBox(boxAuth(peerSid(sid)), call);
     } finally {
       await untrusting.close();
+    }
+  });
+
+  test('a v2 WebSocket passed through to the relay: the preamble, then TLS to a certificate the gateway trusts', async () => {
+    const proxy = new V2WebSocketProxy({
+      lookup: async () => ({ id: 'tls-relay', address: relay.address }),
+      logger: pino({ level: 'silent' }),
+      stats: new RelayStats(),
+      insecure: false,
+      ca: readFileSync(join(relay.dataDir, 'tls.cert')),
+      hopToken: (await clusterHopToken(etcd.endpoints)).value,
+    });
+    const front = http.createServer();
+    front.on('upgrade', (req, socket, head) => {
+      if (!proxy.handleUpgrade(req, socket, head)) socket.destroy();
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    try {
+      const sid = randomBytes(64);
+      const res = await dialWsV2((front.address() as AddressInfo).port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
+      assert.ok(res.ok, res.ok ? '' : `refused: ${res.status} ${res.body}`);
+      try {
+        const welcome = await res.party.hello({ sid });
+        assert.ok(welcome, 'no Welcome through the TLS tunnel');
+        assert.equal(proxy.openTunnels, 1);
+      } finally {
+        await res.party.close();
+      }
+    } finally {
+      proxy.close();
+      front.closeAllConnections();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
     }
   });
 });

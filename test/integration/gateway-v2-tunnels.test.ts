@@ -5,13 +5,18 @@
  * the gateway names (x-forwarded-for). Otherwise every tunnel from one
  * gateway to one relay shared the gateway's one address budget
  * (limits.maxConnectionsPerAddress), and one client filling it refused
- * everyone else's. Hop lanes count against no address. Clients here dial
- * from their own 127.0.0.x addresses.
+ * everyone else's. Hop lanes count against no address. The gateway opens
+ * each connection to a relay with its preamble (a PROXY v2 header carrying
+ * the hop token and the client), so even tunnels still in flight never count
+ * as the gateway's. Clients here dial from their own 127.0.0.x addresses.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
+import { encodeHopPreamble } from '../../src/transport/proxy-protocol.js';
+import { rawHttpExchange } from '../helpers/raw-http.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { clusterHopToken, openRawLane, type RawLane } from '../helpers/hop.js';
 import { startGateway, startRelay, type RunningServer } from '../helpers/server.js';
@@ -84,4 +89,68 @@ test('authenticated hop lanes count against no address: more lanes than the per-
   } finally {
     for (const lane of lanes) lane.close();
   }
+});
+
+/** A TCP connection to the relay from `localAddress`, connected. */
+async function connectFrom(localAddress: string): Promise<net.Socket> {
+  const socket = net.connect({ host: '127.0.0.1', port: relay.port, localAddress });
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return socket;
+}
+
+const UPGRADE = [
+  'GET /v2/mailbox HTTP/1.1',
+  'Host: relay',
+  'Upgrade: websocket',
+  'Connection: Upgrade',
+  `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+  'Sec-WebSocket-Version: 13',
+  'Sec-WebSocket-Protocol: hashmail.v2',
+  '',
+  '',
+].join('\r\n');
+
+test('the gateway preamble counts a connection as its client from its first byte: with the sending address over its limit (tunnels in flight), a preambled tunnel and a lane are taken; without it, or with a wrong token, 429', async () => {
+  const token = (await clusterHopToken(etcd.endpoints)).value;
+  const gatewayAddress = '127.0.0.40';
+  // Connections that have sent nothing yet: what a burst of tunnels looks like at the relay before their first bytes.
+  const inFlight: net.Socket[] = [];
+  try {
+    for (let i = 0; i < PER_ADDRESS; i++) inFlight.push(await connectFrom(gatewayAddress));
+
+    const tunnel = await connectFrom(gatewayAddress);
+    inFlight.push(tunnel);
+    // The preamble and the request in two writes: the relay takes the header whole, then the request.
+    tunnel.write(encodeHopPreamble('10.20.30.40', token));
+    const answer = await rawHttpExchange(tunnel, UPGRADE);
+    assert.match(answer, /^HTTP\/1\.1 101 /, 'a tunnel with the preamble was refused');
+
+    const lane = await connectFrom(gatewayAddress);
+    inFlight.push(lane);
+    const route = routeOfSid(randomBytes(64));
+    lane.write(encodeHopPreamble(null, token));
+    const lookup = await rawHttpExchange(lane, `GET /v2/relay?route=${route} HTTP/1.1\r\nHost: relay\r\n\r\n`);
+    assert.match(lookup, /^HTTP\/1\.1 404 /, 'a connection with a LOCAL preamble (a lane) was refused');
+
+    const plain = await connectFrom(gatewayAddress);
+    inFlight.push(plain);
+    assert.match(await rawHttpExchange(plain, UPGRADE), /^HTTP\/1\.1 429 [^]*limits\.maxConnectionsPerAddress/, 'the sending address was not over its limit');
+
+    // A wrong token is believed from nobody: the connection stays the sending address's, over its limit.
+    const forged = await connectFrom(gatewayAddress);
+    inFlight.push(forged);
+    forged.write(encodeHopPreamble('10.20.30.41', 'not-the-token'));
+    assert.match(await rawHttpExchange(forged, UPGRADE), /^HTTP\/1\.1 429 [^]*limits\.maxConnectionsPerAddress/, 'a preamble with a wrong token was believed');
+  } finally {
+    for (const socket of inFlight) socket.destroy();
+  }
+});
+
+test(`a burst of ${3 * PER_ADDRESS} tunnels through the gateway at once, from different clients: every one passes`, async () => {
+  const results = await Promise.all(Array.from({ length: 3 * PER_ADDRESS }, (_, i) => tunnel(`127.0.0.${60 + i}`)));
+  assert.deepEqual(results, results.map(() => ({ ok: true })));
 });
