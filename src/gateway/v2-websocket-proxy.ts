@@ -51,6 +51,10 @@ export interface V2WebSocketProxyOptions {
   upgradeAnswerMs?: number;
 }
 
+/** Bytes a client may send before its relay's 101 (it should send none): past this it is dropped. */
+const MAX_EARLY_BYTES = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+
 /** A relay answers a passed-through upgrade within this, or the gateway gives up on it (ms). */
 export const UPGRADE_ANSWER_MS = 10_000;
 
@@ -67,6 +71,8 @@ export class V2WebSocketProxy {
   private open = 0;
   /** Client sockets past the 101: a failure there ends the pair, it is not answered as HTTP. */
   private readonly upgraded = new WeakSet<Duplex>();
+  /** Client sockets waiting for their relay's 101: stops watching them (before the pipe takes over). */
+  private readonly waiting = new WeakMap<Duplex, () => void>();
   private readonly upgradeAnswerMs: number;
 
   constructor(private readonly options: V2WebSocketProxyOptions) {
@@ -81,12 +87,18 @@ export class V2WebSocketProxy {
     });
     // The upgraded pair: either side gone (end, error, reset) takes the other with it.
     this.proxy.on('proxyReqWs', (proxyReq, _req, socket) => {
+      // A client gone before the 101 takes its relay-side request with it at once.
+      socket.once('close', () => {
+        if (!this.upgraded.has(socket)) proxyReq.destroy();
+      });
       // A relay that took the request and never answers (stopped, overloaded) must not hold the pair here for
       // good: the client (paused until then, so its own leaving goes unseen) gets 502, the relay side is closed.
       const giveUp = setTimeout(() => proxyReq.destroy(new Error('the relay did not answer the upgrade in time')), this.upgradeAnswerMs);
       proxyReq.once('close', () => clearTimeout(giveUp));
       proxyReq.on('upgrade', (_res, relaySocket: Socket) => {
         clearTimeout(giveUp);
+        // Before http-proxy pipes the pair (its listener runs after this one).
+        this.waiting.get(socket)?.();
         this.upgraded.add(socket);
         this.open++;
         let closed = false;
@@ -127,8 +139,7 @@ export class V2WebSocketProxy {
       this.refuse(socket, new HashmailError('BAD_ROUTE'));
       return true;
     }
-    // Nothing is read from the client until the relay answered: its bytes wait in the kernel.
-    socket.pause();
+    const early = this.watchWaiting(socket, head);
     this.options.lookup(route, true).then(
       (owner) => {
         if (socket.destroyed) return;
@@ -144,7 +155,8 @@ export class V2WebSocketProxy {
         // The preamble makes the relay count the tunnel as its client's from its first byte; the header is
         // for the upgrade itself.
         const hop = token ? { headers: { [HOP_TOKEN_HEADER]: token }, agent: preambleAgent(client, token, !this.options.insecure) } : {};
-        this.proxy.ws(req, socket, head, { target, ...hop }, (err: Error) => {
+        // The client's early bytes (head included) stay with the watcher and go first after the 101.
+        this.proxy.ws(req, socket, early, { target, ...hop }, (err: Error) => {
           if (this.upgraded.has(socket)) {
             socket.destroy();
             return;
@@ -156,6 +168,35 @@ export class V2WebSocketProxy {
       (err: unknown) => this.refuse(socket, err),
     );
     return true;
+  }
+
+  /**
+   * Watches a client waiting for its relay's 101 (lookup, dial, upgrade): its
+   * leaving (FIN) ends it at once, so the relay side goes too, instead of at
+   * the 101 or upgradeAnswerMs. A WebSocket client sends nothing before the
+   * 101 (RFC 6455); what one sends anyway is kept, up to MAX_EARLY_BYTES,
+   * and put back in order for the pipe. Returns the empty head for http-proxy.
+   */
+  private watchWaiting(socket: Duplex, head: Buffer): Buffer {
+    const early: Buffer[] = head.length > 0 ? [head] : [];
+    let earlyBytes = head.length;
+    const onData = (chunk: Buffer): void => {
+      earlyBytes += chunk.length;
+      if (earlyBytes > MAX_EARLY_BYTES) socket.destroy();
+      else early.push(chunk);
+    };
+    const onEnd = (): void => void socket.destroy();
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.resume();
+    this.waiting.set(socket, () => {
+      this.waiting.delete(socket);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.pause();
+      if (early.length > 0) socket.unshift(Buffer.concat(early));
+    });
+    return EMPTY;
   }
 
   /** Closes the proxy's own resources (the tunnels go with the listener's sockets). */
