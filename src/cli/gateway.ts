@@ -31,7 +31,8 @@ Flags:
                             what WebSocket clients are told to dial for this gateway (config relay.advertise;
                             default: the listen address, 127.0.0.1 for a wildcard host)
   --id ID                   instance id (config relay.instanceId; default: a random id kept in --data-dir)
-  --data-dir DIR            the instance id, lease ids and generated certificate (config server.dataDir, default .data)
+  --data-dir DIR            the generated certificate; the instance id and lease ids in DIR/<role>-<host>-<port>
+                            (config server.dataDir, default .data)
   --config FILE             JSON config file (see docs/configuration.md)
   --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
   -h, --help                this help

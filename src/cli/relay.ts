@@ -24,7 +24,8 @@ Flags:
   --admin-listen HOST:PORT  /healthz, /readyz, /metrics (config server.adminListen, default 127.0.0.1:9090)
   --insecure                plain text: h2c and HTTP/1.1 on the port, no TLS (config server.insecure)
   --id ID                   instance id (config relay.instanceId; default: a random id kept in --data-dir)
-  --data-dir DIR            the instance id, lease ids and generated certificate (config server.dataDir, default .data)
+  --data-dir DIR            the generated certificate; the instance id and lease ids in DIR/<role>-<host>-<port>
+                            (config server.dataDir, default .data)
   --config FILE             JSON config file (see docs/configuration.md: directory.*, relay.*)
   --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
   -h, --help                this help

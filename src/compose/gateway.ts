@@ -13,8 +13,6 @@
  *   names this gateway, so WebSocket clients come through it; without
  *   `?route` the Hello gets the redirect as over gRPC.
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Directory } from '../directory/directory.js';
 import { EtcdDirectory } from '../directory/etcd/etcd-directory.js';
@@ -29,15 +27,7 @@ import { subsystemLogger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { startNode, type RunningNode } from './node.js';
-import { keptInstanceId } from './relay.js';
-
-/** Where a gateway keeps its lease ids, in server.dataDir (its id: `gateway-id`). */
-const LEASE_STATE_FILE = 'gateway-leases.json';
-
-/** The gateway's id: relay.instanceId, else `gateway-<hex>` kept in dataDir. */
-export function gatewayInstanceId(config: Config): string {
-  return keptInstanceId(config, 'gateway');
-}
+import { InstanceState } from './instance-state.js';
 
 /**
  * The legacy mailbox of a gateway, built once its directory is started: the
@@ -56,12 +46,12 @@ export function hopLegacy(token: HopToken): MakeLegacy {
 }
 
 export async function startGateway(config: Config, logger: Logger, makeLegacy: MakeLegacy, hopToken?: HopToken): Promise<RunningNode> {
-  const instanceId = gatewayInstanceId(config);
-  mkdirSync(config.server.dataDir, { recursive: true });
-  const directory = new EtcdDirectory(etcdOptionsFromConfig(config, logger, join(config.server.dataDir, LEASE_STATE_FILE)));
+  const state = InstanceState.open(config, 'gateway');
+  const directory = new EtcdDirectory(etcdOptionsFromConfig(config, logger, state.leaseFile));
   let proxy: V2WebSocketProxy | null = null;
   const clientAddresses = ClientAddressPolicy.fromConfig(config);
   try {
+    const instanceId = state.instanceId(config);
     await directory.start();
     const legacy = makeLegacy(directory, config, logger);
     const node = await startNode({
@@ -95,13 +85,14 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
         // node.stop stops accepting synchronously; then every carried call ends "server shutting down", as serve's do.
         const stopped = node.stop(options);
         legacy.shutdown?.();
-        await stopped;
+        await stopped.finally(() => state.release());
         proxy?.close();
         legacy.close?.();
       },
     };
   } catch (err) {
     await directory.close().catch(() => undefined);
+    state.release();
     throw err;
   }
 }

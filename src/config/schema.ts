@@ -33,7 +33,7 @@ export const configSchema = z
         listen: hostPort.default('0.0.0.0:8443').describe('Public listener: gRPC (HTTP/2) and REST/WebSocket (HTTP/1.1) on one port'),
         adminListen: hostPort.default('127.0.0.1:9090').describe('Admin listener: /healthz, /readyz, /metrics. Keep it private'),
         insecure: z.boolean().default(false).describe('Plain text (h2c with prior knowledge + HTTP/1.1) instead of TLS, e.g. behind a TLS-terminating balancer'),
-        dataDir: z.string().min(1).default('.data').describe('Directory for state that outlives a restart (the generated self-signed certificate)'),
+        dataDir: z.string().min(1).default('.data').describe('Directory for state that outlives a restart: the generated self-signed certificate; a relay\'s or gateway\'s id and lease ids in <dataDir>/<role>-<host>-<port> after its listen address (<dataDir>/id-<instanceId> when given an id)'),
         tlsCertFile: z.string().default('').describe('PEM certificate chain; empty: a self-signed certificate is generated once in dataDir'),
         tlsKeyFile: z.string().default('').describe('PEM private key for tlsCertFile'),
         trustProxy: z.boolean().default(false).describe('A balancer is in front: take the client address (for per-address limits) from it, from the one source clientAddressFrom names'),
@@ -143,7 +143,7 @@ export const configSchema = z
       .prefault({}),
     relay: z
       .object({
-        instanceId: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, . _ - only (at most 64)').default('').describe('This relay\'s (or gateway\'s) id in the cluster; empty: a random id (relay-<hex>, gateway-<hex>) kept in server.dataDir, so a restart keeps its id'),
+        instanceId: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, . _ - only (at most 64)').default('').describe('This relay\'s (or gateway\'s) id in the cluster; empty: a random id (relay-<hex>, gateway-<hex>) kept in server.dataDir (per listen address), so a restart keeps its id'),
         advertise: z.array(hostPort).default([]).describe('HOST:PORT clients dial to reach this relay, or a gateway for WebSocket clients (first one is given out); empty: server.listen when it names a concrete host. Environment: comma-separated'),
         drainDeadlineMs: z.number().int().min(0).default(30_000).describe('SIGTERM on a relay: how long it waits for its parties to move before it exits (milliseconds)'),
         drainSpreadMs: z.number().int().min(0).default(2000).describe('SIGTERM on a relay: its sessions are told to move at random moments over this window, both parties of a session together (milliseconds)'),
