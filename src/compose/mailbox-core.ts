@@ -12,6 +12,7 @@ import { Metrics } from '../observe/metrics.js';
 import { RefusalLog } from '../observe/refusal-log.js';
 import { RelayStats } from '../observe/stats.js';
 import { LegacyMailbox } from '../relay/legacy-mailbox.js';
+import { IdleMappings } from '../relay/idle-mappings.js';
 import { SessionRouter } from '../relay/session-router.js';
 import { V2Mailbox } from '../relay/v2-mailbox.js';
 import { SessionTable } from '../session/session-table.js';
@@ -26,7 +27,13 @@ export interface MailboxCore {
   router: SessionRouter;
   metrics: Metrics;
   lookup: RouteLookup;
+  /** Releases the directory mappings of sessions gone from the table (etcd only; null on the memory backend). */
+  idleMappings: IdleMappings | null;
 }
+
+/** Sweep period of the idle mappings and how many one sweep releases at most. */
+const IDLE_SWEEP_MS = 1000;
+const IDLE_RELEASES_PER_SWEEP = 2000;
 
 export function buildMailboxCore(config: Config, logger: Logger, directory: Directory): MailboxCore {
   const stats = new RelayStats();
@@ -37,6 +44,11 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
     refusalLog.refused(configKey, client);
   };
   const m = config.mailbox;
+  const releaseMs = config.directory.releaseIdleMappingsMs;
+  const idleMappings =
+    directory.backend === 'etcd' && releaseMs > 0
+      ? new IdleMappings(directory, { graceMs: releaseMs, sweepEveryMs: Math.min(IDLE_SWEEP_MS, releaseMs), maxPerSweep: IDLE_RELEASES_PER_SWEEP }, subsystemLogger(logger, 'directory'))
+      : null;
   const table = new SessionTable(
     {
       bufferBytes: m.bufferBytes,
@@ -53,6 +65,7 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
       rateLimited: () => {
         stats.rateLimitedWaits++;
       },
+      ...(idleMappings ? { sessionOpened: (key: string) => idleMappings.sessionOpened(key), sessionClosed: (key: string) => idleMappings.sessionClosed(key) } : {}),
     },
   );
   const router = new SessionRouter(directory, logger, config.v2.creatorWaitMs);
@@ -73,5 +86,6 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const heldQuota = new KeyedQuota(config.limits.maxBoxesPerAddress);
   const lookup: RouteLookup = (route, create, wait) =>
     lookupRoute(directory, route, create, count, wait && waitCapMs > 0 ? { ...wait, ms: Math.min(wait.ms, waitCapMs) } : undefined, heldQuota);
-  return { stats, refusalLog, limitHit, table, legacy, v2, router, metrics, lookup };
+  if (idleMappings) stats.idleMappings = idleMappings;
+  return { stats, refusalLog, limitHit, table, legacy, v2, router, metrics, lookup, idleMappings };
 }

@@ -213,6 +213,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   publishLoad();
   const loadTimer = setInterval(publishLoad, config.directory.loadPublishIntervalMs);
   loadTimer.unref();
+  core.idleMappings?.start();
   state = 'serving';
 
   let draining: Promise<void> | null = null;
@@ -241,6 +242,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     (stopping ??= (async () => {
       state = 'draining';
       clearInterval(loadTimer);
+      // The table's shutdown below empties it: its sessions' mappings go with the lease, not one by one.
+      core.idleMappings?.stop();
       await Promise.race([listener.stopAccepting(), Promise.resolve()]);
       // Held lookups are answered now, or their connections would keep the grace period waiting.
       directory.stopHoldingLookups();

@@ -135,6 +135,10 @@ export const configSchema = z
           .default(15_000)
           .describe('Longest a lookup that asks to wait (a party that could not reach the relay it was given, or was told "not placed") is held for the answer to change before the same answer is given (milliseconds); 0: always answer at once. Keep it above leaseTtlMs: a dead relay\'s parties then hold one lookup each until its lease expires, instead of asking again while the wave of re-joins runs'),
         maxWaitingLookups: count(100_000, 'Lookups held waiting for their answer to change, per process; past it a lookup is answered at once'),
+        releaseIdleMappingsMs: ms(
+          60_000,
+          'A relay deletes its mapping of a session it no longer holds (the last box gone, or placed and never attached) this long after; the session is placed anew if it comes back. Keeps etcd and every cache to the sessions that exist. 0: never (a mapping then lives as long as its relay)',
+        ),
         keysPerLease: count(1000, 'Session mappings bound to one lease before an instance opens another (etcd slows down as one lease holds more keys)'),
         loadPublishIntervalMs: z.number().int().positive().default(2000).describe('How often an instance publishes its load (sessions, connections) for load-aware placement (milliseconds)'),
         placement: z.enum(['load-aware', 'random']).default('load-aware').describe('Where new sessions go: load-aware (power of two choices on published load) or random; draining instances are never chosen'),

@@ -129,8 +129,11 @@ export interface Directory {
    * instance under a registration it can prove is live right now.
    */
   servesHere(route: string): boolean;
-  /** Drops this instance's mappings of `routes` (drain), so the next lookup places them elsewhere. */
-  release(routes: readonly string[]): Promise<void>;
+  /**
+   * Drops this instance's mappings of `routes` (drain, idle mappings), so the
+   * next lookup places them anew; resolves with how many it deleted.
+   */
+  release(routes: readonly string[]): Promise<number>;
   /** Live instances, from the local view. */
   instances(): InstanceRecord[];
   /** The id this process registered as, or null (a lookup-only member). */

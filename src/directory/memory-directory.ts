@@ -75,8 +75,9 @@ export class MemoryDirectory implements Directory {
     return this.self !== null && !this.closed;
   }
 
-  async release(_routes: readonly string[]): Promise<void> {
+  async release(_routes: readonly string[]): Promise<number> {
     // Nothing is mapped: the one instance is the owner of everything.
+    return 0;
   }
 
   instances(): InstanceRecord[] {

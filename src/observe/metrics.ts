@@ -155,6 +155,8 @@ export class Metrics {
       () => stats.directoryUnavailable,
     );
     gauge('hashmail_directory_lookups_waiting', 'Route lookups held until their answer may change (a party that could not reach the owner it was given, or was told "not placed"; directory.lookupWaitMaxMs; on a gateway also legacy calls waiting briefly for a session its view does not hold yet).', () => stats.lookupsWaiting());
+    counter('hashmail_directory_idle_mappings_released_total', 'Session mappings this relay deleted from the directory because it no longer held the session (directory.releaseIdleMappingsMs).', () => stats.idleMappings.released);
+    gauge('hashmail_directory_idle_mappings', 'Session mappings naming this relay with no session here, waiting out directory.releaseIdleMappingsMs before their release.', () => stats.idleMappings.waiting);
     labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);
     new Counter<'reason'>({
       name: 'hashmail_tls_handshake_failures_total',

@@ -26,6 +26,10 @@ export interface SessionTableObserver {
   limitHit?(configKey: string, client: string): void;
   /** A write waited for a rate-limit token. */
   rateLimited?(): void;
+  /** A session (its first box) came into the table; `key`: its session key (never logged). */
+  sessionOpened?(key: string): void;
+  /** A session's last box left the table. */
+  sessionClosed?(key: string): void;
 }
 
 interface BoxEntry {
@@ -159,7 +163,10 @@ export class SessionTable implements BoxHost {
     owner.boxes++;
     this.armStaleTimer(entry);
     this.observer.boxCreated?.(box);
-    if (opened) this.openWaiters.wake(skey);
+    if (opened) {
+      this.observer.sessionOpened?.(skey);
+      this.openWaiters.wake(skey);
+    }
     return box;
   }
 
@@ -192,9 +199,11 @@ export class SessionTable implements BoxHost {
     if (--entry.owner.boxes === 0) this.owners.delete(entry.owner.address);
     const { session } = entry;
     session.boxes[boxIndex(entry.box.sid)] = null;
-    if (session.boxCount === 0) this.sessionsByKey.delete(session.key);
+    const sessionGone = session.boxCount === 0;
+    if (sessionGone) this.sessionsByKey.delete(session.key);
     entry.box.close(reason);
     this.observer.boxClosed?.(entry.box, reason);
+    if (sessionGone) this.observer.sessionClosed?.(session.key);
   }
 
   /**

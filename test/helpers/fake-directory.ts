@@ -113,11 +113,15 @@ export class FakeDirectory implements Directory {
     return !this.fenced && this.self !== null && this.owners.get(route)?.id === this.self.id;
   }
 
-  async release(routes: readonly string[]): Promise<void> {
+  async release(routes: readonly string[]): Promise<number> {
+    let deleted = 0;
     for (const route of routes) {
       this.released.push(route);
-      if (this.servesHere(route)) this.owners.delete(route);
+      if (!this.servesHere(route)) continue;
+      this.owners.delete(route);
+      deleted++;
     }
+    return deleted;
   }
 
   instances(): InstanceRecord[] {

@@ -163,7 +163,10 @@ export class EtcdDirectory implements Directory {
     this.starting ??= (async () => {
       if (this.options.leaseStateFile) await this.revokeLeftovers();
       await this.watcher.start();
-      this.loadTimer = setInterval(() => this.publishIfDirty(), this.options.loadPublishIntervalMs);
+      this.loadTimer = setInterval(() => {
+        this.publishIfDirty();
+        this.pruneEmptyLeases();
+      }, this.options.loadPublishIntervalMs);
       this.loadTimer.unref();
       this.started = true;
     })().catch((err: unknown) => {
@@ -249,14 +252,15 @@ export class EtcdDirectory implements Directory {
     return this.keeper !== null && this.keeper.provable(leaseDecimal(mapping.lease));
   }
 
-  async release(routes: readonly string[]): Promise<void> {
+  async release(routes: readonly string[]): Promise<number> {
     const me = this.selfId;
-    if (me === null) return;
+    if (me === null) return 0;
     const ours = routes.filter((r) => this.cache.sessions.get(r)?.id === me).map((r) => Buffer.from(sessionKey(this.layout, r)));
     for (let i = 0; i < ours.length; i += MAX_TXN_OPS) {
       const batch = ours.slice(i, i + MAX_TXN_OPS);
       await this.rpc.call('release', (o) => this.rpc.client.kv.txn({ success: batch.map((key) => ({ request_delete_range: { key } })) }, o));
     }
+    return ours.length;
   }
 
   instances(): InstanceRecord[] {
@@ -383,6 +387,23 @@ export class EtcdDirectory implements Directory {
       .finally(() => {
         this.rotating = false;
       });
+  }
+
+  /**
+   * Revokes the session leases left holding no mapping (their sessions
+   * released: idle, drained), all but the first (our record's) and the
+   * current one (new mappings bind to it): a long-lived relay keeps as many
+   * leases as its live sessions need, not one per keysPerLease ever placed.
+   */
+  private pruneEmptyLeases(): void {
+    const keeper = this.keeper;
+    if (!keeper || this.fenced || this.closed || this.rotating || this.leases.length <= 2) return;
+    const empty = this.leases.slice(1, -1).filter((l) => this.cache.mappingsOnLease(l) === 0);
+    if (empty.length === 0) return;
+    this.leases = this.leases.filter((l) => !empty.includes(l));
+    this.saveLeaseState();
+    for (const l of empty) keeper.drop(leaseDecimal(l), true).catch(() => this.abandoned.push(l));
+    this.options.logger.debug({ leases: empty.length }, 'directory: revoked session leases left with no mapping');
   }
 
   /** Any lost lease fences the whole instance: end every session, then register anew by ourselves. */
