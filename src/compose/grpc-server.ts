@@ -8,6 +8,7 @@ import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
+import type { AnsweredAs } from '../transport/reached-address.js';
 import type { LegacyOperations } from '../relay/legacy-operations.js';
 import type { ClientAddressPolicy } from '../transport/client-address.js';
 import { hashMailServerService, legacyGrpcHandlers } from '../transport/grpc-v1/handlers.js';
@@ -38,6 +39,7 @@ export function buildGrpcServer(
   core: MailboxCore,
   addresses: ClientAddressPolicy,
   legacy: LegacyOperations | null,
+  answeredAs?: AnsweredAs,
 ): GrpcParts {
   const m = config.mailbox;
   const server = new GrpcServer({
@@ -57,7 +59,7 @@ export function buildGrpcServer(
   const clientAddress = addresses.limitKeyOfCall.bind(addresses);
   const common = { logger: grpcLogger, stats: core.stats, metrics: core.metrics, streams, clientAddress };
   if (legacy) server.addService(hashMailServerService, legacyGrpcHandlers({ ...common, mailbox: legacy }));
-  server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup }));
+  server.addService(mailboxV2ServerService, mailboxV2Handlers({ ...common, v2: config.v2.enabled ? core.v2 : null, lookup: core.lookup, ...(answeredAs ? { answeredAs } : {}) }));
 
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
   const reaper = new H2SessionReaper({ stalledWriteLimitMs: config.grpc.keepaliveTimeoutMs, logger: grpcLogger });

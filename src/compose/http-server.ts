@@ -15,6 +15,7 @@ import { endWithin } from '../transport/end-within.js';
 import { DEADLINE_CLOSE_GRACE_MS, Http1Deadlines } from '../transport/http1-deadlines.js';
 import type { RouteLookup } from '../directory/route-lookup.js';
 import { HttpLookup, isLookupPath } from '../transport/http-lookup.js';
+import type { AnsweredAs } from '../transport/reached-address.js';
 import type { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { parseTarget } from '../transport/rest-ws-v1/paths.js';
 import type { WsV2Gateway } from '../transport/ws-v2/ws-v2-gateway.js';
@@ -50,6 +51,8 @@ export interface HttpRoutes {
   lookup?: RouteLookup;
   /** A request's per-address limit key (server.clientAddressFrom): held lookups count under it. */
   clientAddress: (req: IncomingMessage) => string;
+  /** The address GET /v2/relay gives out for an owner (reached-address.ts); default as registered. */
+  answeredAs?: AnsweredAs;
 }
 
 export interface HttpParts {
@@ -66,7 +69,7 @@ export interface HttpParts {
 
 export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): HttpParts {
   const { gateway, wsV2 } = routes;
-  const lookup = new HttpLookup(routes.lookup ?? core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats }, routes.clientAddress);
+  const lookup = new HttpLookup(routes.lookup ?? core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats }, routes.clientAddress, routes.answeredAs);
   const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
   new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
   const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {

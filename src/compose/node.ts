@@ -19,6 +19,7 @@ import type { LegacyOperations } from '../relay/legacy-operations.js';
 import { ClientAddressPolicy, gatewayForwardedClient } from '../transport/client-address.js';
 import { HOP_TOKEN_HEADER } from '../transport/hop/lane-upgrade.js';
 import { PublicListener } from '../transport/public-listener.js';
+import { answeredAsReached } from '../transport/reached-address.js';
 import { HttpGateway } from '../transport/rest-ws-v1/http-gateway.js';
 import { isIP } from 'node:net';
 import type { IncomingMessage } from 'node:http';
@@ -129,7 +130,13 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         adopt: (socket) => void listenerRef?.rekey(socket, null),
       }
     : null;
-  const grpc = buildGrpcServer(config, logger, core, addresses, legacy);
+  let advertised: string[] = [];
+  const self = (): string => advertised[0] ?? '';
+  // Told nothing to advertise and listening on every interface: lookups give this instance out as the
+  // client reached it, not as the loopback address it registered (reached-address.ts).
+  const derivedSelf = config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(config.server.listen, 'listen address').host);
+  const answeredAs = answeredAsReached(derivedSelf, self, !config.server.insecure);
+  const grpc = buildGrpcServer(config, logger, core, addresses, legacy, answeredAs);
   const httpClientAddress = addresses.limitKeyOfRequest.bind(addresses);
   const gateway = legacy ? new HttpGateway({ mailbox: legacy, config, logger, stats, metrics, clientAddress: httpClientAddress }) : null;
   const hopToken = options.hopToken;
@@ -143,13 +150,12 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   };
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: wsV2ClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
-  let advertised: string[] = [];
-  const self = (): string => advertised[0] ?? '';
   const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, {
     gateway,
     wsV2,
     lane: hop ? hopLaneRoute(hop) : undefined,
     clientAddress: httpClientAddress,
+    answeredAs,
     ...options.httpRoutes?.(core, self),
   });
   grpc.setHttpHandler(handleH2Request);

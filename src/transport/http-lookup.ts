@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LookupWait, RouteLookup } from '../directory/route-lookup.js';
 import { CALL_OVER } from '../session/abort-reason.js';
 import { HashmailError } from '../session/errors.js';
+import type { AnsweredAs } from './reached-address.js';
 import { noteError, type ErrorReporter } from './report-error.js';
 
 export const LOOKUP_PATH = '/v2/relay';
@@ -49,6 +50,8 @@ export class HttpLookup {
     private readonly reporter: ErrorReporter,
     /** The per-address limit key of a request (server.clientAddressFrom): its held lookups count under it (MAX_HELD_LOOKUPS_PER_ADDRESS). */
     private readonly clientAddress: (req: IncomingMessage) => string,
+    /** The address given out for an owner (reached-address.ts); default as registered. */
+    private readonly answeredAs: AnsweredAs = (owner) => owner.address,
   ) {}
 
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -76,7 +79,7 @@ export class HttpLookup {
       return;
     }
     this.lookup(query.get('route'), create === '1' || create === 'true', heldLookup(query, res, () => this.clientAddress(req))).then(
-      (owner) => sendJson(res, 200, { id: owner.id, address: owner.address }),
+      (owner) => sendJson(res, 200, { id: owner.id, address: this.answeredAs(owner, authorityOf(req)) }),
       (err: unknown) => this.fail(res, err),
     );
   }
@@ -86,4 +89,10 @@ export class HttpLookup {
     if (res.headersSent || res.destroyed) return;
     sendJson(res, e.httpStatus, { error: { code: e.grpcCode, message: e.message } });
   }
+}
+
+/** The authority a request came with: Host (HTTP/1.1) or :authority (HTTP/2). */
+function authorityOf(req: IncomingMessage): string | undefined {
+  const value = req.headers.host ?? req.headers[':authority'];
+  return typeof value === 'string' ? value : undefined;
 }

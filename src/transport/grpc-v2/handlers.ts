@@ -30,6 +30,7 @@ import type { StreamsPerConnection } from '../grpc-stream-limit.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 import { serverForMailboxHandler, serverForMailboxMethod, serverForMailboxServerMethod } from './server-for-mailbox.js';
 import type { RouteLookup } from '../../directory/route-lookup.js';
+import type { AnsweredAs } from '../reached-address.js';
 
 export const V2_SERVICE_NAME = 'hashmail.v2.Mailbox';
 export const V2_CONNECT_PATH = `/${V2_SERVICE_NAME}/Connect`;
@@ -73,6 +74,8 @@ export interface GrpcV2Deps {
   /** null: v2 streams are off (v2.enabled false); lookups are still answered. */
   v2: V2Mailbox | null;
   lookup: RouteLookup;
+  /** The address ServerForMailbox gives out for an owner (reached-address.ts); default as registered. */
+  answeredAs?: AnsweredAs;
   logger: Logger;
   stats: RelayStats;
   metrics: GrpcMetricsHook;

@@ -17,6 +17,7 @@ import {
   type ServerForMailboxResponse,
 } from '../../wire/v2-frames.js';
 import type { GrpcCallPeer } from '../client-address.js';
+import type { AnsweredAs } from '../reached-address.js';
 import type { GrpcMetricsHook } from '../grpc-v1/handlers.js';
 import { noteError } from '../report-error.js';
 
@@ -55,6 +56,8 @@ export interface ServerForMailboxDeps {
   metrics: GrpcMetricsHook;
   /** The caller's per-address limit key: its held lookups count under it (MAX_HELD_LOOKUPS_PER_ADDRESS). */
   clientAddress?(call: GrpcCallPeer): string;
+  /** The address given out for an owner (reached-address.ts); default as registered. */
+  answeredAs?: AnsweredAs;
 }
 
 /**
@@ -86,7 +89,7 @@ export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
         answered = true;
         m.sent();
         m.done(0);
-        callback(null, { id: owner.id, address: owner.address });
+        callback(null, { id: owner.id, address: deps.answeredAs ? deps.answeredAs(owner, call.getHost()) : owner.address });
       },
       (err: unknown) => {
         answered = true;
