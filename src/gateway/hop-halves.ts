@@ -14,11 +14,14 @@
  */
 import type { HalfKind, RelayStats, TransportName } from '../observe/stats.js';
 import type { LegacyReceive, LegacySend } from '../relay/legacy-operations.js';
-import { HashmailError } from '../session/errors.js';
+import { HashmailError, type HashmailErrorCode } from '../session/errors.js';
 import type { ReadableCallback } from '../session/message-queue.js';
 import { FrameKind } from '../transport/hop/frame.js';
 import { creditBatch, messageCost } from '../transport/hop/lane-credit.js';
 import type { HopLane, LaneEndpoint } from './hop-lane.js';
+
+/** A relay's "look the session up again" endings (v2's words), told to legacy clients in v1's. */
+const SESSION_MOVED: ReadonlySet<HashmailErrorCode> = new Set<HashmailErrorCode>(['RELAY_DRAINING', 'ROUTE_LOST', 'FENCE_LOST']);
 
 /** Where a half is counted and what frees its pool place and tracking. */
 export interface HalfContext {
@@ -102,7 +105,10 @@ abstract class HopHalf implements LaneEndpoint {
   abstract credit(bytes: number): void;
 
   ended(err: HashmailError | null): void {
-    if (err) this.end(err);
+    // The relay moving its sessions away (drain, a lost mapping or lease) is, to a legacy client, its server
+    // going away: v1's UNAVAILABLE "server shutting down", which it answers by dialing again.
+    if (err && SESSION_MOVED.has(err.code)) this.end(new HashmailError('SERVER_SHUTTING_DOWN'));
+    else if (err) this.end(err);
     else this.answered();
   }
 

@@ -16,9 +16,9 @@
  *
  * - finding the relay: the page computes the session's route (WebCrypto) as
  *   the directory does, asks a lookup instance (GET /v2/relay, CORS
- *   allow-all) and dials the real relay it names; against today's serve,
- *   which has no lookup (a 404 without CORS headers, a failed fetch to the
- *   page), it dials the relay directly, as the tests above show.
+ *   allow-all) and dials the real relay it names; a server with no lookup
+ *   (a 404 without CORS headers, a failed fetch to the page) is dialed
+ *   directly, as the tests above show.
  *
  * - connection phrase: the bundle decodes a v2 URL made in Node (and names a
  *   bad checksum), and the page connects from that URL alone.

@@ -4,8 +4,8 @@
  * Connect / WebSocket that redirects with Error.relay_address) names a real
  * `hashmail serve` as the owner; the client library, over gRPC and
  * WebSocket, looks up, dials the owner or follows the redirect, and looks up
- * again after its relay went away. Today's serve (no lookups yet) is covered
- * by the fallback: test/integration/client.test.ts dials it directly.
+ * again after its relay went away. serve's own lookups (naming itself) are
+ * covered by test/integration/serve-lookup.test.ts.
  * Every wait is bounded; everything listens on 127.0.0.1.
  */
 import assert from 'node:assert/strict';

@@ -4,9 +4,6 @@
  * cross-generation) run here unchanged against a cluster: real etcd, 3
  * relays and 2 gateways as separate processes, every legacy call through a
  * gateway (test/helpers/legacy-target.ts clusterTarget).
- *
- * Skipped until the gateway -> relay hop is merged: until then the gateway
- * answers every legacy call UNAVAILABLE "gateway: relay hop not available".
  */
 import { describe } from 'node:test';
 import { clusterTarget } from '../helpers/legacy-target.js';

@@ -93,14 +93,14 @@ describe('the gateway hop when the relay fails', () => {
     }
   });
 
-  test('SIGTERM drains the relay: the SessionRouter ends the carried halves with UNAVAILABLE "relay draining"', async () => {
+  test('SIGTERM drains the relay: the SessionRouter ends the carried halves, told to legacy clients as v1\'s UNAVAILABLE "server shutting down"', async () => {
     const relay = await startRelay({ etcd: etcd.etcdFlag, id: 'victim-drained', config: { ...RELAY_CONFIG, relay: { drainSpreadMs: 100, drainDeadlineMs: 3000 } } });
     try {
       const { halves, closed } = await carriedSession(relay);
       relay.process.kill('SIGTERM');
       for (const err of await Promise.all(closed)) {
         assertUnavailable(err);
-        assert.equal(err.message, 'relay draining: look up the session again');
+        assert.equal(err.message, 'server shutting down');
       }
       for (const h of halves) h.release();
       assert.equal(await relay.exited, 0);
