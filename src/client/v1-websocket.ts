@@ -20,6 +20,7 @@ import {
 import { closeSocket, httpBase, sendWithBackpressure, wsBase, WS_OPEN, type WebSocketFactory, type WebSocketLike, type WsEvent } from './websocket.js';
 import type { ServerAddress } from './options.js';
 import { flipSid } from './bytes.js';
+import type { NodeTls } from './tls-trust-node.js';
 
 /** Bound on one NewCipherBox request (ms). */
 export const CREATE_BOX_TIMEOUT_MS = 10_000;
@@ -29,8 +30,8 @@ function closedError(event: WsEvent, what: string): HashmailClientError {
 }
 
 /** A socket and a promise of its close. */
-function dial(factory: WebSocketFactory, url: string): { ws: WebSocketLike; closed: Promise<void> } {
-  const ws = factory(url, []);
+function dial(factory: WebSocketFactory, url: string, tls: NodeTls | undefined): { ws: WebSocketLike; closed: Promise<void> } {
+  const ws = factory(url, [], tls);
   ws.binaryType = 'arraybuffer';
   const closed = new Promise<void>((resolve) => ws.addEventListener('close', () => resolve()));
   return { ws, closed };
@@ -63,6 +64,8 @@ class WebSocketHalves implements V1Halves {
   constructor(
     private readonly factory: WebSocketFactory,
     private readonly server: ServerAddress,
+    /** The connection's `ca` / `certificateSha256` (Node), for both sockets. */
+    private readonly tls: NodeTls | undefined,
   ) {}
 
   async createBoxes(sid: Uint8Array, signal: AbortSignal): Promise<void> {
@@ -70,7 +73,7 @@ class WebSocketHalves implements V1Halves {
   }
 
   openReceive(sid: Uint8Array, sink: { message(msg: Uint8Array): void; ended(err: HashmailClientError | null): void }): ReceiveHalf {
-    const socket = dial(this.factory, `${wsBase(this.server)}${V1_RECEIVE_PATH}`);
+    const socket = dial(this.factory, `${wsBase(this.server)}${V1_RECEIVE_PATH}`, this.tls);
     this.sockets.add(socket);
     const { ws } = socket;
     let failure: HashmailClientError | null = null;
@@ -105,7 +108,7 @@ class WebSocketHalves implements V1Halves {
   }
 
   openSend(sid: Uint8Array, onEnded: (err: HashmailClientError | null) => void): SendHalf {
-    const socket = dial(this.factory, `${wsBase(this.server)}${V1_SEND_PATH}`);
+    const socket = dial(this.factory, `${wsBase(this.server)}${V1_SEND_PATH}`, this.tls);
     this.sockets.add(socket);
     const { ws } = socket;
     const encode = sendMessageEncoder(sid);
@@ -156,5 +159,5 @@ class WebSocketHalves implements V1Halves {
 }
 
 export function v1WebSocketOpener(factory: WebSocketFactory): LinkOpener {
-  return (req, handlers) => openV1Link(() => new WebSocketHalves(factory, req.server), req, handlers);
+  return (req, handlers) => openV1Link(() => new WebSocketHalves(factory, req.server, req.tls), req, handlers);
 }

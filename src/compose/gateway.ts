@@ -20,8 +20,8 @@ import { etcdOptionsFromConfig } from '../directory/etcd/etcd-options.js';
 import type { RouteLookup } from '../directory/route-lookup.js';
 import { remoteLegacyFromConfig } from '../gateway/remote-legacy-mailbox.js';
 import type { HopToken } from '../transport/hop/hop-token.js';
-import { readFileSync } from 'node:fs';
 import { V2WebSocketProxy } from '../gateway/v2-websocket-proxy.js';
+import { relayTrustFromConfig } from '../gateway/relay-pool.js';
 import { ClientAddressPolicy } from '../transport/client-address.js';
 import type { Logger } from '../observe/logger.js';
 import { subsystemLogger } from '../observe/logger.js';
@@ -51,6 +51,7 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
   const directory = new EtcdDirectory(etcdOptionsFromConfig(config, logger, state.leaseFile));
   let proxy: V2WebSocketProxy | null = null;
   const clientAddresses = ClientAddressPolicy.fromConfig(config);
+  const trust = relayTrustFromConfig(config, directory);
   try {
     const instanceId = state.instanceId(config);
     await directory.start();
@@ -70,8 +71,8 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
           logger: subsystemLogger(logger, 'v2-proxy'),
           stats: core.stats,
           insecure: config.server.insecure,
-          // Relays' certificates are checked as the hop's lanes check them: hop.caFile, else the system CAs.
-          ...(config.hop.caFile && !config.server.insecure ? { ca: readFileSync(config.hop.caFile) } : {}),
+          // Relays' certificates are checked as the hop's lanes check them: hop.caFile, else pinned from the directory.
+          ...(trust ? { trust } : {}),
           ...(hopToken ? { hopToken: hopToken.value } : {}),
           // The client the gateway's own limits count, named to the relay in the hop preamble.
           clientAddress: (req) => clientAddresses.ofHttpRequest(req),

@@ -207,7 +207,14 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     if (options.legacy === null && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen, 'listen address').host)) {
       logger.warn({ advertise: advertised }, 'listening on every interface with no --advertise: other machines cannot dial the loopback address given out');
     }
-    await directory.register({ id: options.instanceId, role: options.role ?? 'relay', addresses: advertised, version: HASHMAIL_VERSION });
+    await directory.register({
+      id: options.instanceId,
+      role: options.role ?? 'relay',
+      addresses: advertised,
+      version: HASHMAIL_VERSION,
+      // Gateways with no hop.caFile pin a relay's self-signed certificate from here (relay-trust.ts).
+      ...(tlsMaterial ? { tlsCertificate: tlsMaterial.cert.toString('utf8') } : {}),
+    });
   } catch (err) {
     listener.destroyAll();
     await admin.close();
@@ -278,6 +285,9 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     const material = loadTlsMaterial(tlsFiles);
     listener.reloadTls(material);
     logger.info({ certificate: material.certPath, sha256: material.fingerprint256 }, 'TLS certificate reloaded');
+    directory.setTlsCertificate(material.cert.toString('utf8')).catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, 'the reloaded certificate is not in the directory yet: gateways pinning the old one cannot open new connections here');
+    });
     return material;
   };
 

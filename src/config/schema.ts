@@ -157,7 +157,7 @@ export const configSchema = z
     hop: z
       .object({
         tokenFile: z.string().default('').describe('File holding the gateway -> relay hop token (the cluster secret every relay and gateway must share; whitespace around it is trimmed, at least 32 characters); empty: the token in etcd at <directory.prefix>cluster/hop-token, created by the first instance. Set it on every instance or on none'),
-        caFile: z.string().default('').describe('Gateway: PEM CA that signs the relays\' certificates, to dial them over TLS; empty: the system CAs. Unused with --insecure (plain-text hop)'),
+        caFile: z.string().default('').describe('Gateway: PEM CA that signs the relays\' certificates, to dial them over TLS (the name dialed is checked); empty: a relay\'s self-signed certificate as registered in the directory, else the system CAs. Unused with --insecure (plain-text hop)'),
         streamsPerConnection: count(1000, 'Gateway: legacy halves and box calls carried at once on one hop connection (lane) to a relay; past it the pool opens another connection'),
         maxConnectionsPerRelay: count(64, 'Gateway: hop connections (lanes) to one relay; a call past hop.streamsPerConnection on every one of them fails at once with RESOURCE_EXHAUSTED, never queued'),
         idleConnectionMs: z.number().int().positive().default(60_000).describe('Gateway: a hop connection that carried no call for this long is closed (milliseconds)'),

@@ -32,6 +32,11 @@ export interface InstanceRecord {
   version: string;
   /** When the instance registered (ms since the epoch, its own clock). */
   startedAt: number;
+  /**
+   * The PEM certificate its public port serves (absent in plain text): a
+   * gateway with no hop.caFile pins a relay's self-signed one.
+   */
+  tlsCertificate?: string;
 }
 
 /** Who serves a route. */
@@ -47,6 +52,8 @@ export interface SelfRegistration {
   role?: InstanceRole;
   addresses: string[];
   version: string;
+  /** The PEM certificate its public port serves (InstanceRecord.tlsCertificate); absent in plain text. */
+  tlsCertificate?: string;
 }
 
 export interface LookupOptions {
@@ -96,6 +103,8 @@ export interface Directory {
   publishLoad(load: InstanceLoad): void;
   /** No new placements land here from now on. */
   setDraining(): Promise<void>;
+  /** Publishes the certificate the public port serves from now on (SIGHUP reload). */
+  setTlsCertificate(pem: string | undefined): Promise<void>;
   /**
    * The owner of `route`; with `place`, places it on a live, non-draining
    * instance if nobody owns it. Resolves null when not placed and `place` is

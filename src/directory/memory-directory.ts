@@ -35,7 +35,14 @@ export class MemoryDirectory implements Directory {
       draining: false,
       version: registration.version,
       startedAt: Date.now(),
+      ...(registration.tlsCertificate ? { tlsCertificate: registration.tlsCertificate } : {}),
     };
+  }
+
+  async setTlsCertificate(pem: string | undefined): Promise<void> {
+    if (!this.self) return;
+    delete this.self.tlsCertificate;
+    if (pem) this.self.tlsCertificate = pem;
   }
 
   publishLoad(load: InstanceLoad): void {

@@ -20,6 +20,7 @@ import { LaneSocket } from '../transport/hop/lane-socket.js';
 import { HOP_TOKEN_HEADER, LANE_FRAME_OVERHEAD_BYTES, LANE_PATH, LANE_PING_EVERY_MS, LANE_PROTOCOL, LANE_SILENCE_LIMIT_MS } from '../transport/hop/lane-upgrade.js';
 import { parseHostPort } from '../config/host-port.js';
 import { preambleConnector } from './relay-connect.js';
+import type { RelayTlsOptions } from './relay-trust.js';
 
 /** Half ids are uint32 on the wire; a lane that used them all is retired. */
 const MAX_HALF_ID = 0xffffffff;
@@ -29,8 +30,8 @@ const LANE_CONNECT_TIMEOUT_MS = 10_000;
 export interface LaneDial {
   /** The relay's `HOST:PORT`. */
   address: string;
-  /** null: plain text (`--insecure`); else TLS, trusting `ca` (PEM) or the system CAs. */
-  tls: { ca: Buffer | null } | null;
+  /** null: plain text (`--insecure`); else TLS with these options (relay-trust.ts: a CA, a pinned certificate, or the system's CAs). */
+  tls: RelayTlsOptions | null;
   /** The hop token. */
   token: string;
   /** mailbox.maxMessageBytes: the largest DATA payload a relay may send. */
@@ -69,7 +70,7 @@ export class HopLane {
       // Its own connection, opened with the hop preamble naming nobody: a lane counts against no client's limit.
       createConnection: preambleConnector(null, dial.token, dial.tls !== null),
       timeout: LANE_CONNECT_TIMEOUT_MS,
-      ...(dial.tls ? { ca: dial.tls.ca ?? undefined, servername: isIP(host) ? undefined : host } : {}),
+      ...(dial.tls ? { ...dial.tls, servername: isIP(host) ? undefined : host } : {}),
     };
     const req = (dial.tls ? https : http).request(options);
     this.request = req;

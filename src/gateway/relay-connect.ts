@@ -13,12 +13,15 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { encodeHopPreamble } from '../transport/proxy-protocol.js';
+import type { RelayTlsOptions } from './relay-trust.js';
 
 /** The `createConnection` of an HTTP(S) request to a relay: TCP, the preamble, then TLS if `useTls`. */
 export function preambleConnector(
   client: string | null,
   hopToken: string,
   useTls: boolean,
+  /** Added to the request's own TLS options (relay-trust.ts: a pinned certificate). */
+  tlsOptions: RelayTlsOptions = {},
 ): (options: http.ClientRequestArgs) => Duplex {
   const preamble = encodeHopPreamble(client, hopToken);
   return (options) => {
@@ -31,7 +34,7 @@ export function preambleConnector(
     // Queued until the connection is up, then sent ahead of everything the request or TLS writes.
     raw.write(preamble);
     if (!useTls) return raw;
-    return tls.connect({ ...(options as tls.ConnectionOptions), socket: raw });
+    return tls.connect({ ...(options as tls.ConnectionOptions), ...tlsOptions, socket: raw });
   };
 }
 
@@ -39,8 +42,9 @@ export function preambleConnector(
  * An agent for one request (http-proxy takes an agent, not a
  * `createConnection`): its one connection opens with the preamble.
  */
-export function preambleAgent(client: string | null, hopToken: string, useTls: boolean): http.Agent {
-  const connect = preambleConnector(client, hopToken, useTls);
+export function preambleAgent(client: string | null, hopToken: string, tlsOptions: RelayTlsOptions | null): http.Agent {
+  const useTls = tlsOptions !== null;
+  const connect = preambleConnector(client, hopToken, useTls, tlsOptions ?? {});
   const Base = useTls ? https.Agent : http.Agent;
   const agent = new Base({ keepAlive: false });
   agent.createConnection = (options) => connect(options);

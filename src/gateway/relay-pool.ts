@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { HashmailError } from '../session/errors.js';
 import type { HopLane } from './hop-lane.js';
+import { RelayTrust, type RelayRegistry, type RelayTlsOptions } from './relay-trust.js';
 
 export const POOL_LIMIT_KEY = 'hop.maxConnectionsPerRelay';
 
@@ -18,22 +19,27 @@ export interface RelayPoolOptions {
   streamsPerConnection: number;
   maxConnectionsPerRelay: number;
   idleConnectionMs: number;
-  /** null: plain text (`--insecure`); else TLS, trusting `ca` (PEM) or the system CAs. */
-  tls: { ca: Buffer | null } | null;
+  /** null: plain text (`--insecure`); else TLS, each relay checked as `tls` says (relay-trust.ts). */
+  tls: RelayTrust | null;
   /** A call was refused by hop.maxConnectionsPerRelay (metrics, refusal log). */
   onLimit?: (configKey: string, client: string) => void;
 }
 
 /** The pool a gateway runs with: the hop.* keys; TLS to relays unless server.insecure (`--insecure`). */
-export function relayPoolOptions(config: Config, onLimit?: (configKey: string, client: string) => void): RelayPoolOptions {
+export function relayPoolOptions(config: Config, registry: RelayRegistry | null, onLimit?: (configKey: string, client: string) => void): RelayPoolOptions {
   const { hop } = config;
   return {
     streamsPerConnection: hop.streamsPerConnection,
     maxConnectionsPerRelay: hop.maxConnectionsPerRelay,
     idleConnectionMs: hop.idleConnectionMs,
-    tls: config.server.insecure ? null : { ca: hop.caFile ? readFileSync(hop.caFile) : null },
+    tls: relayTrustFromConfig(config, registry),
     onLimit,
   };
+}
+
+/** How relays' certificates are checked: hop.caFile, else pinned from the directory; null in plain text (`--insecure`). */
+export function relayTrustFromConfig(config: Config, registry: RelayRegistry | null): RelayTrust | null {
+  return config.server.insecure ? null : new RelayTrust(config.hop.caFile ? readFileSync(config.hop.caFile) : null, registry);
 }
 
 interface Connection {
@@ -46,7 +52,7 @@ interface Connection {
 /** One call's place on a connection: `release` once the call is over (idempotent). */
 export interface PooledCall {
   /** The connection's lane: the one it has if still usable, else one `open` makes to the same relay. */
-  lane(open: (address: string, tls: RelayPoolOptions['tls']) => HopLane): HopLane;
+  lane(open: (address: string, tls: RelayTlsOptions | null) => HopLane): HopLane;
   release(): void;
 }
 
@@ -111,7 +117,7 @@ export class RelayPool {
     let released = false;
     return {
       lane: (open) => {
-        if (!c.lane?.usable) c.lane = open(address, this.options.tls);
+        if (!c.lane?.usable) c.lane = open(address, this.options.tls?.optionsFor(address) ?? null);
         return c.lane;
       },
       release: () => {

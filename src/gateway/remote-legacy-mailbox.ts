@@ -23,7 +23,8 @@ import { FrameKind } from '../transport/hop/frame.js';
 import type { HopToken } from '../transport/hop/hop-token.js';
 import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
 import { HopLane, type LaneEndpoint } from './hop-lane.js';
-import { RelayPool, relayPoolOptions, type RelayPoolOptions } from './relay-pool.js';
+import { RelayPool, relayPoolOptions } from './relay-pool.js';
+import type { RelayTlsOptions } from './relay-trust.js';
 
 /**
  * How long a call for a session our watch-fed view does not hold waits for
@@ -250,7 +251,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     });
   }
 
-  private readonly openLane = (address: string, tls: RelayPoolOptions['tls']): HopLane =>
+  private readonly openLane = (address: string, tls: RelayTlsOptions | null): HopLane =>
     new HopLane({ address, tls, token: this.options.token.value, maxMessageBytes: this.options.maxMessageBytes });
 
   /** The relay `id` is gone: every call carried to it ends with UNAVAILABLE now. */
@@ -275,7 +276,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 export function remoteLegacyFromConfig(directory: Directory, config: Config, logger: Logger, token: HopToken): RemoteLegacyMailbox {
   return new RemoteLegacyMailbox({
     directory,
-    pool: new RelayPool(relayPoolOptions(config)),
+    pool: new RelayPool(relayPoolOptions(config, directory)),
     token,
     logger: subsystemLogger(logger, 'hop'),
     maxMessageBytes: config.mailbox.maxMessageBytes,

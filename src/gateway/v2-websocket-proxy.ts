@@ -24,6 +24,7 @@ import { DEADLINE_CLOSE_GRACE_MS } from '../transport/http1-deadlines.js';
 import { noteError } from '../transport/report-error.js';
 import { parseIp } from '../transport/ip-address.js';
 import { preambleAgent } from './relay-connect.js';
+import type { RelayTrust } from './relay-trust.js';
 
 export const V2_WS_PATH = '/v2/mailbox';
 /** The query parameter naming the session's route (docs/protocol-v2.md). */
@@ -36,9 +37,9 @@ export interface V2WebSocketProxyOptions {
   lookup: RouteLookup;
   logger: Logger;
   stats: RelayStats;
-  /** Dial relays in plain text (--insecure); else TLS, verified against `ca` (or the system's CAs). */
+  /** Dial relays in plain text (--insecure); else TLS, each relay checked as `trust` says (default: the system's CAs). */
   insecure: boolean;
-  ca?: Buffer;
+  trust?: RelayTrust;
   /**
    * The hop token, sent with every passed-through upgrade: the relay then
    * counts the tunnel as the client's connection (x-forwarded-for), not as
@@ -83,7 +84,6 @@ export class V2WebSocketProxy {
       // x-forwarded-for names the client, for a relay that trusts this gateway as a proxy.
       xfwd: true,
       secure: !options.insecure,
-      ...(options.ca ? { ca: options.ca } : {}),
     });
     // The upgraded pair: either side gone (end, error, reset) takes the other with it.
     this.proxy.on('proxyReqWs', (proxyReq, _req, socket) => {
@@ -154,7 +154,10 @@ export class V2WebSocketProxy {
         }
         // The preamble makes the relay count the tunnel as its client's from its first byte; the header is
         // for the upgrade itself.
-        const hop = token ? { headers: { [HOP_TOKEN_HEADER]: token }, agent: preambleAgent(client, token, !this.options.insecure) } : {};
+        const tlsOptions = this.options.insecure ? null : (this.options.trust?.optionsFor(owner.address) ?? {});
+        const hop = token
+          ? { headers: { [HOP_TOKEN_HEADER]: token }, agent: preambleAgent(client, token, tlsOptions) }
+          : { ...(tlsOptions?.ca ? { ca: tlsOptions.ca } : {}) };
         // The client's early bytes (head included) stay with the watcher and go first after the 101.
         this.proxy.ws(req, socket, early, { target, ...hop }, (err: Error) => {
           if (this.upgraded.has(socket)) {

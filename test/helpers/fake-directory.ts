@@ -113,6 +113,10 @@ export class FakeDirectory implements Directory {
     return !this.fenced && this.self !== null && this.owners.get(route)?.id === this.self.id;
   }
 
+  async setTlsCertificate(_pem: string | undefined): Promise<void> {
+    // Nothing reads it here.
+  }
+
   async release(routes: readonly string[]): Promise<number> {
     let deleted = 0;
     for (const route of routes) {

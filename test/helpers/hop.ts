@@ -43,10 +43,14 @@ export async function clusterHopToken(endpoints: string[]): Promise<HopToken> {
   }
 }
 
-/** `wrap` may stand in for the directory the mailbox sees (e.g. one whose view is behind). */
+/**
+ * `pool` may be built from the gateway's directory (a RelayTrust that pins
+ * from it); `wrap` may stand in for the directory the mailbox sees (e.g.
+ * one whose view is behind).
+ */
 export async function testGateway(
   endpoints: string[],
-  pool: Partial<RelayPoolOptions> = {},
+  pool: Partial<RelayPoolOptions> | ((directory: EtcdDirectory) => Partial<RelayPoolOptions>) = {},
   token?: HopToken,
   wrap: (d: EtcdDirectory) => Directory = (d) => d,
 ): Promise<TestGateway> {
@@ -56,7 +60,7 @@ export async function testGateway(
     maxConnectionsPerRelay: 64,
     idleConnectionMs: 60_000,
     tls: null,
-    ...pool,
+    ...(typeof pool === 'function' ? pool(directory) : pool),
   });
   const stats = new RelayStats();
   const mailbox = new RemoteLegacyMailbox({

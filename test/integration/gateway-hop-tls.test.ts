@@ -15,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { V2WebSocketProxy } from '../../src/gateway/v2-websocket-proxy.js';
 import { RelayStats } from '../../src/observe/stats.js';
+import { RelayTrust } from '../../src/gateway/relay-trust.js';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
@@ -42,7 +43,7 @@ describe('the gateway hop over TLS', () => {
   });
 
   test('box calls and both halves of a session travel over TLS to a relay whose certificate the gateway trusts', async () => {
-    gw = await testGateway(etcd.endpoints, { tls: { ca: readFileSync(join(relay.dataDir, 'tls.cert')) } });
+    gw = await testGateway(etcd.endpoints, { tls: new RelayTrust(readFileSync(join(relay.dataDir, 'tls.cert')), null) });
     const call = callFrom('10.4.0.1');
     const sid = randomSid();
     await gw.mailbox.newCipherBox(boxAuth(sid), call);
@@ -57,8 +58,8 @@ describe('the gateway hop over TLS', () => {
     await gw.mailbox.delCipherBox(boxAuth(sid), call);
   });
 
-  test('a gateway that does not trust the certificate is refused on the lane with UNAVAILABLE', async () => {
-    const untrusting = await testGateway(etcd.endpoints, { tls: { ca: null } });
+  test('a gateway that does not trust the certificate (the system CAs, nothing pinned) is refused on the lane with UNAVAILABLE', async () => {
+    const untrusting = await testGateway(etcd.endpoints, { tls: new RelayTrust(null, null) });
     try {
       const call = callFrom('10.4.0.2');
       const sid = randomSid();
@@ -84,7 +85,7 @@ describe('the gateway hop over TLS', () => {
       logger: pino({ level: 'silent' }),
       stats: new RelayStats(),
       insecure: false,
-      ca: readFileSync(join(relay.dataDir, 'tls.cert')),
+      trust: new RelayTrust(readFileSync(join(relay.dataDir, 'tls.cert')), null),
       hopToken: (await clusterHopToken(etcd.endpoints)).value,
     });
     const front = http.createServer();
@@ -107,6 +108,25 @@ describe('the gateway hop over TLS', () => {
       proxy.close();
       front.closeAllConnections();
       await new Promise<void>((resolve) => front.close(() => resolve()));
+    }
+  });
+
+  test('with no hop.caFile the gateway pins the self-signed certificate the relay registered in the directory', async () => {
+    const pinning = await testGateway(etcd.endpoints, (directory) => ({ tls: new RelayTrust(null, directory) }));
+    try {
+      await pollUntil(async () => pinning.directory.instances().some((i) => i.id === 'tls-relay' && i.tlsCertificate !== undefined), 'the relay\'s certificate in the directory');
+      const call = callFrom('10.4.0.3');
+      const sid = randomSid();
+      await pinning.mailbox.newCipherBox(boxAuth(sid), call);
+      const reader = await pinning.mailbox.openReceive(sid, call);
+      const writer = await pinning.mailbox.openSend({ streamId: sid }, call);
+      await writer.write(Buffer.from('pinned'));
+      assert.equal((await readOne(reader)).toString(), 'pinned');
+      reader.release();
+      writer.release();
+      await pinning.mailbox.delCipherBox(boxAuth(sid), call);
+    } finally {
+      await pinning.close();
     }
   });
 });

@@ -197,6 +197,13 @@ export class EtcdDirectory implements Directory {
     if (this.leases.length > 0) await this.publishRecord();
   }
 
+  async setTlsCertificate(pem: string | undefined): Promise<void> {
+    if (!this.self) return;
+    const { tlsCertificate: _old, ...rest } = this.self;
+    this.self = pem ? { ...rest, tlsCertificate: pem } : rest;
+    if (this.leases.length > 0) await this.publishRecord();
+  }
+
   async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
     if (this.closed || !this.started) throw this.unavailable(new DirectoryUnavailableError(this.closed ? 'closed' : 'not started', 'closed'));
     const live = this.cache.liveOwner(route);
@@ -273,6 +280,7 @@ export class EtcdDirectory implements Directory {
       draining: i.draining,
       version: i.version,
       startedAt: i.startedAt,
+      ...(i.tlsCertificate ? { tlsCertificate: i.tlsCertificate } : {}),
     }));
   }
 
@@ -345,6 +353,7 @@ export class EtcdDirectory implements Directory {
       version: self.version,
       startedAt: this.startedAt,
       sessionLease: this.currentSessionLease() ?? '0',
+      ...(self.tlsCertificate ? { tlsCertificate: self.tlsCertificate } : {}),
     };
   }
 

@@ -93,6 +93,7 @@ export function parseInstance(text: string): InstanceValue | null {
     version: o.version,
     startedAt: o.startedAt,
     sessionLease: o.sessionLease,
+    ...(isString(o.tlsCertificate) ? { tlsCertificate: o.tlsCertificate } : {}),
   };
 }
 
