@@ -65,13 +65,15 @@ export interface HttpParts {
    * HTTP/1.1-only header (Connection).
    */
   handleH2Request(req: Http2ServerRequest, res: Http2ServerResponse): void;
+  /** Stopping: closes kept-alive HTTP/1.1 connections with no request, now and as the others finish (Http1Deadlines.closeIdle). */
+  closeIdle(): void;
 }
 
 export function buildHttpServer(config: Config, logger: Logger, core: MailboxCore, routes: HttpRoutes): HttpParts {
   const { gateway, wsV2 } = routes;
   const lookup = new HttpLookup(routes.lookup ?? core.lookup, { logger: subsystemLogger(logger, 'lookup'), stats: core.stats }, routes.clientAddress, routes.answeredAs);
   const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 0 });
-  new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
+  const deadlines = new Http1Deadlines(server, config.http, isStreamingRequest, subsystemLogger(logger, 'listener'));
   const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (isLookupPath(req.url)) lookup.handleRequest(req, res);
     else if (gateway) gateway.handleRequest(req, res);
@@ -96,5 +98,5 @@ export function buildHttpServer(config: Config, logger: Logger, core: MailboxCor
   });
   const handleH2Request = (req: Http2ServerRequest, res: Http2ServerResponse): void =>
     handleRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse);
-  return { server, handleH2Request };
+  return { server, handleH2Request, closeIdle: () => deadlines.closeIdle() };
 }

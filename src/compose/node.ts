@@ -114,6 +114,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const legacy = options.legacy === 'local' ? core.legacy : options.legacy;
   // The public listener, once built (below): authenticated gateways' connections are counted anew after their upgrade.
   let listenerRef: PublicListener | null = null;
+  // Gateways' lanes served here: ended at stop once every half on them has ended, not left for the grace period.
+  const lanes = new Set<Duplex>();
   const hop: HopServerDeps | null = options.hopToken
     ? {
         mailbox: core.legacy,
@@ -127,7 +129,11 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         // A gateway carries up to hop.streamsPerConnection on a lane; box calls it gave up on may still run here.
         maxCallsPerLane: Math.max(MAX_CALLS_PER_LANE, 4 * config.hop.streamsPerConnection),
         // A gateway's lane carries many clients' halves: counted against no client's connection limit.
-        adopt: (socket) => void listenerRef?.rekey(socket, null),
+        adopt: (socket) => {
+          listenerRef?.rekey(socket, null);
+          lanes.add(socket);
+          socket.once('close', () => lanes.delete(socket));
+        },
       }
     : null;
   let advertised: string[] = [];
@@ -150,7 +156,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   };
   const wsV2 = config.v2.enabled ? new WsV2Gateway({ v2: core.v2, config, logger, stats, clientAddress: wsV2ClientAddress }) : null;
   metrics.setOpenSockets(() => (gateway?.openSockets ?? 0) + (wsV2?.openSockets ?? 0));
-  const { server: httpServer, handleH2Request } = buildHttpServer(config, logger, core, {
+  const { server: httpServer, handleH2Request, closeIdle } = buildHttpServer(config, logger, core, {
     gateway,
     wsV2,
     lane: hop ? hopLaneRoute(hop) : undefined,
@@ -265,6 +271,12 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       gateway?.shutdown();
       wsV2?.shutdown();
       grpc.injector.drain(config.server.shutdownGraceMs);
+      // The halves' last frames go out on the next turns of the loop (lanes send once per pass); then the lanes end.
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      for (const lane of lanes) lane.end();
+      // Kept-alive HTTP/1.1 connections with no request (lookups, REST) hold nothing: closed now, or as they turn idle.
+      closeIdle();
       await waitFor(() => listener.openConnections === 0, config.server.shutdownGraceMs);
       grpc.injector.destroy();
       listener.destroyAll();

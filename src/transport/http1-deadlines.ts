@@ -54,6 +54,8 @@ interface Connection {
 
 export class Http1Deadlines {
   private readonly connections = new Map<Duplex, Connection>();
+  /** Stopping: a kept-alive connection is closed as soon as it has no request (closeIdle). */
+  private closing = false;
 
   constructor(
     server: HttpServer,
@@ -70,6 +72,22 @@ export class Http1Deadlines {
   /** HTTP/1.1 connections under a deadline now (tests, metrics). */
   get tracked(): number {
     return this.connections.size;
+  }
+
+  /**
+   * The process is stopping: closes every kept-alive connection with no
+   * request in progress (nor a new one begun), now and as others finish
+   * theirs, so they do not hold the exit for the grace period.
+   */
+  closeIdle(): void {
+    this.closing = true;
+    for (const c of [...this.connections.values()]) if (c.phase === 'idle') this.closeIfQuiet(c);
+  }
+
+  private closeIfQuiet(c: Connection): void {
+    if (bytesRead(c.socket) > c.readAtIdle) return;
+    this.release(c.socket);
+    endWithin(c.socket, DEADLINE_CLOSE_GRACE_MS);
   }
 
   private opened(socket: Duplex): void {
@@ -132,6 +150,10 @@ export class Http1Deadlines {
     if (phase === 'idle') {
       c.readAtIdle = bytesRead(c.socket);
       c.idleSince = Date.now();
+      if (this.closing) {
+        this.closeIfQuiet(c);
+        if (!this.connections.has(c.socket)) return;
+      }
     }
     this.arm(c, ms);
   }

@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { connect, type MailboxConnection } from '../../src/client/index.js';
 import { routeOfSid } from '../../src/directory/route.js';
+import { withTimeout } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
 import http from 'node:http';
@@ -30,6 +32,10 @@ const RELAY_CONFIG = {
 const RACE_LOOKUPS = 1000;
 /** HTTP connections per relay the race keeps open. */
 const HTTP_SOCKETS_PER_RELAY = 32;
+/** Messages each way between the client-library parties that asked different relays. */
+const LIBRARY_MESSAGES = 1000;
+/** Bound on that exchange. */
+const EXCHANGE_MS = 30_000;
 /** Placements tried to find sessions on the relay under test (each lands there with p = 1/3). */
 const MAX_PLACEMENTS = 60;
 
@@ -139,6 +145,38 @@ describe('hashmail relay: three relays on one etcd', () => {
       assert.equal((await pa.nextData()).toString(), 'over the cluster');
     } finally {
       await closeParties([pa, pb]);
+    }
+  });
+
+  test(`client-library parties asking different relays meet on one: ${LIBRARY_MESSAGES} messages each way intact and in order`, async () => {
+    const [a, b] = sidPair();
+    // Each party names a different relay first; whichever places the session, both end up on its owner.
+    const node = await connect({ server: relays[0].address, insecure: true, protocol: 'v2', transport: 'grpc', sid: a, role: 'node' });
+    const app = await connect({ server: relays[2].address, insecure: true, protocol: 'v2', transport: 'websocket', sid: b, role: 'app' });
+    try {
+      const placed = owner(await grpcLookup(relays[1].address, routeOfSid(a), false));
+      assert.equal(node.relay, placed.address, 'the node is not on the owner');
+      assert.equal(app.relay, placed.address, 'the app is not on the owner');
+      const received = (conn: MailboxConnection): Promise<string[]> =>
+        (async () => {
+          const got: string[] = [];
+          for await (const msg of conn) {
+            got.push(Buffer.from(msg).toString());
+            if (got.length === LIBRARY_MESSAGES) break;
+          }
+          return got;
+        })();
+      const atApp = received(app);
+      const atNode = received(node);
+      for (let i = 0; i < LIBRARY_MESSAGES; i++) {
+        await node.send(Buffer.from(`n${i}-${'x'.repeat(i % 97)}`));
+        await app.send(Buffer.from(`a${i}-${'y'.repeat(i % 89)}`));
+      }
+      const expected = (tag: string, pad: string, mod: number): string[] => Array.from({ length: LIBRARY_MESSAGES }, (_, i) => `${tag}${i}-${pad.repeat(i % mod)}`);
+      assert.deepEqual(await withTimeout(atApp, EXCHANGE_MS, 'the app to receive every message'), expected('n', 'x', 97));
+      assert.deepEqual(await withTimeout(atNode, EXCHANGE_MS, 'the node to receive every message'), expected('a', 'y', 89));
+    } finally {
+      await Promise.all([node.close(), app.close()]);
     }
   });
 
