@@ -1,9 +1,9 @@
 /**
  * The cluster when things fail, end to end: real etcd (test/helpers/etcd.ts),
  * `hashmail relay` processes, and the client library as the parties.
- * - kill -9 of the owning relay: both parties are back in session within
- *   TTL + 3 s, and what the library delivers after the re-join is neither
- *   duplicated nor reordered; a restart with the same data dir revokes the
+ * - kill -9 of the owning relay with messages streaming across it: both
+ *   parties are back in session within TTL + 3 s, what arrives is neither
+ *   duplicated nor reordered, and all sent after the re-join arrives; a restart with the same data dir revokes the
  *   old leases, so the session moves before the TTL;
  * - SIGSTOP past the TTL, then SIGCONT: the session was placed elsewhere,
  *   the stopped relay ends its streams and never serves it again, and it
@@ -11,6 +11,9 @@
  * - etcd: one member of three lost changes nothing; all lost: placed sessions
  *   keep relaying, placements fail with UNAVAILABLE "directory unavailable",
  *   and everything works again once etcd is back, with no restart of ours;
+ * - drain under load: SIGTERM one of three relays with library pairs on the
+ *   cluster: no new session lands on it, its pairs move (both parties to
+ *   one relay), it exits 0 within the deadline;
  * - no SID, in any encoding, in any etcd key or value or in any relay log.
  */
 import assert from 'node:assert/strict';
@@ -40,6 +43,19 @@ const STEP_MS = 10_000;
 /** The parties' connectTimeoutMs in the kill -9 test: shorter than the TTL. */
 const CONNECT_TIMEOUT_MS = 1000;
 const MESSAGES = 50;
+/** Numbers streamed node -> app across the kill (apart from the exchanges' 1..2*MESSAGES), one every STREAM_PACE_MS. */
+const STREAM_FROM = 10_000;
+const STREAM_PACE_MS = 5;
+/** Library pairs on the cluster in the drain-under-load test. */
+const LOAD_PAIRS = 24;
+/** The drain's default relay.drainDeadlineMs (30 s) bounds both the moves and the exit. */
+const DRAIN_REJOIN_MS = 35_000;
+/** Sent before the kill. */
+const STREAM_BEFORE_KILL = 50;
+/** Sent after both parties re-joined: all of these must arrive. */
+const STREAM_AFTER_REJOIN = 20;
+/** Bound on the stream whatever happens. */
+const STREAM_MAX = 5000;
 
 const usedSids: Buffer[] = [];
 
@@ -166,6 +182,23 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     const lookupsBefore = await lookupsAnswered();
     const errors: string[] = [];
     for (const c of [pair.node, pair.app]) c.on('reconnecting', (info: ReconnectingInfo) => errors.push(info.error.name));
+    // Traffic in flight across the kill: the node keeps sending numbers (the app reads them once the stream is over).
+    let back = false;
+    void rejoined.then(() => (back = true));
+    let streaming!: () => void;
+    const underway = new Promise<void>((resolve) => (streaming = resolve));
+    const sending = (async (): Promise<number> => {
+      let n = STREAM_FROM;
+      let after = 0;
+      while (after < STREAM_AFTER_REJOIN && n < STREAM_FROM + STREAM_MAX) {
+        await pair.node.send(Buffer.from(String(n++)));
+        if (n === STREAM_FROM + STREAM_BEFORE_KILL) streaming();
+        if (back) after++;
+        await new Promise((r) => setTimeout(r, STREAM_PACE_MS));
+      }
+      return n - 1;
+    })();
+    await bounded(underway, 'the stream under way');
     const killedAt = Date.now();
     home.process.kill('SIGKILL');
     for (const loss of await losses) assert.ok(loss.error instanceof LinkDropped, `a killed relay is a dropped link over both transports, not ${loss.error.name}`);
@@ -180,6 +213,15 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     assert.ok(lookups <= 4, `${lookups} lookups answered for 2 parties: the parties polled instead of holding one lookup each`);
     assert.notEqual(pair.node.relay, home.address);
     assert.equal(pair.app.relay, pair.node.relay, 'both parties on one relay again');
+    const lastSent = await bounded(sending, 'the node to send across the kill');
+    const streamed: number[] = [];
+    while (streamed.length === 0 || (streamed.at(-1) as number) < lastSent) streamed.push(await pair.next(pair.app));
+    // What was in flight at the kill may be lost (no Go-Back-N here); what arrives is never duplicated or reordered,
+    // and everything sent after the re-join arrives.
+    assert.ok(streamed.every((n, i) => i === 0 || n > streamed[i - 1]), 'a number came twice or out of order');
+    const tail = streamed.slice(-STREAM_AFTER_REJOIN);
+    assert.deepEqual(tail, Array.from({ length: STREAM_AFTER_REJOIN }, (_, i) => lastSent - STREAM_AFTER_REJOIN + 1 + i), 'what was sent after the re-join arrived whole');
+    t.diagnostic(`${streamed.length} of ${lastSent - STREAM_FROM + 1} numbers streamed across the kill arrived`);
     await pair.exchange(MESSAGES + 1, 2 * MESSAGES);
   });
 
@@ -298,6 +340,44 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
         if (!answer.ok) await new Promise((r) => setTimeout(r, 100));
       }
       assert.ok(answer.ok, `placement via ${relay.address} after etcd returned: ${JSON.stringify(answer)}`);
+    }
+  });
+
+  test(`drain under load: SIGTERM one of three relays with ${LOAD_PAIRS} library pairs on the cluster: no new session lands on it, each of its pairs moves with both parties to one other relay, it exits 0 within the deadline`, async (t) => {
+    for (let i = 0; live().length < 3; i++) relays.push(await startRelay({ etcd: etcd.etcdFlag, id: `relay-load-${i}`, config: RELAY_CONFIG }));
+    const three = live().slice(0, 3);
+    const addresses = three.map((r) => r.address);
+    const opened = await Promise.all(Array.from({ length: LOAD_PAIRS }, () => LibraryPair.open(addresses)));
+    pairs.push(...opened);
+    const counts = new Map(three.map((r) => [r.address, opened.filter((p) => p.node.relay === r.address).length]));
+    const drained = three.reduce((best, r) => ((counts.get(r.address) ?? 0) > (counts.get(best.address) ?? 0) ? r : best));
+    const moving = opened.filter((p) => p.node.relay === drained.address);
+    assert.ok(moving.length > 0, 'pairs on the relay to drain');
+    const staying = opened.filter((p) => p.node.relay !== drained.address);
+    const rejoins = moving.map((p) => p.rejoined());
+    const watcher = await member(etcd.endpoints, null);
+    try {
+      const sent = Date.now();
+      const exited = drained.exited.then((code) => ({ code, ms: Date.now() - sent }));
+      drained.process.kill('SIGTERM');
+      await until(() => watcher.instances().find((i) => i.address === drained.address)?.draining === true, STEP_MS, 'the relay seen draining');
+      const others = three.filter((r) => r !== drained);
+      for (let i = 0; i < 20; i++) {
+        const placed = ownerOf(await grpcLookup(others[i % 2].address, routeOfSid(randomBytes(64)), true));
+        assert.notEqual(placed.address, drained.address, 'a new session landed on the draining relay');
+      }
+      await bounded(Promise.all(rejoins), 'every pair on the draining relay re-joined', DRAIN_REJOIN_MS);
+      for (const p of moving) {
+        assert.notEqual(p.node.relay, drained.address);
+        assert.equal(p.app.relay, p.node.relay, 'both parties of a session on one relay');
+      }
+      const exit = await bounded(exited, 'the drained relay to exit', DRAIN_REJOIN_MS);
+      assert.equal(exit.code, 0);
+      t.diagnostic(`${moving.length} of ${LOAD_PAIRS} pairs moved off the drained relay; it exited ${exit.ms} ms after SIGTERM`);
+      // Every pair, moved or not, still exchanges.
+      for (const [i, p] of [...moving, ...staying].entries()) await p.exchange(1000 + 10 * i, 1000 + 10 * i + 2);
+    } finally {
+      await watcher.close();
     }
   });
 
