@@ -1,7 +1,7 @@
 /**
  * One suite, two targets: the legacy v1 integration suites that run against
  * `hashmail serve` (grpc-v1, ws-v1, rest-streams, lnc-exchange, bad-input,
- * cross-generation) run here unchanged against a cluster: real etcd, 3
+ * cross-generation, legacy call metrics) run here unchanged against a cluster: real etcd, 3
  * relays and 2 gateways as separate processes, every legacy call through a
  * gateway (test/helpers/legacy-target.ts clusterTarget).
  */
@@ -9,6 +9,7 @@ import { describe } from 'node:test';
 import { clusterTarget } from '../helpers/legacy-target.js';
 import { badInputSuite } from './legacy/bad-input.js';
 import { crossGenerationSuite } from './legacy/cross-generation.js';
+import { legacyCallMetricsSuite } from './legacy/call-metrics.js';
 import { grpcV1Suite } from './legacy/grpc-v1.js';
 import { lncExchangeSuite } from './legacy/lnc-exchange.js';
 import { restStreamsSuite } from './legacy/rest-streams.js';
@@ -21,4 +22,5 @@ describe('legacy v1 suites against a cluster (2 gateways + 3 relays)', () => {
   describe('lnc-exchange', () => lncExchangeSuite(clusterTarget));
   describe('bad-input', () => badInputSuite(clusterTarget));
   describe('cross-generation', () => crossGenerationSuite(clusterTarget));
+  describe('legacy call metrics', () => legacyCallMetricsSuite(clusterTarget));
 });
