@@ -53,15 +53,33 @@ export function splitList(text: string): string[] {
   return text.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
-/** The `server.*` layer of --listen, --admin-listen, --insecure, --data-dir. */
+/** The `server.*` layer of --listen, --admin-listen, --insecure, --data-dir and the BALANCER_FLAGS. */
 export function serverFlags(values: Values): Record<string, unknown> {
   const server: Record<string, unknown> = {};
   if (typeof values.listen === 'string') server.listen = values.listen;
   if (typeof values['admin-listen'] === 'string') server.adminListen = values['admin-listen'];
   if (values.insecure === true) server.insecure = true;
   if (typeof values['data-dir'] === 'string') server.dataDir = values['data-dir'];
+  if (values['trust-proxy'] === true) server.trustProxy = true;
+  if (typeof values['client-address-from'] === 'string') server.clientAddressFrom = values['client-address-from'];
+  if (typeof values['trusted-proxies'] === 'string') server.trustedProxies = splitList(values['trusted-proxies']);
   return server;
 }
+
+/** A balancer in front of the public port (serve, relay, gateway alike): where the client address comes from. */
+export const BALANCER_FLAGS = {
+  'trust-proxy': { type: 'boolean' },
+  'client-address-from': { type: 'string' },
+  'trusted-proxies': { type: 'string' },
+} as const;
+
+/** The usage lines of BALANCER_FLAGS. */
+export const BALANCER_USAGE = `  --trust-proxy             a balancer is in front: take the client address from it (config server.trustProxy)
+  --client-address-from SRC proxy-protocol (default: PROXY v1/v2 header, X-Forwarded-For ignored) or
+                            x-forwarded-for (from --trusted-proxies only, PROXY headers refused)
+                            (config server.clientAddressFrom)
+  --trusted-proxies CIDR[,CIDR...]
+                            balancer IPs/CIDRs, v4 or v6 (config server.trustedProxies)`;
 
 /** The flags `relay` and `gateway` share: the server.* ones, etcd, identity, config and log level. */
 export const CLUSTER_FLAGS = {
@@ -74,6 +92,7 @@ export const CLUSTER_FLAGS = {
   'data-dir': { type: 'string' },
   config: { type: 'string' },
   'log-level': { type: 'string' },
+  ...BALANCER_FLAGS,
 } as const;
 
 /** The config layers of CLUSTER_FLAGS: server.*, relay.advertise / instanceId, the etcd directory, log.level. */

@@ -6,7 +6,7 @@
  * revoked, exit 0. SIGHUP reloads the TLS certificate and key, as `serve`
  * and `relay` do.
  */
-import { CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
+import { BALANCER_USAGE, CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
 import { hopLegacy, startGateway } from '../compose/gateway.js';
 import { logFatal, runUntilStopped } from './server-process.js';
 import { resolveHopToken } from '../compose/hop-token.js';
@@ -34,6 +34,7 @@ Flags:
   --data-dir DIR            the generated certificate; the instance id and lease ids in DIR/<role>-<host>-<port>
                             (config server.dataDir, default .data)
   --config FILE             JSON config file (see docs/configuration.md)
+${BALANCER_USAGE}
   --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
   -h, --help                this help
 

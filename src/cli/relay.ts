@@ -3,7 +3,7 @@
  * override environment variables, which override the config file, which
  * overrides the defaults. SIGTERM or SIGINT drains, then exits 0.
  */
-import { CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
+import { BALANCER_USAGE, CLUSTER_FLAGS, clusterFlagLayers, loadCommandConfig, parseCommandFlags } from './flags.js';
 import { startRelay } from '../compose/relay.js';
 import { logFatal, runUntilStopped } from './server-process.js';
 import { createLogger } from '../observe/logger.js';
@@ -27,6 +27,7 @@ Flags:
   --data-dir DIR            the generated certificate; the instance id and lease ids in DIR/<role>-<host>-<port>
                             (config server.dataDir, default .data)
   --config FILE             JSON config file (see docs/configuration.md: directory.*, relay.*)
+${BALANCER_USAGE}
   --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
   -h, --help                this help
 

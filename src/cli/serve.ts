@@ -3,7 +3,7 @@
  * in-memory directory). Flags override environment variables, which
  * override the config file, which overrides the defaults.
  */
-import { loadCommandConfig, logLevelLayer, parseCommandFlags, serverFlags } from './flags.js';
+import { BALANCER_FLAGS, BALANCER_USAGE, loadCommandConfig, logLevelLayer, parseCommandFlags, serverFlags } from './flags.js';
 import { createLogger } from '../observe/logger.js';
 import { startServe } from '../compose/serve.js';
 import { logFatal, runUntilStopped } from './server-process.js';
@@ -19,12 +19,7 @@ Flags:
   --insecure                plain text: h2c and HTTP/1.1 on the port, no TLS (config server.insecure)
   --data-dir DIR            state kept across restarts, e.g. the generated certificate (config server.dataDir, default .data)
   --config FILE             JSON config file (see config/hashmail.json and docs/configuration.md)
-  --trust-proxy             a balancer is in front: take the client address from it (config server.trustProxy)
-  --client-address-from SRC proxy-protocol (default: PROXY v1/v2 header, X-Forwarded-For ignored) or
-                            x-forwarded-for (from --trusted-proxies only, PROXY headers refused)
-                            (config server.clientAddressFrom)
-  --trusted-proxies CIDR[,CIDR...]
-                            balancer IPs/CIDRs, v4 or v6 (config server.trustedProxies)
+${BALANCER_USAGE}
   --log-level LEVEL         trace|debug|info|warn|error|fatal|silent (config log.level)
   -h, --help                this help
 
@@ -41,18 +36,11 @@ export async function runServe(argv: string[]): Promise<number> {
     insecure: { type: 'boolean' },
     'data-dir': { type: 'string' },
     config: { type: 'string' },
-    'trust-proxy': { type: 'boolean' },
-    'client-address-from': { type: 'string' },
-    'trusted-proxies': { type: 'string' },
+    ...BALANCER_FLAGS,
     'log-level': { type: 'string' },
   }, SERVE_USAGE);
   if (typeof values === 'number') return values;
   const server = serverFlags(values);
-  if (values['trust-proxy']) server.trustProxy = true;
-  if (values['client-address-from'] !== undefined) server.clientAddressFrom = values['client-address-from'];
-  if (values['trusted-proxies'] !== undefined) {
-    server.trustedProxies = values['trusted-proxies'].split(',').map((s) => s.trim()).filter(Boolean);
-  }
   const flags: Record<string, Record<string, unknown>> = { server, ...logLevelLayer(values) };
 
   const config = loadCommandConfig('serve', values.config, flags, (message) => logFatal(null, message));
