@@ -79,9 +79,10 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
   const arrived = performance.now();
   let owner = await directory.lookup(route, { place });
   if (!wait || !(wait.ms > 0)) return owner;
-  // The owner the party could not reach, unless it restarted since then (registered again under the same id).
+  // The owner the party could not reach, unless it restarted since then (registered again under the same id),
+  // or it is this very instance: the party reaches it now (a restarted relay does not know it restarted).
   const stillUnreachable = (o: RouteOwner): boolean => {
-    if (o.id !== wait.unreachable) return false;
+    if (o.id !== wait.unreachable || o.id === directory.selfId) return false;
     const restarted = directory.reRegisteredAt(o.id);
     return restarted === undefined || restarted < arrived - RESTART_GRACE_MS;
   };

@@ -53,6 +53,15 @@ test('a lookup naming the owner it could not reach is held until the session mov
   assert.equal(d.waiters.waiting, 0);
 });
 
+test('a lookup naming as unreachable the very instance it asks is answered at once: the party reaches it now (a relay restarted under its id does not know it restarted)', TEST_TIMEOUT, async () => {
+  const d = new FakeDirectory();
+  await d.register({ id: 'relay-a', addresses: ['127.0.0.1:1'], version: 'test' });
+  const r = route();
+  d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1' });
+  assert.deepEqual(await lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS }), { id: 'relay-a', address: '127.0.0.1:1' });
+  assert.equal(d.waiters.waiting, 0, 'nothing held');
+});
+
 test('a change that leaves the answer as it was (the owner turned draining, still serving) keeps the lookup held', TEST_TIMEOUT, async () => {
   const d = new FakeDirectory();
   const r = route();
