@@ -37,7 +37,7 @@ export async function connectWith(
   } else {
     const factory = await loadWebSocket({ tlsSkipVerify: resolved.tlsSkipVerify });
     const get = loadHttpGet ? await loadHttpGet({ tlsSkipVerify: resolved.tlsSkipVerify }) : fetchGet;
-    openers = { openV2: v2WebSocketOpener(factory), openV1: v1WebSocketOpener(factory), lookup: httpRelayLookup(get) };
+    openers = { openV2: v2WebSocketOpener(factory), openV1: v1WebSocketOpener(factory, get), lookup: httpRelayLookup(get) };
   }
   return MailboxConnection.open(resolved, openers, trust);
 }

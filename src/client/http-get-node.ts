@@ -1,7 +1,7 @@
 /**
- * Node-only: the HTTP lookup's GET over node:http / node:https, which (unlike
- * fetch in Node 20) can skip certificate verification for self-signed test
- * relays. The Node entry (index.ts) loads it with a dynamic import; the
+ * Node-only: the HTTP lookup's GET (and the legacy REST NewCipherBox's POST)
+ * over node:http / node:https, which (unlike fetch in Node 20) can skip
+ * certificate verification for self-signed test relays, or trust `ca` / a pin. The Node entry (index.ts) loads it with a dynamic import; the
  * browser entry never does and uses fetch.
  */
 import http from 'node:http';
@@ -43,13 +43,14 @@ function isStaleSocket(req: http.ClientRequest, err: Error): boolean {
 }
 
 export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
-  return (url, { signal, timeoutMs, tls }) =>
+  return (url, { signal, timeoutMs, tls, post }) =>
     new Promise((resolve, reject) => {
       const secure = url.startsWith('https:');
-      const get = secure ? https.get : http.get;
+      const request = secure ? https.request : http.request;
+      const method = post ? { method: 'POST', headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(post.body) } } : {};
       const send = (agent: http.Agent | false): void => {
         let answered = false;
-        const req = get(url, { signal, timeout: timeoutMs, agent, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
+        const req = request(url, { ...method, signal, timeout: timeoutMs, agent, ...(secure ? { rejectUnauthorized: !options.tlsSkipVerify, ...tls } : {}) }, (res) => {
           answered = true;
           const chunks: Buffer[] = [];
           let length = 0;
@@ -66,6 +67,7 @@ export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
           if (!answered && agent !== false && !signal?.aborted && isStaleSocket(req, err)) send(false);
           else reject(err);
         });
+        req.end(post?.body);
       };
       send(tls ? false : secure ? agents.https : agents.http);
     });

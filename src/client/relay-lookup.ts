@@ -72,12 +72,22 @@ export interface HttpAnswer {
   body: string;
 }
 
-/** GETs `url`; rejects when no HTTP answer came. */
-export type HttpGet = (url: string, options: { signal: AbortSignal; timeoutMs: number; tls?: NodeTls }) => Promise<HttpAnswer>;
+/** A small JSON POST instead of the GET (the legacy NewCipherBox over REST). */
+export interface HttpPost {
+  body: string;
+}
 
-/** GET through fetch (browsers; Node when the certificate is verified). */
-export const fetchGet: HttpGet = async (url, { signal, timeoutMs }) => {
-  const res = await fetch(url, { method: 'GET', signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), cache: 'no-store' });
+/** GETs `url` (or POSTs `post`); rejects when no HTTP answer came. */
+export type HttpGet = (url: string, options: { signal: AbortSignal; timeoutMs: number; tls?: NodeTls; post?: HttpPost }) => Promise<HttpAnswer>;
+
+/** GET (or POST) through fetch (browsers; Node when the certificate is verified). */
+export const fetchGet: HttpGet = async (url, { signal, timeoutMs, post }) => {
+  const res = await fetch(url, {
+    method: post ? 'POST' : 'GET',
+    ...(post ? { body: post.body, headers: { 'Content-Type': 'application/json' } } : {}),
+    signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+    cache: 'no-store',
+  });
   return { status: res.status, body: await res.text() };
 };
 

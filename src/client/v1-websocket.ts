@@ -21,6 +21,7 @@ import { closeSocket, httpBase, sendWithBackpressure, wsBase, WS_OPEN, type WebS
 import type { ServerAddress } from './options.js';
 import { flipSid } from './bytes.js';
 import type { NodeTls } from './tls-trust-node.js';
+import type { HttpAnswer, HttpGet } from './relay-lookup.js';
 
 /** Bound on one NewCipherBox request (ms). */
 export const CREATE_BOX_TIMEOUT_MS = 10_000;
@@ -37,22 +38,16 @@ function dial(factory: WebSocketFactory, url: string, tls: NodeTls | undefined):
   return { ws, closed };
 }
 
-async function createBox(server: ServerAddress, sid: Uint8Array, signal: AbortSignal): Promise<void> {
-  const timeout = AbortSignal.timeout(CREATE_BOX_TIMEOUT_MS);
-  let res: Response;
+/** REST NewCipherBox (POST), through `http`: Node's honours tlsSkipVerify and the connection's `ca` / pin, fetch does neither. */
+async function createBox(http: HttpGet, server: ServerAddress, sid: Uint8Array, signal: AbortSignal, tls: NodeTls | undefined): Promise<void> {
+  let res: HttpAnswer;
   try {
-    res = await fetch(`${httpBase(server)}${V1_HASHMAIL_PATH}`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: createBoxJson(sid),
-      signal: AbortSignal.any([signal, timeout]),
-    });
+    res = await http(`${httpBase(server)}${V1_HASHMAIL_PATH}`, { post: { body: createBoxJson(sid) }, signal, timeoutMs: CREATE_BOX_TIMEOUT_MS, ...(tls ? { tls } : {}) });
   } catch (err) {
     throw new ConnectionLost(`NewCipherBox failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-  const text = await res.text();
-  if (res.ok) return;
-  const status = parseSendFrame(text);
+  if (res.status >= 200 && res.status < 300) return;
+  const status = parseSendFrame(res.body);
   // ALREADY_EXISTS by code, as litd treats it.
   if (status?.code === StatusCode.ALREADY_EXISTS) return;
   throw status ? errorFromStatus(status.code, status.message) : new HashmailClientError(StatusCode.UNKNOWN, `NewCipherBox answered HTTP ${res.status}`);
@@ -63,13 +58,14 @@ class WebSocketHalves implements V1Halves {
 
   constructor(
     private readonly factory: WebSocketFactory,
+    private readonly http: HttpGet,
     private readonly server: ServerAddress,
-    /** The connection's `ca` / `certificateSha256` (Node), for both sockets. */
+    /** The connection's `ca` / `certificateSha256` (Node), for both sockets and the box calls. */
     private readonly tls: NodeTls | undefined,
   ) {}
 
   async createBoxes(sid: Uint8Array, signal: AbortSignal): Promise<void> {
-    await Promise.all([createBox(this.server, sid, signal), createBox(this.server, flipSid(sid), signal)]);
+    await Promise.all([createBox(this.http, this.server, sid, signal, this.tls), createBox(this.http, this.server, flipSid(sid), signal, this.tls)]);
   }
 
   openReceive(sid: Uint8Array, sink: { message(msg: Uint8Array): void; ended(err: HashmailClientError | null): void }): ReceiveHalf {
@@ -158,6 +154,7 @@ class WebSocketHalves implements V1Halves {
   }
 }
 
-export function v1WebSocketOpener(factory: WebSocketFactory): LinkOpener {
-  return (req, handlers) => openV1Link(() => new WebSocketHalves(factory, req.server, req.tls), req, handlers);
+/** `http`: the REST box calls' client (Node's honours tlsSkipVerify and the connection's trust; fetch elsewhere). */
+export function v1WebSocketOpener(factory: WebSocketFactory, http: HttpGet): LinkOpener {
+  return (req, handlers) => openV1Link(() => new WebSocketHalves(factory, http, req.server, req.tls), req, handlers);
 }

@@ -77,3 +77,10 @@ test('v2 parties over WebSocket meet through a TLS gateway: passed through to th
   const b = await party({ sid: flipSid(sid), protocol: 'v2', transport: 'websocket' });
   await exchange(a, b);
 });
+
+test('a legacy node over WebSocket through the TLS gateway: its REST NewCipherBox calls trust the connection\'s ca too', async () => {
+  const sid = randomBytes(64);
+  const node = await party({ sid, role: 'node', protocol: 'v1', transport: 'websocket' });
+  const app = await party({ sid: flipSid(sid), role: 'app', protocol: 'v1', transport: 'grpc' });
+  await exchange(node, app);
+});
