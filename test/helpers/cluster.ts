@@ -16,6 +16,8 @@ export interface ClusterOptions {
   config?: Record<string, Record<string, unknown>>;
   /** Environment added to every relay's and gateway's (e.g. HASHMAIL_TRACE). */
   env?: Record<string, string>;
+  /** false: TLS everywhere, each process with the certificate it generates (gateways pin relays'); default plain text. */
+  insecure?: boolean;
 }
 
 export interface Cluster {
@@ -62,8 +64,9 @@ export async function startCluster(options: ClusterOptions, t?: AfterHook): Prom
     const directory = { ...TEST_DIRECTORY, ...(options.ttlMs === undefined ? {} : { leaseTtlMs: options.ttlMs }), ...options.config?.directory };
     const config = { ...options.config, directory };
     // Relays together, then gateways together: each process's start is mostly Node's own, so in parallel a cluster starts in the time of two.
-    await startAll(options.relays, (i) => startRelay({ etcd: started.etcdFlag, id: `relay-${i}`, config, env: options.env }), relays);
-    await startAll(options.gateways, (i) => startGateway({ etcd: started.etcdFlag, id: `gateway-${i}`, config, env: options.env }), gateways);
+    const tls = options.insecure === false ? { insecure: false } : {};
+    await startAll(options.relays, (i) => startRelay({ etcd: started.etcdFlag, id: `relay-${i}`, config, env: options.env, ...tls }), relays);
+    await startAll(options.gateways, (i) => startGateway({ etcd: started.etcdFlag, id: `gateway-${i}`, config, env: options.env, ...tls }), gateways);
     return { etcd: started, relays, gateways, stop };
   } catch (err) {
     await stop();

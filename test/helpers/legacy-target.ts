@@ -68,6 +68,7 @@ export const clusterTarget: StartTarget = async (options = {}) => {
     relays: CLUSTER_RELAYS,
     gateways: CLUSTER_GATEWAYS,
     config: options.config as Record<string, Record<string, unknown>> | undefined,
+    ...(options.insecure === false ? { insecure: false } : {}),
   });
   const front = cluster.gateways[0];
   const admin = async (path: string): Promise<{ status: number; body: string }> => {
