@@ -150,6 +150,9 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   // connection, not the gateway's: the gateway's tunnels must not fill its own per-address budget here.
   const wsV2ClientAddress = (req: IncomingMessage, socket: Duplex): string | null => {
     if (!hopToken?.matches(req.headers[HOP_TOKEN_HEADER])) return httpClientAddress(req);
+    // The client the gateway's preamble named (counted so from the first byte), else its X-Forwarded-For.
+    const named = listenerRef?.preambleClient(socket);
+    if (typeof named === 'string') return addresses.limitKey(named);
     const client = gatewayForwardedClient(req);
     if (listenerRef && !listenerRef.rekey(socket, client)) return null;
     return addresses.limitKey(client);

@@ -14,8 +14,13 @@ const V1_MAX_BYTES = 107;
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 const V2_FIXED_BYTES = 16;
 const V1_PREFIX = Buffer.from('PROXY ');
-/** TLV type of the hop token: the first of the range the PROXY spec leaves to applications (PP2_TYPE_MIN_CUSTOM). */
-export const PP2_TYPE_HOP_TOKEN = 0xe0;
+/**
+ * TLV type of the hop token, in the range the PROXY spec leaves to
+ * applications (0xE0-0xEF); not 0xE0 or 0xEA, which cloud balancers use for
+ * their own connection ids. A trusted balancer's header with this type is
+ * still the balancer's (PublicListener.judgeHeader).
+ */
+export const PP2_TYPE_HOP_TOKEN = 0xe8;
 /** Address block lengths of the v2 families: AF_INET, AF_INET6, AF_UNIX (each with source and destination). */
 const V2_ADDRESS_BYTES: Record<number, number> = { 1: 12, 2: 36, 3: 216 };
 

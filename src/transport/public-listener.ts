@@ -80,8 +80,8 @@ export class PublicListener {
   private readonly onSocketClose: (this: net.Socket) => void;
   private readonly onSocketError: (this: net.Socket, err: Error) => void;
   private readonly perAddress = new Map<string, number>();
-  /** Raw sockets a gateway's preamble already counted as its client's (or nobody's): rekey leaves them be. */
-  private readonly preambled = new WeakSet<net.Socket>();
+  /** Raw sockets a gateway's preamble already counted, with the client it named (null: nobody, a lane): rekey leaves them be. */
+  private readonly preambled = new WeakMap<net.Socket, string | null>();
   /** Terminates TLS for sockets we accepted ourselves (emit 'connection'); null in plain text. */
   private readonly tlsServer: tls.Server | null;
   /** Address and limit verdict of each raw socket, read back once its TLS handshake completes. */
@@ -208,7 +208,7 @@ export class PublicListener {
         if (verdict === 'gateway' && proxy.kind === 'header') {
           // Counted under the gateway at accept (if at all): from here its client's, or nobody's.
           this.uncount(socket);
-          this.preambled.add(socket);
+          this.preambled.set(socket, proxy.address);
           exempt = proxy.address === null;
           address = proxy.address ?? peer;
         } else if (verdict === 'balancer' && proxy.kind === 'header') address = proxy.address ?? peer;
@@ -230,12 +230,14 @@ export class PublicListener {
 
   /**
    * Whose PROXY header this is: a gateway's (it carries our hop token), a
-   * trusted balancer's, a forged preamble (a wrong token: ignored), or one to
-   * refuse (no token, from a peer not trusted to send a header).
+   * trusted balancer's (whatever TLVs of its own it adds), a forged preamble
+   * (a wrong token from anyone else: ignored), or one to refuse (no token,
+   * from a peer not trusted to send a header).
    */
   private judgeHeader(token: string | null, rule: ProxyHeaderRule): 'gateway' | 'balancer' | 'forged' | 'refused' {
-    if (token !== null) return this.options.hopToken?.matches(token) ? 'gateway' : 'forged';
-    return rule === 'believe' ? 'balancer' : 'refused';
+    if (token !== null && this.options.hopToken?.matches(token)) return 'gateway';
+    if (rule === 'believe') return 'balancer';
+    return token !== null ? 'forged' : 'refused';
   }
 
   private closed(socket: net.Socket): void {
@@ -266,6 +268,16 @@ export class PublicListener {
    * A connection that opened with the gateway's preamble was counted so from
    * its first byte and stays as it is.
    */
+  /**
+   * The client a gateway's preamble named for this connection (undefined:
+   * it opened without one; null: a lane). Preferred to the upgrade's
+   * X-Forwarded-For, whose last hop is only the gateway's TCP peer.
+   */
+  preambleClient(socket: Duplex): string | null | undefined {
+    const raw = socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);
+    return raw ? this.preambled.get(raw) : undefined;
+  }
+
   rekey(socket: Duplex, address: string | null): boolean {
     // A TLS socket's raw socket is the one counted.
     const raw = socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);

@@ -154,3 +154,54 @@ test(`a burst of ${3 * PER_ADDRESS} tunnels through the gateway at once, from di
   const results = await Promise.all(Array.from({ length: 3 * PER_ADDRESS }, (_, i) => tunnel(`127.0.0.${60 + i}`)));
   assert.deepEqual(results, results.map(() => ({ ok: true })));
 });
+
+test('a gateway behind an X-Forwarded-For balancer: each tunnel\'s boxes count at the relay under the client the gateway worked out, not the balancer', async () => {
+  const MAX_BOXES = 2;
+  const boxRelay = await startRelay({ etcd: etcd.etcdFlag, config: { limits: { maxBoxesPerAddress: MAX_BOXES } } });
+  // Only this relay takes placements while the test runs: the shared one drains nothing, so place by asking it.
+  const xffGateway = await startGateway({ etcd: etcd.etcdFlag, extraArgs: ['--trust-proxy', '--client-address-from', 'x-forwarded-for', '--trusted-proxies', '127.0.0.1'] });
+  const mine: V2Party[] = [];
+  try {
+    for (const client of ['10.9.9.1', '10.9.9.2', '10.9.9.3']) {
+      // A session placed on the box-limited relay, then dialed through the gateway as `client` behind the balancer.
+      let sid = randomBytes(64);
+      for (let i = 0; i < 50; i++) {
+        const res = await fetch(`http://${boxRelay.address}/v2/relay?route=${routeOfSid(sid)}&create=1`);
+        if (((await res.json()) as { address: string }).address === boxRelay.address) break;
+        sid = randomBytes(64);
+      }
+      const dial = await dialWsV2(xffGateway.port, { path: `/v2/mailbox?route=${routeOfSid(sid)}`, headers: { 'x-forwarded-for': client } });
+      assert.ok(dial.ok, dial.ok ? '' : `${client}: ${dial.status} ${dial.body}`);
+      mine.push(dial.party);
+      await dial.party.hello({ sid });
+    }
+  } finally {
+    await closeParties(mine);
+    await xffGateway.stop();
+    await boxRelay.stop();
+  }
+});
+
+test('a trusted PROXY-protocol balancer whose header carries a TLV of the hop token\'s type with its own value still names its clients', async () => {
+  const balanced = await startRelay({
+    etcd: etcd.etcdFlag,
+    extraArgs: ['--trust-proxy', '--trusted-proxies', '127.0.0.1'],
+    config: { limits: { maxConnectionsPerAddress: 1 } },
+  });
+  const sockets: net.Socket[] = [];
+  try {
+    for (const client of ['10.7.0.1', '10.7.0.2', '10.7.0.3']) {
+      const header = encodeHopPreamble(client, 'the-balancers-own-connection-id');
+      const socket = net.connect({ host: '127.0.0.1', port: balanced.port });
+      socket.on('error', () => undefined);
+      sockets.push(socket);
+      await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      socket.write(header);
+      const answer = await rawHttpExchange(socket, `GET /v2/relay?route=${routeOfSid(randomBytes(64))} HTTP/1.1\r\nHost: relay\r\n\r\n`);
+      assert.match(answer, /^HTTP\/1\.1 404 /, `${client}: counted as the balancer (${answer.slice(0, 60)})`);
+    }
+  } finally {
+    for (const s of sockets) s.destroy();
+    await balanced.stop();
+  }
+});

@@ -201,6 +201,8 @@ export class EtcdDirectory implements Directory {
     if (!this.self) return;
     const { tlsCertificate: _old, ...rest } = this.self;
     this.self = pem ? { ...rest, tlsCertificate: pem } : rest;
+    // Dirty until published: should this put fail (etcd away), the load timer publishes the record again.
+    this.loadDirty = true;
     if (this.leases.length > 0) await this.publishRecord();
   }
 
