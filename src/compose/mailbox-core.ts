@@ -68,7 +68,7 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
       ...(idleMappings ? { sessionOpened: (key: string) => idleMappings.sessionOpened(key), sessionClosed: (key: string) => idleMappings.sessionClosed(key) } : {}),
     },
   );
-  const router = new SessionRouter(directory, logger, config.v2.creatorWaitMs);
+  const router = new SessionRouter(directory, logger, config.v2.creatorWaitMs, undefined, (route) => idleMappings?.releasing(route));
   // HASHMAIL_TRACE=relay shows every attach and detach without raising the global level.
   const relayLogger = subsystemLogger(logger, 'relay');
   const legacy = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes, logger: relayLogger });

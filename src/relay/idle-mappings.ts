@@ -34,6 +34,8 @@ export class IdleMappings {
   private readonly idle = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private sweeping = false;
+  /** Routes whose release is in flight, and its end: an admission for one waits (releasing). */
+  private readonly inFlight = new Map<string, Promise<void>>();
   /** Mappings released so far (for /metrics). */
   released = 0;
 
@@ -64,6 +66,15 @@ export class IdleMappings {
     return this.idle.size;
   }
 
+  /**
+   * The release of `route` in flight, if any: a party admitted meanwhile
+   * would lose its session the moment the delete lands, so admission waits
+   * for it and then places the session anew (SessionRouter.admit).
+   */
+  releasing(route: string): Promise<void> | undefined {
+    return this.inFlight.get(route);
+  }
+
   sessionOpened(key: string): void {
     const route = routeOfSessionKey(key);
     this.held.add(route);
@@ -87,8 +98,14 @@ export class IdleMappings {
       this.idle.delete(route);
       if (!this.held.has(route)) due.push(route);
     }
+    const release = due.length > 0 ? this.directory.release(due) : Promise.resolve(0);
+    const settled = release.then(
+      () => undefined,
+      () => undefined,
+    );
+    for (const route of due) this.inFlight.set(route, settled);
     try {
-      const deleted = due.length > 0 ? await this.directory.release(due) : 0;
+      const deleted = await release;
       this.released += deleted;
       return deleted;
     } catch (err) {
@@ -97,6 +114,7 @@ export class IdleMappings {
       this.logger.debug({ err: (err as Error).message, routes: due.length }, 'idle mappings not released; retrying');
       return 0;
     } finally {
+      for (const route of due) this.inFlight.delete(route);
       this.sweeping = false;
     }
   }

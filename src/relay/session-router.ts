@@ -34,6 +34,8 @@ export class SessionRouter {
     /** v2.creatorWaitMs: how long a fresh placement waits for its creator (awaitsCreator), and an attach for it; 0: never. */
     readonly creatorWaitMs = 0,
     private readonly now: () => number = () => performance.now(),
+    /** The release of an idle mapping of `route` in flight (IdleMappings.releasing): admission waits for it. */
+    private readonly releasing: (route: string) => Promise<void> | undefined = () => undefined,
   ) {
     if (creatorWaitMs > 0) directory.on('routeGained', (route) => this.noteGained(route));
     // While draining, a lost route is (usually) our own release arriving through the watch first.
@@ -66,6 +68,8 @@ export class SessionRouter {
    * before it is refused (see LookupOptions.confirm).
    */
   async admit(route: string, create: boolean, confirm = false): Promise<void> {
+    const released = this.releasing(route);
+    if (released) await released;
     if (this.directory.servesHere(route)) return;
     let owner;
     try {

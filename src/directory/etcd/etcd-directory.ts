@@ -264,10 +264,13 @@ export class EtcdDirectory implements Directory {
   async release(routes: readonly string[]): Promise<number> {
     const me = this.selfId;
     if (me === null) return 0;
-    const ours = routes.filter((r) => this.cache.sessions.get(r)?.id === me).map((r) => Buffer.from(sessionKey(this.layout, r)));
+    const ours = routes.filter((r) => this.cache.sessions.get(r)?.id === me).map((r) => sessionKey(this.layout, r));
     for (let i = 0; i < ours.length; i += MAX_TXN_OPS) {
       const batch = ours.slice(i, i + MAX_TXN_OPS);
-      await this.rpc.call('release', (o) => this.rpc.client.kv.txn({ success: batch.map((key) => ({ request_delete_range: { key } })) }, o));
+      const res = await this.rpc.call('release', (o) => this.rpc.client.kv.txn({ success: batch.map((key) => ({ request_delete_range: { key: Buffer.from(key) } })) }, o));
+      // Our view first-hand, before the watch echoes it: a Hello for a released route is placed anew, not admitted here.
+      const revision = BigInt(res.header.revision);
+      for (const key of batch) this.cache.delete(key, revision);
     }
     return ours.length;
   }
