@@ -9,7 +9,7 @@
  * leases before failing to bind the port.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { InstanceRole } from '../directory/directory.js';
@@ -17,6 +17,8 @@ import type { InstanceRole } from '../directory/directory.js';
 const GENERATED_ID_BYTES = 6;
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const LOCK_FILE = 'lock';
+/** Rounds of create / take over before giving up (only other starts racing can use them up). */
+const LOCK_ATTEMPTS = 5;
 
 export class InstanceStateInUseError extends Error {}
 
@@ -59,32 +61,80 @@ export class InstanceState {
     return id;
   }
 
-  /** Gives the directory up (at stop); a process killed leaves the lock, which the next start takes over. */
+  /** Gives the directory up (at stop), if the lock is still ours; a process killed leaves it, and the next start takes it over. */
   release(): void {
     if (!this.locked) return;
     this.locked = false;
-    rmSync(join(this.dir, LOCK_FILE), { force: true });
+    const file = join(this.dir, LOCK_FILE);
+    if (readPid(file) === process.pid) rmSync(file, { force: true });
   }
 
+  /**
+   * Takes the lock file: created whole in one step (a link of a file already
+   * holding our pid: never seen empty), or taken over from a holder that is
+   * gone by moving it aside first (one rename wins; a loser that moved a
+   * fresh lock puts it back).
+   */
   private lock(listen: string): void {
     const file = join(this.dir, LOCK_FILE);
-    try {
-      writeFileSync(file, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
-      this.locked = true;
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
+      if (createWhole(file, `${process.pid}\n`)) {
+        this.locked = true;
+        return;
+      }
+      const holder = readPid(file);
+      if (holder === undefined) continue; // moved aside meanwhile
+      if (holder !== null && holder !== process.pid && processAlive(holder)) {
+        throw new InstanceStateInUseError(
+          `${this.dir} is in use by process ${holder} (another ${this.role} with --listen ${listen}?): give each instance its own --listen or --data-dir`,
+        );
+      }
+      const aside = `${file}.stale-${process.pid}`;
+      try {
+        renameSync(file, aside);
+      } catch {
+        continue; // another start moved it first
+      }
+      const moved = readPid(aside);
+      if (moved !== holder) {
+        // A fresh lock taken between our read and our move: its owner keeps it.
+        try {
+          linkSync(aside, file);
+        } catch {
+          // A third start took the place meanwhile; it holds the lock now.
+        }
+      }
+      rmSync(aside, { force: true });
     }
-    const holder = Number.parseInt(readFileSync(file, 'utf8'), 10);
-    if (Number.isInteger(holder) && holder !== process.pid && processAlive(holder)) {
-      throw new InstanceStateInUseError(
-        `${this.dir} is in use by process ${holder} (another ${this.role} with --listen ${listen}?): give each instance its own --listen or --data-dir`,
-      );
-    }
-    // Left by a process that is gone (killed): ours now.
-    writeFileSync(file, `${process.pid}\n`, { mode: 0o600 });
-    this.locked = true;
+    throw new InstanceStateInUseError(`${this.dir}: could not take its lock file (other starts racing for it)`);
   }
+}
+
+/** Creates `file` holding `text` in one step (link of a written temporary file); false if it exists. */
+function createWhole(file: string, text: string): boolean {
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, text, { mode: 0o600 });
+  try {
+    linkSync(temp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    rmSync(temp, { force: true });
+  }
+}
+
+/** The pid a lock file holds; null for anything else (garbage: nobody's), undefined when the file is gone. */
+function readPid(file: string): number | null | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const pid = Number.parseInt(text, 10);
+  return Number.isInteger(pid) && pid > 0 ? pid : null;
 }
 
 /**

@@ -69,3 +69,59 @@ test('the state dir is locked: a live other process holding it refuses the open;
   taken.release();
   assert.throws(() => readFileSync(lock), /ENOENT/);
 });
+
+test('starts racing for one state dir (a stale lock there): exactly one takes it', async (t) => {
+  const dataDir = tempDir(t);
+  const config = loadConfig({ env: {}, flags: { server: { dataDir, listen: '127.0.0.1:7004' } } });
+  const first = InstanceState.open(config, 'relay');
+  first.release();
+  const dead = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+  await once(dead, 'exit');
+  writeFileSync(join(first.dir, 'lock'), `${dead.pid}\n`);
+  const go = join(dataDir, 'go');
+  const moduleUrl = new URL('../../src/compose/instance-state.ts', import.meta.url).href;
+  const loadUrl = new URL('../../src/config/load.ts', import.meta.url).href;
+  // Each racer waits for the go file (bounded), tries the lock, reports, and holds it until its stdin closes.
+  const script = `
+    const { existsSync } = await import('node:fs');
+    const { InstanceState } = await import(${JSON.stringify(moduleUrl)});
+    const { loadConfig } = await import(${JSON.stringify(loadUrl)});
+    const config = loadConfig({ env: {}, flags: { server: { dataDir: ${JSON.stringify(dataDir)}, listen: '127.0.0.1:7004' } } });
+    process.stdout.write('ready\\n');
+    for (let i = 0; i < 2000 && !existsSync(${JSON.stringify(go)}); i++) await new Promise((r) => setTimeout(r, 2));
+    let verdict = 'locked';
+    try { InstanceState.open(config, 'relay'); } catch (err) { verdict = err.constructor.name; }
+    process.stdout.write(verdict + '\\n');
+    process.stdin.resume();
+    process.stdin.on('end', () => process.exit(0));
+  `;
+  const racers = Array.from({ length: 4 }, () => spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  t.after(() => racers.forEach((r) => r.kill('SIGKILL')));
+  const lines = racers.map((r) => {
+    const got: string[] = [];
+    const waiters: (() => void)[] = [];
+    let buffer = '';
+    r.stdout.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      for (let at = buffer.indexOf('\n'); at >= 0; at = buffer.indexOf('\n')) {
+        got.push(buffer.slice(0, at));
+        buffer = buffer.slice(at + 1);
+      }
+      waiters.splice(0).forEach((w) => w());
+    });
+    r.once('exit', () => waiters.splice(0).forEach((w) => w()));
+    /** The `n`th line the racer printed ('exited' if it ended first). */
+    return async (n: number): Promise<string> => {
+      while (got.length <= n && r.exitCode === null && r.signalCode === null) await new Promise<void>((resolve) => waiters.push(resolve));
+      return got[n] ?? 'exited';
+    };
+  });
+  // Every racer loaded and waiting, then the go.
+  assert.deepEqual(await Promise.all(lines.map((line) => line(0))), ['ready', 'ready', 'ready', 'ready']);
+  writeFileSync(go, '');
+  const verdicts = lines.map((line) => line(1));
+  const results = await Promise.all(verdicts);
+  for (const r of racers) r.stdin.end();
+  assert.equal(results.filter((v) => v === 'locked').length, 1, `verdicts: ${results.join(', ')}`);
+  assert.equal(results.filter((v) => v === 'InstanceStateInUseError').length, 3, `verdicts: ${results.join(', ')}`);
+});
