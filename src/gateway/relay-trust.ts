@@ -38,7 +38,12 @@ export class RelayTrust {
   /** The TLS options to dial the relay at `address` with. */
   optionsFor(address: string): RelayTlsOptions {
     if (this.caFile) return { ca: this.caFile };
-    const pem = this.registry?.instances().find((i) => i.address === address || i.addresses.includes(address))?.tlsCertificate;
+    // Of the records naming this address (a restarted relay's old one may linger until its lease goes), the newest.
+    let newest: { startedAt: number; tlsCertificate?: string } | undefined;
+    for (const i of this.registry?.instances() ?? []) {
+      if ((i.address === address || i.addresses.includes(address)) && (newest === undefined || i.startedAt > newest.startedAt)) newest = i;
+    }
+    const pem = newest?.tlsCertificate;
     if (pem && this.isSelfSigned(pem)) return { ca: Buffer.from(pem), checkServerIdentity: pinnedIdentity };
     return {};
   }
