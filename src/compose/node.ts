@@ -213,7 +213,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   try {
     listen = await listener.start();
     advertised = advertisedAddresses(config, listen);
-    if (options.legacy === null && config.relay.advertise.length === 0 && WILDCARD_HOSTS.has(parseHostPort(listen, 'listen address').host)) {
+    if (options.legacy === null && derivedSelf) {
       logger.warn({ advertise: advertised }, 'listening on every interface with no --advertise: other machines cannot dial the loopback address given out');
     }
     await directory.register({

@@ -259,6 +259,16 @@ export class PublicListener {
   }
 
   /**
+   * The client a gateway's preamble named for this connection (undefined:
+   * it opened without one; null: a lane). Preferred to the upgrade's
+   * X-Forwarded-For, whose last hop is only the gateway's TCP peer.
+   */
+  preambleClient(socket: Duplex): string | null | undefined {
+    const raw = countedSocket(socket);
+    return raw ? this.preambled.get(raw) : undefined;
+  }
+
+  /**
    * Counts an admitted connection under another client: `address` (its limit
    * key is taken), or nobody (null). For a connection from an authenticated
    * gateway (the hop token): a v2 WebSocket it passes through counts as its
@@ -268,19 +278,8 @@ export class PublicListener {
    * A connection that opened with the gateway's preamble was counted so from
    * its first byte and stays as it is.
    */
-  /**
-   * The client a gateway's preamble named for this connection (undefined:
-   * it opened without one; null: a lane). Preferred to the upgrade's
-   * X-Forwarded-For, whose last hop is only the gateway's TCP peer.
-   */
-  preambleClient(socket: Duplex): string | null | undefined {
-    const raw = socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);
-    return raw ? this.preambled.get(raw) : undefined;
-  }
-
   rekey(socket: Duplex, address: string | null): boolean {
-    // A TLS socket's raw socket is the one counted.
-    const raw = socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);
+    const raw = countedSocket(socket);
     if (!raw || !this.sockets.has(raw) || this.preambled.has(raw)) return true;
     this.uncount(raw);
     if (address === null) return true;
@@ -424,6 +423,11 @@ function overrideRemoteAddress(socket: Duplex, address: string): void {
   if ((socket as net.Socket).remoteAddress !== address) {
     Object.defineProperty(socket, 'remoteAddress', { value: address, configurable: true });
   }
+}
+
+/** The socket the listener counts for a connection it handed on: a TLS socket's raw socket, else the socket itself. */
+function countedSocket(socket: Duplex): net.Socket | undefined {
+  return socket instanceof tls.TLSSocket ? rawSocketOf(socket) : (socket as net.Socket);
 }
 
 /** The raw socket under a TLS socket the listener accepted (tls.Server keeps it as `_parent`). */
