@@ -211,7 +211,7 @@ export class EtcdDirectory implements Directory {
     const live = this.cache.liveOwner(route);
     if (live) return { id: live.instance.id, address: live.instance.address };
     try {
-      if (options.place) return await this.placer.place(route);
+      if (options.place) return await this.placeThroughElection(route);
       // The watch-fed cache is authoritative while the watch is healthy (but may lag a placement made
       // elsewhere an instant ago: `confirm` asks etcd then too); otherwise ask etcd.
       if (this.watcher.watching && !options.confirm) return null;
@@ -219,6 +219,22 @@ export class EtcdDirectory implements Directory {
     } catch (err) {
       if (err instanceof NoInstanceError) throw err;
       throw this.unavailable(err instanceof DirectoryUnavailableError ? err : new DirectoryUnavailableError(message(err)));
+    }
+  }
+
+  /**
+   * A placement, tried once more when etcd gave no answer in time and has
+   * other members: losing the leader of three costs one election (1-2 s at
+   * etcd's defaults), which a single callTimeoutMs may not cover. The retry
+   * is safe: a create that did land is found by the next create-if-absent.
+   * No etcd at all (refused) still fails after one callTimeoutMs.
+   */
+  private async placeThroughElection(route: string): Promise<RouteOwner> {
+    try {
+      return await this.placer.place(route);
+    } catch (err) {
+      if (!(err instanceof DirectoryUnavailableError) || err.kind !== 'deadline' || this.options.endpoints.length < 2 || this.closed) throw err;
+      return await this.placer.place(route);
     }
   }
 

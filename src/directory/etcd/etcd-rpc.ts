@@ -107,7 +107,9 @@ export class EtcdRpc {
           (err instanceof Error && isRecoverableError(err));
         if (!transport) throw err;
         this.lastError = `${what}: ${describe(err)}`;
-        if (this.closed || Date.now() + RETRY_PAUSE_MS >= deadline) throw new DirectoryUnavailableError(this.lastError);
+        // No answer in time (etcd electing a leader, or slow) is told apart from no etcd at all (refused, reset).
+        const kind = err instanceof GRPCDeadlineExceededError || (err instanceof DirectoryUnavailableError && err.kind === 'deadline') ? 'deadline' : 'etcd';
+        if (this.closed || Date.now() + RETRY_PAUSE_MS >= deadline) throw new DirectoryUnavailableError(this.lastError, kind);
         await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
       }
     }
