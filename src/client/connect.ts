@@ -5,7 +5,7 @@
  */
 import { MailboxConnection } from './connection.js';
 import type { TransportOpeners } from './link.js';
-import { fetchGet, httpRelayLookup, type HttpGet } from './relay-lookup.js';
+import { fetchRequest, httpRelayLookup, type HttpRequest } from './relay-lookup.js';
 import { resolveOptions, type ConnectOptions, type TransportName } from './options.js';
 import { v1WebSocketOpener } from './v1-websocket.js';
 import { v2WebSocketOpener } from './v2-websocket.js';
@@ -15,7 +15,7 @@ import { loadWebSocket } from './websocket.js';
 /** Loads the gRPC openers, or null where gRPC cannot run. */
 export type GrpcLoader = (() => Promise<TransportOpeners>) | null;
 /** Loads the GET of the HTTP lookup (Node: one that honours tlsSkipVerify), or null for fetch. */
-export type HttpGetLoader = ((options: { tlsSkipVerify: boolean }) => Promise<HttpGet>) | null;
+export type HttpRequestLoader = ((options: { tlsSkipVerify: boolean }) => Promise<HttpRequest>) | null;
 /** Loads the Node TLS trust (`ca` / `certificateSha256`), or null where there is none (browsers). */
 export type TrustLoaderLoader = ((options: TrustOptions) => Promise<TrustLoader>) | null;
 
@@ -23,7 +23,7 @@ export async function connectWith(
   options: ConnectOptions,
   loadGrpc: GrpcLoader,
   defaultTransport: TransportName,
-  loadHttpGet: HttpGetLoader = null,
+  loadHttpRequest: HttpRequestLoader = null,
   loadTrust: TrustLoaderLoader = null,
 ): Promise<MailboxConnection> {
   const resolved = await resolveOptions(options, defaultTransport);
@@ -36,7 +36,7 @@ export async function connectWith(
     openers = await loadGrpc();
   } else {
     const factory = await loadWebSocket({ tlsSkipVerify: resolved.tlsSkipVerify });
-    const get = loadHttpGet ? await loadHttpGet({ tlsSkipVerify: resolved.tlsSkipVerify }) : fetchGet;
+    const get = loadHttpRequest ? await loadHttpRequest({ tlsSkipVerify: resolved.tlsSkipVerify }) : fetchRequest;
     openers = { openV2: v2WebSocketOpener(factory), openV1: v1WebSocketOpener(factory, get), lookup: httpRelayLookup(get) };
   }
   return MailboxConnection.open(resolved, openers, trust);

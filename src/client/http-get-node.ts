@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { HttpGet } from './relay-lookup.js';
+import type { HttpRequest } from './relay-lookup.js';
 
 /** A lookup answer is a few hundred bytes; anything longer is not ours. */
 const MAX_BODY_BYTES = 16 * 1024;
@@ -42,7 +42,7 @@ function isStaleSocket(req: http.ClientRequest, err: Error): boolean {
   return req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
 }
 
-export function nodeHttpGet(options: { tlsSkipVerify: boolean }): HttpGet {
+export function nodeHttpRequest(options: { tlsSkipVerify: boolean }): HttpRequest {
   return (url, { signal, timeoutMs, tls, post }) =>
     new Promise((resolve, reject) => {
       const secure = url.startsWith('https:');

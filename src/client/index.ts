@@ -20,7 +20,7 @@
  * follow dynamic imports should use ./browser.js (WebSocket only, no gRPC
  * import anywhere).
  */
-import { connectWith, type HttpGetLoader, type TrustLoaderLoader } from './connect.js';
+import { connectWith, type HttpRequestLoader, type TrustLoaderLoader } from './connect.js';
 import type { MailboxConnection } from './connection.js';
 import type { ConnectOptions, TransportName } from './options.js';
 
@@ -50,7 +50,7 @@ const once = {
 };
 
 /** Node's GET for the HTTP lookup (honours tlsSkipVerify); fetch elsewhere. */
-const loadHttpGet: HttpGetLoader = async (options) => (await once.httpGet()).nodeHttpGet(options);
+const loadHttpRequest: HttpRequestLoader = async (options) => (await once.httpGet()).nodeHttpRequest(options);
 
 /** `ca` / `certificateSha256` as Node TLS options (Node only: imported on demand). */
 const loadTrust: TrustLoaderLoader = async (options) => (await once.trust()).trustLoader(options);
@@ -65,5 +65,5 @@ const loadTrust: TrustLoaderLoader = async (options) => (await once.trust()).tru
  * protocol 'auto', role 'app', attach 'create', reconnect true.
  */
 export function connect(options: ConnectOptions): Promise<MailboxConnection> {
-  return connectWith(options, async () => (await once.grpc()).grpcOpeners, defaultTransport(), inNode() ? loadHttpGet : null, inNode() ? loadTrust : null);
+  return connectWith(options, async () => (await once.grpc()).grpcOpeners, defaultTransport(), inNode() ? loadHttpRequest : null, inNode() ? loadTrust : null);
 }

@@ -66,7 +66,7 @@ export class LookupUnreachable extends ConnectionLost {
   override name = 'LookupUnreachable';
 }
 
-/** What a GET answered. */
+/** What a GET (or POST) answered. */
 export interface HttpAnswer {
   status: number;
   body: string;
@@ -78,10 +78,10 @@ export interface HttpPost {
 }
 
 /** GETs `url` (or POSTs `post`); rejects when no HTTP answer came. */
-export type HttpGet = (url: string, options: { signal: AbortSignal; timeoutMs: number; tls?: NodeTls; post?: HttpPost }) => Promise<HttpAnswer>;
+export type HttpRequest = (url: string, options: { signal: AbortSignal; timeoutMs: number; tls?: NodeTls; post?: HttpPost }) => Promise<HttpAnswer>;
 
 /** GET (or POST) through fetch (browsers; Node when the certificate is verified). */
-export const fetchGet: HttpGet = async (url, { signal, timeoutMs, post }) => {
+export const fetchRequest: HttpRequest = async (url, { signal, timeoutMs, post }) => {
   const res = await fetch(url, {
     method: post ? 'POST' : 'GET',
     ...(post ? { body: post.body, headers: { 'Content-Type': 'application/json' } } : {}),
@@ -150,7 +150,7 @@ export function relayLookupUrl(req: LookupRequest): string {
 }
 
 /** The HTTP lookup over `get`. */
-export function httpRelayLookup(get: HttpGet): RelayLookup {
+export function httpRelayLookup(get: HttpRequest): RelayLookup {
   return async (req) => {
     let answer: HttpAnswer;
     try {

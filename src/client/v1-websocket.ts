@@ -21,7 +21,7 @@ import { closeSocket, httpBase, sendWithBackpressure, wsBase, WS_OPEN, type WebS
 import type { ServerAddress } from './options.js';
 import { flipSid } from './bytes.js';
 import type { NodeTls } from './tls-trust-node.js';
-import type { HttpAnswer, HttpGet } from './relay-lookup.js';
+import type { HttpAnswer, HttpRequest } from './relay-lookup.js';
 
 /** Bound on one NewCipherBox request (ms). */
 export const CREATE_BOX_TIMEOUT_MS = 10_000;
@@ -39,7 +39,7 @@ function dial(factory: WebSocketFactory, url: string, tls: NodeTls | undefined):
 }
 
 /** REST NewCipherBox (POST), through `http`: Node's honours tlsSkipVerify and the connection's `ca` / pin, fetch does neither. */
-async function createBox(http: HttpGet, server: ServerAddress, sid: Uint8Array, signal: AbortSignal, tls: NodeTls | undefined): Promise<void> {
+async function createBox(http: HttpRequest, server: ServerAddress, sid: Uint8Array, signal: AbortSignal, tls: NodeTls | undefined): Promise<void> {
   let res: HttpAnswer;
   try {
     res = await http(`${httpBase(server)}${V1_HASHMAIL_PATH}`, { post: { body: createBoxJson(sid) }, signal, timeoutMs: CREATE_BOX_TIMEOUT_MS, ...(tls ? { tls } : {}) });
@@ -58,7 +58,7 @@ class WebSocketHalves implements V1Halves {
 
   constructor(
     private readonly factory: WebSocketFactory,
-    private readonly http: HttpGet,
+    private readonly http: HttpRequest,
     private readonly server: ServerAddress,
     /** The connection's `ca` / `certificateSha256` (Node), for both sockets and the box calls. */
     private readonly tls: NodeTls | undefined,
@@ -155,6 +155,6 @@ class WebSocketHalves implements V1Halves {
 }
 
 /** `http`: the REST box calls' client (Node's honours tlsSkipVerify and the connection's trust; fetch elsewhere). */
-export function v1WebSocketOpener(factory: WebSocketFactory, http: HttpGet): LinkOpener {
+export function v1WebSocketOpener(factory: WebSocketFactory, http: HttpRequest): LinkOpener {
   return (req, handlers) => openV1Link(() => new WebSocketHalves(factory, http, req.server, req.tls), req, handlers);
 }

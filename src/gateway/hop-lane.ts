@@ -68,9 +68,9 @@ export class HopLane {
       path: LANE_PATH,
       headers: { Connection: 'Upgrade', Upgrade: LANE_PROTOCOL, [HOP_TOKEN_HEADER]: dial.token },
       // Its own connection, opened with the hop preamble naming nobody: a lane counts against no client's limit.
-      createConnection: preambleConnector(null, dial.token, dial.tls !== null),
+      createConnection: preambleConnector(null, dial.token, dial.tls),
       timeout: LANE_CONNECT_TIMEOUT_MS,
-      ...(dial.tls ? { ...dial.tls, servername: isIP(host) ? undefined : host } : {}),
+      ...(dial.tls ? { servername: isIP(host) ? undefined : host } : {}),
     };
     const req = (dial.tls ? https : http).request(options);
     this.request = req;

@@ -15,14 +15,12 @@ import type { Duplex } from 'node:stream';
 import { encodeHopPreamble } from '../transport/proxy-protocol.js';
 import type { RelayTlsOptions } from './relay-trust.js';
 
-/** The `createConnection` of an HTTP(S) request to a relay: TCP, the preamble, then TLS if `useTls`. */
-export function preambleConnector(
-  client: string | null,
-  hopToken: string,
-  useTls: boolean,
-  /** Added to the request's own TLS options (relay-trust.ts: a pinned certificate). */
-  tlsOptions: RelayTlsOptions = {},
-): (options: http.ClientRequestArgs) => Duplex {
+/**
+ * The `createConnection` of an HTTP(S) request to a relay: TCP, the
+ * preamble, then TLS with the request's options and `tlsOptions` (relay-trust.ts:
+ * a CA or a pinned certificate); null: plain text.
+ */
+export function preambleConnector(client: string | null, hopToken: string, tlsOptions: RelayTlsOptions | null): (options: http.ClientRequestArgs) => Duplex {
   const preamble = encodeHopPreamble(client, hopToken);
   return (options) => {
     const raw = net.connect({
@@ -33,7 +31,7 @@ export function preambleConnector(
     raw.setNoDelay(true);
     // Queued until the connection is up, then sent ahead of everything the request or TLS writes.
     raw.write(preamble);
-    if (!useTls) return raw;
+    if (tlsOptions === null) return raw;
     return tls.connect({ ...(options as tls.ConnectionOptions), ...tlsOptions, socket: raw });
   };
 }
@@ -43,9 +41,8 @@ export function preambleConnector(
  * `createConnection`): its one connection opens with the preamble.
  */
 export function preambleAgent(client: string | null, hopToken: string, tlsOptions: RelayTlsOptions | null): http.Agent {
-  const useTls = tlsOptions !== null;
-  const connect = preambleConnector(client, hopToken, useTls, tlsOptions ?? {});
-  const Base = useTls ? https.Agent : http.Agent;
+  const connect = preambleConnector(client, hopToken, tlsOptions);
+  const Base = tlsOptions !== null ? https.Agent : http.Agent;
   const agent = new Base({ keepAlive: false });
   agent.createConnection = (options) => connect(options);
   return agent;

@@ -41,9 +41,9 @@ export interface V2WebSocketProxyOptions {
   insecure: boolean;
   trust?: RelayTrust;
   /**
-   * The hop token, sent with every passed-through upgrade: the relay then
-   * counts the tunnel as the client's connection (x-forwarded-for), not as
-   * one of this gateway's (docs/gateway-hop.md, v2 through a gateway).
+   * The hop token, in the preamble and the upgrade of every passed-through
+   * socket: the relay then counts the tunnel as the client's connection, not
+   * as one of this gateway's (docs/gateway-hop.md, Client address).
    */
   hopToken?: string;
   /** The client of an upgrade, as this gateway's per-address limits see it (named in the hop preamble); default the TCP peer. */
@@ -92,7 +92,7 @@ export class V2WebSocketProxy {
         if (!this.upgraded.has(socket)) proxyReq.destroy();
       });
       // A relay that took the request and never answers (stopped, overloaded) must not hold the pair here for
-      // good: the client (paused until then, so its own leaving goes unseen) gets 502, the relay side is closed.
+      // good: the client gets 502, the relay side is closed.
       const giveUp = setTimeout(() => proxyReq.destroy(new Error('the relay did not answer the upgrade in time')), this.upgradeAnswerMs);
       proxyReq.once('close', () => clearTimeout(giveUp));
       proxyReq.on('upgrade', (_res, relaySocket: Socket) => {

@@ -188,7 +188,6 @@ export class PublicListener {
     const overLimitNow = address === null ? null : this.countConnection(socket, address);
     const timer = setTimeout(() => socket.destroy(), overLimitNow ? REFUSAL_GRACE_MS : this.prefaceTimeoutMs);
     timer.unref();
-    let exempt = false;
 
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
@@ -209,7 +208,6 @@ export class PublicListener {
           // Counted under the gateway at accept (if at all): from here its client's, or nobody's.
           this.uncount(socket);
           this.preambled.set(socket, proxy.address);
-          exempt = proxy.address === null;
           address = proxy.address ?? peer;
         } else if (verdict === 'balancer' && proxy.kind === 'header') address = proxy.address ?? peer;
         // No header, or a preamble with a wrong token (believed from nobody): the TCP peer's connection, and
@@ -223,7 +221,7 @@ export class PublicListener {
       socket.pause();
       clearTimeout(timer);
       if (buffered.length > 0) socket.unshift(buffered);
-      this.admitted(socket, address ?? peer, exempt);
+      this.admitted(socket, address ?? peer);
     };
     socket.on('data', onData);
   }
@@ -310,14 +308,14 @@ export class PublicListener {
   }
 
   /**
-   * Connection limits, then TLS, then the protocol handoff. `exempt`: a
-   * gateway's hop lane, under no client's per-address limit.
+   * Connection limits, then TLS, then the protocol handoff. A gateway's hop
+   * lane (its preamble named nobody) is under no client's per-address limit.
    */
-  private admitted(socket: net.Socket, address: string, exempt: boolean): void {
+  private admitted(socket: net.Socket, address: string): void {
     overrideRemoteAddress(socket, address);
     const key = this.sockets.get(socket);
     let overLimit: string | null;
-    if (exempt) overLimit = this.sockets.size > this.options.maxConnections ? 'limits.maxConnections' : null;
+    if (this.preambled.get(socket) === null) overLimit = this.sockets.size > this.options.maxConnections ? 'limits.maxConnections' : null;
     else if (key == null) overLimit = this.countConnection(socket, address);
     else if (this.sockets.size > this.options.maxConnections) overLimit = 'limits.maxConnections';
     else overLimit = (this.perAddress.get(key) ?? 0) > this.options.maxConnectionsPerAddress ? 'limits.maxConnectionsPerAddress' : null;

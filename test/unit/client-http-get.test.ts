@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { nodeHttpGet } from '../../src/client/http-get-node.js';
+import { nodeHttpRequest } from '../../src/client/http-get-node.js';
 
 const TEST_TIMEOUT = { timeout: 10_000 };
 const BODY = '{"id":"relay-a","address":"127.0.0.1:1"}';
@@ -59,7 +59,7 @@ async function fakeRelay(onSecond: (socket: net.Socket) => void): Promise<FakeRe
   };
 }
 
-const get = nodeHttpGet({ tlsSkipVerify: false });
+const get = nodeHttpRequest({ tlsSkipVerify: false });
 const OPTS = { signal: new AbortController().signal, timeoutMs: 5000 };
 
 test('a lookup on a kept-alive socket the relay closes as it arrives is sent again on a new connection', TEST_TIMEOUT, async () => {
