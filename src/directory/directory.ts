@@ -167,9 +167,10 @@ export interface Directory {
 
 /**
  * Why the directory could not answer (label values of
- * hashmail_directory_unavailable_total{cause}, a fixed set): `etcd` no
- * endpoint answered (or answered with a transport error) before the call's
- * deadline; `deadline` a call got no answer in time; `txn_queue` a placement
+ * hashmail_directory_unavailable_total{cause}, a fixed set): `etcd` every
+ * try of a call was refused (no etcd process reached) until its deadline;
+ * `deadline` some member was reached but gave no answer in time (slow, or
+ * electing a leader); `txn_queue` a placement
  * waited past directory.callTimeoutMs for one of directory.maxTxnsInFlight;
  * `rate_cap` directory.maxPlacementsPerSecond; `not_converged` a placement
  * kept losing races; `closed` the process is stopping or not started.

@@ -240,3 +240,27 @@ test('placer: a cached mapping whose key etcd already deleted (lease revoked) is
   assert.equal(kv.txns, 2, 'one failed compare against the stale revision, then one create');
   assert.equal(cache.sessions.get('R')?.id, 'live');
 });
+
+test('etcd rpc: a call whose tries reached a member that could not answer fails as "deadline", even when its last try was refused; every try refused fails as "etcd"', async () => {
+  const { GRPCUnavailableError } = await import('etcd3');
+  const { EtcdRpc } = await import('../../src/directory/etcd/etcd-rpc.js');
+  // Clients connect lazily: nothing is dialled, the calls below never touch them.
+  const rpc = new EtcdRpc({ endpoints: ['http://127.0.0.1:9', 'http://127.0.0.1:10'], auth: { username: '', password: '' }, tls: {} } as never, 150);
+  const refused = () => new GRPCUnavailableError('14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:9');
+  try {
+    let tries = 0;
+    const election = await rpc
+      .call('place', () => Promise.reject(++tries === 1 ? new GRPCUnavailableError('14 UNAVAILABLE: etcdserver: leader changed') : refused()))
+      .then(() => assert.fail('resolved'), (err: unknown) => err);
+    assert.ok(election instanceof DirectoryUnavailableError);
+    assert.equal(election.kind, 'deadline');
+    assert.ok(tries > 1, 'tried again while time remained');
+    assert.match(election.reason, /ECONNREFUSED/, 'the reason is the last try\'s');
+
+    const nobody = await rpc.call('place', () => Promise.reject(refused())).then(() => assert.fail('resolved'), (err: unknown) => err);
+    assert.ok(nobody instanceof DirectoryUnavailableError);
+    assert.equal(nobody.kind, 'etcd');
+  } finally {
+    rpc.close();
+  }
+});

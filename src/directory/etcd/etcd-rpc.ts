@@ -53,6 +53,12 @@ export function etcd3Options(options: Pick<EtcdDirectoryOptions, 'endpoints' | '
   return config;
 }
 
+/** A try that reached no etcd process at all (nothing listening, connection reset before any answer). */
+function refusedConnection(err: unknown): boolean {
+  if (err instanceof GRPCDeadlineExceededError || (err instanceof DirectoryUnavailableError && err.kind === 'deadline')) return false;
+  return /ECONNREFUSED|ECONNRESET|No connection established|Failed to connect/i.test(describe(err));
+}
+
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -95,6 +101,9 @@ export class EtcdRpc {
   async call<T>(what: string, fn: (options: CallOptions) => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
     if (this.closed) throw new DirectoryUnavailableError('closed', 'closed');
     const deadline = Date.now() + timeoutMs;
+    // Whether some member was reached but could not answer (no answer in time, or "leader changed"): etcd is
+    // there but electing or slow, unlike every try refused at once (no etcd at all).
+    let reachedButStuck = false;
     for (;;) {
       this.calls++;
       try {
@@ -107,9 +116,10 @@ export class EtcdRpc {
           (err instanceof Error && isRecoverableError(err));
         if (!transport) throw err;
         this.lastError = `${what}: ${describe(err)}`;
-        // No answer in time (etcd electing a leader, or slow) is told apart from no etcd at all (refused, reset).
-        const kind = err instanceof GRPCDeadlineExceededError || (err instanceof DirectoryUnavailableError && err.kind === 'deadline') ? 'deadline' : 'etcd';
-        if (this.closed || Date.now() + RETRY_PAUSE_MS >= deadline) throw new DirectoryUnavailableError(this.lastError, kind);
+        // Judged over every try, not the last one: after a leader's loss the last try may well have gone to the
+        // dead member (refused) while an earlier one waited on a live member through the election.
+        if (!refusedConnection(err)) reachedButStuck = true;
+        if (this.closed || Date.now() + RETRY_PAUSE_MS >= deadline) throw new DirectoryUnavailableError(this.lastError, reachedButStuck ? 'deadline' : 'etcd');
         await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
       }
     }
