@@ -8,6 +8,20 @@ import { HASHMAIL_VERSION } from '../observe/version.js';
 type Run = (argv: string[]) => Promise<number>;
 
 /**
+ * grpc-js names the server in TLS even when it is an IP address, which Node
+ * warns about (DEP0123) on a pipe's stderr with --tls-skip-verify or --ca to
+ * `1.2.3.4:443`: noise to a user, with nothing they can change. Every other
+ * warning is printed as Node would.
+ */
+function hideTlsServerNameWarning(): void {
+  process.removeAllListeners('warning');
+  process.on('warning', (warning: Error & { code?: string }) => {
+    if (warning.code === 'DEP0123') return;
+    process.stderr.write(`(node:${process.pid}) ${warning.code ? `[${warning.code}] ` : ''}${warning.name}: ${warning.message}\n`);
+  });
+}
+
+/**
  * Each command's module is imported only when it runs: a relay need not load
  * the client library, the QR code writer or the gateway, and its start (which
  * a restart after a crash waits for, under load) is that much shorter.
@@ -35,7 +49,10 @@ const COMMANDS: Record<string, { summary: string; load(): Promise<Run> }> = {
   },
   pipe: {
     summary: 'netcat for mailboxes: stdin -> sid^1, sid -> stdout, as a legacy party',
-    load: async () => (await import('./pipe.js')).runPipe,
+    load: async () => {
+      hideTlsServerNameWarning();
+      return (await import('./pipe.js')).runPipe;
+    },
   },
 };
 
