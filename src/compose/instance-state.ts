@@ -4,13 +4,15 @@
  * address (`relay-127.0.0.1-7001`), or by its id when given one. Instances started side by side from one
  * working directory with the default data dir are so distinct instances,
  * and a restart with the same flags finds its own id and leases again (the
- * restart revokes them). A lock file holding the pid keeps a second process
- * off the same state: started by mistake, it would revoke the first one's
- * leases before failing to bind the port.
+ * restart revokes them). A lock file holding the pid (and, on Linux, the
+ * process's start time) keeps a second process off the same state: started
+ * by mistake, it would revoke the first one's leases before failing to bind
+ * the port. The start time tells a live holder from an unrelated process
+ * that got the same pid since (a container restarted on a kept volume).
  */
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { InstanceRole } from '../directory/directory.js';
 
@@ -28,13 +30,17 @@ export class InstanceState {
   private constructor(
     readonly dir: string,
     private readonly role: InstanceRole,
+    /** Nobody starts on this state again (an ephemeral port): removed whole at release. */
+    private readonly ephemeral = false,
   ) {}
 
   /** The state directory of `role` listening on server.listen, created and locked for this process. */
   static open(config: Config, role: InstanceRole): InstanceState {
-    const state = new InstanceState(instanceStateDir(config, role), role);
+    const dir = instanceStateDir(config, role);
+    const state = new InstanceState(dir, role, dir !== stableStateDir(config, role));
     mkdirSync(state.dir, { recursive: true });
     state.lock(config.server.listen);
+    if (state.ephemeral) removeDeadSiblings(state.dir);
     return state;
   }
 
@@ -66,7 +72,9 @@ export class InstanceState {
     if (!this.locked) return;
     this.locked = false;
     const file = join(this.dir, LOCK_FILE);
-    if (readPid(file) === process.pid) rmSync(file, { force: true });
+    if (readHolder(file)?.pid !== process.pid) return;
+    if (this.ephemeral) rmSync(this.dir, { recursive: true, force: true });
+    else rmSync(file, { force: true });
   }
 
   /**
@@ -78,15 +86,15 @@ export class InstanceState {
   private lock(listen: string): void {
     const file = join(this.dir, LOCK_FILE);
     for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
-      if (createWhole(file, `${process.pid}\n`)) {
+      if (createWhole(file, lockText(process.pid))) {
         this.locked = true;
         return;
       }
-      const holder = readPid(file);
+      const holder = readHolder(file);
       if (holder === undefined) continue; // moved aside meanwhile
-      if (holder !== null && holder !== process.pid && processAlive(holder)) {
+      if (holder !== null && holder.pid !== process.pid && holderAlive(holder)) {
         throw new InstanceStateInUseError(
-          `${this.dir} is in use by process ${holder} (another ${this.role} with --listen ${listen}?): give each instance its own --listen or --data-dir`,
+          `${this.dir} is in use by process ${holder.pid} (another ${this.role} with --listen ${listen}?): give each instance its own --listen or --data-dir`,
         );
       }
       const aside = `${file}.stale-${process.pid}`;
@@ -95,8 +103,8 @@ export class InstanceState {
       } catch {
         continue; // another start moved it first
       }
-      const moved = readPid(aside);
-      if (moved !== holder) {
+      const moved = readHolder(aside);
+      if (moved?.pid !== holder?.pid || moved?.started !== holder?.started) {
         // A fresh lock taken between our read and our move: its owner keeps it.
         try {
           linkSync(aside, file);
@@ -107,6 +115,18 @@ export class InstanceState {
       rmSync(aside, { force: true });
     }
     throw new InstanceStateInUseError(`${this.dir}: could not take its lock file (other starts racing for it)`);
+  }
+}
+
+/** Ephemeral state dirs (`...-0-pidN`) beside ours that a killed process left: its lock names a dead process. */
+function removeDeadSiblings(dir: string): void {
+  const parent = dirname(dir);
+  const stem = basename(dir).replace(/-pid\d+$/, '-pid');
+  for (const name of readdirSync(parent)) {
+    if (!name.startsWith(stem) || !/^\d+$/.test(name.slice(stem.length)) || join(parent, name) === dir) continue;
+    // No lock file: a start that has not locked yet, or not ours to judge.
+    const holder = readHolder(join(parent, name, LOCK_FILE));
+    if (holder && !holderAlive(holder)) rmSync(join(parent, name), { recursive: true, force: true });
   }
 }
 
@@ -125,25 +145,67 @@ function createWhole(file: string, text: string): boolean {
   }
 }
 
-/** The pid a lock file holds; null for anything else (garbage: nobody's), undefined when the file is gone. */
-function readPid(file: string): number | null | undefined {
+interface LockHolder {
+  pid: number;
+  /** Its start time in clock ticks since boot (/proc/PID/stat), where the system tells it. */
+  started?: string;
+}
+
+/** `PID [START]`: what a lock file holds. */
+function lockText(pid: number): string {
+  const started = processStartTime(pid);
+  return `${pid}${started === undefined ? '' : ` ${started}`}\n`;
+}
+
+/** Who a lock file names; null for anything else (garbage: nobody's), undefined when the file is gone. */
+function readHolder(file: string): LockHolder | null | undefined {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
     return undefined;
   }
-  const pid = Number.parseInt(text, 10);
-  return Number.isInteger(pid) && pid > 0 ? pid : null;
+  const match = /^(\d+)(?: (\d+))?\s*$/.exec(text);
+  const pid = match ? Number(match[1]) : 0;
+  if (!match || !Number.isSafeInteger(pid) || pid <= 0) return null;
+  return match[2] === undefined ? { pid } : { pid, started: match[2] };
+}
+
+/** Alive and the same process: a recorded start time that differs from the live pid's is a reused pid. */
+function holderAlive(holder: LockHolder): boolean {
+  if (!processAlive(holder.pid)) return false;
+  if (holder.started === undefined) return true;
+  const now = processStartTime(holder.pid);
+  return now === undefined || now === holder.started;
+}
+
+/** Field 22 of /proc/PID/stat (after the command name, which may hold spaces and parentheses); undefined off Linux. */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state), so field 22 is fields[19].
+    return /^\d+$/.test(fields[19] ?? '') ? fields[19] : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
  * `<dataDir>/id-<id>` for an instance given its id (relay.instanceId: the id
  * is its identity, whatever port it restarts on), else
  * `<dataDir>/<role>-<host>-<port>` after its listen address, anything but
- * [A-Za-z0-9.-] there as `_`.
+ * [A-Za-z0-9.-] there as `_`. A listen port of 0 (any free port) names no
+ * instance: the directory then carries this process's pid and goes at stop.
  */
 export function instanceStateDir(config: Config, role: InstanceRole): string {
+  const stable = stableStateDir(config, role);
+  // --listen HOST:0 names no instance (each start gets another port): a directory of this process's own.
+  if (!config.relay.instanceId && /:0$/.test(config.server.listen)) return `${stable}-pid${process.pid}`;
+  return stable;
+}
+
+function stableStateDir(config: Config, role: InstanceRole): string {
   if (config.relay.instanceId) return join(config.server.dataDir, `id-${config.relay.instanceId}`);
   const listen = config.server.listen.replace(/^\[|\](?=:\d+$)/g, '').replace(/:(\d+)$/, '-$1');
   return join(config.server.dataDir, `${role}-${listen.replace(/[^A-Za-z0-9.-]/g, '_')}`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -47,7 +47,7 @@ test('instance state dirs: one per role and listen address (IPv6 and wildcards i
   assert.notEqual(ids[0], ids[1]);
 });
 
-test('the state dir is locked: a live other process holding it refuses the open; a dead holder\'s lock is taken over', async (t) => {
+test('the state dir is locked: a live other process holding it refuses the open; a dead holder\'s lock, or one whose pid another process now has, is taken over', async (t) => {
   const dataDir = tempDir(t);
   const config = loadConfig({ env: {}, flags: { server: { dataDir, listen: '127.0.0.1:7003' } } });
   const first = InstanceState.open(config, 'relay');
@@ -62,10 +62,20 @@ test('the state dir is locked: a live other process holding it refuses the open;
     assert.match(err.message, new RegExp(`in use by process ${holder.pid} \\(another relay with --listen 127\\.0\\.0\\.1:7003\\?\\)`));
     return true;
   });
+  const holderStarted = readFileSync(`/proc/${holder.pid}/stat`, 'utf8').split(') ')[1].split(' ')[19];
+  writeFileSync(lock, `${holder.pid} ${holderStarted}\n`);
+  assert.throws(() => InstanceState.open(config, 'relay'), InstanceStateInUseError, 'the live holder, start time and all');
+  // The pid alive but started at another time: an unrelated process reusing a dead holder's pid.
+  writeFileSync(lock, `${holder.pid} ${Number(holderStarted) + 1}\n`);
+  const reused = InstanceState.open(config, 'relay');
+  assert.match(readFileSync(lock, 'utf8'), new RegExp(`^${process.pid} \\d+\n$`));
+  reused.release();
+
+  writeFileSync(lock, `${holder.pid}\n`);
   holder.kill('SIGKILL');
   await once(holder, 'exit');
   const taken = InstanceState.open(config, 'relay');
-  assert.equal(readFileSync(lock, 'utf8').trim(), String(process.pid));
+  assert.equal(readFileSync(lock, 'utf8').split(' ')[0], String(process.pid));
   taken.release();
   assert.throws(() => readFileSync(lock), /ENOENT/);
 });
@@ -124,4 +134,31 @@ test('starts racing for one state dir (a stale lock there): exactly one takes it
   for (const r of racers) r.stdin.end();
   assert.equal(results.filter((v) => v === 'locked').length, 1, `verdicts: ${results.join(', ')}`);
   assert.equal(results.filter((v) => v === 'InstanceStateInUseError').length, 3, `verdicts: ${results.join(', ')}`);
+});
+
+test('--listen HOST:0 names no instance: each process gets a state dir of its own, removed at stop; one a killed process left is removed by the next', async (t) => {
+  const dataDir = tempDir(t);
+  const config = loadConfig({ env: {}, flags: { server: { dataDir, listen: '127.0.0.1:0' } } });
+  const stem = join(dataDir, 'relay-127.0.0.1-0-pid');
+  const ours = InstanceState.open(config, 'relay');
+  assert.equal(ours.dir, `${stem}${process.pid}`);
+  const firstId = ours.instanceId(config);
+
+  // Another process on port 0 beside us (same data dir) and one that was killed: their dirs, by hand.
+  const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+  t.after(() => other.kill('SIGKILL'));
+  const dead = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  await once(dead, 'exit');
+  for (const pid of [other.pid, dead.pid]) {
+    mkdirSync(`${stem}${pid}`);
+    writeFileSync(join(`${stem}${pid}`, 'lock'), `${pid}\n`);
+  }
+  ours.release();
+  assert.equal(existsSync(ours.dir), false, 'removed at stop: nobody starts on it again');
+
+  const again = InstanceState.open(config, 'relay');
+  assert.notEqual(again.instanceId(config), firstId, 'a new instance each start');
+  assert.equal(existsSync(`${stem}${dead.pid}`), false, 'the killed process\'s dir is gone');
+  assert.equal(existsSync(`${stem}${other.pid}`), true, 'the live one\'s is kept');
+  again.release();
 });
