@@ -81,6 +81,7 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const metrics = new Metrics({ stats, table, sessionRateWindowMs: config.metrics.sessionRateWindowMs });
   const count = (result: string): void => stats.countLookup(result);
   stats.lookupsWaiting = () => directory.lookupsWaiting;
+  stats.instancesSeen = () => directory.instances();
   const waitCapMs = config.directory.lookupWaitMaxMs;
   // Held lookups per client address (route-lookup.ts HeldLookupQuota): one per party, as many as its boxes.
   const heldQuota = new KeyedQuota(config.limits.maxBoxesPerAddress);

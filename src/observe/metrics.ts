@@ -155,6 +155,20 @@ export class Metrics {
       () => stats.directoryUnavailable,
     );
     gauge('hashmail_directory_lookups_waiting', 'Route lookups held until their answer may change (a party that could not reach the owner it was given, or was told "not placed"; directory.lookupWaitMaxMs; on a gateway also legacy calls waiting briefly for a session its view does not hold yet).', () => stats.lookupsWaiting());
+    new Gauge<'role' | 'state'>({
+      name: 'hashmail_directory_instances',
+      help: 'Live instances in this process\'s view of the directory (its watch-fed cache), by role (relay, gateway) and state (serving, draining).',
+      labelNames: ['role', 'state'],
+      registers,
+      collect() {
+        const seen = stats.instancesSeen();
+        for (const role of ['relay', 'gateway'] as const) {
+          for (const draining of [false, true]) {
+            this.set({ role, state: draining ? 'draining' : 'serving' }, seen.filter((i) => i.role === role && i.draining === draining).length);
+          }
+        }
+      },
+    });
     counter('hashmail_directory_idle_mappings_released_total', 'Session mappings this relay deleted from the directory because it no longer held the session (directory.releaseIdleMappingsMs).', () => stats.idleMappings.released);
     gauge('hashmail_directory_idle_mappings', 'Session mappings naming this relay with no session here, waiting out directory.releaseIdleMappingsMs before their release.', () => stats.idleMappings.waiting);
     labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);

@@ -3,6 +3,7 @@
  * them at scrape time. Keeping prom-client off the per-message path keeps
  * that path a few increments long.
  */
+import type { InstanceRole } from '../directory/directory.js';
 import type { HashmailErrorCode } from '../session/errors.js';
 
 /** `hop`: a legacy half carried from a gateway (counted at the relay). */
@@ -30,6 +31,8 @@ export class RelayStats {
   readonly lookups = new Map<string, number>();
   /** Lookups held now, waiting for their answer to change (Directory.lookupsWaiting; set by the composition). */
   lookupsWaiting: () => number = () => 0;
+  /** The live instances in this process's view of the directory (Directory.instances; set by the composition). */
+  instancesSeen: () => readonly { readonly role: InstanceRole; readonly draining: boolean }[] = () => [];
   /** Hop lanes open now: a relay's from gateways (counted here), a gateway's to relays (its pool; set by the gateway). */
   hopLanes: () => number = () => this.hopLanesServed;
   hopLanesServed = 0;
