@@ -9,7 +9,12 @@ import { SID_BYTES } from '../session/sid.js';
 
 /** 32 bytes of SHA-256 in unpadded base64url. */
 export const ROUTE_CHARS = 43;
-const ROUTE_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+/**
+ * The last character carries 4 bits and 2 zero bits: any other would decode
+ * to the same bytes as a real route yet be another key, a mapping no SID can
+ * ever reach. So only the canonical encoding is a route.
+ */
+const ROUTE_PATTERN = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
 
 export function routeOfSid(sid: Uint8Array): string {
   const key = Buffer.from(sid);
@@ -17,7 +22,7 @@ export function routeOfSid(sid: Uint8Array): string {
   return createHash('sha256').update(key).digest('base64url');
 }
 
-/** True for a well-formed route (43 base64url characters). */
+/** True for a well-formed route (43 base64url characters, canonical: what routeOfSid gives). */
 export function isRoute(text: unknown): text is string {
   return typeof text === 'string' && ROUTE_PATTERN.test(text);
 }

@@ -46,7 +46,7 @@ const ERROR_TABLE = {
   // the cluster (docs/protocol-v2.md, Finding the relay)
   SERVED_ELSEWHERE: { grpc: GrpcCode.UNAVAILABLE, http: 503 },
   SESSION_NOT_PLACED: { grpc: GrpcCode.NOT_FOUND, http: 404, text: 'session not placed' },
-  BAD_ROUTE: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'route must be 43 base64url characters' },
+  BAD_ROUTE: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, text: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' },
   DIRECTORY_UNAVAILABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'directory unavailable' },
   NO_RELAY: { grpc: GrpcCode.RESOURCE_EXHAUSTED, http: 503, text: 'no relay available' },
   RELAY_DRAINING: { grpc: GrpcCode.UNAVAILABLE, http: 503, text: 'relay draining: look up the session again' },

@@ -211,7 +211,7 @@ describe('hashmail gateway in a cluster (etcd, 2 relays, 2 gateways)', () => {
       assert.equal(res.ok, false, `route '${route}' was passed through`);
       if (res.ok) continue;
       assert.equal(res.status, 400);
-      assert.deepEqual(JSON.parse(res.body), { error: { code: INVALID_ARGUMENT, message: 'route must be 43 base64url characters' } });
+      assert.deepEqual(JSON.parse(res.body), { error: { code: INVALID_ARGUMENT, message: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' } });
     }
     // The gateway still passes good ones through.
     const res = await dialWsV2(gateway.port, { path: `/v2/mailbox?route=${routeOfSid(randomBytes(64))}` });

@@ -28,8 +28,13 @@ test('gRPC ServerForMailbox: serve names itself, with or without create; a bad r
   const self = { id: SERVE_ID, address: server.address };
   assert.deepEqual(await grpcLookup(server.address, route()), { ok: true, owner: self });
   assert.deepEqual(await grpcLookup(server.address, route(), true), { ok: true, owner: self });
-  assert.deepEqual(await grpcLookup(server.address, 'not-a-route'), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters' });
-  assert.deepEqual(await grpcLookup(server.address, `${route()}=`), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters' });
+  assert.deepEqual(await grpcLookup(server.address, 'not-a-route'), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' });
+  assert.deepEqual(await grpcLookup(server.address, `${route()}=`), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' });
+  // The same 32 bytes with a non-zero padding bit in the last character: another key, no SID's route.
+  const real = route();
+  const nonCanonical = real.slice(0, 42) + (real[42] === 'A' ? 'B' : String.fromCharCode(real.charCodeAt(42) + 1));
+  assert.deepEqual(Buffer.from(nonCanonical, 'base64url'), Buffer.from(real, 'base64url'), 'decodes to the same bytes');
+  assert.deepEqual(await grpcLookup(server.address, nonCanonical), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' });
 });
 
 test('GET /v2/relay: 200 with serve\'s own address, 400 for a bad route, CORS for any origin incl. preflight', async () => {
@@ -43,7 +48,7 @@ test('GET /v2/relay: 200 with serve\'s own address, 400 for a bad route, CORS fo
 
   const bad = await httpLookup(server.port, 'route=short');
   assert.equal(bad.status, 400);
-  assert.deepEqual(JSON.parse(bad.body), { error: { code: INVALID_ARGUMENT, message: 'route must be 43 base64url characters' } });
+  assert.deepEqual(JSON.parse(bad.body), { error: { code: INVALID_ARGUMENT, message: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' } });
   assert.equal(bad.headers['access-control-allow-origin'], '*');
   const missing = await httpLookup(server.port, '');
   assert.equal(missing.status, 400);

@@ -162,7 +162,7 @@ test('gRPC ServerForMailbox and GET /v2/relay answer from the directory', async 
   const fresh = routeOfSid(sidPair()[0]);
   assert.deepEqual(await grpcLookup(node.listen, placed), { ok: true, owner: OTHER });
   assert.deepEqual(await grpcLookup(node.listen, fresh), { ok: false, code: NOT_FOUND, details: 'session not placed' });
-  assert.deepEqual(await grpcLookup(node.listen, 'nope'), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters' });
+  assert.deepEqual(await grpcLookup(node.listen, 'nope'), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' });
 
   const ok = await httpLookup(port, `route=${placed}`);
   assert.equal(ok.status, 200);
