@@ -89,8 +89,9 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
         // node.stop stops accepting synchronously; then every carried call ends "server shutting down", as serve's do.
         const stopped = node.stop(options);
         legacy.shutdown?.();
-        await stopped.finally(() => state.release());
+        // Passed-through v2 WebSockets too: their clients re-dial now, and the exit does not wait on them.
         proxy?.close();
+        await stopped.finally(() => state.release());
         legacy.close?.();
       },
     };

@@ -70,6 +70,8 @@ export class V2WebSocketProxy {
   private readonly proxy: httpProxy;
   private readonly ctx: { logger: Logger; stats: RelayStats };
   private open = 0;
+  /** The client socket of every tunnel past its 101 (ended at stop). */
+  private readonly tunnels = new Set<Duplex>();
   /** Client sockets past the 101: a failure there ends the pair, it is not answered as HTTP. */
   private readonly upgraded = new WeakSet<Duplex>();
   /** Client sockets waiting for their relay's 101: stops watching them (before the pipe takes over). */
@@ -101,11 +103,13 @@ export class V2WebSocketProxy {
         this.waiting.get(socket)?.();
         this.upgraded.add(socket);
         this.open++;
+        this.tunnels.add(socket);
         let closed = false;
         const onClose = (): void => {
           if (closed) return;
           closed = true;
           this.open--;
+          this.tunnels.delete(socket);
         };
         relaySocket.once('close', () => {
           onClose();
@@ -202,8 +206,15 @@ export class V2WebSocketProxy {
     return EMPTY;
   }
 
-  /** Closes the proxy's own resources (the tunnels go with the listener's sockets). */
+  /**
+   * Ends every tunnel (its relay side goes with it) and the proxy's own
+   * resources. At stop, with the legacy streams' "server shutting down": the
+   * clients see their link drop and look their relay up again at once,
+   * instead of relaying on for server.shutdownGraceMs and being cut then.
+   * A tunnel is a byte pipe, so no close frame can be put in it safely.
+   */
   close(): void {
+    for (const socket of [...this.tunnels]) socket.destroy();
     this.proxy.close();
   }
 

@@ -21,6 +21,7 @@ import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { clusterHopToken, openRawLane, type RawLane } from '../helpers/hop.js';
 import { startGateway, startRelay, type RunningServer } from '../helpers/server.js';
 import { closeParties, dialWsV2, type V2Party } from '../helpers/v2-peers.js';
+import { withTimeout } from '../helpers/async-queue.js';
 
 /** The relay's limits.maxConnectionsPerAddress: the gateway alone would hit it after this many tunnels. */
 const PER_ADDRESS = 4;
@@ -203,5 +204,22 @@ test('a trusted PROXY-protocol balancer whose header carries a TLV of the hop to
   } finally {
     for (const s of sockets) s.destroy();
     await balanced.stop();
+  }
+});
+
+test('SIGTERM on a gateway ends its passed-through v2 WebSockets at once, as its legacy streams, and it exits without waiting out server.shutdownGraceMs', async () => {
+  // A grace far beyond the waits below: only ending the tunnels at stop lets the party's end and the exit come in time.
+  const stopping = await startGateway({ etcd: etcd.etcdFlag, config: { server: { shutdownGraceMs: 120_000 } } });
+  try {
+    const sid = randomBytes(64);
+    const res = await dialWsV2(stopping.port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
+    assert.ok(res.ok, 'passed through');
+    parties.push(res.party);
+    await res.party.hello({ sid });
+    stopping.process.kill('SIGTERM');
+    await res.party.waitEnd(20_000);
+    assert.equal(await withTimeout(stopping.exited, 20_000, 'the gateway\'s exit'), 0);
+  } finally {
+    await stopping.stop();
   }
 });
