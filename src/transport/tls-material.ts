@@ -88,10 +88,10 @@ function awaitMatchingPair(certPath: string, keyPath: string): boolean {
     // A key older than the wait is nobody's generation in progress: no use waiting for its certificate.
     if (Date.now() - statSync(keyPath).mtimeMs > PAIR_WAIT_MS && !existsSync(certPath)) return false;
     try {
-      const x509 = new X509Certificate(readFileSync(certPath));
-      if (x509.checkPrivateKey(createPrivateKey(readFileSync(keyPath)))) return true;
+      checkKeyPair(readFileSync(certPath), readFileSync(keyPath), certPath, keyPath);
+      return true;
     } catch {
-      // Not there yet (or not whole): wait.
+      // Not there yet, not whole, or not a pair yet: wait.
     }
     Atomics.wait(pause, 0, 0, PAIR_POLL_MS);
   }
