@@ -141,7 +141,7 @@ export const configSchema = z
         ),
         keysPerLease: count(1000, 'Session mappings bound to one lease before an instance opens another (etcd slows down as one lease holds more keys)'),
         loadPublishIntervalMs: z.number().int().positive().default(2000).describe('How often an instance publishes its load (sessions, connections) for load-aware placement (milliseconds)'),
-        placement: z.enum(['load-aware', 'random']).default('load-aware').describe('Where new sessions go: load-aware (power of two choices on published load) or random; draining instances are never chosen'),
+        placement: z.enum(['load-aware', 'random']).default('load-aware').describe('Where new sessions go: load-aware (power of two choices on the load of each relay: the session mappings naming it in the view of this process, never below the sessions it published, plus placements to it in flight here) or random; draining instances are never chosen'),
       })
       .strict()
       .prefault({}),

@@ -241,6 +241,25 @@ test('placer: a cached mapping whose key etcd already deleted (lease revoked) is
   assert.equal(cache.sessions.get('R')?.id, 'live');
 });
 
+test('placer, load-aware: mappings other members placed (seen through the watch) count as load, whatever the instances publish', async () => {
+  const kv = new FakeKv();
+  const cache = new DirectoryCache(layout);
+  const placer = new Placer(fakeRpc(kv), layout, cache, { policy: 'load-aware', maxTxnsInFlight: 4, callTimeoutMs: 1000, keysPerLease: 1_000_000, rate: null });
+  for (const [i, id] of ['a', 'b', 'c'].entries()) cache.put(instanceKey(layout, id), encodeInstance(instance(id, { sessionLease: `${id}${id}` })), BigInt(i + 1));
+  // Other members placed 60 sessions on a, nobody attached yet: a publishes 0 sessions, like b and c.
+  const ON_A = 60;
+  for (let i = 0; i < ON_A; i++) cache.put(sessionKey(layout, `other${i}`), encodeSession({ id: 'a', lease: 'aa' }), BigInt(100 + i));
+  assert.equal(cache.mappingsOf('a'), ON_A);
+  const owners: string[] = [];
+  for (let i = 0; i < ON_A; i++) {
+    owners.push((await placer.place(`mine${i}`)).id);
+    // a publishes its record again (its connection count changed): still 0 sessions.
+    if (i % 10 === 0) cache.put(instanceKey(layout, 'a'), encodeInstance(instance('a', { sessionLease: 'aa' })), BigInt(1000 + i));
+  }
+  assert.equal(owners.filter((o) => o === 'a').length, 0, `b and c first, until they hold as many: ${owners.join(' ')}`);
+  assert.equal(cache.mappingsOf('b') + cache.mappingsOf('c'), ON_A);
+});
+
 test('etcd rpc: a call whose tries reached a member that could not answer fails as "deadline", even when its last try was refused; every try refused fails as "etcd"', async () => {
   const { GRPCUnavailableError } = await import('etcd3');
   const { EtcdRpc } = await import('../../src/directory/etcd/etcd-rpc.js');

@@ -1,6 +1,6 @@
 /**
  * The local, watch-fed view of the directory: live instances and the session
- * map, with how many mappings each lease holds. Pure (no I/O): the watcher
+ * map, with how many mappings each lease and each instance holds. Pure (no I/O): the watcher
  * feeds it key/value changes in revision order, placements feed it what their
  * transactions wrote. A change never goes back in revision.
  */
@@ -22,6 +22,7 @@ export class DirectoryCache {
   readonly instances = new Map<string, InstanceValue>();
   readonly sessions = new Map<string, CachedMapping>();
   private readonly perLease = new Map<string, number>();
+  private readonly perInstance = new Map<string, number>();
   /** Revision of deletes seen per route, so a late placement answer cannot resurrect a deleted mapping. */
   private readonly deletedAt = new Map<string, bigint>();
   onMapping: MappingChange = () => undefined;
@@ -32,6 +33,11 @@ export class DirectoryCache {
   /** Mappings bound to `lease` (hex). */
   mappingsOnLease(lease: string): number {
     return this.perLease.get(lease) ?? 0;
+  }
+
+  /** Mappings naming instance `id` (its sessions and placements, attached to or not). */
+  mappingsOf(id: string): number {
+    return this.perInstance.get(id) ?? 0;
   }
 
   /** The owner of `route` if its instance is live in this view. */
@@ -76,8 +82,8 @@ export class DirectoryCache {
     if (!force && before && before.modRevision >= modRevision) return;
     if (!force && (this.deletedAt.get(route) ?? -1n) >= modRevision) return;
     const after: CachedMapping = { ...parsed, modRevision };
-    if (before) this.count(before.lease, -1);
-    this.count(after.lease, 1);
+    if (before) this.count(before, -1);
+    this.count(after, 1);
     this.sessions.set(route, after);
     this.deletedAt.delete(route);
     if (!before || before.id !== after.id || before.lease !== after.lease) this.onMapping(route, before, after);
@@ -106,13 +112,18 @@ export class DirectoryCache {
     const before = this.sessions.get(route);
     if (!before) return;
     this.sessions.delete(route);
-    this.count(before.lease, -1);
+    this.count(before, -1);
     this.onMapping(route, before, undefined);
   }
 
-  private count(lease: string, delta: number): void {
-    const n = (this.perLease.get(lease) ?? 0) + delta;
-    if (n <= 0) this.perLease.delete(lease);
-    else this.perLease.set(lease, n);
+  private count(mapping: SessionValue, delta: number): void {
+    bump(this.perLease, mapping.lease, delta);
+    bump(this.perInstance, mapping.id, delta);
   }
+}
+
+function bump(counts: Map<string, number>, key: string, delta: number): void {
+  const n = (counts.get(key) ?? 0) + delta;
+  if (n <= 0) counts.delete(key);
+  else counts.set(key, n);
 }

@@ -42,8 +42,8 @@ export class Placer {
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
   /** Reads of one route from etcd (the watch is down) in flight: concurrent lookups share one. */
   private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
-  /** Placements this process made or has in flight per instance since that instance last published its load. */
-  private readonly placedSince = new Map<string, number>();
+  /** Placements this process has in flight per instance (sent, not answered: not yet in the cache). */
+  private readonly placing = new Map<string, number>();
   private recordWaiters: (() => void)[] = [];
 
   constructor(
@@ -56,9 +56,8 @@ export class Placer {
     this.creates = new CreateBatcher(rpc, this.gate, options.callTimeoutMs);
   }
 
-  /** An instance published its load: our local count of placements on it starts over. */
-  loadPublished(id: string): void {
-    this.placedSince.delete(id);
+  /** An instance published its record (load, or a rotated lease): placements waiting for one look again. */
+  loadPublished(_id: string): void {
     const waiters = this.recordWaiters;
     this.recordWaiters = [];
     for (const wake of waiters) wake();
@@ -150,7 +149,6 @@ export class Placer {
       try {
         res = stale ? await this.replace(request, stale.modRevision) : await this.creates.create(request);
       } catch (err) {
-        this.countPlacement(target.id, -1);
         // The owner's published lease just expired, was revoked (a restart) or rotated away: choose again,
         // that instance too once it publishes another lease.
         if (err instanceof EtcdLeaseInvalidError) {
@@ -158,12 +156,14 @@ export class Placer {
           continue;
         }
         throw err;
+      } finally {
+        // Answered: a created mapping is in the cache from here on (below), and counts there.
+        this.countPlacement(target.id, -1);
       }
       if (res.created) {
         this.cache.put(key.toString(), value, res.revision);
         return { id: target.id, address: target.address };
       }
-      this.countPlacement(target.id, -1);
       const kv = res.existing;
       if (!kv) {
         // Absent at this revision (its lease expired or was revoked) while our view still held it: forget
@@ -217,11 +217,11 @@ export class Placer {
     return this.cache.instances.get(id) ?? null;
   }
 
-  /** Our placements on `id` not yet in its published load (a published load resets the count). */
+  /** Our placements on `id` in flight. */
   private countPlacement(id: string, delta: 1 | -1): void {
-    const n = (this.placedSince.get(id) ?? 0) + delta;
-    if (n > 0) this.placedSince.set(id, n);
-    else this.placedSince.delete(id);
+    const n = (this.placing.get(id) ?? 0) + delta;
+    if (n > 0) this.placing.set(id, n);
+    else this.placing.delete(id);
   }
 
   private choose(refused: ReadonlyMap<string, string>, waitIfFull: boolean): InstanceValue | null | 'full' {
@@ -234,8 +234,11 @@ export class Placer {
         full.push(instance);
         continue;
       }
-      const placed = this.placedSince.get(instance.id) ?? 0;
-      candidates.push(placed === 0 ? instance : { ...instance, load: { ...instance.load, sessions: instance.load.sessions + placed } });
+      // Its load as placement sees it: every mapping naming it, which every placer's placements reach through
+      // the watch within moments (its published session count leaves out placements nobody attached to yet,
+      // and is only as fresh as its last publish), plus ours still in flight; never below what it published.
+      const sessions = Math.max(instance.load.sessions, this.cache.mappingsOf(instance.id)) + (this.placing.get(instance.id) ?? 0);
+      candidates.push(sessions === instance.load.sessions ? instance : { ...instance, load: { ...instance.load, sessions } });
     }
     if (candidates.length === 0 && full.length > 0 && waitIfFull) return 'full';
     const chosen = choosePlacement(candidates.length > 0 ? candidates : full, this.options.policy);
