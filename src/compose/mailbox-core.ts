@@ -69,6 +69,19 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
     },
   );
   const router = new SessionRouter(directory, logger, config.v2.creatorWaitMs, undefined, (route) => idleMappings?.releasing(route));
+  if (idleMappings) {
+    // After the router has ended their parties (its listeners come first): a session whose route this relay lost
+    // (moved, or the relay was fenced) is dropped. Never served here again, its boxes would hold their unread
+    // messages and count as load and against limits until their stale timeout; and if the route came back here
+    // later, messages from before the move would be served after newer ones sent through its other owner.
+    directory.on('routeLost', (route) => {
+      const key = idleMappings.sessionKeyOf(route);
+      if (key !== undefined) table.dropSession(key);
+    });
+    directory.on('fenceLost', () => {
+      for (const key of idleMappings.heldSessionKeys()) table.dropSession(key);
+    });
+  }
   // HASHMAIL_TRACE=relay shows every attach and detach without raising the global level.
   const relayLogger = subsystemLogger(logger, 'relay');
   const legacy = new LegacyMailbox(table, stats, { maxMessageBytes: m.maxMessageBytes, logger: relayLogger });

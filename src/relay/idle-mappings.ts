@@ -28,8 +28,8 @@ export function routeOfSessionKey(key: string): string {
 }
 
 export class IdleMappings {
-  /** Routes with a session in the table now. */
-  private readonly held = new Set<string>();
+  /** Routes with a session in the table now, and that session's key. */
+  private readonly held = new Map<string, string>();
   /** Routes mapped (or last known mapped) here with no session, since when (ms); oldest first. */
   private readonly idle = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
@@ -77,8 +77,18 @@ export class IdleMappings {
 
   sessionOpened(key: string): void {
     const route = routeOfSessionKey(key);
-    this.held.add(route);
+    this.held.set(route, key);
     this.idle.delete(route);
+  }
+
+  /** The session key of the session held here for `route`, if any. */
+  sessionKeyOf(route: string): string | undefined {
+    return this.held.get(route);
+  }
+
+  /** The session keys of every session held here. */
+  heldSessionKeys(): string[] {
+    return [...this.held.values()];
   }
 
   sessionClosed(key: string): void {

@@ -184,6 +184,21 @@ export class SessionTable implements BoxHost {
     this.remove(entry, 'deleted');
   }
 
+  /**
+   * Removes both boxes of the session `key` (SessionKey), if it exists: a
+   * relay that lost the session's route (it moved, or the relay was fenced)
+   * can never serve them again. Streams still attached end as on
+   * DelCipherBox; the router has ended the session's parties first.
+   */
+  dropSession(key: string): void {
+    const session = this.sessionsByKey.get(key);
+    if (!session) return;
+    for (const box of session.boxes) {
+      const entry = box && this.entries.get(boxKey(box.sid));
+      if (entry) this.remove(entry, 'deleted');
+    }
+  }
+
   /** Ends every stream with UNAVAILABLE "server shutting down"; refuses new boxes. */
   shutdown(): void {
     this.shuttingDown = true;

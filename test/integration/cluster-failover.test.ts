@@ -262,7 +262,7 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     await pair.close();
     assert.equal(await second.stop(), 0);
   });
-  test('SIGSTOP past the TTL, then SIGCONT: the session was placed elsewhere, the stalled relay ends its streams, never serves it again, and registers anew', async (t) => {
+  test('SIGSTOP past the TTL, then SIGCONT: the session was placed elsewhere, the stalled relay ends its streams, drops the session, never serves it again, and registers anew', async (t) => {
     const watcher = await member(etcd.endpoints, null);
     t.after(() => watcher.close());
     const [a, b] = sidPair();
@@ -306,6 +306,10 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
       if (ready !== 200) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(ready, 200, '/readyz once registered again');
+    // The fenced session is dropped there, not kept (its boxes counted as load and against limits) until its
+    // stale timeout: fencing drops what it ended.
+    assert.equal(await owner.metric('hashmail_sessions'), 0, 'the fenced session\'s boxes are gone');
+    assert.equal(await owner.metric('hashmail_mailbox_count'), 0);
   });
 
   test('etcd: one member of three lost changes nothing; all lost: placed sessions relay, placements fail UNAVAILABLE; back: placements work, no restart of ours', async () => {

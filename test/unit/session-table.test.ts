@@ -428,3 +428,20 @@ test('per-address budget: one address filling its share waits; boxes of other ad
   assert.equal(table.budget.usedBytes, 0);
   assert.equal(table.boxOwnerCount, 0);
 });
+
+test('dropSession removes both boxes of a session (a relay that lost its route), nothing else; an unknown key is a no-op', () => {
+  const { table, events } = makeTable();
+  const sid = newSid();
+  table.createBox(sid, '10.0.0.1');
+  table.createBox(peerSid(sid), '10.0.0.1');
+  const other = newSid();
+  table.createBox(other, '10.0.0.2');
+  table.dropSession(sessionKey(sid));
+  assert.equal(table.boxCount, 1);
+  assert.equal(table.sessionCount, 1);
+  assert.deepEqual(events.closed.map(([, reason]) => reason), ['deleted', 'deleted']);
+  assert.throws(() => table.findBox(sid), isError('STREAM_NOT_FOUND'));
+  assert.throws(() => table.findBox(peerSid(sid)), isError('STREAM_NOT_FOUND'));
+  table.dropSession(sessionKey(sid));
+  assert.equal(table.findBox(other).sid.equals(other), true);
+});
