@@ -91,12 +91,29 @@ export function buildHttpServer(config: Config, logger: Logger, core: MailboxCor
     else if (gateway) gateway.handleUpgrade(req, socket, head);
     else endWithin(socket, DEADLINE_CLOSE_GRACE_MS, 'HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
   });
-  server.on('clientError', (err, socket) => {
-    logger.debug({ err: err.message }, 'bad HTTP request');
-    if (socket.writable) endWithin(socket, DEADLINE_CLOSE_GRACE_MS, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    logger.debug({ err: err.message, code: err.code }, 'bad HTTP request');
+    if (socket.writable) endWithin(socket, DEADLINE_CLOSE_GRACE_MS, malformedRequestAnswer(err.code));
     else socket.destroy();
   });
   const handleH2Request = (req: Http2ServerRequest, res: Http2ServerResponse): void =>
     handleRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse);
   return { server, handleH2Request, closeIdle: () => deadlines.closeIdle() };
+}
+
+/**
+ * The answer to a request Node's parser refused: 431 for a request line or
+ * headers past its limit (16 KiB), else 400; a short text body saying which,
+ * readable by a browser (CORS), as every other answer here is.
+ */
+export function malformedRequestAnswer(code: string | undefined): string {
+  const [status, reason, detail] =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', `request line and headers are limited to ${http.maxHeaderSize} bytes`]
+      : [400, 'Bad Request', 'malformed HTTP request'];
+  const body = `${status} ${reason}: ${detail}\n`;
+  return (
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `Access-Control-Allow-Origin: *\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
 }

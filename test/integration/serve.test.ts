@@ -236,3 +236,18 @@ test('streams per connection over the limit get RESOURCE_EXHAUSTED naming the li
     await server.stop();
   }
 });
+
+test('a request line or headers past Node\'s limit get 431 with a text body a browser can read; a malformed request 400; the server serves on', async () => {
+  const server = await startServer();
+  try {
+    const long = await rawHttpExchange(await openSocket(server.port), `GET /v2/relay?route=${'A'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.match(long, /^HTTP\/1.1 431 Request Header Fields Too Large\r\n/);
+    assert.match(long, /access-control-allow-origin: \*/i);
+    assert.match(long, /\r\n\r\n431 Request Header Fields Too Large: request line and headers are limited to \d+ bytes\n$/);
+    const garbage = await rawHttpExchange(await openSocket(server.port), 'GET / HTTP/1.1\r\nHost x\r\n\r\n');
+    assert.match(garbage, /^HTTP\/1.1 400 Bad Request\r\n[\s\S]*\r\n\r\n400 Bad Request: malformed HTTP request\n$/);
+    assert.match(await rawHttpExchange(await openSocket(server.port), 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
+  } finally {
+    await server.stop();
+  }
+});
