@@ -162,7 +162,14 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     await new Promise<void>((resolve) => (a.child.exitCode !== null || a.child.signalCode !== null ? resolve() : a.child.once('exit', () => resolve())));
     if (path === 'restart') survivors.push(await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a'));
     if (path === 'restart') relays.push(survivors[survivors.length - 1]);
-    if (process.env.REJOIN_TRACE && path === 'restart') console.error(`TRACE ${Date.now()} relay-a serving again`);
+    if (process.env.REJOIN_TRACE && path === 'restart') {
+      console.error(`TRACE ${Date.now()} relay-a serving again`);
+      // Its start, step by step: each log line's own time (JSON "time"), from the kill.
+      for (const line of survivors[survivors.length - 1].log) {
+        const entry = /"time":(\d+).*"msg":"([^"]*)"/.exec(line);
+        if (entry) console.error(`TRACE relay-a +${Number(entry[1]) - killedAt} ms ${entry[2]}`);
+      }
+    }
     const collected = await Promise.all(workers.map((w) => w.ask({ op: 'collect', timeoutMs: ttlMs + REJOIN_WAIT_EXTRA_MS }, 'collected')));
     const lookupsAfterKill = (await lookupsAnswered(survivors)) - lookupsBefore;
     const rejoins: SessionRejoin[] = collected.flatMap((c) => c.rejoins);
