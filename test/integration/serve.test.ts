@@ -251,3 +251,18 @@ test('a request line or headers past Node\'s limit get 431 with a text body a br
     await server.stop();
   }
 });
+
+test('REST create with a Content-Length over the small-request limit is refused at once (413), not after the body or the request timeout', async () => {
+  const server = await startServer();
+  try {
+    const socket = await openSocket(server.port);
+    // The declared body never comes whole: only its start is sent.
+    const head = 'POST /v1/lightning-node-connect/hashmail HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n';
+    const answer = await rawHttpExchange(socket, `${head}{"desc":${'['.repeat(5000)}`);
+    assert.match(answer, /^HTTP\/1.1 413 /);
+    assert.match(answer, /request body larger than 16384 bytes/);
+    assert.match(await rawHttpExchange(await openSocket(server.port), createBoxRequest(randomSid())), /^HTTP\/1.1 200/, 'the server serves on');
+  } finally {
+    await server.stop();
+  }
+});

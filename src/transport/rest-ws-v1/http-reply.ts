@@ -46,9 +46,17 @@ export function startJsonStream(res: ServerResponse): void {
 
 /**
  * Reads a small request body whole, up to `maxBytes`; past it the read fails
- * with MESSAGE_TOO_LARGE and the rest is not read.
+ * with MESSAGE_TOO_LARGE and the rest is not read. A Content-Length over it
+ * fails at once: waiting for a body that will be refused anyway would hold
+ * the call until the request timeout whenever the client sends it slowly or
+ * never.
  */
 export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > maxBytes) {
+    req.pause();
+    return Promise.reject(new HashmailError('MESSAGE_TOO_LARGE', `request body larger than ${maxBytes} bytes`));
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
