@@ -106,7 +106,7 @@ export function buildHttpServer(config: Config, logger: Logger, core: MailboxCor
  * headers past its limit (16 KiB), else 400; a short text body saying which,
  * readable by a browser (CORS), as every other answer here is.
  */
-export function malformedRequestAnswer(code: string | undefined): string {
+function malformedRequestAnswer(code: string | undefined): string {
   const [status, reason, detail] =
     code === 'HPE_HEADER_OVERFLOW'
       ? [431, 'Request Header Fields Too Large', `request line and headers are limited to ${http.maxHeaderSize} bytes`]

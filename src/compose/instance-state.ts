@@ -36,8 +36,7 @@ export class InstanceState {
 
   /** The state directory of `role` listening on server.listen, created and locked for this process. */
   static open(config: Config, role: InstanceRole): InstanceState {
-    const dir = instanceStateDir(config, role);
-    const state = new InstanceState(dir, role, dir !== stableStateDir(config, role));
+    const state = new InstanceState(instanceStateDir(config, role), role, namesNoInstance(config));
     mkdirSync(state.dir, { recursive: true });
     state.lock(config.server.listen);
     if (state.ephemeral) removeDeadSiblings(state.dir);
@@ -199,16 +198,15 @@ function processStartTime(pid: number): string | undefined {
  * instance: the directory then carries this process's pid and goes at stop.
  */
 export function instanceStateDir(config: Config, role: InstanceRole): string {
-  const stable = stableStateDir(config, role);
-  // --listen HOST:0 names no instance (each start gets another port): a directory of this process's own.
-  if (!config.relay.instanceId && /:0$/.test(config.server.listen)) return `${stable}-pid${process.pid}`;
-  return stable;
-}
-
-function stableStateDir(config: Config, role: InstanceRole): string {
   if (config.relay.instanceId) return join(config.server.dataDir, `id-${config.relay.instanceId}`);
   const listen = config.server.listen.replace(/^\[|\](?=:\d+$)/g, '').replace(/:(\d+)$/, '-$1');
-  return join(config.server.dataDir, `${role}-${listen.replace(/[^A-Za-z0-9.-]/g, '_')}`);
+  const dir = join(config.server.dataDir, `${role}-${listen.replace(/[^A-Za-z0-9.-]/g, '_')}`);
+  return namesNoInstance(config) ? `${dir}-pid${process.pid}` : dir;
+}
+
+/** --listen HOST:0 with no id: each start gets another port, so no later start is this instance again. */
+function namesNoInstance(config: Config): boolean {
+  return !config.relay.instanceId && /:0$/.test(config.server.listen);
 }
 
 function processAlive(pid: number): boolean {

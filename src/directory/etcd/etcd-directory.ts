@@ -100,7 +100,7 @@ export class EtcdDirectory implements Directory {
     });
     this.waiters = new ChangeWaiters(options.maxWaitingLookups);
     this.cache.onInstance = (id, record, before) => {
-      this.placer.loadPublished(id);
+      this.placer.recordPublished();
       // A new registration under a known id, seen live, is a restart: a lookup held against the old process answers now.
       const registered = record !== undefined && (before === undefined || before.startedAt !== record.startedAt);
       if (registered) this.noteRegistration(id);

@@ -57,7 +57,7 @@ export class Placer {
   }
 
   /** An instance published its record (load, or a rotated lease): placements waiting for one look again. */
-  loadPublished(_id: string): void {
+  recordPublished(): void {
     const waiters = this.recordWaiters;
     this.recordWaiters = [];
     for (const wake of waiters) wake();
