@@ -12,23 +12,13 @@
  * /proc) per session, and the opens that failed with their messages.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { connect, type MailboxConnection, type TransportName } from '../src/client/index.js';
 import { runBench } from './children.js';
-import { BENCH_LIMITS, startHashmail } from './server-process.js';
+import { BENCH_LIMITS, cpuMs, startHashmail } from './server-process.js';
 import { runBounded } from './stats.js';
 
 const WARM_UP = 50;
-/** Clock ticks per second of /proc/PID/stat (USER_HZ, 100 on Linux). */
-const TICKS_PER_SECOND = 100;
-
-/** CPU ms the process `pid` used so far (user + system). */
-function cpuMsOf(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
-}
-
 function transportOf(value: string | undefined, fallback: TransportName): TransportName {
   const t = value ?? fallback;
   if (t !== 'grpc' && t !== 'websocket') throw new Error(`transport: grpc or websocket, not ${t}`);
@@ -57,12 +47,12 @@ async function main(): Promise<void> {
     const warmErrors = await runBounded(WARM_UP, inFlight, pair);
     if (warmErrors.length > 0) throw warmErrors[0];
     const cpu0 = process.cpuUsage();
-    const server0 = cpuMsOf(server.pid);
+    const server0 = cpuMs(server.pid);
     const t0 = performance.now();
     const errors = await runBounded(sessions, inFlight, pair);
     const wallMs = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
-    const serverMs = cpuMsOf(server.pid) - server0;
+    const serverMs = cpuMs(server.pid) - server0;
     const per = (ms: number): number => Number((ms / sessions).toFixed(3));
     console.log(
       JSON.stringify({

@@ -18,9 +18,12 @@
  * balanced address would.
  * --lookup-wait-ms sets the relays' directory.lookupWaitMaxMs (0: lookups are never held, the parties
  * poll; default: the relay's default). "lookups after the kill" counts the lookups the live relays
- * answered from the kill until every session was back (hashmail_directory_lookups_total).
- * REJOIN_CPU_PROF=DIR: every load process writes a V8 CPU profile into DIR (HASHMAIL_BENCH_CPU_PROF does the same for the relays).
- * REJOIN_TRACE=1 prints the kill, relay A's restart and a few parties' reconnect events with timestamps.
+ * answered from the kill until every session was back (hashmail_directory_lookups_total); "CPU s after the kill"
+ * the CPU time (/proc) the load processes, the live relays and etcd used over the same span.
+ * REJOIN_CPU_PROF=DIR: every load process writes a V8 CPU profile of the re-join alone (arm to collect) into DIR
+ * (HASHMAIL_BENCH_CPU_PROF writes one of each relay's whole life).
+ * REJOIN_TRACE=1 prints the kill, relay A's restart, a few parties' reconnect events with timestamps, and at the end
+ * the events of the slowest sessions and of some that never came back.
  * Prints markdown; writes bench/results/rejoin.{md,json}.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -31,7 +34,7 @@ import { parseArgs } from 'node:util';
 import { startEtcd, freePort, type EtcdCluster } from '../test/helpers/etcd.js';
 import { runBench, stopChild, track, trackPid, untrackPid } from './children.js';
 import type { RejoinCommand, RejoinReply, SessionRejoin } from './rejoin-worker.js';
-import { BENCH_LIMITS, CURRENT_BUILD, hashmailMetricSum, ROOT, startHashmail, type RelayProcess } from './server-process.js';
+import { BENCH_LIMITS, cpuMs, CURRENT_BUILD, hashmailMetricSum, ROOT, startHashmail, type RelayProcess } from './server-process.js';
 import { fmt, percentile, table } from './stats.js';
 
 const WORKER_ENTRY = join(ROOT, 'bench/rejoin-worker.ts');
@@ -54,16 +57,20 @@ interface CaseResult {
   relaying: { p50: number; p99: number; max: number };
   /** Lookups the live relays answered between the kill and the end of the case. */
   lookupsAfterKill: number;
+  /** CPU seconds used from the kill until every session was back: the load processes (the parties), the live relays (a restarted one from its start), etcd. */
+  cpuAfterKill: { load: number; relays: number; etcd: number };
   errors: string[];
 }
 
 class Worker {
   private constructor(private readonly child: ChildProcess) {}
 
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
   static async start(): Promise<Worker> {
-    // REJOIN_CPU_PROF=DIR: each load process writes a V8 CPU profile there when it exits.
-    const profile = process.env.REJOIN_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.REJOIN_CPU_PROF}`] : [];
-    const child = track(fork(WORKER_ENTRY, [], { cwd: ROOT, execArgv: ['--import', 'tsx', ...profile], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const child = track(fork(WORKER_ENTRY, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     const w = new Worker(child);
     await w.wait('ready');
     return w;
@@ -96,7 +103,7 @@ class Worker {
 
   async close(): Promise<void> {
     if (this.child.connected) {
-      // It exits by itself once its sessions are closed (a signal would lose a REJOIN_CPU_PROF profile).
+      // It exits by itself once its sessions are closed.
       const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
       this.child.send({ op: 'close' } satisfies RejoinCommand);
       await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, CLOSE_GRACE_MS))]);
@@ -125,6 +132,9 @@ async function lookupsAnswered(relays: RelayProcess[]): Promise<number> {
   const counts = await Promise.all(relays.map((r) => (r.adminAddress ? hashmailMetricSum(r.adminAddress, 'hashmail_directory_lookups_total') : undefined)));
   return counts.reduce<number>((sum, n) => sum + (n ?? 0), 0);
 }
+
+/** CPU ms used so far by these processes together. */
+const sumCpu = (pids: number[]): number => pids.reduce((sum, pid) => sum + (pid > 0 ? cpuMs(pid) : 0), 0);
 
 const spread = (sorted: number[]): { p50: number; p99: number; max: number } => ({
   p50: percentile(sorted, 50),
@@ -156,6 +166,13 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     await Promise.all(workers.map((w) => w.ask({ op: 'arm' }, 'armed')));
     const survivors = relays.slice(1);
     const lookupsBefore = await lookupsAnswered(survivors);
+    // CPU from the kill on, per group (a restarted relay A counts from its start: all of it is after the kill).
+    const cpuGroups = (): { load: number; relays: number; etcd: number } => ({
+      load: sumCpu(workers.map((w) => w.pid)),
+      relays: sumCpu(survivors.map((r) => r.child.pid ?? 0)),
+      etcd: sumCpu([etcd.members[0].pid ?? 0]),
+    });
+    const cpuBefore = cpuGroups();
     const killedAt = Date.now();
     if (process.env.REJOIN_TRACE) console.error(`TRACE ${killedAt} kill`);
     a.child.kill('SIGKILL');
@@ -171,8 +188,21 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
       }
     }
     const collected = await Promise.all(workers.map((w) => w.ask({ op: 'collect', timeoutMs: ttlMs + REJOIN_WAIT_EXTRA_MS }, 'collected')));
+    const cpuAfter = cpuGroups();
     const lookupsAfterKill = (await lookupsAnswered(survivors)) - lookupsBefore;
     const rejoins: SessionRejoin[] = collected.flatMap((c) => c.rejoins);
+    if (process.env.REJOIN_TRACE) {
+      // The slowest sessions and a few that never came back, event by event, in ms from the kill.
+      const slowest = [...rejoins].sort((x, y) => y.attachedAt - x.attachedAt).slice(0, 3);
+      const stories = [...slowest.map((r) => ({ title: `slow session, both attached at +${r.attachedAt - killedAt} ms`, events: r.events ?? [] })), ...collected.flatMap((c) => c.missingEvents).map((events) => ({ title: 'missing session', events }))];
+      const failed = new Map<string, number>();
+      for (const [why, n] of collected.flatMap((c) => Object.entries(c.failedAttempts))) failed.set(why, (failed.get(why) ?? 0) + n);
+      for (const [why, n] of [...failed].sort((x, y) => y[1] - x[1])) console.error(`TRACE failed attempts: ${n} ${why}`);
+      for (const story of stories) {
+        console.error(`TRACE ${story.title}:`);
+        for (const line of story.events) console.error(line.replace(/^TRACE (\d+)/, (_, at: string) => `TRACE +${Number(at) - killedAt}`));
+      }
+    }
     const attached = rejoins.map((r) => r.attachedAt - killedAt).sort((x, y) => x - y);
     const relaying = rejoins.map((r) => r.relayingAt - killedAt).sort((x, y) => x - y);
     return {
@@ -183,6 +213,7 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
       attached: spread(attached),
       relaying: spread(relaying),
       lookupsAfterKill,
+      cpuAfterKill: { load: (cpuAfter.load - cpuBefore.load) / 1000, relays: (cpuAfter.relays - cpuBefore.relays) / 1000, etcd: (cpuAfter.etcd - cpuBefore.etcd) / 1000 },
       errors: [...new Set(collected.flatMap((c) => c.errors))].slice(0, 5),
     };
   } finally {
@@ -202,7 +233,7 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
     `directory.leaseTtlMs ${ttlMs}; 3 relays, one-member etcd; times from the SIGKILL of the relay holding every session.`,
     '',
     table(
-      ['path', 'sessions', 're-joined', 'both attached p50 / p99 / last ms', 'relaying again p50 / p99 / last ms', 'lookups after the kill', 'bound'],
+      ['path', 'sessions', 're-joined', 'both attached p50 / p99 / last ms', 'relaying again p50 / p99 / last ms', 'lookups after the kill', 'CPU s after the kill: parties / relays / etcd', 'bound'],
       results.map((r) => [
         r.path === 'ttl' ? 'kill -9, lease expires' : 'kill -9, restart same data dir',
         r.sessions.toLocaleString('en'),
@@ -210,6 +241,7 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
         `${ms(r.attached.p50)} / ${ms(r.attached.p99)} / ${ms(r.attached.max)}`,
         `${ms(r.relaying.p50)} / ${ms(r.relaying.p99)} / ${ms(r.relaying.max)}`,
         r.lookupsAfterKill.toLocaleString('en'),
+        `${fmt(r.cpuAfterKill.load, 1)} / ${fmt(r.cpuAfterKill.relays, 1)} / ${fmt(r.cpuAfterKill.etcd, 1)}`,
         r.path === 'ttl' ? `TTL + 3 s = ${ttlMs + 3000}` : 'under 3,000',
       ]),
     ),
