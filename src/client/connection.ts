@@ -284,7 +284,7 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
         return;
       } catch (err) {
         // The owner a lookup named gave no answer at all (refused, or dropped before it said anything): the next lookup waits for the session to move.
-        if (err instanceof RelayUnreachable && target.ownerId) this.holdNextLookup(target.ownerId);
+        if (err instanceof RelayUnreachable && target.ownerId) this.holdNextLookup(target.ownerId, target.ownerStartedAt);
         // The relay of a dropped link is gone, or has forgotten the session (restarted): the next attempt, at
         // once and with a deadline of its own, looks up where it is now (held).
         if (target.via === 'resume' && (err instanceof RelayUnreachable || err instanceof SessionNotFound)) {
@@ -319,9 +319,13 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     }
   }
 
-  /** The next lookup asks the instance to hold its answer while it is still `unreachable` (an owner id) or "not placed" (''). */
-  private holdNextLookup(unreachable: string): void {
-    this.heldLookup = { unreachable, ms: LOOKUP_WAIT_MS };
+  /**
+   * The next lookup asks the instance to hold its answer while it is still
+   * `unreachable` (an owner id; the registration `startedAt` if a lookup told
+   * it) or "not placed" ('').
+   */
+  private holdNextLookup(unreachable: string, startedAt?: number): void {
+    this.heldLookup = { unreachable, ...(startedAt ? { unreachableStartedAt: startedAt } : {}), ms: LOOKUP_WAIT_MS };
   }
 
   private lookUpRelay(route: string, attach: AttachMode, signal: AbortSignal, wait: LookupWaitRequest | null): Promise<RelayTarget> {
@@ -367,7 +371,12 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     mine = link;
     this.link = link;
     this.relayAuthority = target.server.authority;
-    this.lastRelay = { server: target.server, via: 'resume', ...(target.ownerId ? { ownerId: target.ownerId } : {}) };
+    this.lastRelay = {
+      server: target.server,
+      via: 'resume',
+      ...(target.ownerId ? { ownerId: target.ownerId } : {}),
+      ...(target.ownerStartedAt ? { ownerStartedAt: target.ownerStartedAt } : {}),
+    };
     this.lastVersion = link.version;
     this.lastMaxMessageBytes = link.maxMessageBytes;
     if (this.inbox.isPaused) link.pause();

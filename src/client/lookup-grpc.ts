@@ -46,7 +46,11 @@ const lookUpOnChannel = (req: Parameters<RelayLookup>[0], retries: number): Prom
         SERVER_FOR_MAILBOX_PATH,
         (r: ServerForMailboxRequest) => asBuffer(encodeServerForMailboxRequest(r)),
         (buf: Buffer) => decodeServerForMailboxResponse(buf),
-        { route: req.route, create: req.create, ...(req.wait ? { unreachable: req.wait.unreachable, waitMs: Math.round(req.wait.ms) } : {}) },
+        {
+          route: req.route,
+          create: req.create,
+          ...(req.wait ? { unreachable: req.wait.unreachable, waitMs: Math.round(req.wait.ms), unreachableStartedAt: req.wait.unreachableStartedAt ?? 0 } : {}),
+        },
         new Metadata(),
         { deadline },
         (err: ServiceError | null, res?: ServerForMailboxResponse) => {
@@ -56,7 +60,7 @@ const lookUpOnChannel = (req: Parameters<RelayLookup>[0], retries: number): Prom
             return settle(() => lookUpOnChannel(req, retries + 1).then(resolve, reject));
           }
           settle(() => {
-            if (!err && res?.address) return resolve({ kind: 'owner', id: res.id, address: res.address });
+            if (!err && res?.address) return resolve({ kind: 'owner', id: res.id, address: res.address, ...(res.startedAt ? { startedAt: res.startedAt } : {}) });
             if (!err) return resolve({ kind: 'not-served', why: 'ServerForMailbox answered without an address' });
             if (err.code === status.UNIMPLEMENTED) return resolve({ kind: 'not-served', why: 'UNIMPLEMENTED' });
             if (err.code === status.NOT_FOUND) return resolve({ kind: 'not-placed', message: errorText(err) });

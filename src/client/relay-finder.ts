@@ -28,6 +28,8 @@ export interface RelayTarget {
   lookupServer?: string;
   /** The owner's instance id the lookup named (via 'lookup'). */
   ownerId?: string;
+  /** That owner's registration (the lookup answer's startedAt), when the instance told it. */
+  ownerStartedAt?: number;
 }
 
 export interface FindRelayParams {
@@ -148,7 +150,13 @@ export async function findRelay(params: FindRelayParams): Promise<RelayTarget> {
     unreachableAt.delete(missingKey(transport, server));
     switch (answer.kind) {
       case 'owner':
-        return { server: relayAddress(answer.address, server), via: 'lookup', lookupServer: server.authority, ownerId: answer.id };
+        return {
+          server: relayAddress(answer.address, server),
+          via: 'lookup',
+          lookupServer: server.authority,
+          ownerId: answer.id,
+          ...(answer.startedAt ? { ownerStartedAt: answer.startedAt } : {}),
+        };
       case 'not-placed':
         throw new SessionNotFound(StatusCode.NOT_FOUND, `stream not found: no relay holds the session (${answer.message})`);
       case 'not-served':

@@ -36,17 +36,26 @@ export interface LookupRequest {
   wait?: LookupWaitRequest;
 }
 
-/** ServerForMailboxRequest `unreachable` and `wait_ms` (GET /v2/relay `&unreachable=ID&wait_ms=MS`). */
+/**
+ * ServerForMailboxRequest `unreachable`, `unreachable_started_at` and `wait_ms`
+ * (GET /v2/relay `&unreachable=ID&unreachable_started_at=MS&wait_ms=MS`).
+ */
 export interface LookupWaitRequest {
   /** Instance id of the owner this party could not reach; empty: it was told "not placed". */
   unreachable: string;
+  /**
+   * That owner's registration as a lookup named it (the answer's startedAt);
+   * absent: not known. The instance then holds the answer only while the
+   * owner is that same registration, not a restart of it.
+   */
+  unreachableStartedAt?: number;
   /** Hold the answer up to this long (ms); the instance caps it (directory.lookupWaitMaxMs). */
   ms: number;
 }
 
 export type LookupAnswer =
-  /** The owner's instance id and advertised `HOST:PORT`. */
-  | { kind: 'owner'; id: string; address: string }
+  /** The owner's instance id, advertised `HOST:PORT` and registration (startedAt; absent from instances that predate it). */
+  | { kind: 'owner'; id: string; address: string; startedAt?: number }
   /** No relay owns the session and `create` was false. */
   | { kind: 'not-placed'; message: string }
   /** The instance does not serve lookups (an old single server): dial it directly. */
@@ -113,11 +122,12 @@ function errorBody(text: string): ErrorBody | null {
   }
 }
 
-function ownerOf(text: string): { id: string; address: string } | null {
+function ownerOf(text: string): { id: string; address: string; startedAt?: number } | null {
   try {
-    const parsed = JSON.parse(text) as { id?: unknown; address?: unknown } | null;
+    const parsed = JSON.parse(text) as { id?: unknown; address?: unknown; startedAt?: unknown } | null;
     if (typeof parsed?.address !== 'string' || parsed.address.length === 0) return null;
-    return { id: typeof parsed.id === 'string' ? parsed.id : '', address: parsed.address };
+    const startedAt = typeof parsed.startedAt === 'number' && Number.isSafeInteger(parsed.startedAt) && parsed.startedAt > 0 ? parsed.startedAt : undefined;
+    return { id: typeof parsed.id === 'string' ? parsed.id : '', address: parsed.address, ...(startedAt ? { startedAt } : {}) };
   } catch {
     return null;
   }
@@ -142,10 +152,11 @@ export function httpLookupAnswer(answer: HttpAnswer): LookupAnswer {
   throw new HashmailClientError(code, message);
 }
 
-/** `http(s)://server/v2/relay?route=R[&create=1][&unreachable=ID][&wait_ms=MS]`. */
+/** `http(s)://server/v2/relay?route=R[&create=1][&unreachable=ID[&unreachable_started_at=MS]][&wait_ms=MS]`. */
 export function relayLookupUrl(req: LookupRequest): string {
   const wait = req.wait && req.wait.ms > 0 ? req.wait : null;
-  const held = wait ? `${wait.unreachable ? `&unreachable=${encodeURIComponent(wait.unreachable)}` : ''}&wait_ms=${Math.round(wait.ms)}` : '';
+  const startedAt = wait?.unreachable && wait.unreachableStartedAt ? `&unreachable_started_at=${wait.unreachableStartedAt}` : '';
+  const held = wait ? `${wait.unreachable ? `&unreachable=${encodeURIComponent(wait.unreachable)}${startedAt}` : ''}&wait_ms=${Math.round(wait.ms)}` : '';
   return `${httpBase(req.server)}${RELAY_LOOKUP_PATH}?route=${encodeURIComponent(req.route)}${req.create ? '&create=1' : ''}${held}`;
 }
 

@@ -43,6 +43,13 @@ export interface InstanceRecord {
 export interface RouteOwner {
   id: string;
   address: string;
+  /** The owner's registration (InstanceRecord.startedAt): tells one run of an id from the next. */
+  startedAt: number;
+}
+
+/** The owner answer for a live instance. */
+export function routeOwnerOf(instance: Pick<InstanceRecord, 'id' | 'address' | 'startedAt'>): RouteOwner {
+  return { id: instance.id, address: instance.address, startedAt: instance.startedAt };
 }
 
 /** The instance this process registers as (relays and `serve`). */

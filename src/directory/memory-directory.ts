@@ -13,7 +13,7 @@ import type {
   RouteOwner,
   SelfRegistration,
 } from './directory.js';
-import { DirectoryUnavailableError, NoInstanceError } from './directory.js';
+import { DirectoryUnavailableError, NoInstanceError, routeOwnerOf } from './directory.js';
 
 export class MemoryDirectory implements Directory {
   readonly backend = 'memory' as const;
@@ -59,7 +59,7 @@ export class MemoryDirectory implements Directory {
     // One instance owns every session there is; a draining one still answers
     // for the sessions it has, and there is nowhere else to place new ones.
     void options;
-    return { id: this.self.id, address: this.self.address };
+    return routeOwnerOf(this.self);
   }
 
   readonly lookupsWaiting = 0;

@@ -36,6 +36,12 @@ function resultOf(err: unknown): LookupResult {
 export interface LookupWait {
   /** Instance id of the owner the party could not reach; empty: none. */
   unreachable: string;
+  /**
+   * That owner's registration as the party was sent to it (RouteOwner.startedAt);
+   * 0 / absent: not known. Given, the lookup is held only while the owner is
+   * that very registration: one restarted under the same id is answered at once.
+   */
+  unreachableStartedAt?: number;
   /** How long the party is willing to wait (capped by directory.lookupWaitMaxMs). */
   ms: number;
   /** Aborts the wait (the caller went away). */
@@ -61,10 +67,14 @@ export interface LookupWait {
 export type HeldLookupQuota = KeyedQuota;
 
 /**
- * How long before a held lookup arrived its party may have failed to reach
- * the owner it names (ms): an owner that registered again within this (a
- * relay restarted under the same id, e.g. with its data directory) is not
- * the process the party could not reach, and is answered at once.
+ * For a party that does not say which registration it could not reach
+ * (LookupWait.unreachableStartedAt): how long before a held lookup arrived
+ * the party may have failed to reach the owner it names (ms). An owner that
+ * registered again within this (a relay restarted under the same id, e.g.
+ * with its data directory) is not the process the party could not reach, and
+ * is answered at once. A guess: an instance lagging by more than this (a
+ * reconnect storm queues lookups for seconds) held such lookups for their
+ * whole wait, which the registration a party names rules out.
  */
 export const RESTART_GRACE_MS = 5_000;
 
@@ -83,6 +93,7 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
   // or it is this very instance: the party reaches it now (a restarted relay does not know it restarted).
   const stillUnreachable = (o: RouteOwner): boolean => {
     if (o.id !== wait.unreachable || o.id === directory.selfId) return false;
+    if (wait.unreachableStartedAt) return o.startedAt === wait.unreachableStartedAt;
     const restarted = directory.reRegisteredAt(o.id);
     return restarted === undefined || restarted < arrived - RESTART_GRACE_MS;
   };

@@ -164,8 +164,8 @@ export class RemoteLegacyMailbox implements LegacyOperations {
       if (!(err instanceof HashmailError) || err.code !== 'SERVED_ELSEWHERE' || !err.relayAddress) throw err;
       // Our view of the mapping was behind; the relay named the owner. A second redirect goes to the client as UNAVAILABLE (it retries).
       const address = err.relayAddress;
-      const id = this.options.directory.instances().find((i) => i.addresses.includes(address))?.id ?? `address:${address}`;
-      return fn({ id, address });
+      const named = this.options.directory.instances().find((i) => i.addresses.includes(address));
+      return fn({ id: named?.id ?? `address:${address}`, address, startedAt: named?.startedAt ?? 0 });
     }
   }
 

@@ -1,7 +1,7 @@
 /**
- * HTTP `GET /v2/relay?route=ROUTE[&create=1][&unreachable=ID&wait_ms=MS]` on the public port: the same
+ * HTTP `GET /v2/relay?route=ROUTE[&create=1][&unreachable=ID[&unreachable_started_at=MS]&wait_ms=MS]` on the public port: the same
  * lookup as gRPC ServerForMailbox, for browsers (docs/protocol-v2.md,
- * Finding the relay). 200 `{"id","address"}`; errors as
+ * Finding the relay). 200 `{"id","address","startedAt"}`; errors as
  * `{"error":{"code":<grpc code>,"message":...}}` with the code's HTTP status
  * (404 not placed, 503 directory unavailable, 400 bad route). CORS allows
  * any origin, preflight included: the answer names a public address only.
@@ -32,7 +32,10 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-/** The wait a query asks for (`unreachable`, `wait_ms`; capped by directory.lookupWaitMaxMs upstream), ended early when the client goes away. */
+/**
+ * The wait a query asks for (`unreachable`, `unreachable_started_at`, `wait_ms`; capped by
+ * directory.lookupWaitMaxMs upstream), ended early when the client goes away.
+ */
 function heldLookup(query: URLSearchParams, res: ServerResponse, client: () => string): LookupWait | undefined {
   const ms = Number(query.get('wait_ms') ?? 0);
   if (ms <= 0) return undefined;
@@ -41,7 +44,8 @@ function heldLookup(query: URLSearchParams, res: ServerResponse, client: () => s
   res.once('close', () => {
     if (!res.writableEnded) gone.abort(CALL_OVER);
   });
-  return { unreachable: query.get('unreachable') ?? '', ms, signal: gone.signal, client: client() };
+  const startedAt = Number(query.get('unreachable_started_at') ?? 0);
+  return { unreachable: query.get('unreachable') ?? '', ...(startedAt > 0 ? { unreachableStartedAt: startedAt } : {}), ms, signal: gone.signal, client: client() };
 }
 
 export class HttpLookup {
@@ -78,8 +82,13 @@ export class HttpLookup {
       this.fail(res, new HashmailError('MALFORMED_REQUEST', 'malformed request: wait_ms must be a whole number of milliseconds'));
       return;
     }
+    const startedText = query.get('unreachable_started_at');
+    if (startedText !== null && !/^\d{1,15}$/.test(startedText)) {
+      this.fail(res, new HashmailError('MALFORMED_REQUEST', 'malformed request: unreachable_started_at must be a whole number of milliseconds'));
+      return;
+    }
     this.lookup(query.get('route'), create === '1' || create === 'true', heldLookup(query, res, () => this.clientAddress(req))).then(
-      (owner) => sendJson(res, 200, { id: owner.id, address: this.answeredAs(owner, authorityOf(req)) }),
+      (owner) => sendJson(res, 200, { id: owner.id, address: this.answeredAs(owner, authorityOf(req)), startedAt: owner.startedAt }),
       (err: unknown) => this.fail(res, err),
     );
   }

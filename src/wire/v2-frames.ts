@@ -397,12 +397,16 @@ export interface ServerForMailboxRequest {
   unreachable?: string;
   /** Hold the answer up to this long while it would still be `unreachable` or "not placed" (field 4, ms); 0: answer at once. */
   waitMs?: number;
+  /** The `startedAt` of the unreachable owner as the party was sent to it (field 5); 0 / absent: not known. */
+  unreachableStartedAt?: number;
 }
 
 /** `ServerForMailboxResponse`: the owner's instance id and `HOST:PORT`. */
 export interface ServerForMailboxResponse {
   id: string;
   address: string;
+  /** When the owner registered (field 3, ms since the epoch); 0 / absent from instances that predate it. */
+  startedAt?: number;
 }
 
 /** String fields, then varint fields, in one buffer; empty strings and zero varints (proto3 defaults) are left out. */
@@ -425,6 +429,7 @@ export function encodeServerForMailboxRequest(req: ServerForMailboxRequest): Uin
     [
       [2, req.create ? 1 : 0],
       [4, req.waitMs ?? 0],
+      [5, req.unreachableStartedAt ?? 0],
     ],
   );
 }
@@ -452,6 +457,11 @@ export function decodeServerForMailboxRequest(buf: Uint8Array): ServerForMailbox
       req.waitMs = readVarint(c);
       return true;
     }
+    if (n === 5) {
+      expectVarint(wt, 'ServerForMailboxRequest.unreachable_started_at');
+      req.unreachableStartedAt = readVarint(c);
+      return true;
+    }
     return false;
   });
   return req;
@@ -463,13 +473,18 @@ export function encodeServerForMailboxResponse(res: ServerForMailboxResponse): U
       [1, res.id],
       [2, res.address],
     ],
-    [],
+    [[3, res.startedAt ?? 0]],
   );
 }
 
 export function decodeServerForMailboxResponse(buf: Uint8Array): ServerForMailboxResponse {
   const res: ServerForMailboxResponse = { id: '', address: '' };
   eachField(buf, (n, wt, c) => {
+    if (n === 3) {
+      expectVarint(wt, 'ServerForMailboxResponse.started_at');
+      res.startedAt = readVarint(c);
+      return true;
+    }
     if (n !== 1 && n !== 2) return false;
     expectLen(wt, n === 1 ? 'ServerForMailboxResponse.id' : 'ServerForMailboxResponse.address');
     const text = utf8Decoder.decode(readBytes(c));

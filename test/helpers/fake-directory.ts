@@ -42,11 +42,15 @@ export class FakeDirectory implements Directory {
 
   get selfOwner(): RouteOwner {
     if (!this.self) throw new Error('not registered');
-    return { id: this.self.id, address: this.self.addresses[0] };
+    return { id: this.self.id, address: this.self.addresses[0], startedAt: this.selfStartedAt };
   }
+
+  /** RouteOwner.startedAt of this instance: when it registered. */
+  private selfStartedAt = 0;
 
   async register(self: SelfRegistration): Promise<void> {
     this.self = self;
+    this.selfStartedAt = Date.now();
     this.events.emit('registered');
   }
 
@@ -96,9 +100,10 @@ export class FakeDirectory implements Directory {
     return this.reRegistrations.get(id);
   }
 
-  /** Instance `id` registers again (restarted under the same id), as a watch would report. */
-  reRegister(id: string): void {
+  /** Instance `id` registers again (restarted under the same id, registration `startedAt`), as a watch would report. */
+  reRegister(id: string, startedAt = Date.now()): void {
     this.reRegistrations.set(id, performance.now());
+    for (const [route, owner] of this.owners) if (owner.id === id) this.owners.set(route, { ...owner, startedAt });
     this.waiters.ownerChanged(id);
   }
 

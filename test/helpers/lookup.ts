@@ -24,7 +24,7 @@ export function grpcLookup(
   address: string,
   route: string,
   create = false,
-  held: { unreachable?: string; waitMs?: number } = {},
+  held: { unreachable?: string; unreachableStartedAt?: number; waitMs?: number } = {},
   signal?: AbortSignal,
 ): Promise<GrpcLookupAnswer> {
   const client = new LookupClientCtor(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });

@@ -46,7 +46,7 @@ function sidPair(): [Buffer, Buffer] {
   return [a, b];
 }
 
-function owner(answer: GrpcLookupAnswer): { id: string; address: string } {
+function owner(answer: GrpcLookupAnswer): { id: string; address: string; startedAt?: number } {
   assert.ok(answer.ok, `lookup failed: ${JSON.stringify(answer)}`);
   return answer.owner;
 }
@@ -200,6 +200,30 @@ describe('hashmail relay: three relays on one etcd', () => {
     // A lookup answered normally holds nothing afterwards either.
     assert.equal(owner(await grpcLookup(asked.address, route)).id, placed.id);
     assert.equal(await waiting(), 0);
+  });
+
+  test('a held lookup naming an earlier registration of the owner (a restart under the same id) is answered at once; naming the current one it is held (HTTP and gRPC)', async () => {
+    const route = routeOfSid(sidPair()[0]);
+    const placed = owner(await grpcLookup(relays[0].address, route, true));
+    const startedAt = placed.startedAt ?? 0;
+    assert.ok(startedAt > 0, 'the answer carries the owner\'s registration');
+    const asked = relays.find((r) => r.address !== placed.address) as RunningServer;
+    // The party failed against an earlier run of placed.id: the owner now is another process, answered at once.
+    // (Held, grpcLookup's own 10 s deadline would end it long before HELD_LOOKUP_MS.)
+    assert.deepEqual(owner(await grpcLookup(asked.address, route, false, { unreachable: placed.id, unreachableStartedAt: startedAt - 1, waitMs: HELD_LOOKUP_MS })), placed);
+    const http = await httpLookup(asked.port, `route=${route}&unreachable=${placed.id}&unreachable_started_at=${startedAt - 1}&wait_ms=${HELD_LOOKUP_MS}`);
+    assert.equal(http.status, 200);
+    assert.deepEqual(JSON.parse(http.body), placed);
+    // Naming the very registration that owns it: held, as a party that could not reach that process needs.
+    const leave = new AbortController();
+    const heldHttp = httpLookup(asked.port, `route=${route}&unreachable=${placed.id}&unreachable_started_at=${startedAt}&wait_ms=${HELD_LOOKUP_MS}`, { signal: leave.signal });
+    const heldGrpc = grpcLookup(asked.address, route, false, { unreachable: placed.id, unreachableStartedAt: startedAt, waitMs: HELD_LOOKUP_MS }, leave.signal);
+    const waiting = (): Promise<number | undefined> => metricSum(asked, 'hashmail_directory_lookups_waiting');
+    for (let i = 0; i < 200 && (await waiting()) !== 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await waiting(), 2, 'both lookups held');
+    leave.abort();
+    await assert.rejects(heldHttp);
+    assert.equal((await heldGrpc).ok, false);
   });
 
   // Last: relay 2 drains and exits.

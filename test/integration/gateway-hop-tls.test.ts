@@ -81,7 +81,7 @@ describe('the gateway hop over TLS', () => {
 
   test('a v2 WebSocket passed through to the relay: the preamble, then TLS to a certificate the gateway trusts', async () => {
     const proxy = new V2WebSocketProxy({
-      lookup: async () => ({ id: 'tls-relay', address: relay.address }),
+      lookup: async () => ({ id: 'tls-relay', address: relay.address, startedAt: 1 }),
       logger: pino({ level: 'silent' }),
       stats: new RelayStats(),
       insecure: false,

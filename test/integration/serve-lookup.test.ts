@@ -24,8 +24,17 @@ after(async () => {
 
 const route = (): string => routeOfSid(randomBytes(64));
 
+/** Serve's own answer: its id, address and registration (started_at, the same in every answer of this run). */
+async function serveOwner(): Promise<{ id: string; address: string; startedAt: number }> {
+  const answer = await grpcLookup(server.address, route());
+  assert.ok(answer.ok);
+  const startedAt = answer.owner.startedAt ?? 0;
+  assert.ok(Number.isSafeInteger(startedAt) && startedAt > 1_700_000_000_000, `started_at ${startedAt}: ms since the epoch`);
+  return { id: SERVE_ID, address: server.address, startedAt };
+}
+
 test('gRPC ServerForMailbox: serve names itself, with or without create; a bad route is INVALID_ARGUMENT', async () => {
-  const self = { id: SERVE_ID, address: server.address };
+  const self = await serveOwner();
   assert.deepEqual(await grpcLookup(server.address, route()), { ok: true, owner: self });
   assert.deepEqual(await grpcLookup(server.address, route(), true), { ok: true, owner: self });
   assert.deepEqual(await grpcLookup(server.address, 'not-a-route'), { ok: false, code: INVALID_ARGUMENT, details: 'route must be 43 base64url characters, canonically encoded (SHA-256, unpadded)' });
@@ -38,11 +47,13 @@ test('gRPC ServerForMailbox: serve names itself, with or without create; a bad r
 });
 
 test('GET /v2/relay: 200 with serve\'s own address, 400 for a bad route, CORS for any origin incl. preflight', async () => {
+  const self = await serveOwner();
   const foundBefore = (await server.metric('hashmail_directory_lookups_total{result="found"}')) ?? 0;
   const badBefore = (await server.metric('hashmail_directory_lookups_total{result="bad_route"}')) ?? 0;
   const ok = await httpLookup(server.port, `route=${route()}&create=1`, { headers: { origin: 'https://app.example' } });
   assert.equal(ok.status, 200);
-  assert.deepEqual(JSON.parse(ok.body), { id: SERVE_ID, address: server.address });
+  // startedAt: when serve registered (ms since the epoch), as gRPC's started_at: it tells one run of an id from the next (held lookups).
+  assert.deepEqual(JSON.parse(ok.body), self);
   assert.equal(ok.headers['access-control-allow-origin'], '*');
   assert.match(String(ok.headers['content-type']), /^application\/json/);
 
@@ -92,8 +103,8 @@ test('a v2 party over gRPC meets one over WebSocket on serve, after looking the 
   }
 });
 
-test('a held lookup (unreachable, wait_ms) at serve answers at once: one process, nothing can move; a bad wait_ms is 400', async () => {
-  const self = { id: SERVE_ID, address: server.address };
+test('a held lookup (unreachable, wait_ms) at serve answers at once: one process, nothing can move; a bad wait_ms or unreachable_started_at is 400', async () => {
+  const self = await serveOwner();
   // Serve's answer is always itself, so a wait could only run out: it is not held at all (the test's own deadline is 10 s).
   assert.deepEqual(await grpcLookup(server.address, route(), true, { unreachable: SERVE_ID, waitMs: 60_000 }), { ok: true, owner: self });
   const held = await httpLookup(server.port, `route=${route()}&unreachable=${SERVE_ID}&wait_ms=60000`);
@@ -104,5 +115,10 @@ test('a held lookup (unreachable, wait_ms) at serve answers at once: one process
     const bad = await httpLookup(server.port, `route=${route()}&wait_ms=${wait}`);
     assert.equal(bad.status, 400, `wait_ms=${wait}`);
     assert.deepEqual(JSON.parse(bad.body), { error: { code: INVALID_ARGUMENT, message: 'malformed request: wait_ms must be a whole number of milliseconds' } });
+  }
+  for (const startedAt of ['yesterday', '-1', '1e12', '9999999999999999']) {
+    const bad = await httpLookup(server.port, `route=${route()}&unreachable=${SERVE_ID}&unreachable_started_at=${startedAt}&wait_ms=100`);
+    assert.equal(bad.status, 400, `unreachable_started_at=${startedAt}`);
+    assert.deepEqual(JSON.parse(bad.body), { error: { code: INVALID_ARGUMENT, message: 'malformed request: unreachable_started_at must be a whole number of milliseconds' } });
   }
 });

@@ -29,17 +29,17 @@ test('reachedAddress: HOST:PORT of a Host or :authority value, the scheme\'s def
 test('answeredAsReached: only this instance\'s own derived address is answered as reached; other owners and configured addresses as registered', () => {
   const self = (): string => '127.0.0.1:8443';
   const derived = answeredAsReached(true, self, true);
-  assert.equal(derived({ id: 'me', address: '127.0.0.1:8443' }, 'mailbox.example.com:8443'), 'mailbox.example.com:8443');
-  assert.equal(derived({ id: 'me', address: '127.0.0.1:8443' }, undefined), '127.0.0.1:8443');
-  assert.equal(derived({ id: 'me', address: '127.0.0.1:8443' }, 'bad host'), '127.0.0.1:8443');
-  assert.equal(derived({ id: 'other', address: '10.0.0.2:8443' }, 'mailbox.example.com:8443'), '10.0.0.2:8443');
-  assert.equal(answeredAsReached(false, self, true)({ id: 'me', address: '127.0.0.1:8443' }, 'mailbox.example.com:8443'), '127.0.0.1:8443');
+  assert.equal(derived({ id: 'me', address: '127.0.0.1:8443', startedAt: 1 }, 'mailbox.example.com:8443'), 'mailbox.example.com:8443');
+  assert.equal(derived({ id: 'me', address: '127.0.0.1:8443', startedAt: 1 }, undefined), '127.0.0.1:8443');
+  assert.equal(derived({ id: 'me', address: '127.0.0.1:8443', startedAt: 1 }, 'bad host'), '127.0.0.1:8443');
+  assert.equal(derived({ id: 'other', address: '10.0.0.2:8443', startedAt: 1 }, 'mailbox.example.com:8443'), '10.0.0.2:8443');
+  assert.equal(answeredAsReached(false, self, true)({ id: 'me', address: '127.0.0.1:8443', startedAt: 1 }, 'mailbox.example.com:8443'), '127.0.0.1:8443');
 });
 
 test('GET /v2/relay answers this instance as the Host the request came with', async (t) => {
   const self = (): string => '127.0.0.1:1';
   const lookup = new HttpLookup(
-    async () => ({ id: 'serve-1', address: self() }),
+    async () => ({ id: 'serve-1', address: self(), startedAt: 1 }),
     { logger: createLogger({ level: 'silent', format: 'json' }), stats: new RelayStats() },
     () => '127.0.0.1',
     answeredAsReached(true, self, false),
@@ -58,5 +58,5 @@ test('GET /v2/relay answers this instance as the Host the request came with', as
     req.on('error', reject);
     req.end();
   });
-  assert.deepEqual(JSON.parse(answer), { id: 'serve-1', address: 'mailbox.example.com:8080' });
+  assert.deepEqual(JSON.parse(answer), { id: 'serve-1', address: 'mailbox.example.com:8080', startedAt: 1 });
 });

@@ -20,7 +20,7 @@ const UNAVAILABLE = 14;
 const NOT_FOUND = 5;
 const RESOURCE_EXHAUSTED = 8;
 const INVALID_ARGUMENT = 3;
-const OTHER = { id: 'relay-b', address: '10.9.8.7:8443' };
+const OTHER = { id: 'relay-b', address: '10.9.8.7:8443', startedAt: 1 };
 
 let node: RunningNode;
 const directory = new FakeDirectory();

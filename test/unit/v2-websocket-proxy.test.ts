@@ -54,7 +54,7 @@ async function standIn(upgradeAnswerMs: number, onRequest: (relaySide: net.Socke
   });
   const relayPort = await listen(relay);
   const proxy = new V2WebSocketProxy({
-    lookup: async () => ({ id: 'relay-stand-in', address: `127.0.0.1:${relayPort}` }),
+    lookup: async () => ({ id: 'relay-stand-in', address: `127.0.0.1:${relayPort}`, startedAt: 1 }),
     logger: createLogger({ level: 'silent', format: 'json' }),
     stats: new RelayStats(),
     insecure: true,

@@ -16,7 +16,7 @@ import type {
   RouteOwner,
   SelfRegistration,
 } from '../directory.js';
-import { DirectoryUnavailableError, NoInstanceError } from '../directory.js';
+import { DirectoryUnavailableError, NoInstanceError, routeOwnerOf } from '../directory.js';
 import { ChangeWaiters } from '../change-waiters.js';
 import { DirectoryCache } from './directory-cache.js';
 import type { EtcdDirectoryOptions } from './etcd-options.js';
@@ -209,7 +209,7 @@ export class EtcdDirectory implements Directory {
   async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
     if (this.closed || !this.started) throw this.unavailable(new DirectoryUnavailableError(this.closed ? 'closed' : 'not started', 'closed'));
     const live = this.cache.liveOwner(route);
-    if (live) return { id: live.instance.id, address: live.instance.address };
+    if (live) return routeOwnerOf(live.instance);
     try {
       if (options.place) return await this.placeThroughElection(route);
       // The watch-fed cache is authoritative while the watch is healthy (but may lag a placement made

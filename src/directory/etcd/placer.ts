@@ -14,7 +14,7 @@ import type { PlacementPolicy } from '../placement.js';
 import type { PlacementRate } from '../placement-rate.js';
 import { choosePlacement } from '../placement.js';
 import type { RouteOwner } from '../directory.js';
-import { DirectoryUnavailableError, NoInstanceError } from '../directory.js';
+import { DirectoryUnavailableError, NoInstanceError, routeOwnerOf } from '../directory.js';
 import type { DirectoryCache } from './directory-cache.js';
 import type { EtcdRpc } from './etcd-rpc.js';
 import type { InstanceValue, KeyLayout } from './keys.js';
@@ -113,11 +113,11 @@ export class Placer {
     let turnTaken = false;
     for (let attempt = 0; attempt < MAX_PLACE_ATTEMPTS; attempt++) {
       const live = this.cache.liveOwner(route);
-      if (live) return { id: live.instance.id, address: live.instance.address };
+      if (live) return routeOwnerOf(live.instance);
       const stale = this.cache.sessions.get(route);
       if (stale) {
         const owner = await this.liveInstance(stale.id);
-        if (owner) return { id: owner.id, address: owner.address };
+        if (owner) return routeOwnerOf(owner);
       }
       if (!turnTaken && this.options.rate) {
         // One turn per placement, not per attempt: a lost race is the same storm's work.
@@ -125,7 +125,7 @@ export class Placer {
         turnTaken = true;
         // While we waited, another member may have placed it (the watch told the cache).
         const placed = this.cache.liveOwner(route);
-        if (placed) return { id: placed.instance.id, address: placed.instance.address };
+        if (placed) return routeOwnerOf(placed.instance);
       }
       const wait = fullWaitUntil - Date.now();
       const target = this.choose(refused, wait > 0);
@@ -162,7 +162,7 @@ export class Placer {
       }
       if (res.created) {
         this.cache.put(key.toString(), value, res.revision);
-        return { id: target.id, address: target.address };
+        return routeOwnerOf(target);
       }
       const kv = res.existing;
       if (!kv) {
@@ -203,7 +203,7 @@ export class Placer {
     const mapping = parseSession(kv.value.toString());
     if (!mapping) return null;
     const instance = await this.liveInstance(mapping.id);
-    return instance ? { id: instance.id, address: instance.address } : null;
+    return instance ? routeOwnerOf(instance) : null;
   }
 
   /** The instance record of `id`: from the cache, else from etcd (our view may lag a just-registered instance). */

@@ -74,7 +74,13 @@ function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailb
     if (!answered()) gone.abort(CALL_OVER);
   });
   const key = client();
-  return { unreachable: req.unreachable ?? '', ms, signal: gone.signal, ...(key === undefined ? {} : { client: key }) };
+  return {
+    unreachable: req.unreachable ?? '',
+    ...(req.unreachableStartedAt ? { unreachableStartedAt: req.unreachableStartedAt } : {}),
+    ms,
+    signal: gone.signal,
+    ...(key === undefined ? {} : { client: key }),
+  };
 }
 
 export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
@@ -89,7 +95,7 @@ export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
         answered = true;
         m.sent();
         m.done(0);
-        callback(null, { id: owner.id, address: deps.answeredAs ? deps.answeredAs(owner, call.getHost()) : owner.address });
+        callback(null, { id: owner.id, address: deps.answeredAs ? deps.answeredAs(owner, call.getHost()) : owner.address, startedAt: owner.startedAt });
       },
       (err: unknown) => {
         answered = true;
