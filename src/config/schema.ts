@@ -118,7 +118,7 @@ export const configSchema = z
         etcdKeyFile: z.string().default('').describe('PEM private key of etcdCertFile'),
         prefix: z.string().min(1).default('/hashmail/').describe('Key prefix of everything hashmail keeps in etcd (instances, session map)'),
         leaseTtlMs: z.number().int().min(2000).default(10_000).describe('Lease TTL of an instance and of its sessions: a dead instance\'s sessions are placed again this long after its last keepalive (milliseconds)'),
-        callTimeoutMs: z.number().int().positive().default(2000).describe('Deadline of every etcd call; past it the call fails as "directory unavailable" (milliseconds)'),
+        callTimeoutMs: z.number().int().positive().default(2000).describe('Deadline of every etcd call; past it the call fails as "directory unavailable" (milliseconds). A call every try of which was refused (no member listening) fails sooner, after 4 refusals per endpoint'),
         maxTxnsInFlight: count(64, 'etcd transactions (placements) in flight per process; new mappings that find every slot busy wait, and the next free slot sends up to 128 of them as one transaction; one still waiting after callTimeoutMs fails with UNAVAILABLE'),
         maxPlacementsPerSecond: z
           .number()

@@ -260,9 +260,9 @@ test('placer, load-aware: mappings other members placed (seen through the watch)
   assert.equal(cache.mappingsOf('b') + cache.mappingsOf('c'), ON_A);
 });
 
-test('etcd rpc: a call whose tries reached a member that could not answer fails as "deadline", even when its last try was refused; every try refused fails as "etcd"', async () => {
+test('etcd rpc: a call whose tries reached a member that could not answer fails as "deadline", even when its last try was refused; every try refused fails as "etcd", after a few refusals per endpoint', async () => {
   const { GRPCUnavailableError } = await import('etcd3');
-  const { EtcdRpc } = await import('../../src/directory/etcd/etcd-rpc.js');
+  const { EtcdRpc, REFUSALS_PER_ENDPOINT } = await import('../../src/directory/etcd/etcd-rpc.js');
   // Clients connect lazily: nothing is dialled, the calls below never touch them.
   const rpc = new EtcdRpc({ endpoints: ['http://127.0.0.1:9', 'http://127.0.0.1:10'], auth: { username: '', password: '' }, tls: {} } as never, 150);
   const refused = () => new GRPCUnavailableError('14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:9');
@@ -276,9 +276,21 @@ test('etcd rpc: a call whose tries reached a member that could not answer fails 
     assert.ok(tries > 1, 'tried again while time remained');
     assert.match(election.reason, /ECONNREFUSED/, 'the reason is the last try\'s');
 
-    const nobody = await rpc.call('place', () => Promise.reject(refused())).then(() => assert.fail('resolved'), (err: unknown) => err);
+    let refusedTries = 0;
+    const nobody = await rpc
+      .call(
+        'place',
+        () => {
+          refusedTries++;
+          return Promise.reject(refused());
+        },
+        60_000,
+      )
+      .then(() => assert.fail('resolved'), (err: unknown) => err);
     assert.ok(nobody instanceof DirectoryUnavailableError);
     assert.equal(nobody.kind, 'etcd');
+    // No member listening: it gives up after REFUSALS_PER_ENDPOINT refusals per endpoint, not at its (60 s) deadline.
+    assert.equal(refusedTries, REFUSALS_PER_ENDPOINT * 2);
   } finally {
     rpc.close();
   }
