@@ -11,7 +11,7 @@
  */
 import type { Directory, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
-import { directoryError, lookupHeld } from '../directory/route-lookup.js';
+import { directoryError } from '../directory/route-lookup.js';
 import type { Config } from '../config/schema.js';
 import { subsystemLogger, type Logger } from '../observe/logger.js';
 import type { RelayStats } from '../observe/stats.js';
@@ -26,21 +26,6 @@ import { HopLane, type LaneEndpoint } from './hop-lane.js';
 import { RelayPool, relayPoolOptions } from './relay-pool.js';
 import type { RelayTlsOptions } from './relay-trust.js';
 
-/**
- * How long a call for a session our watch-fed view does not hold waits for
- * the mapping to appear before it is answered "stream not found" (ms). A
- * session placed through another instance reaches this gateway's view
- * through the etcd watch a moment later; a legacy client that dials in
- * that moment (its peer just created the boxes) would otherwise be refused
- * and retry only after 2 s. In a reconnect storm that moment stretches: at
- * 500 ms, 2,000 sessions came back in 1.20x-1.42x serve's time with about
- * 3,500 such refusals; at 1 s, 1.09x-1.12x with 1,200-1,400 (BENCHMARKS.md
- * §12). A call for a session that really is not placed (an app whose node
- * is offline) is refused 1 s later instead. Waits count in
- * hashmail_directory_lookups_waiting and are capped by
- * directory.maxWaitingLookups (beyond: answered at once).
- */
-const WATCH_LAG_WAIT_MS = 1000;
 /** Deadline of a box call (NewCipherBox, DelCipherBox) on the hop: a relay that does not answer one in this is treated as gone (ms). */
 const HOP_BOX_CALL_DEADLINE_MS = 10_000;
 
@@ -123,17 +108,17 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   async newCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, true, undefined, (owner) => this.boxCall(FrameKind.CREATE_BOX, owner, sid, call));
+    await this.routed(sid, true, (owner) => this.boxCall(FrameKind.CREATE_BOX, owner, sid, call));
   }
 
   async delCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, false, undefined, (owner) => this.boxCall(FrameKind.DELETE_BOX, owner, sid, call));
+    await this.routed(sid, false, (owner) => this.boxCall(FrameKind.DELETE_BOX, owner, sid, call));
   }
 
   openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<LegacyReceive> {
     const sid = checkSid(streamId);
-    return this.routed(sid, false, signal, (owner) =>
+    return this.routed(sid, false, (owner) =>
       this.carry(owner, call, (lane, ctx) => new RemoteReceive(lane, ctx, sid, call.address, this.options.windowBytes)).whenAttached(signal),
     );
   }
@@ -141,19 +126,20 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   openSend(desc: { streamId: Buffer } | null, call: CallInfo, signal?: AbortSignal): Promise<LegacySend> {
     if (!desc) return Promise.reject(new HashmailError('DESC_REQUIRED'));
     const sid = checkSid(desc.streamId);
-    return this.routed(sid, false, signal, (owner) =>
+    return this.routed(sid, false, (owner) =>
       this.carry(owner, call, (lane, ctx) => new RemoteSend(lane, ctx, sid, call.address, this.options.maxMessageBytes)).whenAttached(signal),
     );
   }
 
   /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
-  private async routed<T>(sid: Buffer, place: boolean, signal: AbortSignal | undefined, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
+  private async routed<T>(sid: Buffer, place: boolean, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
     if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
     let owner: RouteOwner | null;
     try {
-      // Placed elsewhere an instant ago, our watch may not have shown it yet: wait for it a moment before "stream not found".
-      const lag = place ? undefined : { unreachable: '', ms: WATCH_LAG_WAIT_MS, signal };
-      owner = await lookupHeld(this.options.directory, routeOfSid(sid), place, lag);
+      // A session our watch-fed view does not hold may have been placed elsewhere an instant ago (its peer just
+      // created the boxes through another gateway): `confirm` reads etcd before "stream not found" is answered,
+      // at once, as serve answers it (reads batched: etcd/read-batcher.ts).
+      owner = await this.options.directory.lookup(routeOfSid(sid), { place, confirm: !place });
     } catch (err) {
       throw directoryError(err);
     }

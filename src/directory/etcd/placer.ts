@@ -21,9 +21,12 @@ import type { InstanceValue, KeyLayout } from './keys.js';
 import { encodeSession, instanceKey, leaseDecimal, parseInstance, parseSession, sessionKey } from './keys.js';
 import { CreateBatcher, type CreateOutcome } from './create-batcher.js';
 import { TxnGate } from './txn-gate.js';
+import { ReadBatcher } from './read-batcher.js';
 
 /** Races lost to a dying owner or a just-expired lease; a healthy cluster converges in one or two. */
 const MAX_PLACE_ATTEMPTS = 4;
+/** Read transactions (ReadBatcher) in flight per process: each carries up to 128 keys. */
+const READS_IN_FLIGHT = 8;
 /** Share of the call deadline a placement may wait for a full lease to rotate, or for a relay to (re-)register. */
 const FULL_WAIT_SHARE = 0.5;
 
@@ -39,8 +42,9 @@ export interface PlacerOptions {
 export class Placer {
   private readonly gate: TxnGate;
   readonly creates: CreateBatcher;
+  readonly reads: ReadBatcher;
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
-  /** Reads of one route from etcd (the watch is down) in flight: concurrent lookups share one. */
+  /** Reads of one route from etcd (the watch is down, or a confirmed lookup) in flight: concurrent lookups share one. */
   private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
   /** Placements this process has in flight per instance (sent, not answered: not yet in the cache). */
   private readonly placing = new Map<string, number>();
@@ -54,6 +58,7 @@ export class Placer {
   ) {
     this.gate = new TxnGate(options.maxTxnsInFlight);
     this.creates = new CreateBatcher(rpc, this.gate, options.callTimeoutMs);
+    this.reads = new ReadBatcher(rpc, READS_IN_FLIGHT, options.callTimeoutMs);
   }
 
   /** An instance published its record (load, or a rotated lease): placements waiting for one look again. */
@@ -96,8 +101,7 @@ export class Placer {
   }
 
   private async fetchOnce(route: string): Promise<RouteOwner | null> {
-    const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(sessionKey(this.layout, route)) }, o));
-    const kv = res.kvs[0];
+    const kv = await this.reads.read(Buffer.from(sessionKey(this.layout, route)));
     if (!kv) return null;
     return this.ownerOf(kv);
   }
