@@ -295,3 +295,41 @@ test('etcd rpc: a call whose tries reached a member that could not answer fails 
     rpc.close();
   }
 });
+
+test('read batcher: reads that find every slot busy share one read-only transaction of up to 128 keys; absent keys are null; an etcd failure reaches every read of its batch', async () => {
+  const { ReadBatcher } = await import('../../src/directory/etcd/read-batcher.js');
+  const store = new Map<string, string>([['k1', 'v1'], ['k3', 'v3']]);
+  const sent: string[][] = [];
+  let release: (() => void) | null = null;
+  let failNext = false;
+  const kv = {
+    txn: async (req: { compare?: unknown[]; success: { request_range: { key: Buffer } }[] }) => {
+      assert.equal(req.compare, undefined, 'a read transaction compares nothing');
+      const keys = req.success.map((op) => op.request_range.key.toString());
+      sent.push(keys);
+      if (sent.length === 1) await new Promise<void>((resolve) => (release = resolve));
+      if (failNext) throw new DirectoryUnavailableError('test: etcd away');
+      return {
+        responses: keys.map((k) => ({ response_range: { kvs: store.has(k) ? [{ key: Buffer.from(k), value: Buffer.from(store.get(k) ?? '') }] : [] } })),
+      };
+    },
+  };
+  const batcher = new ReadBatcher(fakeRpc(kv as unknown as FakeKv), 1, 60_000);
+  // The first read takes the only slot and is held there; 300 more queue behind it.
+  const first = batcher.read(Buffer.from('k1'));
+  const rest = Array.from({ length: 300 }, (_, i) => batcher.read(Buffer.from(`k${i + 2}`)));
+  assert.equal(batcher.waiting, 300);
+  (release as unknown as () => void)();
+  assert.equal((await first)?.value.toString(), 'v1');
+  const values = await Promise.all(rest);
+  assert.equal(values[0], null, 'k2 is absent');
+  assert.equal(values[1]?.value.toString(), 'v3');
+  assert.deepEqual(
+    sent.map((keys) => keys.length),
+    [1, 128, 128, 44],
+    'queued reads went out 128 to a transaction',
+  );
+  failNext = true;
+  const failed = await Promise.allSettled([batcher.read(Buffer.from('k1')), batcher.read(Buffer.from('k3'))]);
+  assert.ok(failed.every((r) => r.status === 'rejected' && r.reason instanceof DirectoryUnavailableError));
+});
