@@ -34,6 +34,19 @@ const LINE_END = '\n';
  * body; once held, the 200 header is sent at once (so the caller knows it is
  * attached) and a later failure is the last line, `{"error":{...}}`.
  */
+/**
+ * An error answered while the request body may be unread. An error found
+ * while the parser is still inside the request's first packet (a body that
+ * came whole with the headers, as "stream not found" on serve) waits for the
+ * rest of that packet, so a complete body keeps the connection as it does
+ * when the error comes later (through a gateway); a body still arriving
+ * closes the connection (Connection: close), never waited for.
+ */
+function answerError(req: IncomingMessage, res: ServerResponse, e: HashmailError): void {
+  if (req.complete) sendError(res, e);
+  else setImmediate(() => sendError(res, e, !req.complete));
+}
+
 export class RestReceiveCall implements OpenCall {
   private done = false;
   private half: LegacyReceive | null = null;
@@ -61,7 +74,7 @@ export class RestReceiveCall implements OpenCall {
     const e = noteError(this.ctx, err, 'rest', 'receive');
     this.metrics.done(e.grpcCode);
     if (this.res.headersSent) this.res.end(errorFrame(e) + LINE_END);
-    else sendError(this.res, e, !this.req.complete);
+    else answerError(this.req, this.res, e);
   }
 
   private async run(): Promise<void> {
@@ -160,7 +173,7 @@ export class RestSendCall implements OpenCall {
     this.finish();
     const e = noteError(this.ctx, err, 'rest', 'send');
     this.metrics.done(e.grpcCode);
-    sendError(this.res, e, !this.req.complete);
+    answerError(this.req, this.res, e);
   }
 
   private readonly onObject = (json: BoundedJson): void => {
