@@ -180,21 +180,29 @@ describe('hashmail relay: three relays on one etcd', () => {
     }
   });
 
+  const waitingAt = (r: RunningServer): Promise<number | undefined> => metricSum(r, 'hashmail_directory_lookups_waiting');
+
+  /** One HTTP and one gRPC lookup of `route` at `asked`, asking to be held (`held`): once both are held, both callers leave. */
+  async function holdThenLeave(asked: RunningServer, route: string, held: { unreachable: string; unreachableStartedAt?: number }): Promise<void> {
+    const leave = new AbortController();
+    const startedAt = held.unreachableStartedAt ? `&unreachable_started_at=${held.unreachableStartedAt}` : '';
+    const heldHttp = httpLookup(asked.port, `route=${route}&unreachable=${held.unreachable}${startedAt}&wait_ms=${HELD_LOOKUP_MS}`, { signal: leave.signal });
+    const heldGrpc = grpcLookup(asked.address, route, false, { ...held, waitMs: HELD_LOOKUP_MS }, leave.signal);
+    for (let i = 0; i < 200 && (await waitingAt(asked)) !== 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await waitingAt(asked), 2, 'both lookups held');
+    leave.abort();
+    await assert.rejects(heldHttp);
+    assert.equal((await heldGrpc).ok, false);
+  }
+
   test('a held lookup whose caller leaves is released at once (HTTP and gRPC)', async () => {
     const pair = sidPair();
     const route = routeOfSid(pair[0]);
     const placed = owner(await grpcLookup(relays[0].address, route, true));
     // Asked at a relay that does not own it, for the owner the caller "could not reach": held.
     const asked = relays.find((r) => r.address !== placed.address) as RunningServer;
-    const leave = new AbortController();
-    const heldHttp = httpLookup(asked.port, `route=${route}&unreachable=${placed.id}&wait_ms=${HELD_LOOKUP_MS}`, { signal: leave.signal });
-    const heldGrpc = grpcLookup(asked.address, route, false, { unreachable: placed.id, waitMs: HELD_LOOKUP_MS }, leave.signal);
-    const waiting = (): Promise<number | undefined> => metricSum(asked, 'hashmail_directory_lookups_waiting');
-    for (let i = 0; i < 200 && (await waiting()) !== 2; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(await waiting(), 2, 'both lookups held');
-    leave.abort();
-    await assert.rejects(heldHttp);
-    assert.equal((await heldGrpc).ok, false);
+    await holdThenLeave(asked, route, { unreachable: placed.id });
+    const waiting = (): Promise<number | undefined> => waitingAt(asked);
     for (let i = 0; i < 200 && (await waiting()) !== 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await waiting(), 0, 'nothing held once the callers left');
     // A lookup answered normally holds nothing afterwards either.
@@ -215,15 +223,7 @@ describe('hashmail relay: three relays on one etcd', () => {
     assert.equal(http.status, 200);
     assert.deepEqual(JSON.parse(http.body), placed);
     // Naming the very registration that owns it: held, as a party that could not reach that process needs.
-    const leave = new AbortController();
-    const heldHttp = httpLookup(asked.port, `route=${route}&unreachable=${placed.id}&unreachable_started_at=${startedAt}&wait_ms=${HELD_LOOKUP_MS}`, { signal: leave.signal });
-    const heldGrpc = grpcLookup(asked.address, route, false, { unreachable: placed.id, unreachableStartedAt: startedAt, waitMs: HELD_LOOKUP_MS }, leave.signal);
-    const waiting = (): Promise<number | undefined> => metricSum(asked, 'hashmail_directory_lookups_waiting');
-    for (let i = 0; i < 200 && (await waiting()) !== 2; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(await waiting(), 2, 'both lookups held');
-    leave.abort();
-    await assert.rejects(heldHttp);
-    assert.equal((await heldGrpc).ok, false);
+    await holdThenLeave(asked, route, { unreachable: placed.id, unreachableStartedAt: startedAt });
   });
 
   // Last: relay 2 drains and exits.

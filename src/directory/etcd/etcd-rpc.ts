@@ -63,10 +63,14 @@ export function etcd3Options(options: Pick<EtcdDirectoryOptions, 'endpoints' | '
   return config;
 }
 
-/** A try that reached no etcd process at all (nothing listening, connection reset before any answer). */
+/**
+ * A try that reached no etcd process at all: nothing listening, or the
+ * connection reset, dropped or unwritable before any answer (the member it
+ * was open to went away: the first call after etcd's death meets that).
+ */
 function refusedConnection(err: unknown): boolean {
   if (err instanceof GRPCDeadlineExceededError || (err instanceof DirectoryUnavailableError && err.kind === 'deadline')) return false;
-  return /ECONNREFUSED|ECONNRESET|No connection established|Failed to connect/i.test(describe(err));
+  return /ECONNREFUSED|ECONNRESET|EPIPE|No connection established|Failed to connect|Connection dropped|Write (error|failed)/i.test(describe(err));
 }
 
 function describe(err: unknown): string {
