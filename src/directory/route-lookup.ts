@@ -67,14 +67,15 @@ export interface LookupWait {
 export type HeldLookupQuota = KeyedQuota;
 
 /**
- * For a party that does not say which registration it could not reach
- * (LookupWait.unreachableStartedAt): how long before a held lookup arrived
- * the party may have failed to reach the owner it names (ms). An owner that
- * registered again within this (a relay restarted under the same id, e.g.
- * with its data directory) is not the process the party could not reach, and
- * is answered at once. A guess: an instance lagging by more than this (a
- * reconnect storm queues lookups for seconds) held such lookups for their
- * whole wait, which the registration a party names rules out.
+ * How long before a held lookup arrived the party may have failed to reach
+ * the owner it names (ms). An owner that registered again within this (a
+ * relay restarted under the same id, e.g. with its data directory) is
+ * answered at once: it may not be the process the party could not reach, or
+ * the party's connection may still report the refusals from before the
+ * restart. Past it, a party that names the registration it could not reach
+ * (LookupWait.unreachableStartedAt) is held only while that registration
+ * owns the session; one that does not is held against any (a guess that an
+ * instance lagging by more than this, in a reconnect storm, got wrong).
  */
 export const RESTART_GRACE_MS = 5_000;
 
@@ -93,9 +94,12 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
   // or it is this very instance: the party reaches it now (a restarted relay does not know it restarted).
   const stillUnreachable = (o: RouteOwner): boolean => {
     if (o.id !== wait.unreachable || o.id === directory.selfId) return false;
-    if (wait.unreachableStartedAt) return o.startedAt === wait.unreachableStartedAt;
+    // Registered again lately: a party's failure so soon after may be its connection's memory of the refusals
+    // before the restart (a gRPC channel backs off for up to seconds and fails calls with the last error), even
+    // when it names the new registration. Answered at once; a real failure asks again, and is held then.
     const restarted = directory.reRegisteredAt(o.id);
-    return restarted === undefined || restarted < arrived - RESTART_GRACE_MS;
+    if (restarted !== undefined && restarted >= arrived - RESTART_GRACE_MS) return false;
+    return !wait.unreachableStartedAt || o.startedAt === wait.unreachableStartedAt;
   };
   if (!(owner === null || stillUnreachable(owner)) || wait.signal?.aborted) return owner;
   const release = quota && wait.client !== undefined ? quota.take(wait.client) : () => undefined;

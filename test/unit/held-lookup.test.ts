@@ -140,6 +140,13 @@ test('a party that names the registration it could not reach: a restart of that 
   assert.equal(d.waiters.waiting, 1, 'held against the registration that did not answer');
   d.reRegister('relay-a', 3);
   assert.deepEqual(await held, { ...restarted, startedAt: 3 });
+  // Naming the current registration when it registered just now: answered at once, as the party's connection may
+  // still report the refusals from before the restart (a gRPC channel in backoff fails calls with its last error).
+  d.reRegistrations.set('relay-a', performance.now());
+  const fresh = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', unreachableStartedAt: 3, ms: 2_000 });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(d.waiters.waiting, 0, 'a fresh registration is not held against');
+  assert.equal((await fresh).startedAt, 3);
   // Without the registration, the instance judges by time as before: a re-registration long ago keeps it held.
   d.reRegistrations.set('relay-a', performance.now() - 60_000);
   const guessed = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: 50 });
