@@ -155,8 +155,9 @@ export function httpLookupAnswer(answer: HttpAnswer): LookupAnswer {
 /** `http(s)://server/v2/relay?route=R[&create=1][&unreachable=ID[&unreachable_started_at=MS]][&wait_ms=MS]`. */
 export function relayLookupUrl(req: LookupRequest): string {
   const wait = req.wait && req.wait.ms > 0 ? req.wait : null;
-  const startedAt = wait?.unreachable && wait.unreachableStartedAt ? `&unreachable_started_at=${wait.unreachableStartedAt}` : '';
-  const held = wait ? `${wait.unreachable ? `&unreachable=${encodeURIComponent(wait.unreachable)}${startedAt}` : ''}&wait_ms=${Math.round(wait.ms)}` : '';
+  const startedAt = wait?.unreachableStartedAt ? `&unreachable_started_at=${wait.unreachableStartedAt}` : '';
+  const unreachable = wait?.unreachable ? `&unreachable=${encodeURIComponent(wait.unreachable)}${startedAt}` : '';
+  const held = wait ? `${unreachable}&wait_ms=${Math.round(wait.ms)}` : '';
   return `${httpBase(req.server)}${RELAY_LOOKUP_PATH}?route=${encodeURIComponent(req.route)}${req.create ? '&create=1' : ''}${held}`;
 }
 

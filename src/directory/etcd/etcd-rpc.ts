@@ -68,7 +68,7 @@ export function etcd3Options(options: Pick<EtcdDirectoryOptions, 'endpoints' | '
  * connection reset, dropped or unwritable before any answer (the member it
  * was open to went away: the first call after etcd's death meets that).
  */
-function refusedConnection(err: unknown): boolean {
+function reachedNoMember(err: unknown): boolean {
   if (err instanceof GRPCDeadlineExceededError || (err instanceof DirectoryUnavailableError && err.kind === 'deadline')) return false;
   return /ECONNREFUSED|ECONNRESET|EPIPE|No connection established|Failed to connect|Connection dropped|Write (error|failed)/i.test(describe(err));
 }
@@ -122,7 +122,7 @@ export class EtcdRpc {
     // Whether some member was reached but could not answer (no answer in time, or "leader changed"): etcd is
     // there but electing or slow, unlike every try refused at once (no etcd at all).
     let reachedButStuck = false;
-    let refusals = 0;
+    let unreached = 0;
     for (;;) {
       this.calls++;
       try {
@@ -137,9 +137,9 @@ export class EtcdRpc {
         this.lastError = `${what}: ${describe(err)}`;
         // Judged over every try, not the last one: after a leader's loss the last try may well have gone to the
         // dead member (refused) while an earlier one waited on a live member through the election.
-        if (!refusedConnection(err)) reachedButStuck = true;
-        else refusals++;
-        const nobodyThere = !reachedButStuck && refusals >= this.maxRefusals;
+        if (!reachedNoMember(err)) reachedButStuck = true;
+        else unreached++;
+        const nobodyThere = !reachedButStuck && unreached >= this.maxRefusals;
         if (this.closed || nobodyThere || Date.now() + RETRY_PAUSE_MS >= deadline) throw new DirectoryUnavailableError(this.lastError, reachedButStuck ? 'deadline' : 'etcd');
         await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
       }

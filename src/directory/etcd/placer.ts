@@ -42,7 +42,7 @@ export interface PlacerOptions {
 export class Placer {
   private readonly gate: TxnGate;
   readonly creates: CreateBatcher;
-  readonly reads: ReadBatcher;
+  private readonly reads: ReadBatcher;
   private readonly inFlight = new Map<string, Promise<RouteOwner>>();
   /** Reads of one route from etcd (the watch is down, or a confirmed lookup) in flight: concurrent lookups share one. */
   private readonly fetching = new Map<string, Promise<RouteOwner | null>>();
