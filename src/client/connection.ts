@@ -30,7 +30,7 @@ import { Backoff, sleep } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ConnectionLost, ConnectTimeout, isRetryable, LinkDropped, MessageTooLarge, RelayMoved, RelayUnreachable, SessionInUse, SessionNotFound, toClientError, type HashmailClientError } from './errors.js';
 import { Inbox } from './inbox.js';
-import { anySignal, type Link, type LinkHandlers, type TransportOpeners } from './link.js';
+import { anySignal, type Link, type LinkHandlers, type LinkRequest, type TransportOpeners } from './link.js';
 import { openNegotiated, type NegotiateParams } from './negotiate.js';
 import type { AttachMode, ResolvedOptions } from './options.js';
 import { findRelay, relayAddress, type RelayTarget, type RelayVia } from './relay-finder.js';
@@ -361,7 +361,18 @@ export class MailboxConnection extends Emitter<MailboxEvents> implements AsyncIt
     };
     const tls = this.trust ? await this.trust(target.server, signal) : undefined;
     this.route ??= await sessionRoute(this.options.sid);
-    const req = { ...(tls ? { tls } : {}), server: target.server, sid: this.options.sid, route: this.route, role: this.options.role, attach, tlsSkipVerify: this.options.tlsSkipVerify, signal, liveness: this.options.liveness };
+    const req: LinkRequest = {
+      ...(tls ? { tls } : {}),
+      ...(target.ownerId && target.ownerStartedAt ? { relayRegistration: `${target.ownerId}@${target.ownerStartedAt}` } : {}),
+      server: target.server,
+      sid: this.options.sid,
+      route: this.route,
+      role: this.options.role,
+      attach,
+      tlsSkipVerify: this.options.tlsSkipVerify,
+      signal,
+      liveness: this.options.liveness,
+    };
     const link = await openNegotiated(this.negotiate, req, handlers);
     if (this.closed) {
       await link.close();

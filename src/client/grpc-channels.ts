@@ -22,8 +22,19 @@
  * would wait up to 120 s). A channel nobody used for CHANNEL_IDLE_MS closes.
  * A request with a pinned `tls` gets a channel of its own: its check is not
  * part of the key.
+ *
+ * That backoff must not outlive the relay it was about. A channel failing
+ * (TRANSIENT_FAILURE) fails every call with its last error until its backoff
+ * ends, up to MAX_RECONNECT_BACKOFF_MS; when a relay restarts on the same
+ * address, a lookup names its new registration at once, and its parties'
+ * dials on the old channel would fail with the old refusal and wait for the
+ * relay to move away again. A dial that names the registration a lookup
+ * gave (`registration`) therefore retires the failing channels of that
+ * address the first time that registration is named in this process: one
+ * new connection for all of them, not one per party, and dials that name the
+ * registration the channel already failed against keep the backoff's pace.
  */
-import { Client, status, type ChannelOptions } from '@grpc/grpc-js';
+import { Client, connectivityState, status, type ChannelOptions } from '@grpc/grpc-js';
 import { credentialsFor, securityOf } from './grpc-channel.js';
 import type { ServerAddress } from './options.js';
 import type { NodeTls } from './tls-trust-node.js';
@@ -42,6 +53,8 @@ interface ChannelSet {
   channels: SharedChannel[];
   /** Calls one connection of this server takes, as its refusals taught; Infinity until one. */
   capacity: number;
+  /** The last relay registration a dial named (ChannelRequest.registration). */
+  registration?: string;
 }
 
 interface SharedChannel {
@@ -50,6 +63,8 @@ interface SharedChannel {
   users: number;
   /** Closes the channel once unused for CHANNEL_IDLE_MS; null while in use. */
   idle: NodeJS.Timeout | null;
+  /** Out of its set (failing against an older registration): closes when its last user releases it. */
+  retired: boolean;
 }
 
 /** Open channels by key (relay, security, options). */
@@ -61,6 +76,11 @@ export interface ChannelRequest {
   tls?: NodeTls;
   /** grpc-js channel options (part of the key). */
   options?: ChannelOptions;
+  /**
+   * The relay registration a lookup just named for this address (owner id and
+   * startedAt): a channel still failing from before it is not used.
+   */
+  registration?: string;
 }
 
 export interface ChannelLease {
@@ -100,9 +120,13 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
     channels.set(key, set);
   }
   const known = set;
+  if (req.registration !== undefined && req.registration !== known.registration) {
+    known.registration = req.registration;
+    known.channels = known.channels.filter((c) => !retireIfFailing(c));
+  }
   let entry = known.channels.find((c) => c.users < known.capacity);
   if (!entry) {
-    entry = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null };
+    entry = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null, retired: false };
     known.channels.push(entry);
   }
   const shared = entry;
@@ -116,6 +140,7 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
     },
     release: once(() => {
       if (--shared.users > 0) return;
+      if (shared.retired) return shared.client.close();
       shared.idle = setTimeout(() => {
         const at = known.channels.indexOf(shared);
         if (at >= 0) known.channels.splice(at, 1);
@@ -125,6 +150,18 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
       shared.idle.unref();
     }),
   };
+}
+
+/** Takes a channel in TRANSIENT_FAILURE out of use (closed now if unused, else at its last release); true if it was. */
+function retireIfFailing(channel: SharedChannel): boolean {
+  if (channel.client.getChannel().getConnectivityState(false) !== connectivityState.TRANSIENT_FAILURE) return false;
+  channel.retired = true;
+  if (channel.users === 0) {
+    if (channel.idle) clearTimeout(channel.idle);
+    channel.idle = null;
+    channel.client.close();
+  }
+  return true;
 }
 
 /** Closes every shared channel (tests; a process about to exit). */

@@ -51,6 +51,8 @@ export interface LinkRequest {
   liveness: Liveness;
   /** Node TLS verification from `ca` / `certificateSha256`; absent: the default (or tlsSkipVerify). */
   tls?: NodeTls;
+  /** The relay's registration as a lookup named it (`id@startedAt`): gRPC does not dial it on a connection failing from before. */
+  relayRegistration?: string;
 }
 
 /** Opens a link: resolves once attached, rejects with a HashmailClientError. */

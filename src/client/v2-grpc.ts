@@ -102,6 +102,7 @@ const openOnChannel = (req: LinkRequest, handlers: LinkHandlers, retries: number
       server: req.server,
       tlsSkipVerify: req.tlsSkipVerify,
       ...(req.tls ? { tls: req.tls } : {}),
+      ...(req.relayRegistration ? { registration: req.relayRegistration } : {}),
       options: {
         // Liveness: HTTP/2 pings; one unanswered within the timeout drops the connection, and with it this call.
         'grpc.keepalive_time_ms': pingIntervalMs > 0 ? pingIntervalMs : KEEPALIVE_TIME_MS,

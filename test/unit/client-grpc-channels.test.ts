@@ -2,11 +2,12 @@
  * Shared gRPC channels of the client (grpc-channels.ts): per relay, security
  * and options for the whole process, another one only past the stream limit
  * the server's refusal taught; a pinned `tls` never shares.
- * No connection is made: channels connect lazily.
+ * No connection is made (channels connect lazily), except in the test of a
+ * relay restarted on its address, which runs a real gRPC server on loopback.
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { connectivityState } from '@grpc/grpc-js';
+import { connectivityState, Server, ServerCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
 import { acquireChannel, closeSharedChannels, isStreamLimitRefusal } from '../../src/client/grpc-channels.js';
 import { parseServer } from '../../src/client/options.js';
 
@@ -70,4 +71,68 @@ describe('client: shared gRPC channels', () => {
     assert.equal(isStreamLimitRefusal({ code: 8, details: 'limit reached: limits.maxBoxes (10)' }), false);
     assert.equal(isStreamLimitRefusal({ code: 14, details: 'limit reached: limits.maxStreamsPerConnection (1000)' }), false);
   });
+
+  test('a relay restarted on its address: the dial naming its new registration gets a new connection, not the old backoff', async () => {
+    const first = await startEcho('127.0.0.1:0');
+    const server = parseServer(`127.0.0.1:${first.port}`, true);
+    // A backoff far longer than the test: without a fresh channel, every call would fail with the old refusal.
+    const options = { 'grpc.initial_reconnect_backoff_ms': 120_000, 'grpc.max_reconnect_backoff_ms': 120_000 };
+    const dial = (registration: string) => acquireChannel({ server, tlsSkipVerify: false, options, registration });
+    const before = dial('relay-a@1');
+    assert.equal(await echo(before.client), 'ok');
+    first.server.forceShutdown();
+    assert.match(await echo(before.client), /UNAVAILABLE|14/, 'the relay is gone');
+    await failing(before.client);
+    before.release();
+
+    const restarted = await startEcho(`127.0.0.1:${first.port}`);
+    try {
+      const sameRegistration = dial('relay-a@1');
+      assert.equal(sameRegistration.client, before.client, 'the registration it failed against: the channel keeps its backoff');
+      assert.match(await echo(sameRegistration.client), /UNAVAILABLE|14/, 'and fails with the old refusal');
+      const fresh = dial('relay-a@2');
+      assert.notEqual(fresh.client, before.client, 'a new registration: a new channel');
+      assert.equal(await echo(fresh.client), 'ok', 'which reaches the restarted relay at once');
+      sameRegistration.release();
+      assert.equal(before.client.getChannel().getConnectivityState(false), connectivityState.SHUTDOWN, 'the retired channel closes at its last release');
+      const next = dial('relay-a@2');
+      assert.equal(next.client, fresh.client, 'later dials of that registration share the new channel');
+      next.release();
+      fresh.release();
+    } finally {
+      restarted.server.forceShutdown();
+    }
+  });
 });
+
+const ECHO_PATH = '/hashmail.test.Echo/Echo';
+const identity = (b: Buffer): Buffer => b;
+
+/** A gRPC server answering ECHO_PATH with "ok" on `address` (port 0: any free one). */
+async function startEcho(address: string): Promise<{ server: Server; port: number }> {
+  const server = new Server();
+  server.addService(
+    { Echo: { path: ECHO_PATH, requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
+    { Echo: (_call: unknown, done: (err: null, value: Buffer) => void) => done(null, Buffer.from('ok')) },
+  );
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(address, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return { server, port };
+}
+
+/** One call on `client`: its answer, or the failure's code and text. */
+function echo(client: Client): Promise<string> {
+  return new Promise((resolve) => {
+    client.makeUnaryRequest(ECHO_PATH, identity, identity, Buffer.alloc(0), { deadline: Date.now() + 10_000 }, (err: ServiceError | null, value?: Buffer) => {
+      resolve(err ? `${err.code} ${err.details}` : String(value));
+    });
+  });
+}
+
+/** Resolves once the client's channel is in TRANSIENT_FAILURE (its connection refused), within 10 s. */
+async function failing(client: Client): Promise<void> {
+  const channel = client.getChannel();
+  const deadline = Date.now() + 10_000;
+  for (let state = channel.getConnectivityState(true); state !== connectivityState.TRANSIENT_FAILURE; state = channel.getConnectivityState(true)) {
+    await new Promise<void>((resolve, reject) => channel.watchConnectivityState(state, deadline, (err) => (err ? reject(err) : resolve())));
+  }
+}

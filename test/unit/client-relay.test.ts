@@ -142,6 +142,20 @@ describe('client: finding the relay', () => {
     assert.equal(cluster.lookups[0].server.authority, 'lookup.test:443');
   });
 
+  test("the dial names the owner's registration the lookup gave (id@startedAt), and none when the lookup gave none", async () => {
+    const cluster = new FakeCluster();
+    cluster.lookup = () => ({ kind: 'owner', id: 'r2', address: '10.0.0.2:9443', startedAt: 1_765_000_000_123 });
+    const named: (string | undefined)[] = [];
+    cluster.dial = (_relay, req) => {
+      named.push(req.relayRegistration);
+      return null;
+    };
+    await open(cluster);
+    cluster.lookup = () => ({ kind: 'owner', id: 'r3', address: '10.0.0.3:9443' });
+    await open(cluster);
+    assert.deepEqual(named, ['r2@1765000000123', undefined]);
+  });
+
   test("not placed with attach 'existing': SessionNotFound, nothing dialed", async () => {
     const cluster = new FakeCluster();
     cluster.lookup = () => ({ kind: 'not-placed', message: 'session not placed' });
