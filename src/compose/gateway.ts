@@ -76,10 +76,12 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
           ...(hopToken ? { hopToken: hopToken.value } : {}),
           // The client the gateway's own limits count, named to the relay in the hop preamble.
           clientAddress: (req) => clientAddresses.ofHttpRequest(req),
+          // ...and the key its placements are metered under (directory.maxPlacementShare).
+          clientKey: (req) => clientAddresses.limitKeyOfRequest(req),
         });
         const p = proxy;
         // WebSocket clients are told to dial this gateway: the relays may be out of a browser's reach.
-        const viaGateway: RouteLookup = async (route, create, wait) => ({ ...(await core.lookup(route, create, wait)), address: self() });
+        const viaGateway: RouteLookup = async (route, ask) => ({ ...(await core.lookup(route, ask)), address: self() });
         return { upgrade: (req, socket, head) => p.handleUpgrade(req, socket, head), lookup: viaGateway };
       },
     });

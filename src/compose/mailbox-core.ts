@@ -98,8 +98,8 @@ export function buildMailboxCore(config: Config, logger: Logger, directory: Dire
   const waitCapMs = config.directory.lookupWaitMaxMs;
   // Held lookups per client address (route-lookup.ts HeldLookupQuota): one per party, as many as its boxes.
   const heldQuota = new KeyedQuota(config.limits.maxBoxesPerAddress);
-  const lookup: RouteLookup = (route, create, wait) =>
-    lookupRoute(directory, route, create, count, wait && waitCapMs > 0 ? { ...wait, ms: Math.min(wait.ms, waitCapMs) } : undefined, heldQuota);
+  const lookup: RouteLookup = (route, { wait, ...ask }) =>
+    lookupRoute(directory, route, wait && waitCapMs > 0 ? { ...ask, wait: { ...wait, ms: Math.min(wait.ms, waitCapMs) } } : ask, count, heldQuota);
   if (idleMappings) stats.idleMappings = idleMappings;
   return { stats, refusalLog, limitHit, table, legacy, v2, router, metrics, lookup, idleMappings };
 }

@@ -98,10 +98,10 @@ export function advertisedAddresses(config: Config, listen: string): string[] {
 export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const { config, logger, directory } = options;
   const core = buildMailboxCore(config, logger, directory);
-  // Placements refused by directory.maxPlacementsPerSecond: counted and logged as every limit is (no client address there).
-  directory.onLimit = (configKey) => {
+  // Placements refused by directory.maxPlacementsPerSecond or maxPlacementShare: counted and logged as every limit is.
+  directory.onLimit = (configKey, client) => {
     core.stats.countLimit(configKey);
-    core.refusalLog.refused(configKey);
+    core.refusalLog.refused(configKey, client);
   };
   // A failed lookup is answered to its client with UNAVAILABLE; here it is counted by cause, and its reason
   // (an etcd endpoint's error, which queue) goes to debug: a storm must not write one line per client.

@@ -73,6 +73,12 @@ export interface LookupOptions {
    * instant ago may not have reached this instance's watch yet.
    */
   confirm?: boolean;
+  /**
+   * The asker's per-address limit key (the client whose call would place
+   * the session): a placement counts against its directory.maxPlacementShare.
+   * Absent: the process's own placement, not metered per address.
+   */
+  client?: string;
 }
 
 export interface DirectoryHealth {
@@ -158,10 +164,11 @@ export interface Directory {
   on<E extends keyof DirectoryEvents>(event: E, listener: DirectoryEvents[E]): void;
   /**
    * Called with the config key of a limit that refused a placement
-   * (directory.maxPlacementsPerSecond), for the limit metric and the refusal
-   * log; set by the composition once they exist. Backends without limits ignore it.
+   * (directory.maxPlacementsPerSecond, directory.maxPlacementShare) and the
+   * client it was for, for the limit metric and the refusal log; set by the
+   * composition once they exist. Backends without limits ignore it.
    */
-  onLimit?: ((configKey: string) => void) | null;
+  onLimit?: ((configKey: string, client: string | undefined) => void) | null;
   /**
    * Called for every lookup that fails with DirectoryUnavailableError, for
    * hashmail_directory_unavailable_total{cause} and a debug line with the
@@ -179,10 +186,12 @@ export interface Directory {
  * `deadline` some member was reached but gave no answer in time (slow, or
  * electing a leader); `txn_queue` a placement
  * waited past directory.callTimeoutMs for one of directory.maxTxnsInFlight;
- * `rate_cap` directory.maxPlacementsPerSecond; `not_converged` a placement
- * kept losing races; `closed` the process is stopping or not started.
+ * `rate_cap` directory.maxPlacementsPerSecond; `share_cap` the asker's
+ * address over its directory.maxPlacementShare while placements queue;
+ * `not_converged` a placement kept losing races; `closed` the process is
+ * stopping or not started.
  */
-export type UnavailableCause = 'etcd' | 'deadline' | 'txn_queue' | 'rate_cap' | 'not_converged' | 'closed';
+export type UnavailableCause = 'etcd' | 'deadline' | 'txn_queue' | 'rate_cap' | 'share_cap' | 'not_converged' | 'closed';
 
 /** The backend cannot answer now: placements fail fast with UNAVAILABLE "directory unavailable". */
 export class DirectoryUnavailableError extends Error {

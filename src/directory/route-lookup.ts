@@ -46,12 +46,21 @@ export interface LookupWait {
   ms: number;
   /** Aborts the wait (the caller went away). */
   signal?: AbortSignal;
+}
+
+/** What a lookup asks, and who asks it. */
+export interface RouteAsk {
+  /** Place the session if nobody owns it (a creating operation). */
+  create: boolean;
   /**
    * The asker's per-address limit key (the one its connections count under):
-   * its held lookups count against the HeldLookupQuota. Absent: only the
-   * process-wide directory.maxWaitingLookups applies.
+   * its held lookups count against the HeldLookupQuota, and a placement it
+   * causes against its directory.maxPlacementShare. Absent: neither is
+   * counted per address (only the process-wide caps apply).
    */
   client?: string;
+  /** Hold the answer while it would repeat what the asker knows. */
+  wait?: LookupWait;
 }
 
 /**
@@ -86,9 +95,11 @@ export const RESTART_GRACE_MS = 5_000;
  * (the owner turned draining but still serves the session until it releases
  * it): then it waits on. Directory errors are thrown as they are.
  */
-export async function lookupHeld(directory: Directory, route: string, place: boolean, wait?: LookupWait, quota?: HeldLookupQuota): Promise<RouteOwner | null> {
+export async function lookupHeld(directory: Directory, route: string, ask: RouteAsk, quota?: HeldLookupQuota): Promise<RouteOwner | null> {
   const arrived = performance.now();
-  let owner = await directory.lookup(route, { place });
+  const { wait, client } = ask;
+  const options = { place: ask.create, ...(client === undefined ? {} : { client }) };
+  let owner = await directory.lookup(route, options);
   if (!wait || !(wait.ms > 0)) return owner;
   // The owner the party could not reach, unless it restarted since then (registered again under the same id),
   // or it is this very instance: the party reaches it now (a restarted relay does not know it restarted).
@@ -102,14 +113,14 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
     return !wait.unreachableStartedAt || o.startedAt === wait.unreachableStartedAt;
   };
   if (!(owner === null || stillUnreachable(owner)) || wait.signal?.aborted) return owner;
-  const release = quota && wait.client !== undefined ? quota.take(wait.client) : () => undefined;
+  const release = quota && client !== undefined ? quota.take(client) : () => undefined;
   if (!release) return owner;
   try {
     const deadline = Date.now() + wait.ms;
     for (let left = wait.ms; (owner === null || stillUnreachable(owner)) && left > 0 && !wait.signal?.aborted; left = deadline - Date.now()) {
       const held = await directory.waitForChange(route, owner?.id ?? null, left, wait.signal);
       if (!held || wait.signal?.aborted) break;
-      owner = await directory.lookup(route, { place });
+      owner = await directory.lookup(route, options);
     }
     return owner;
   } finally {
@@ -117,15 +128,15 @@ export async function lookupHeld(directory: Directory, route: string, place: boo
   }
 }
 
-/** The owner of `route`, placing it when `create`; throws a HashmailError otherwise. */
-export async function lookupRoute(directory: Directory, route: unknown, create: boolean, count: LookupCounter, wait?: LookupWait, quota?: HeldLookupQuota): Promise<RouteOwner> {
+/** The owner of `route`, placing it when `ask.create`; throws a HashmailError otherwise. */
+export async function lookupRoute(directory: Directory, route: unknown, ask: RouteAsk, count: LookupCounter, quota?: HeldLookupQuota): Promise<RouteOwner> {
   if (!isRoute(route)) {
     count('bad_route');
     throw new HashmailError('BAD_ROUTE');
   }
   let owner: RouteOwner | null;
   try {
-    owner = await lookupHeld(directory, route, create, wait, quota);
+    owner = await lookupHeld(directory, route, ask, quota);
   } catch (err) {
     const mapped = directoryError(err);
     count(resultOf(mapped));
@@ -140,4 +151,4 @@ export async function lookupRoute(directory: Directory, route: unknown, create: 
 }
 
 /** A bound lookup, as the transports get it. */
-export type RouteLookup = (route: unknown, create: boolean, wait?: LookupWait) => Promise<RouteOwner>;
+export type RouteLookup = (route: unknown, ask: RouteAsk) => Promise<RouteOwner>;

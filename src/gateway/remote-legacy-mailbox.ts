@@ -9,7 +9,7 @@
  * (instanceGone), each ends at once with UNAVAILABLE, so legacy clients
  * retry and land on the new owner.
  */
-import type { Directory, RouteOwner } from '../directory/directory.js';
+import type { Directory, LookupOptions, RouteOwner } from '../directory/directory.js';
 import { routeOfSid } from '../directory/route.js';
 import { directoryError } from '../directory/route-lookup.js';
 import type { Config } from '../config/schema.js';
@@ -25,6 +25,15 @@ import { RemoteReceive, RemoteSend, type HalfContext } from './hop-halves.js';
 import { HopLane, type LaneEndpoint } from './hop-lane.js';
 import { RelayPool, relayPoolOptions } from './relay-pool.js';
 import type { RelayTlsOptions } from './relay-trust.js';
+
+/**
+ * How a call that does not create finds its session: a session our
+ * watch-fed view does not hold may have been placed elsewhere an instant
+ * ago (its peer just created the boxes through another gateway), so
+ * `confirm` reads etcd before "stream not found" is answered, at once, as
+ * serve answers it (reads batched: etcd/read-batcher.ts).
+ */
+const FIND: LookupOptions = { place: false, confirm: true };
 
 /** Deadline of a box call (NewCipherBox, DelCipherBox) on the hop: a relay that does not answer one in this is treated as gone (ms). */
 const HOP_BOX_CALL_DEADLINE_MS = 10_000;
@@ -108,17 +117,17 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   async newCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, true, (owner) => this.boxCall(FrameKind.CREATE_BOX, owner, sid, call));
+    await this.routed(sid, { place: true, client: call.address }, (owner) => this.boxCall(FrameKind.CREATE_BOX, owner, sid, call));
   }
 
   async delCipherBox(req: BoxRequest, call: CallInfo): Promise<void> {
     const sid = validateBoxRequest(req);
-    await this.routed(sid, false, (owner) => this.boxCall(FrameKind.DELETE_BOX, owner, sid, call));
+    await this.routed(sid, FIND, (owner) => this.boxCall(FrameKind.DELETE_BOX, owner, sid, call));
   }
 
   openReceive(streamId: Buffer, call: CallInfo, signal?: AbortSignal): Promise<LegacyReceive> {
     const sid = checkSid(streamId);
-    return this.routed(sid, false, (owner) =>
+    return this.routed(sid, FIND, (owner) =>
       this.carry(owner, call, (lane, ctx) => new RemoteReceive(lane, ctx, sid, call.address, this.options.windowBytes)).whenAttached(signal),
     );
   }
@@ -126,20 +135,17 @@ export class RemoteLegacyMailbox implements LegacyOperations {
   openSend(desc: { streamId: Buffer } | null, call: CallInfo, signal?: AbortSignal): Promise<LegacySend> {
     if (!desc) return Promise.reject(new HashmailError('DESC_REQUIRED'));
     const sid = checkSid(desc.streamId);
-    return this.routed(sid, false, (owner) =>
+    return this.routed(sid, FIND, (owner) =>
       this.carry(owner, call, (lane, ctx) => new RemoteSend(lane, ctx, sid, call.address, this.options.maxMessageBytes)).whenAttached(signal),
     );
   }
 
-  /** The owner of the session `sid` belongs to; `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
-  private async routed<T>(sid: Buffer, place: boolean, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
+  /** The owner of the session `sid` belongs to (placing it as `how` says); `fn` there, and once more where a SERVED_ELSEWHERE answer points. */
+  private async routed<T>(sid: Buffer, how: LookupOptions, fn: (owner: RouteOwner) => Promise<T>): Promise<T> {
     if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
     let owner: RouteOwner | null;
     try {
-      // A session our watch-fed view does not hold may have been placed elsewhere an instant ago (its peer just
-      // created the boxes through another gateway): `confirm` reads etcd before "stream not found" is answered,
-      // at once, as serve answers it (reads batched: etcd/read-batcher.ts).
-      owner = await this.options.directory.lookup(routeOfSid(sid), { place, confirm: !place });
+      owner = await this.options.directory.lookup(routeOfSid(sid), how);
     } catch (err) {
       throw directoryError(err);
     }

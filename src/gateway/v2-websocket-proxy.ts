@@ -48,6 +48,8 @@ export interface V2WebSocketProxyOptions {
   hopToken?: string;
   /** The client of an upgrade, as this gateway's per-address limits see it (named in the hop preamble); default the TCP peer. */
   clientAddress?: (req: IncomingMessage) => string;
+  /** The per-address limit key of an upgrade's client: a placement it causes counts against its directory.maxPlacementShare. */
+  clientKey?: (req: IncomingMessage) => string;
   /** How long a relay may take to answer a passed-through upgrade (ms); default UPGRADE_ANSWER_MS. */
   upgradeAnswerMs?: number;
 }
@@ -144,7 +146,8 @@ export class V2WebSocketProxy {
       return true;
     }
     const early = this.watchWaiting(socket, head);
-    this.options.lookup(route, true).then(
+    const client = this.options.clientKey?.(req);
+    this.options.lookup(route, { create: true, ...(client === undefined ? {} : { client }) }).then(
       (owner) => {
         if (socket.destroyed) return;
         const target = `${this.options.insecure ? 'http' : 'https'}://${owner.address}`;

@@ -65,15 +65,16 @@ export class SessionRouter {
    * when nobody owns it and `create` is false, or the directory's failure.
    * `confirm`: the caller was sent here by another instance's view (a
    * gateway's hop call), so a route unknown here is read from the directory
-   * before it is refused (see LookupOptions.confirm).
+   * before it is refused (see LookupOptions.confirm). `client`: the party's
+   * per-address limit key, metered if the admission places the session.
    */
-  async admit(route: string, create: boolean, confirm = false): Promise<void> {
+  async admit(route: string, create: boolean, confirm = false, client?: string): Promise<void> {
     const released = this.releasing(route);
     if (released) await released;
     if (this.directory.servesHere(route)) return;
     let owner;
     try {
-      owner = await this.directory.lookup(route, { place: create, confirm });
+      owner = await this.directory.lookup(route, { place: create, confirm, ...(client === undefined ? {} : { client }) });
     } catch (err) {
       throw directoryError(err);
     }

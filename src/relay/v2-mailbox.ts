@@ -178,7 +178,7 @@ export class V2Mailbox {
     const sid = checkSid(hello.sid);
     const create = hello.attach === Attach.Create;
     const route = this.router ? routeOfSid(sid) : '';
-    if (this.router) await this.router.admit(route, create);
+    if (this.router) await this.router.admit(route, create, false, call.address);
     // Placed here for a re-join a moment ago, and this party may have outrun the one that creates it: wait for that
     // one (at once when the session is there), then open, which says "stream not found" if it never came.
     if (!create && this.router?.awaitsCreator(route)) await this.table.whenSessionOpened(sid, this.router.creatorWaitMs, signal);

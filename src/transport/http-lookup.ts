@@ -36,7 +36,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
  * The wait a query asks for (`unreachable`, `unreachable_started_at`, `wait_ms`; capped by
  * directory.lookupWaitMaxMs upstream), ended early when the client goes away.
  */
-function heldLookup(query: URLSearchParams, res: ServerResponse, client: () => string): LookupWait | undefined {
+function heldLookup(query: URLSearchParams, res: ServerResponse): LookupWait | undefined {
   const ms = Number(query.get('wait_ms') ?? 0);
   if (ms <= 0) return undefined;
   const gone = new AbortController();
@@ -45,14 +45,14 @@ function heldLookup(query: URLSearchParams, res: ServerResponse, client: () => s
     if (!res.writableEnded) gone.abort(CALL_OVER);
   });
   const startedAt = Number(query.get('unreachable_started_at') ?? 0);
-  return { unreachable: query.get('unreachable') ?? '', ...(startedAt > 0 ? { unreachableStartedAt: startedAt } : {}), ms, signal: gone.signal, client: client() };
+  return { unreachable: query.get('unreachable') ?? '', ...(startedAt > 0 ? { unreachableStartedAt: startedAt } : {}), ms, signal: gone.signal };
 }
 
 export class HttpLookup {
   constructor(
     private readonly lookup: RouteLookup,
     private readonly reporter: ErrorReporter,
-    /** The per-address limit key of a request (server.clientAddressFrom): its held lookups count under it (MAX_HELD_LOOKUPS_PER_ADDRESS). */
+    /** The per-address limit key of a request (server.clientAddressFrom): its held lookups and placements count under it. */
     private readonly clientAddress: (req: IncomingMessage) => string,
     /** The address given out for an owner (reached-address.ts); default as registered. */
     private readonly answeredAs: AnsweredAs = (owner) => owner.address,
@@ -87,7 +87,8 @@ export class HttpLookup {
       this.fail(res, new HashmailError('MALFORMED_REQUEST', 'malformed request: unreachable_started_at must be a whole number of milliseconds'));
       return;
     }
-    this.lookup(query.get('route'), create === '1' || create === 'true', heldLookup(query, res, () => this.clientAddress(req))).then(
+    const wait = heldLookup(query, res);
+    this.lookup(query.get('route'), { create: create === '1' || create === 'true', client: this.clientAddress(req), ...(wait ? { wait } : {}) }).then(
       (owner) => sendJson(res, 200, { id: owner.id, address: this.answeredAs(owner, authorityOf(req)), startedAt: owner.startedAt }),
       (err: unknown) => this.fail(res, err),
     );

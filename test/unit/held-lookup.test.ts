@@ -72,7 +72,7 @@ test('a lookup naming the owner it could not reach is held until the session mov
   const d = new FakeDirectory();
   const r = route();
   d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });
-  const answer = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS });
+  const answer = lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', ms: HOUR_MS } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 1, 'held');
   d.moveRoute(r, { id: 'relay-b', address: '127.0.0.1:2', startedAt: 2 });
@@ -85,7 +85,7 @@ test('a lookup naming as unreachable the very instance it asks is answered at on
   await d.register({ id: 'relay-a', addresses: ['127.0.0.1:1'], version: 'test' });
   const r = route();
   d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });
-  assert.deepEqual(await lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS }), { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });
+  assert.deepEqual(await lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', ms: HOUR_MS } }, noCount), { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });
   assert.equal(d.waiters.waiting, 0, 'nothing held');
 });
 
@@ -93,7 +93,7 @@ test('a change that leaves the answer as it was (the owner turned draining, stil
   const d = new FakeDirectory();
   const r = route();
   d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });
-  const answer = lookupRoute(d, r, false, noCount, { unreachable: 'relay-a', ms: HOUR_MS });
+  const answer = lookupRoute(d, r, { create: false, wait: { unreachable: 'relay-a', ms: HOUR_MS } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   d.waiters.ownerChanged('relay-a');
   await new Promise((resolve) => setImmediate(resolve));
@@ -111,14 +111,14 @@ test('an owner restarted under the same id is not the process the party failed t
   const r = route();
   const a = { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 };
   d.owners.set(r, a);
-  const answer = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS });
+  const answer = lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', ms: HOUR_MS } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 1, 'held against the process that did not answer');
   // relay-a restarts with its data directory: its old mapping goes, and it registers again under its id.
   d.reRegister('relay-a', 5);
   assert.deepEqual(await answer, { ...a, startedAt: 5 });
   // A party that failed just before the restart and asks just after: registered within RESTART_GRACE_MS, answered at once.
-  assert.deepEqual(await lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: HOUR_MS }), { ...a, startedAt: 5 });
+  assert.deepEqual(await lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', ms: HOUR_MS } }, noCount), { ...a, startedAt: 5 });
   assert.equal(d.waiters.waiting, 0);
 });
 
@@ -130,12 +130,12 @@ test('a party that names the registration it could not reach: a restart of that 
   // This instance saw relay-a register again a minute before the lookup reached it (a storm queued the lookup that long):
   // judged by time, the party might have failed against the new process, and the lookup was held for its whole wait.
   d.reRegistrations.set('relay-a', performance.now() - 60_000);
-  const answered = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', unreachableStartedAt: 1, ms: 2_000 });
+  const answered = lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', unreachableStartedAt: 1, ms: 2_000 } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 0, 'nothing held');
   assert.deepEqual(await answered, restarted);
   // Named as the very registration that is still the owner: held, and answered once the session moves.
-  const held = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', unreachableStartedAt: 2, ms: HOUR_MS });
+  const held = lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', unreachableStartedAt: 2, ms: HOUR_MS } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 1, 'held against the registration that did not answer');
   d.reRegister('relay-a', 3);
@@ -143,13 +143,13 @@ test('a party that names the registration it could not reach: a restart of that 
   // Naming the current registration when it registered just now: answered at once, as the party's connection may
   // still report the refusals from before the restart (a gRPC channel in backoff fails calls with its last error).
   d.reRegistrations.set('relay-a', performance.now());
-  const fresh = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', unreachableStartedAt: 3, ms: 2_000 });
+  const fresh = lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', unreachableStartedAt: 3, ms: 2_000 } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 0, 'a fresh registration is not held against');
   assert.equal((await fresh).startedAt, 3);
   // Without the registration, the instance judges by time as before: a re-registration long ago keeps it held.
   d.reRegistrations.set('relay-a', performance.now() - 60_000);
-  const guessed = lookupRoute(d, r, true, noCount, { unreachable: 'relay-a', ms: 50 });
+  const guessed = lookupRoute(d, r, { create: true, wait: { unreachable: 'relay-a', ms: 50 } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 1, 'held by the time rule');
   assert.equal((await guessed).id, 'relay-a');
@@ -158,28 +158,28 @@ test('a party that names the registration it could not reach: a restart of that 
 test('one process (memory directory): nothing can move, so a held lookup answers at once', TEST_TIMEOUT, async () => {
   const d = new MemoryDirectory();
   await d.register({ id: 'serve', addresses: ['127.0.0.1:1'], version: 'test' });
-  assert.equal((await lookupRoute(d, route(), false, noCount, { unreachable: 'serve', ms: HOUR_MS })).id, 'serve');
+  assert.equal((await lookupRoute(d, route(), { create: false, wait: { unreachable: 'serve', ms: HOUR_MS } }, noCount)).id, 'serve');
 });
 
 test('a lookup whose answer already differs from what the party failed with is answered at once', TEST_TIMEOUT, async () => {
   const d = new FakeDirectory();
   const r = route();
   d.owners.set(r, { id: 'relay-b', address: '127.0.0.1:2', startedAt: 2 });
-  assert.equal((await lookupRoute(d, r, false, noCount, { unreachable: 'relay-a', ms: HOUR_MS })).id, 'relay-b');
+  assert.equal((await lookupRoute(d, r, { create: false, wait: { unreachable: 'relay-a', ms: HOUR_MS } }, noCount)).id, 'relay-b');
   assert.equal(d.waiters.waiting, 0);
 });
 
 test('"not placed" is held until a placement; a wait that runs out gives the same answer as before', TEST_TIMEOUT, async () => {
   const d = new FakeDirectory();
   const r = route();
-  const answer = lookupRoute(d, r, false, noCount, { unreachable: '', ms: HOUR_MS });
+  const answer = lookupRoute(d, r, { create: false, wait: { unreachable: '', ms: HOUR_MS } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, 1);
   d.moveRoute(r, { id: 'relay-c', address: '127.0.0.1:3', startedAt: 3 });
   assert.equal((await answer).id, 'relay-c');
 
   const other = route();
-  await assert.rejects(lookupRoute(d, other, false, noCount, { unreachable: '', ms: 5 }), (err: unknown) => err instanceof HashmailError && err.code === 'SESSION_NOT_PLACED');
+  await assert.rejects(lookupRoute(d, other, { create: false, wait: { unreachable: '', ms: 5 } }, noCount), (err: unknown) => err instanceof HashmailError && err.code === 'SESSION_NOT_PLACED');
 });
 
 test('the asker going away ends the wait; the lookup answers with what it has', TEST_TIMEOUT, async () => {
@@ -187,7 +187,7 @@ test('the asker going away ends the wait; the lookup answers with what it has', 
   const r = route();
   d.owners.set(r, { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });
   const gone = new AbortController();
-  const answer = lookupRoute(d, r, false, noCount, { unreachable: 'relay-a', ms: HOUR_MS, signal: gone.signal });
+  const answer = lookupRoute(d, r, { create: false, wait: { unreachable: 'relay-a', ms: HOUR_MS, signal: gone.signal } }, noCount);
   await new Promise((resolve) => setImmediate(resolve));
   gone.abort();
   assert.equal((await answer).id, 'relay-a');
@@ -202,15 +202,15 @@ test('one client address holds at most its quota of lookups; past it it is answe
   const gone = new AbortController();
   const held = { unreachable: '', ms: HOUR_MS, signal: gone.signal };
   const answers: Promise<unknown>[] = [];
-  for (let i = 0; i < PER_CLIENT; i++) answers.push(lookupRoute(d, r, false, noCount, { ...held, client: '192.0.2.1' }, quota).catch(() => 'not placed'));
+  for (let i = 0; i < PER_CLIENT; i++) answers.push(lookupRoute(d, r, { create: false, client: '192.0.2.1', wait: held }, noCount, quota).catch(() => 'not placed'));
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, PER_CLIENT);
   assert.equal(quota.heldBy('192.0.2.1'), PER_CLIENT);
   // The same address once more: "not placed" at once, holding nothing.
-  await assert.rejects(lookupRoute(d, r, false, noCount, { ...held, client: '192.0.2.1' }, quota), (err: unknown) => err instanceof HashmailError && err.code === 'SESSION_NOT_PLACED');
+  await assert.rejects(lookupRoute(d, r, { create: false, client: '192.0.2.1', wait: held }, noCount, quota), (err: unknown) => err instanceof HashmailError && err.code === 'SESSION_NOT_PLACED');
   assert.equal(d.waiters.waiting, PER_CLIENT);
   // Another address is still held.
-  const other = lookupRoute(d, r, false, noCount, { ...held, client: '192.0.2.2' }, quota);
+  const other = lookupRoute(d, r, { create: false, client: '192.0.2.2', wait: held }, noCount, quota);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(d.waiters.waiting, PER_CLIENT + 1);
   d.moveRoute(r, { id: 'relay-a', address: '127.0.0.1:1', startedAt: 1 });

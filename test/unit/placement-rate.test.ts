@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DirectoryUnavailableError } from '../../src/directory/directory.js';
 import { PlacementRate } from '../../src/directory/placement-rate.js';
 import { FakeClock, flush } from '../helpers/fake-clock.js';
 
-/** Starts `n` acquisitions; returns their settled states, updated as they settle. */
-function start(rate: PlacementRate, n: number): ('waiting' | 'granted' | 'refused')[] {
+/** Starts `n` acquisitions (for `client`, if given); returns their settled states, updated as they settle. */
+function start(rate: PlacementRate, n: number, client?: string): ('waiting' | 'granted' | 'refused')[] {
   const states: ('waiting' | 'granted' | 'refused')[] = [];
   for (let i = 0; i < n; i++) {
     states.push('waiting');
-    rate.acquire().then(
+    rate.acquire(Infinity, client).then(
       () => (states[i] = 'granted'),
       (err: unknown) => {
         assert.ok(err instanceof DirectoryUnavailableError);
@@ -85,4 +85,86 @@ test('the caller\'s own deadline bounds the wait when it is shorter', async () =
   const ok = rate.acquire(150);
   clock.advance(100);
   await ok;
+});
+
+describe('fair share per client address (directory.maxPlacementShare)', () => {
+  // 100/s, 1 s of queue, one address may take a tenth (10/s) before it may queue only half as long.
+  const RATE = 100;
+  const QUEUE_MS = 1000;
+  const SHARE = 0.1;
+
+  test('one address flooding keeps the half of the queue kept for others free: another address is placed, the flood refused as over its share', async () => {
+    const clock = new FakeClock();
+    const rate = new PlacementRate(RATE, QUEUE_MS, clock, SHARE);
+    const refusals: boolean[] = [];
+    rate.onRefused = (overShare) => refusals.push(overShare);
+    const flood = start(rate, 400, '203.0.113.7');
+    await flush();
+    // The burst (100) at once, then half a second's worth (50) queued: the flooder is far over its share.
+    assert.equal(count(flood, 'granted'), RATE);
+    assert.equal(rate.waiting, RATE / 2);
+    assert.equal(count(flood, 'refused'), 400 - RATE - RATE / 2);
+    // Refusals take no turn: each would have fit the whole queue, so each is refused for the share, not the rate.
+    assert.equal(rate.refusedOverShare, 250);
+    assert.deepEqual([refusals.length, refusals.every((x) => x)], [250, true]);
+    // Another address finds room in the queue for its own share's burst (10), then is over its share too.
+    const other = start(rate, 11, '198.51.100.9');
+    await flush();
+    assert.equal(count(other, 'refused'), 1);
+    assert.equal(other[10], 'refused');
+    assert.equal(rate.waiting, RATE / 2 + 10);
+    // ...and the flood, still going, does not.
+    const more = start(rate, 10, '203.0.113.7');
+    await flush();
+    assert.equal(count(more, 'refused'), 10);
+    clock.advance(QUEUE_MS);
+    await flush();
+    assert.equal(count(other, 'granted'), 10, 'placed within the queue bound');
+  });
+
+  test('without the share (0) the flood fills the whole queue and the other address is refused (the fault it fixes)', async () => {
+    const clock = new FakeClock();
+    const rate = new PlacementRate(RATE, QUEUE_MS, clock, 0);
+    start(rate, 400, '203.0.113.7');
+    await flush();
+    const other = start(rate, 20, '198.51.100.9');
+    await flush();
+    assert.equal(count(other, 'refused'), 20);
+    assert.equal(rate.refusedOverShare, 0);
+  });
+
+  test('one address alone gets the whole rate, queued half as long; within its share it queues the whole wait', async () => {
+    const clock = new FakeClock();
+    const rate = new PlacementRate(RATE, QUEUE_MS, clock, SHARE);
+    const own = start(rate, RATE, '192.0.2.1');
+    await flush();
+    assert.equal(count(own, 'granted'), RATE, 'a storm of its own sessions passes the burst at once');
+    clock.advance(10_000);
+    // A new address's first placement in a saturated moment may queue the whole wait.
+    const saturate = start(rate, RATE + RATE / 2, '192.0.2.2');
+    await flush();
+    assert.equal(count(saturate, 'granted'), RATE);
+    const fresh = start(rate, 1, '192.0.2.3');
+    await flush();
+    assert.equal(fresh[0], 'waiting', 'within its share: queued past the half');
+    clock.advance(QUEUE_MS);
+    await flush();
+    assert.equal(fresh[0], 'granted');
+  });
+
+  test('the meter forgets: an address is within its share again once its placements are paid off, and idle addresses are not kept', async () => {
+    const clock = new FakeClock();
+    const rate = new PlacementRate(RATE, QUEUE_MS, clock, SHARE);
+    start(rate, 30, '203.0.113.7');
+    await flush();
+    assert.equal(rate.clientsMetered, 1);
+    // 30 placements at 10/s for the address: paid off after 3 s (at most 10 s are ever remembered).
+    clock.advance(3_000);
+    for (let i = 0; i < 2_000; i++) start(rate, 1, `10.0.${i >> 8}.${i & 255}`);
+    await flush();
+    clock.advance(60_000);
+    start(rate, 1, '192.0.2.99');
+    await flush();
+    assert.ok(rate.clientsMetered <= 1_100, `idle addresses are swept (${rate.clientsMetered} kept)`);
+  });
 });

@@ -24,6 +24,7 @@ import { EtcdRpc } from './etcd-rpc.js';
 import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { readLeaseState, writeLeaseState } from './lease-state-file.js';
+import { systemClock } from '../../session/clock.js';
 import { PlacementRate } from '../placement-rate.js';
 import { Placer } from './placer.js';
 import { PrefixWatcher } from './prefix-watcher.js';
@@ -35,6 +36,7 @@ const RECLAIM_MIN_MS = 100;
 const RECLAIM_MAX_MS = 2000;
 /** The config key a refusal by the placement cap is counted and logged under. */
 const PLACEMENT_RATE_KEY = 'directory.maxPlacementsPerSecond';
+const PLACEMENT_SHARE_KEY = 'directory.maxPlacementShare';
 /** etcd's limit of operations in one transaction (--max-txn-ops default). */
 const MAX_TXN_OPS = 128;
 
@@ -81,7 +83,8 @@ export class EtcdDirectory implements Directory {
   private readonly knownInstances = new Map<string, number | null>();
   /** False once the process stops: held lookups are answered and no more are held. */
   private holding = true;
-  onLimit: ((configKey: string) => void) | null = null;
+  /** A placement refused by a limit: its config key, and the client address it was for (when known). */
+  onLimit: ((configKey: string, client: string | undefined) => void) | null = null;
   onUnavailable: ((err: DirectoryUnavailableError) => void) | null = null;
 
   constructor(private readonly options: EtcdDirectoryOptions) {
@@ -89,8 +92,9 @@ export class EtcdDirectory implements Directory {
     this.layout = keyLayout(options.prefix);
     this.cache = new DirectoryCache(this.layout);
     this.watcher = new PrefixWatcher(this.rpc, this.layout.prefix, this.cache, options.logger, options.callTimeoutMs);
-    this.placementRate = options.maxPlacementsPerSecond > 0 ? new PlacementRate(options.maxPlacementsPerSecond, options.placementQueueMs) : null;
-    if (this.placementRate) this.placementRate.onRefused = () => this.onLimit?.(PLACEMENT_RATE_KEY);
+    this.placementRate =
+      options.maxPlacementsPerSecond > 0 ? new PlacementRate(options.maxPlacementsPerSecond, options.placementQueueMs, systemClock, options.maxPlacementShare ?? 0) : null;
+    if (this.placementRate) this.placementRate.onRefused = (overShare, client) => this.onLimit?.(overShare ? PLACEMENT_SHARE_KEY : PLACEMENT_RATE_KEY, client);
     this.placer = new Placer(this.rpc, this.layout, this.cache, {
       policy: options.placement,
       maxTxnsInFlight: options.maxTxnsInFlight,
@@ -211,7 +215,7 @@ export class EtcdDirectory implements Directory {
     const live = this.cache.liveOwner(route);
     if (live) return routeOwnerOf(live.instance);
     try {
-      if (options.place) return await this.placeThroughElection(route);
+      if (options.place) return await this.placeThroughElection(route, options.client);
       // The watch-fed cache is authoritative while the watch is healthy (but may lag a placement made
       // elsewhere an instant ago: `confirm` asks etcd then too); otherwise ask etcd.
       if (this.watcher.watching && !options.confirm) return null;
@@ -229,12 +233,12 @@ export class EtcdDirectory implements Directory {
    * is safe: a create that did land is found by the next create-if-absent.
    * No etcd at all (refused) still fails after one callTimeoutMs.
    */
-  private async placeThroughElection(route: string): Promise<RouteOwner> {
+  private async placeThroughElection(route: string, client: string | undefined): Promise<RouteOwner> {
     try {
-      return await this.placer.place(route);
+      return await this.placer.place(route, client);
     } catch (err) {
       if (!(err instanceof DirectoryUnavailableError) || err.kind !== 'deadline' || this.options.endpoints.length < 2 || this.closed) throw err;
-      return await this.placer.place(route);
+      return await this.placer.place(route, client);
     }
   }
 

@@ -23,6 +23,8 @@ export interface EtcdDirectoryOptions {
   maxWaitingLookups: number;
   /** How long a placement over that rate may wait for its turn before UNAVAILABLE (ms). */
   placementQueueMs: number;
+  /** directory.maxPlacementShare: the share of that rate one client address may take before it may queue only half as long; 0: none. */
+  maxPlacementShare?: number;
   loadPublishIntervalMs: number;
   placement: PlacementPolicy;
   /**
@@ -48,6 +50,7 @@ export function etcdOptionsFromConfig(config: Config, logger: Logger, leaseState
     maxPlacementsPerSecond: d.maxPlacementsPerSecond,
     maxWaitingLookups: d.maxWaitingLookups,
     placementQueueMs: d.placementQueueMs,
+    maxPlacementShare: d.maxPlacementShare,
     loadPublishIntervalMs: d.loadPublishIntervalMs,
     placement: d.placement,
     leaseStateFile,

@@ -83,10 +83,11 @@ export class Placer {
     return this.gate.active;
   }
 
-  place(route: string): Promise<RouteOwner> {
+  /** Places `route` for `client` (its per-address limit key; metered for directory.maxPlacementShare); one joining a placement in flight costs nothing. */
+  place(route: string, client?: string): Promise<RouteOwner> {
     const pending = this.inFlight.get(route);
     if (pending) return pending;
-    const promise = this.placeOnce(route).finally(() => this.inFlight.delete(route));
+    const promise = this.placeOnce(route, client).finally(() => this.inFlight.delete(route));
     this.inFlight.set(route, promise);
     return promise;
   }
@@ -106,7 +107,7 @@ export class Placer {
     return this.ownerOf(kv);
   }
 
-  private async placeOnce(route: string): Promise<RouteOwner> {
+  private async placeOnce(route: string, client: string | undefined): Promise<RouteOwner> {
     const key = Buffer.from(sessionKey(this.layout, route));
     // Instance id -> a session lease of it that etcd refused: not chosen again while it publishes that lease.
     const refused = new Map<string, string>();
@@ -125,7 +126,7 @@ export class Placer {
       }
       if (!turnTaken && this.options.rate) {
         // One turn per placement, not per attempt: a lost race is the same storm's work.
-        await this.options.rate.acquire(this.options.callTimeoutMs);
+        await this.options.rate.acquire(this.options.callTimeoutMs, client);
         turnTaken = true;
         // While we waited, another member may have placed it (the watch told the cache).
         const placed = this.cache.liveOwner(route);

@@ -3,7 +3,7 @@
  * answered by every instance (docs/protocol-v2.md, Finding the relay).
  */
 import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
-import type { LookupWait, RouteLookup } from '../../directory/route-lookup.js';
+import type { LookupWait, RouteAsk, RouteLookup } from '../../directory/route-lookup.js';
 import type { Logger } from '../../observe/logger.js';
 import type { RelayStats } from '../../observe/stats.js';
 import { HashmailError } from '../../session/errors.js';
@@ -66,21 +66,26 @@ export interface ServerForMailboxDeps {
  * too: only one before the answer (`answered()` false) aborts the wait, so
  * a wave of held lookups does not dispatch an abort each.
  */
-function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest, answered: () => boolean, client: () => string | undefined): LookupWait | undefined {
+function heldLookup(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest, answered: () => boolean): LookupWait | undefined {
   const ms = req.waitMs ?? 0;
   if (!(ms > 0)) return undefined;
   const gone = new AbortController();
   call.once('cancelled', () => {
     if (!answered()) gone.abort(CALL_OVER);
   });
-  const key = client();
   return {
     unreachable: req.unreachable ?? '',
     ...(req.unreachableStartedAt ? { unreachableStartedAt: req.unreachableStartedAt } : {}),
     ms,
     signal: gone.signal,
-    ...(key === undefined ? {} : { client: key }),
   };
+}
+
+/** The lookup a request asks for, with the caller's per-address limit key when known. */
+function askOf(call: ServerUnaryCall<unknown, unknown>, req: ServerForMailboxRequest, answered: () => boolean, clientAddress: ServerForMailboxDeps['clientAddress']): RouteAsk {
+  const wait = heldLookup(call, req, answered);
+  const client = clientAddress?.(call);
+  return { create: req.create, ...(client === undefined ? {} : { client }), ...(wait ? { wait } : {}) };
 }
 
 export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
@@ -89,7 +94,7 @@ export function serverForMailboxHandler(deps: ServerForMailboxDeps) {
     m.received();
     const req = call.request;
     let answered = false;
-    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, req.create, heldLookup(call, req, () => answered, () => deps.clientAddress?.(call)));
+    const answer = req instanceof HashmailError ? Promise.reject(req) : deps.lookup(req.route, askOf(call, req, () => answered, deps.clientAddress));
     answer.then(
       (owner) => {
         answered = true;

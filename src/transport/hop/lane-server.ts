@@ -167,7 +167,7 @@ export function serveLane(socket: Duplex, deps: LaneDeps): void {
     }
     const sid = checkSid(f.streamId ?? NO_MESSAGE);
     const route = routeOfSid(sid);
-    await router.admit(route, create, true);
+    await router.admit(route, create, true, address);
     return { sid, route, info: { transport: 'hop', address } };
   };
 
