@@ -23,7 +23,8 @@
  * REJOIN_CPU_PROF=DIR: every load process writes a V8 CPU profile of the re-join alone (arm to collect) into DIR
  * (HASHMAIL_BENCH_CPU_PROF writes one of each relay's whole life).
  * REJOIN_TRACE=1 prints the kill, relay A's restart, a few parties' reconnect events with timestamps, and at the end
- * the events of the slowest sessions and of some that never came back.
+ * the events of the slowest sessions and of some that never came back. The kill's and the end's lines carry the
+ * monotonic clock (monotonic_us), the time base of V8 CPU profiles: a relay's profile can be cut to the re-join.
  * Prints markdown; writes bench/results/rejoin.{md,json}.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -174,7 +175,8 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     });
     const cpuBefore = cpuGroups();
     const killedAt = Date.now();
-    if (process.env.REJOIN_TRACE) console.error(`TRACE ${killedAt} kill`);
+    // The monotonic clock too (us, as V8 CPU profiles time their samples): HASHMAIL_BENCH_CPU_PROF profiles of the relays can be cut to the re-join.
+    if (process.env.REJOIN_TRACE) console.error(`TRACE ${killedAt} kill monotonic_us=${process.hrtime.bigint() / 1000n}`);
     a.child.kill('SIGKILL');
     await new Promise<void>((resolve) => (a.child.exitCode !== null || a.child.signalCode !== null ? resolve() : a.child.once('exit', () => resolve())));
     if (path === 'restart') survivors.push(await startRelay(etcd, ttlMs, aPort, aDir, 'relay-a'));
@@ -189,6 +191,7 @@ async function runCase(path: Path, sessions: number, ttlMs: number, workerCount:
     }
     const collected = await Promise.all(workers.map((w) => w.ask({ op: 'collect', timeoutMs: ttlMs + REJOIN_WAIT_EXTRA_MS }, 'collected')));
     const cpuAfter = cpuGroups();
+    if (process.env.REJOIN_TRACE) console.error(`TRACE ${Date.now()} all collected monotonic_us=${process.hrtime.bigint() / 1000n}`);
     const lookupsAfterKill = (await lookupsAnswered(survivors)) - lookupsBefore;
     const rejoins: SessionRejoin[] = collected.flatMap((c) => c.rejoins);
     if (process.env.REJOIN_TRACE) {
