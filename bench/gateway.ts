@@ -29,7 +29,7 @@ import { measurePingPong, type LatencyResult } from './latency.js';
 import { StormSession, traceNextStormSessions } from './legacy-storm.js';
 import type { Outcome } from './report.js';
 import { combineLatency, combineThroughput } from './repeat.js';
-import { CONFIG_DEPLOYED, CONFIG_UNLIMITED, CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
+import { CONFIG_DEPLOYED, CONFIG_UNLIMITED, cpuMs, CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
 import type { AppTransport, V2Shape } from './session.js';
 import { fmt, percentile, runBounded, sleep, table } from './stats.js';
 import { measureOneWay, type ThroughputResult } from './throughput.js';
@@ -111,6 +111,22 @@ async function startCluster(config: Record<string, unknown>, inspect = false): P
 }
 
 /**
+ * measureOneWay, with the CPU it cost per MB moved (/proc, warm-up
+ * included): this process, which plays both parties, and `serverPids` (the
+ * gateway and its relay together on the gateway side). On a machine with
+ * few cores the throughput of a side is bounded by the sum.
+ */
+async function oneWayWithCpu(target: RelayProcess, serverPids: number[], o: Parameters<typeof measureOneWay>[1]): Promise<ThroughputResult> {
+  const serversBefore = serverPids.map(cpuMs);
+  const selfBefore = process.cpuUsage();
+  const r = await measureOneWay(target, o);
+  const self = process.cpuUsage(selfBefore);
+  const servers = serverPids.reduce((sum, pid, i) => sum + cpuMs(pid) - serversBefore[i], 0);
+  const mb = ((o.warmup + r.received) * o.sizeBytes) / 1e6;
+  return mb > 0 ? { ...r, cpuMsPerMb: { parties: (self.user + self.system) / 1000 / mb, servers: servers / mb } } : r;
+}
+
+/**
  * A relay serves no legacy v1 surface (only the hop and v2): the "relay
  * direct" baseline is the same parties speaking v2 to it, node over gRPC and
  * the app over the same transport as the legacy case.
@@ -141,6 +157,7 @@ async function costPart(): Promise<string> {
     throw err;
   });
   const targets: Record<Side, RelayProcess> = { serve, gateway: cluster.gateway, relay: cluster.relay };
+  const serverPids: Record<Side, number[]> = { serve: [serve.pid], gateway: [cluster.gateway.pid, cluster.relay.pid], relay: [cluster.relay.pid] };
   const latencyRows: string[][] = [];
   const throughputRows: string[][] = [];
   try {
@@ -158,11 +175,12 @@ async function costPart(): Promise<string> {
       for (const size of [THROUGHPUT_1K, THROUGHPUT_32K]) {
         const label = `${size.sizeBytes / KiB} KiB × ${size.count}, app → node, ${appLabel(app)}`;
         const o = { ...size, app, direction: 'app->node' as const };
-        const runs = await rounds((side) => attempt(`throughput ${label} ${side}`, () => measureOneWay(targets[side], { ...o, v2: side === 'relay' ? v2Shape(app) : undefined })));
+        const runs = await rounds((side) => attempt(`throughput ${label} ${side}`, () => oneWayWithCpu(targets[side], serverPids[side], { ...o, v2: side === 'relay' ? v2Shape(app) : undefined })));
         const r = { serve: combineThroughput(runs.serve), gateway: combineThroughput(runs.gateway), relay: combineThroughput(runs.relay) };
         const mb = (v: ThroughputResult): string => fmt(v.mbPerSec, 1);
         const f = (v: ThroughputResult): number => v.mbPerSec;
-        throughputRows.push([label, cell(r.gateway, mb), cell(r.serve, mb), cell(r.relay, mb), ratioOf(r.gateway, r.serve, f), ratioOf(r.gateway, r.relay, f), load()]);
+        const cpu = (v: ThroughputResult): string => (v.cpuMsPerMb ? `${fmt(v.cpuMsPerMb.parties, 1)} + ${fmt(v.cpuMsPerMb.servers, 1)}` : 'n/a');
+        throughputRows.push([label, cell(r.gateway, mb), cell(r.serve, mb), cell(r.relay, mb), ratioOf(r.gateway, r.serve, f), ratioOf(r.gateway, r.relay, f), `${cell(r.gateway, cpu)} / ${cell(r.serve, cpu)} / ${cell(r.relay, cpu)}`, load()]);
         log(`throughput ${label}: ${throughputRows[throughputRows.length - 1].join(' | ')}`);
       }
     }
@@ -179,7 +197,7 @@ async function costPart(): Promise<string> {
     '',
     '**One-way throughput** (MB/s):',
     '',
-    table(['case', 'gateway -> relay', 'serve', 'relay direct (v2)', 'gateway / serve', 'gateway / relay direct', 'load average'], throughputRows),
+    table(['case', 'gateway -> relay', 'serve', 'relay direct (v2)', 'gateway / serve', 'gateway / relay direct', 'CPU ms per MB, parties + servers: gateway / serve / relay direct', 'load average'], throughputRows),
     '',
   ].join('\n');
 }

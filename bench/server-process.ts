@@ -151,6 +151,11 @@ function cpuProfileFlags(): string[] {
   return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
 }
 
+/** HASHMAIL_BENCH_NODE_FLAGS: Node/V8 flags (space-separated) for every hashmail process, e.g. `--single-threaded-gc`. */
+function extraNodeFlags(): string[] {
+  return (process.env.HASHMAIL_BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
+}
+
 /** `hashmail serve --insecure` (or `relay`) with `config` merged over the defaults (this checkout's build unless `build` says otherwise). */
 export async function startHashmail(config: Record<string, unknown>, build: HashmailBuild = CURRENT_BUILD, options: StartOptions = {}): Promise<RelayProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hashmail-bench-'));
@@ -163,6 +168,7 @@ export async function startHashmail(config: Record<string, unknown>, build: Hash
       [
         ...(options.inspect ? ['--inspect=127.0.0.1:0'] : []),
         ...cpuProfileFlags(),
+        ...extraNodeFlags(),
         build.bin,
         options.command ?? 'serve',
         '--insecure',

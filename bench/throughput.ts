@@ -37,6 +37,8 @@ export interface ThroughputResult {
   note: string | null;
   /** Per-repetition figures when several runs were combined. */
   spread?: string;
+  /** CPU per MB moved (warm-up included), where the caller measured it: the process playing both parties, and the server processes. */
+  cpuMsPerMb?: { parties: number; servers: number };
 }
 
 interface PumpResult {
