@@ -31,8 +31,12 @@
  * relay to move away again. A dial that names the registration a lookup
  * gave (`registration`) therefore retires the failing channels of that
  * address the first time that registration is named in this process: one
- * new connection for all of them, not one per party, and dials that name the
- * registration the channel already failed against keep the backoff's pace.
+ * new connection for all of them, not one per party. Dials that name a
+ * registration named before keep the backoff's pace, also when lookups
+ * answer two registrations in turn (instances whose views differ while a
+ * relay restarts again and again): each is new once, so a failing address
+ * gets at most one new connection per registration, not one per dial. A
+ * retired channel still in use closes at its last release.
  */
 import { Client, connectivityState, status, type ChannelOptions } from '@grpc/grpc-js';
 import { credentialsFor, securityOf } from './grpc-channel.js';
@@ -41,6 +45,8 @@ import type { NodeTls } from './tls-trust-node.js';
 
 /** How long an unused channel stays open for the next call (ms). */
 export const CHANNEL_IDLE_MS = 30_000;
+/** Registrations remembered per channel set (the newest): enough for any restarts a lookup can still name. */
+const REGISTRATIONS_KEPT = 16;
 /** Reconnect backoff of a shared channel (ms): first wait and cap. */
 const RECONNECT_BACKOFF_MS = 250;
 const MAX_RECONNECT_BACKOFF_MS = 2_000;
@@ -53,8 +59,8 @@ interface ChannelSet {
   channels: SharedChannel[];
   /** Calls one connection of this server takes, as its refusals taught; Infinity until one. */
   capacity: number;
-  /** The last relay registration a dial named (ChannelRequest.registration). */
-  registration?: string;
+  /** Relay registrations dials have named (ChannelRequest.registration), oldest first, at most REGISTRATIONS_KEPT. */
+  registrations: Set<string>;
 }
 
 interface SharedChannel {
@@ -69,6 +75,8 @@ interface SharedChannel {
 
 /** Open channels by key (relay, security, options). */
 const channels = new Map<string, ChannelSet>();
+/** Channels taken out of their set while in use (retireIfFailing): closed at their last release, or by closeSharedChannels. */
+const retiredInUse = new Set<SharedChannel>();
 
 export interface ChannelRequest {
   server: ServerAddress;
@@ -116,12 +124,13 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
   const key = `${req.server.authority}|${securityOf(req.server, req.tlsSkipVerify)}|${JSON.stringify(options)}`;
   let set = channels.get(key);
   if (!set) {
-    set = { channels: [], capacity: Infinity };
+    set = { channels: [], capacity: Infinity, registrations: new Set() };
     channels.set(key, set);
   }
   const known = set;
-  if (req.registration !== undefined && req.registration !== known.registration) {
-    known.registration = req.registration;
+  if (req.registration !== undefined && !known.registrations.has(req.registration)) {
+    known.registrations.add(req.registration);
+    if (known.registrations.size > REGISTRATIONS_KEPT) known.registrations.delete(known.registrations.values().next().value as string);
     known.channels = known.channels.filter((c) => !retireIfFailing(c));
   }
   let entry = known.channels.find((c) => c.users < known.capacity);
@@ -140,7 +149,10 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
     },
     release: once(() => {
       if (--shared.users > 0) return;
-      if (shared.retired) return shared.client.close();
+      if (shared.retired) {
+        retiredInUse.delete(shared);
+        return shared.client.close();
+      }
       shared.idle = setTimeout(() => {
         const at = known.channels.indexOf(shared);
         if (at >= 0) known.channels.splice(at, 1);
@@ -156,21 +168,24 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
 function retireIfFailing(channel: SharedChannel): boolean {
   if (channel.client.getChannel().getConnectivityState(false) !== connectivityState.TRANSIENT_FAILURE) return false;
   channel.retired = true;
-  if (channel.users === 0) {
-    if (channel.idle) clearTimeout(channel.idle);
-    channel.idle = null;
-    channel.client.close();
+  if (channel.users > 0) {
+    retiredInUse.add(channel);
+    return true;
   }
+  if (channel.idle) clearTimeout(channel.idle);
+  channel.idle = null;
+  channel.client.close();
   return true;
 }
 
 /** Closes every shared channel (tests; a process about to exit). */
 export function closeSharedChannels(): void {
-  for (const { client, idle } of [...channels.values()].flatMap((set) => set.channels)) {
+  for (const { client, idle } of [...channels.values()].flatMap((set) => set.channels).concat([...retiredInUse])) {
     if (idle) clearTimeout(idle);
     client.close();
   }
   channels.clear();
+  retiredInUse.clear();
 }
 
 function once(fn: () => void): () => void {

@@ -103,6 +103,38 @@ describe('client: shared gRPC channels', () => {
       restarted.server.forceShutdown();
     }
   });
+
+  test('registrations named in turn at a failing address: one new channel per registration, not per dial; a retired channel in use closes with the rest', async () => {
+    // A port nobody listens on: every connection is refused.
+    const closed = await startEcho('127.0.0.1:0');
+    closed.server.forceShutdown();
+    const server = parseServer(`127.0.0.1:${closed.port}`, true);
+    const options = { 'grpc.initial_reconnect_backoff_ms': 120_000, 'grpc.max_reconnect_backoff_ms': 120_000 };
+    const dial = (registration: string) => acquireChannel({ server, tlsSkipVerify: false, options, registration });
+    const failingDial = async (registration: string): Promise<Client> => {
+      const lease = dial(registration);
+      assert.match(await echo(lease.client), /UNAVAILABLE|14/);
+      await failing(lease.client);
+      lease.release();
+      return lease.client;
+    };
+    const first = await failingDial('relay-a@1');
+    const second = await failingDial('relay-a@2');
+    assert.notEqual(second, first, 'a registration new to the address: a new channel');
+    const clients = new Set<Client>([first, second]);
+    for (let i = 0; i < 6; i++) clients.add(await failingDial(i % 2 === 0 ? 'relay-a@1' : 'relay-a@2'));
+    assert.equal(clients.size, 2, 'both registrations known: the failing channel keeps its backoff');
+
+    const held = dial('relay-a@2');
+    assert.equal(held.client, second);
+    const third = dial('relay-a@3');
+    assert.notEqual(third.client, second, 'a third registration retires the failing channel, still in use');
+    assert.notEqual(second.getChannel().getConnectivityState(false), connectivityState.SHUTDOWN, 'open while its call runs');
+    closeSharedChannels();
+    assert.equal(second.getChannel().getConnectivityState(false), connectivityState.SHUTDOWN, 'closed with the rest');
+    held.release();
+    third.release();
+  });
 });
 
 const ECHO_PATH = '/hashmail.test.Echo/Echo';
