@@ -23,7 +23,9 @@
  * the addresses within theirs. One address alone (a storm of its own
  * sessions; tests on loopback) still gets the whole rate, queued half as
  * long. Only addresses with a placement due in the future are kept: one
- * placement costs an entry for 1000/(share x rate) ms.
+ * placement costs an entry for 1000/(share x rate) ms. A client holding more
+ * than 1/share addresses (limit keys) is within each share: this protects
+ * against one address, not against many.
  */
 import { systemClock, type Clock } from '../session/clock.js';
 import { DirectoryUnavailableError } from './directory.js';
