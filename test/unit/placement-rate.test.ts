@@ -152,6 +152,46 @@ describe('fair share per client address (directory.maxPlacementShare)', () => {
     assert.equal(fresh[0], 'granted');
   });
 
+  test('many addresses each within their share fill the queue: another address takes the latest turn of the one waiting for the most', async () => {
+    const clock = new FakeClock();
+    const rate = new PlacementRate(RATE, QUEUE_MS, clock, SHARE);
+    // 30 addresses, 10 placements each (one share's burst): 100 at once, 100 queued, 100 refused. The queue is
+    // shared out among the 20 addresses that queued: the later ones took turns of the earlier, heavier ones.
+    const floods = Array.from({ length: 30 }, (_, i) => start(rate, 10, `203.0.113.${i}`));
+    await flush();
+    assert.equal(floods.flat().filter((x) => x === 'granted').length, RATE);
+    assert.equal(rate.waiting, RATE);
+    assert.ok(rate.displaced > 0);
+    const refusedBefore = rate.refused;
+    const displacedBefore = rate.displaced;
+    const other = start(rate, 3, '198.51.100.9');
+    await flush();
+    assert.deepEqual(other, ['waiting', 'waiting', 'waiting'], 'queued in turns taken from the heaviest waiters');
+    assert.equal(rate.waiting, RATE, 'the queue holds no more than before');
+    assert.equal(rate.displaced - displacedBefore, 3);
+    assert.equal(rate.refused - refusedBefore, 3, 'each taken turn is a refusal of its placement');
+    clock.advance(QUEUE_MS);
+    await flush();
+    assert.deepEqual(other, ['granted', 'granted', 'granted'], 'within the queue bound');
+  });
+
+  test('addresses waiting for one turn each are not displaced (no turn traded back and forth): the arrival is refused', async () => {
+    const clock = new FakeClock();
+    const rate = new PlacementRate(RATE, QUEUE_MS, clock, SHARE);
+    start(rate, RATE, '192.0.2.1');
+    await flush();
+    const ones = Array.from({ length: RATE }, (_, i) => start(rate, 1, `10.1.0.${i}`));
+    await flush();
+    assert.equal(rate.waiting, RATE);
+    const late = start(rate, 1, '198.51.100.9');
+    await flush();
+    assert.deepEqual(late, ['refused']);
+    assert.equal(rate.displaced, 0);
+    clock.advance(QUEUE_MS);
+    await flush();
+    assert.ok(ones.every((o) => o[0] === 'granted'));
+  });
+
   test('the meter forgets: an address is within its share again once its placements are paid off, and idle addresses are not kept', async () => {
     const clock = new FakeClock();
     const rate = new PlacementRate(RATE, QUEUE_MS, clock, SHARE);
