@@ -69,8 +69,6 @@ interface SharedChannel {
   users: number;
   /** Closes the channel once unused for CHANNEL_IDLE_MS; null while in use. */
   idle: NodeJS.Timeout | null;
-  /** Out of its set (failing against an older registration): closes when its last user releases it. */
-  retired: boolean;
 }
 
 /** Open channels by key (relay, security, options). */
@@ -135,7 +133,7 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
   }
   let entry = known.channels.find((c) => c.users < known.capacity);
   if (!entry) {
-    entry = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null, retired: false };
+    entry = { client: new Client(req.server.authority, credentials, options), users: 0, idle: null };
     known.channels.push(entry);
   }
   const shared = entry;
@@ -149,10 +147,8 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
     },
     release: once(() => {
       if (--shared.users > 0) return;
-      if (shared.retired) {
-        retiredInUse.delete(shared);
-        return shared.client.close();
-      }
+      // Retired while in use (failing against an older registration): closed now, not kept for the next call.
+      if (retiredInUse.delete(shared)) return shared.client.close();
       shared.idle = setTimeout(() => {
         const at = known.channels.indexOf(shared);
         if (at >= 0) known.channels.splice(at, 1);
@@ -167,7 +163,6 @@ export function acquireChannel(req: ChannelRequest): ChannelLease {
 /** Takes a channel in TRANSIENT_FAILURE out of use (closed now if unused, else at its last release); true if it was. */
 function retireIfFailing(channel: SharedChannel): boolean {
   if (channel.client.getChannel().getConnectivityState(false) !== connectivityState.TRANSIENT_FAILURE) return false;
-  channel.retired = true;
   if (channel.users > 0) {
     retiredInUse.add(channel);
     return true;

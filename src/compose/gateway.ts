@@ -77,7 +77,7 @@ export async function startGateway(config: Config, logger: Logger, makeLegacy: M
           // The client the gateway's own limits count, named to the relay in the hop preamble.
           clientAddress: (req) => clientAddresses.ofHttpRequest(req),
           // ...and the key its placements are metered under (directory.maxPlacementShare).
-          clientKey: (req) => clientAddresses.limitKeyOfRequest(req),
+          limitKey: (address) => clientAddresses.limitKey(address),
         });
         const p = proxy;
         // WebSocket clients are told to dial this gateway: the relays may be out of a browser's reach.

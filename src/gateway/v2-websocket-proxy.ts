@@ -48,8 +48,8 @@ export interface V2WebSocketProxyOptions {
   hopToken?: string;
   /** The client of an upgrade, as this gateway's per-address limits see it (named in the hop preamble); default the TCP peer. */
   clientAddress?: (req: IncomingMessage) => string;
-  /** The per-address limit key of an upgrade's client: a placement it causes counts against its directory.maxPlacementShare. */
-  clientKey?: (req: IncomingMessage) => string;
+  /** The per-address limit key of a client address: a placement an upgrade causes counts against its directory.maxPlacementShare. */
+  limitKey?: (address: string) => string;
   /** How long a relay may take to answer a passed-through upgrade (ms); default UPGRADE_ANSWER_MS. */
   upgradeAnswerMs?: number;
 }
@@ -146,14 +146,14 @@ export class V2WebSocketProxy {
       return true;
     }
     const early = this.watchWaiting(socket, head);
-    const client = this.options.clientKey?.(req);
-    this.options.lookup(route, { create: true, ...(client === undefined ? {} : { client }) }).then(
+    const client = this.options.clientAddress?.(req) ?? req.socket.remoteAddress ?? '';
+    const key = this.options.limitKey?.(client);
+    this.options.lookup(route, { create: true, ...(key === undefined ? {} : { client: key }) }).then(
       (owner) => {
         if (socket.destroyed) return;
         const target = `${this.options.insecure ? 'http' : 'https'}://${owner.address}`;
         this.options.logger.debug({ relay: owner.id }, 'v2 WebSocket passed through');
         const token = this.options.hopToken;
-        const client = this.options.clientAddress?.(req) ?? req.socket.remoteAddress ?? '';
         // A client with no IP address left is a socket already gone.
         if (token && parseIp(client) === null) {
           socket.destroy();
