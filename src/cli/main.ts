@@ -4,6 +4,7 @@
  * command has --help; usage errors exit 2.
  */
 import { HASHMAIL_VERSION } from '../observe/version.js';
+import { keepYoungGenerationSmall } from './young-generation.js';
 
 type Run = (argv: string[]) => Promise<number>;
 
@@ -26,16 +27,19 @@ function hideTlsServerNameWarning(): void {
  * the client library, the QR code writer or the gateway, and its start (which
  * a restart after a crash waits for, under load) is that much shorter.
  */
-const COMMANDS: Record<string, { summary: string; load(): Promise<Run> }> = {
+const COMMANDS: Record<string, { summary: string; load(): Promise<Run>; server?: true }> = {
   serve: {
+    server: true,
     summary: 'run relay + legacy gateway + in-memory directory in one process (the default way to run)',
     load: async () => (await import('./serve.js')).runServe,
   },
   relay: {
+    server: true,
     summary: 'run one v2 relay of a cluster, registered in etcd (drains on SIGTERM)',
     load: async () => (await import('./relay.js')).runRelay,
   },
   gateway: {
+    server: true,
     summary: 'run one gateway of a cluster: the legacy front door, each call carried to the owning relay',
     load: async () => (await import('./gateway.js')).runGateway,
   },
@@ -76,6 +80,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`hashmail: unknown command '${name}'\n\n${usage()}`);
     return 2;
   }
+  // Before the command loads its modules: start-up is what grows the young generation.
+  if (command.server) keepYoungGenerationSmall();
   return (await command.load())(rest);
 }
 
