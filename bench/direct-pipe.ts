@@ -27,7 +27,7 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { cipherBoxEncoder, type CipherBox, type CipherBoxDesc } from '../src/transport/grpc-v1/codec.js';
+import { cipherBoxDescField, type CipherBox, type CipherBoxDesc, type OutgoingCipherBox } from '../src/transport/grpc-v1/codec.js';
 import { hashMailService, type CipherInitResp } from '../src/transport/grpc-v1/service.js';
 import { mailboxV2ServerService } from '../src/transport/grpc-v2/handlers.js';
 import { decodeClientFrame, encodeDataFrame, encodeWelcome, PRESENCE_FRAMES, PROTOCOL_V2, type ClientFrame } from '../src/wire/v2-frames.js';
@@ -175,10 +175,10 @@ function grpcHandlers(pipe: Pipe): UntypedServiceImplementation {
   return {
     NewCipherBox: (_call: ServerUnaryCall<unknown, CipherInitResp>, cb: sendUnaryData<CipherInitResp>) => cb(null, { success: true }),
     DelCipherBox: (_call: ServerUnaryCall<unknown, object>, cb: sendUnaryData<object>) => cb(null, {}),
-    RecvStream: (call: ServerWritableStream<CipherBoxDesc, Buffer>) => {
+    RecvStream: (call: ServerWritableStream<CipherBoxDesc, OutgoingCipherBox>) => {
       const key = keyOf(call.request.streamId);
-      const encode = cipherBoxEncoder(call.request);
-      const reader: ReaderSink = { write: (msg) => call.write(encode(msg)) };
+      const descField = cipherBoxDescField(call.request);
+      const reader: ReaderSink = { write: (msg) => call.write({ descField, msg }) };
       call.on('drain', () => pipe.wake(key));
       call.on('cancelled', () => pipe.detach(key, reader));
       call.on('error', () => pipe.detach(key, reader));

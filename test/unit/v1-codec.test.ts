@@ -11,7 +11,9 @@ import { describe, test } from 'node:test';
 import protobuf from 'protobufjs';
 import {
   CIPHER_INIT_SUCCESS,
+  cipherBoxDescField,
   cipherBoxEncoder,
+  encodeOutgoingCipherBoxReused,
   decodeCipherBox,
   decodeCipherBoxAuth,
   decodeCipherBoxDesc,
@@ -149,6 +151,28 @@ describe('v1 codec: CipherBox', () => {
       }
     });
   }
+
+  test('the reused RecvStream encoder gives the same bytes, in one buffer it overwrites, up to its bound', () => {
+    const descField = cipherBoxDescField({ streamId: sid });
+    const seen = new Set<ArrayBufferLike>();
+    // Growing sizes grow the reused buffer; the same size again reuses it.
+    for (const len of [...MSG_LENGTHS, 40_000, 40_000, 200_000]) {
+      const msg = bytes(len, 5);
+      const wire = encodeOutgoingCipherBoxReused({ descField, msg });
+      assert.ok(wire.equals(pbEncode(PbCipherBox, { desc: { streamId: sid }, msg })), `${len}-byte msg`);
+      seen.add(wire.buffer);
+    }
+    const first = encodeOutgoingCipherBoxReused({ descField, msg: bytes(10, 1) });
+    const second = encodeOutgoingCipherBoxReused({ descField, msg: bytes(10, 2) });
+    assert.equal(first.buffer, second.buffer, 'one buffer, overwritten by the next call');
+    assert.ok(decodeCipherBox(first).msg.equals(bytes(10, 2)));
+    assert.ok(seen.size < MSG_LENGTHS.length + 3, 'the buffer is reused, not allocated per message');
+    // Over the bound: a buffer of its own, which the next call leaves alone.
+    const big = bytes(300 * 1024, 7);
+    const own = encodeOutgoingCipherBoxReused({ descField, msg: big });
+    encodeOutgoingCipherBoxReused({ descField, msg: bytes(300 * 1024, 8) });
+    assert.ok(decodeCipherBox(own).msg.equals(big));
+  });
 
   test('later duplicate msg field wins, as in protobuf', () => {
     const wire = Buffer.concat([pbEncode(PbCipherBox, { msg: bytes(4, 1) }), pbEncode(PbCipherBox, { msg: bytes(6, 2) })]);

@@ -178,23 +178,60 @@ export function encodeCipherBoxDesc(desc: CipherBoxDesc): Buffer {
   return out;
 }
 
-/**
- * Encoder for the CipherBoxes of one RecvStream: the `desc` is the same on
- * every message, so its encoding is built once and each message costs one
- * allocation and one copy.
- */
-export function cipherBoxEncoder(desc: CipherBoxDesc): (msg: Buffer) => Buffer {
+/** A CipherBox on its way out of a RecvStream: the `desc` field, the same on every message of the stream, and the message. */
+export interface OutgoingCipherBox {
+  descField: Buffer;
+  msg: Buffer;
+}
+
+/** The `desc` field of every CipherBox a RecvStream for `desc` sends, encoded once. */
+export function cipherBoxDescField(desc: CipherBoxDesc): Buffer {
   const descBytes = encodeCipherBoxDesc(desc);
-  const descField = Buffer.allocUnsafe(lenFieldSize(descBytes.length));
-  writeLenField(descField, 0, 0x0a, descBytes);
-  return (msg) => {
-    // proto3 omits an empty bytes field; a 0-byte message is just the desc.
-    const msgSize = msg.length === 0 ? 0 : lenFieldSize(msg.length);
-    const out = Buffer.allocUnsafe(descField.length + msgSize);
-    descField.copy(out, 0);
-    if (msgSize > 0) writeLenField(out, descField.length, 0x12, msg);
-    return out;
-  };
+  const field = Buffer.allocUnsafe(lenFieldSize(descBytes.length));
+  writeLenField(field, 0, 0x0a, descBytes);
+  return field;
+}
+
+function outgoingSize(box: OutgoingCipherBox): number {
+  // proto3 omits an empty bytes field; a 0-byte message is just the desc.
+  return box.descField.length + (box.msg.length === 0 ? 0 : lenFieldSize(box.msg.length));
+}
+
+function writeOutgoing(out: Buffer, box: OutgoingCipherBox): Buffer {
+  box.descField.copy(out, 0);
+  if (box.msg.length > 0) writeLenField(out, box.descField.length, 0x12, box.msg);
+  return out;
+}
+
+/** One CipherBox in a buffer of its own. */
+export function encodeOutgoingCipherBox(box: OutgoingCipherBox): Buffer {
+  return writeOutgoing(Buffer.allocUnsafe(outgoingSize(box)), box);
+}
+
+/** Encoder for the CipherBoxes of one RecvStream, each in a buffer of its own (clients, tests). */
+export function cipherBoxEncoder(desc: CipherBoxDesc): (msg: Buffer) => Buffer {
+  const descField = cipherBoxDescField(desc);
+  return (msg) => encodeOutgoingCipherBox({ descField, msg });
+}
+
+/** Largest CipherBox encoded into the reused buffer; a larger one gets a buffer of its own, so the reused one stays small. */
+const REUSED_MAX_BYTES = 256 * 1024;
+let reused = Buffer.allocUnsafe(0);
+
+/**
+ * A CipherBox encoded into one buffer that the next call overwrites: only for
+ * a caller that copies the result before it encodes another. grpc-js's server
+ * is one: it copies what a response serializer returns into the framed buffer
+ * it sends, in the same call (`serializeMessage`). A RecvStream's messages
+ * then cost no buffer of their own before that copy: a large relayed message
+ * allocated outside the JS heap twice as often otherwise, and such bytes are
+ * what drives V8 into full garbage collections (see cli/young-generation.ts).
+ */
+export function encodeOutgoingCipherBoxReused(box: OutgoingCipherBox): Buffer {
+  const size = outgoingSize(box);
+  if (size > REUSED_MAX_BYTES) return encodeOutgoingCipherBox(box);
+  if (reused.length < size) reused = Buffer.allocUnsafe(Math.min(REUSED_MAX_BYTES, Math.max(size, reused.length * 2, 4096)));
+  return writeOutgoing(reused.subarray(0, size), box);
 }
 
 export function encodeCipherBox(box: CipherBox): Buffer {

@@ -15,7 +15,7 @@ import type { RelayStats } from '../../observe/stats.js';
 import type { CallInfo, LegacyOperations, LegacySend } from '../../relay/legacy-operations.js';
 import { HashmailError } from '../../session/errors.js';
 import { shortHash } from '../../session/sid.js';
-import { cipherBoxEncoder, type CipherBox, type CipherBoxAuth, type CipherBoxDesc } from './codec.js';
+import { cipherBoxDescField, encodeOutgoingCipherBoxReused, type CipherBox, type CipherBoxAuth, type CipherBoxDesc, type OutgoingCipherBox } from './codec.js';
 import { ReadPump } from '../../relay/read-pump.js';
 import { readWithPushBack } from '../grpc-read.js';
 import { GrpcCallScope } from '../grpc-call-scope.js';
@@ -42,7 +42,12 @@ export const hashMailServerService: ServiceDefinition = {
   NewCipherBox: { ...hashMailService.newCipherBox, requestDeserialize: tolerant(hashMailService.newCipherBox.requestDeserialize) },
   DelCipherBox: { ...hashMailService.delCipherBox, requestDeserialize: tolerant(hashMailService.delCipherBox.requestDeserialize) },
   SendStream: { ...hashMailService.sendStream, requestDeserialize: tolerant(hashMailService.sendStream.requestDeserialize) },
-  RecvStream: { ...hashMailService.recvStream, requestDeserialize: tolerant(hashMailService.recvStream.requestDeserialize) },
+  RecvStream: {
+    ...hashMailService.recvStream,
+    requestDeserialize: tolerant(hashMailService.recvStream.requestDeserialize),
+    // grpc-js copies a response into its own framed buffer as it serializes it, so one reused buffer serves every stream.
+    responseSerialize: encodeOutgoingCipherBoxReused,
+  },
 };
 
 export interface GrpcV1Deps {
@@ -94,14 +99,14 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
     NewCipherBox: unary('NewCipherBox', (req, info) => mailbox.newCipherBox(req, info)),
     DelCipherBox: unary('DelCipherBox', (req, info) => mailbox.delCipherBox(req, info)),
 
-    RecvStream: (call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): void => {
+    RecvStream: (call: ServerWritableStream<CipherBoxDesc | HashmailError, OutgoingCipherBox>): void => {
       void receive(call);
     },
 
     SendStream: send,
   };
 
-  async function receive(call: ServerWritableStream<CipherBoxDesc | HashmailError, Buffer>): Promise<void> {
+  async function receive(call: ServerWritableStream<CipherBoxDesc | HashmailError, OutgoingCipherBox>): Promise<void> {
     const m = metrics.grpcCall(SERVICE_NAME, 'RecvStream', 'server_stream');
     m.received();
     const scope = new GrpcCallScope(call, m, (err) => {
@@ -117,12 +122,12 @@ export function legacyGrpcHandlers(deps: GrpcV1Deps): UntypedServiceImplementati
       if (!scope.attached(() => half.release())) return;
       logger.debug({ sid: shortHash(desc.streamId) }, 'grpc reader attached');
       half.onBoxClosed(scope.fail);
-      const encode = cipherBoxEncoder(desc);
+      const descField = cipherBoxDescField(desc);
       const pump: ReadPump = new ReadPump(
         half,
         (msg, flushed) => {
           m.sent();
-          if (call.write(encode(msg), flushed)) return true;
+          if (call.write({ descField, msg }, flushed)) return true;
           call.once('drain', pump.resume);
           return false;
         },

@@ -14,10 +14,12 @@ import {
   encodeCipherBox,
   encodeCipherBoxAuth,
   encodeCipherBoxDesc,
+  encodeOutgoingCipherBox,
   EMPTY_MESSAGE,
   type CipherBox,
   type CipherBoxAuth,
   type CipherBoxDesc,
+  type OutgoingCipherBox,
 } from './codec.js';
 
 export const SERVICE_PATH = '/hashmailrpc.HashMail';
@@ -26,8 +28,6 @@ export const SERVICE_PATH = '/hashmailrpc.HashMail';
 export interface CipherInitResp {
   success: boolean;
 }
-
-const identity = (b: Buffer): Buffer => b;
 
 export const hashMailService = {
   newCipherBox: {
@@ -63,8 +63,7 @@ export const hashMailService = {
     responseStream: true,
     requestSerialize: (v: CipherBoxDesc) => encodeCipherBoxDesc(v),
     requestDeserialize: (b: Buffer) => decodeCipherBoxDesc(b),
-    // The server hands grpc-js CipherBoxes it already encoded (one per stream desc, see cipherBoxEncoder).
-    responseSerialize: identity,
+    responseSerialize: (v: OutgoingCipherBox) => encodeOutgoingCipherBox(v),
     responseDeserialize: (b: Buffer) => decodeCipherBox(b),
   },
 } satisfies ServiceDefinition;
