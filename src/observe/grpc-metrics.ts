@@ -8,6 +8,10 @@
  * the legacy gateway reports its calls under the gRPC method they stand for,
  * with one extra label, `transport` (grpc, rest, websocket), so a dashboard
  * that sums over methods and codes sees all traffic as before.
+ *
+ * Messages are counted in plain numbers and added to their counters when the
+ * metrics are read: a prom-client increment hashes its labels each time,
+ * about 1.6 us, which a relayed 1 KiB message paid twice on each process.
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 
@@ -78,8 +82,11 @@ type HandledLabels = MethodLabels | 'grpc_code';
 
 interface MethodChildren {
   started: { inc(): void };
-  received: { inc(): void };
-  sent: { inc(): void };
+  received: { inc(value: number): void };
+  sent: { inc(value: number): void };
+  /** Messages counted since the counters were last read. */
+  pendingReceived: number;
+  pendingSent: number;
   handling: { observe(value: number): void };
   labels: Record<MethodLabels, string>;
   /** grpc_server_handled_total children by numeric code, filled on first use. */
@@ -109,17 +116,30 @@ export class GrpcServerMetrics {
       labelNames: [...methodLabels, 'grpc_code'],
       registers,
     });
+    const methods = this.methods;
     this.receivedTotal = new Counter({
       name: 'grpc_server_msg_received_total',
       help: 'Total number of RPC stream messages received on the server.',
       labelNames: methodLabels,
       registers,
+      collect() {
+        for (const c of methods.values()) {
+          if (c.pendingReceived > 0) c.received.inc(c.pendingReceived);
+          c.pendingReceived = 0;
+        }
+      },
     });
     this.sentTotal = new Counter({
       name: 'grpc_server_msg_sent_total',
       help: 'Total number of gRPC stream messages sent by the server.',
       labelNames: methodLabels,
       registers,
+      collect() {
+        for (const c of methods.values()) {
+          if (c.pendingSent > 0) c.sent.inc(c.pendingSent);
+          c.pendingSent = 0;
+        }
+      },
     });
     this.handlingSeconds = new Histogram({
       name: 'grpc_server_handling_seconds',
@@ -137,8 +157,8 @@ export class GrpcServerMetrics {
     const startedAt = performance.now();
     let finished = false;
     return {
-      received: () => children.received.inc(),
-      sent: () => children.sent.inc(),
+      received: () => void children.pendingReceived++,
+      sent: () => void children.pendingSent++,
       done: (code: number) => {
         if (finished) return;
         finished = true;
@@ -166,6 +186,8 @@ export class GrpcServerMetrics {
       started: this.startedTotal.labels(labels),
       received: this.receivedTotal.labels(labels),
       sent: this.sentTotal.labels(labels),
+      pendingReceived: 0,
+      pendingSent: 0,
       handling: this.handlingSeconds.labels(labels),
       labels,
       handled: new Map(),
