@@ -132,6 +132,10 @@ export const configSchema = z
           .max(1)
           .default(0.1)
           .describe('The share of maxPlacementsPerSecond one client address (its per-address limit key) may take before its placements may wait only half of placementQueueMs, the other half being kept for the addresses within theirs: one client creating sessions as fast as it can cannot keep every other client\'s new sessions refused. Every placement counts, at most 10 s of them; one address alone still gets the whole rate. An address within its share that finds the queue full takes the latest queued turn of the address waiting for the most turns (so many addresses each within theirs cannot fill it either). 0: off'),
+        revokeRefusingOwners: z
+          .boolean()
+          .default(true)
+          .describe('When a party reports that it could not reach the relay owning its session (a held lookup naming it), check once whether anything listens at that relay\'s address; if the connection is refused (the host answers, no process holds the port: killed, crashed, or not back yet after a restart), revoke that relay\'s leases at once, so its sessions move at the next lookup instead of after leaseTtlMs. A relay that accepts the connection, or does not answer, keeps them; a draining relay is never checked'),
         placementQueueMs: z.number().int().min(0).default(1000).describe('How long a placement over maxPlacementsPerSecond may wait for its turn; one that would wait longer (or past callTimeoutMs) fails at once with UNAVAILABLE, so the queue never holds more than this much of the rate (milliseconds)'),
         lookupWaitMaxMs: z
           .number()

@@ -147,6 +147,16 @@ export interface Directory {
   /** Answers every held lookup now and holds no more (the process is stopping: their connections must close). */
   stopHoldingLookups(): void;
   /**
+   * A party could not reach `owner`, which this view holds live
+   * (directory.revokeRefusingOwners): the backend may check whether anything
+   * listens at the owner's address and, if the connection is refused, end
+   * its registration now, so its sessions move at the next lookup. Never
+   * throws; the memory backend has no other owner.
+   */
+  ownerUnreachable?(owner: RouteOwner): void;
+  /** Called with the id of an owner whose leases ownerUnreachable revoked, for the metric; set by the composition. */
+  onOwnerRevoked?: ((id: string) => void) | null;
+  /**
    * Fencing, synchronous: true only while the mapping of `route` names this
    * instance under a registration it can prove is live right now.
    */

@@ -113,6 +113,8 @@ export async function lookupHeld(directory: Directory, route: string, ask: Route
     return !wait.unreachableStartedAt || o.startedAt === wait.unreachableStartedAt;
   };
   if (!(owner === null || stillUnreachable(owner)) || wait.signal?.aborted) return owner;
+  // Is anything still listening there? If not, the owner's leases go now and the wait below ends with them.
+  if (owner !== null) directory.ownerUnreachable?.(owner);
   const release = quota && client !== undefined ? quota.take(client) : () => undefined;
   if (!release) return owner;
   try {

@@ -169,6 +169,11 @@ export class Metrics {
         }
       },
     });
+    counter(
+      'hashmail_directory_owners_revoked_total',
+      'Relays a party could not reach whose address then refused this process\'s connection (nothing listening: killed, crashed, restarting), and whose leases this process revoked so their sessions move at once (directory.revokeRefusingOwners).',
+      () => stats.ownersRevoked,
+    );
     counter('hashmail_directory_idle_mappings_released_total', 'Session mappings this relay deleted from the directory because it no longer held the session (directory.releaseIdleMappingsMs).', () => stats.idleMappings.released);
     gauge('hashmail_directory_idle_mappings', 'Session mappings naming this relay with no session here, waiting out directory.releaseIdleMappingsMs before their release.', () => stats.idleMappings.waiting);
     labelledCounter('hashmail_directory_lookups_total', 'Route lookups answered (ServerForMailbox, GET /v2/relay), by result.', 'result', () => stats.lookups);

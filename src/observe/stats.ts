@@ -40,6 +40,8 @@ export class RelayStats {
   hopCallsCarried: () => number = () => 0;
   /** A relay's idle mapping release (set by the composition on the etcd backend): released so far, waiting out their grace now. */
   idleMappings: { readonly released: number; readonly waiting: number } = { released: 0, waiting: 0 };
+  /** Owners a party could not reach whose address refused connections, and whose leases this process revoked. */
+  ownersRevoked = 0;
   /** Lookups the directory could not answer, by cause (UnavailableCause). */
   readonly directoryUnavailable = new Map<string, number>();
   /** Connections refused or closed by the connection limits, by config key. */

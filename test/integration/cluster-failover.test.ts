@@ -88,7 +88,7 @@ async function leaderOf(cluster: EtcdCluster): Promise<EtcdCluster['members'][nu
   throw new Error('no leader found');
 }
 
-function ownerOf(answer: GrpcLookupAnswer): { id: string; address: string } {
+function ownerOf(answer: GrpcLookupAnswer): { id: string; address: string; startedAt?: number } {
   assert.ok(answer.ok, `lookup failed: ${JSON.stringify(answer)}`);
   return answer.owner;
 }
@@ -99,6 +99,8 @@ class LibraryPair {
   private constructor(
     readonly node: MailboxConnection,
     readonly app: MailboxConnection,
+    /** The node's SID (the app's differs in the last bit). */
+    readonly sid: Buffer,
   ) {}
 
   static async open(servers: string[], options: Partial<ConnectOptions> = {}): Promise<LibraryPair> {
@@ -107,7 +109,7 @@ class LibraryPair {
     // The node re-creates its session after a relay is lost, as litd does; the app retries "not found" meanwhile.
     const node = await bounded(connect({ ...base, sid: a, role: 'node', transport: 'grpc' } as ConnectOptions), 'node connect');
     const app = await bounded(connect({ ...base, sid: b, role: 'app', transport: 'websocket' } as ConnectOptions), 'app connect');
-    return new LibraryPair(node, app);
+    return new LibraryPair(node, app, a);
   }
 
   /** Resolves when both parties emitted `reconnected`. */
@@ -262,6 +264,53 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     await pair.close();
     assert.equal(await second.stop(), 0);
   });
+  test('kill -9 where the host still answers: the relay a party asks finds nothing listening at the owner\'s address and revokes its leases, so the session moves long before the TTL; a live owner named unreachable keeps them', async (t) => {
+    // A TTL the test never waits out: only the revocation can move the session within the bound below.
+    const longTtl = { directory: { ...RELAY_CONFIG.directory, leaseTtlMs: 30_000 } };
+    const doomed = await startRelay({ etcd: etcd.etcdFlag, id: 'relay-refusing', config: longTtl });
+    relays.push(doomed);
+    let pair: LibraryPair | null = null;
+    for (let i = 0; i < 12 && pair === null; i++) {
+      const candidate = await LibraryPair.open(live().map((r) => r.address));
+      if (candidate.node.relay === doomed.address) pair = candidate;
+      else await candidate.close();
+    }
+    assert.ok(pair, 'a session landed on the relay to be killed');
+    pairs.push(pair);
+    await pair.exchange(1, 10);
+    const survivors = live().filter((r) => r !== doomed);
+    const revokedBy = async (): Promise<number> => (await Promise.all(survivors.map((r) => metricSum(r, 'hashmail_directory_owners_revoked_total')))).reduce<number>((x, n) => x + (n ?? 0), 0);
+
+    // A party that claims the live owner is unreachable: the relay asked probes it, it answers, nothing is revoked.
+    const liveOwner = ownerOf(await grpcLookup(survivors[0].address, routeOfSid(pair.sid)));
+    assert.equal(liveOwner.id, 'relay-refusing');
+    const revokedBefore = await revokedBy();
+    const held = await grpcLookup(survivors[0].address, routeOfSid(pair.sid), false, { unreachable: liveOwner.id, unreachableStartedAt: liveOwner.startedAt, waitMs: 300 });
+    assert.equal(ownerOf(held).id, 'relay-refusing', 'the live owner still owns the session');
+    assert.equal(await revokedBy(), revokedBefore, 'a live owner keeps its leases');
+
+    const rejoined = pair.rejoined();
+    const killedAt = Date.now();
+    doomed.process.kill('SIGKILL');
+    await doomed.exited;
+    await bounded(rejoined, 'both parties re-joined', 15_000);
+    t.diagnostic(`re-joined ${Date.now() - killedAt} ms after kill -9 (TTL 30000 ms) on ${pair.node.relay}`);
+    assert.notEqual(pair.node.relay, doomed.address);
+    assert.equal(pair.app.relay, pair.node.relay, 'both parties on one relay again');
+    assert.ok((await revokedBy()) > revokedBefore, 'a survivor revoked the dead relay\'s leases');
+    const revoking = survivors.flatMap((r) => r.logs).find((l) => String(l.msg).includes('revoked its leases') && l.instance === 'relay-refusing');
+    assert.ok(revoking, 'the revoking relay says which instance it revoked');
+    // Its registration is gone from etcd, not waiting out the TTL.
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    try {
+      const keys = await client.getAll().prefix('/hashmail/instances/').keys();
+      assert.ok(!keys.includes('/hashmail/instances/relay-refusing'), `still registered: ${keys.join(', ')}`);
+    } finally {
+      client.close();
+    }
+    await pair.exchange(11, 20);
+  });
+
   test('SIGSTOP past the TTL, then SIGCONT: the session was placed elsewhere, the stalled relay ends its streams, drops the session, never serves it again, and registers anew', async (t) => {
     const watcher = await member(etcd.endpoints, null);
     t.after(() => watcher.close());

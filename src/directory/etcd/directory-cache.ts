@@ -40,6 +40,14 @@ export class DirectoryCache {
     return this.perInstance.get(id) ?? 0;
   }
 
+  /** The leases (hex) the mappings of instance `id` are bound to: one pass over the session map. */
+  leasesOf(id: string): Set<string> {
+    const leases = new Set<string>();
+    if ((this.perInstance.get(id) ?? 0) === 0) return leases;
+    for (const m of this.sessions.values()) if (m.id === id) leases.add(m.lease);
+    return leases;
+  }
+
   /** The owner of `route` if its instance is live in this view. */
   liveOwner(route: string): { mapping: CachedMapping; instance: InstanceValue } | null {
     const mapping = this.sessions.get(route);

@@ -21,13 +21,14 @@ import { ChangeWaiters } from '../change-waiters.js';
 import { DirectoryCache } from './directory-cache.js';
 import type { EtcdDirectoryOptions } from './etcd-options.js';
 import { EtcdRpc } from './etcd-rpc.js';
-import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
+import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, parseInstance, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { readLeaseState, writeLeaseState } from './lease-state-file.js';
 import { systemClock } from '../../session/clock.js';
 import { PlacementRate } from '../placement-rate.js';
 import { Placer } from './placer.js';
 import { PrefixWatcher } from './prefix-watcher.js';
+import { probeListening } from '../refused-probe.js';
 
 /** A session lease is rotated once it holds this share of keysPerLease (placers elsewhere may still add a few). */
 const ROTATE_AT_FRACTION = 0.8;
@@ -46,6 +47,15 @@ function message(err: unknown): string {
 
 /** Instance ids remembered for reRegisteredAt: far more than a cluster has, few enough to be nothing in memory. */
 const MAX_KNOWN_INSTANCES = 10_000;
+/**
+ * An owner reported unreachable is probed at most once in this long per
+ * registration (ms): a storm of reports costs one connection. A report within
+ * it probes once more when it ends, so a party that reports just after a probe
+ * found the owner alive does not wait out the owner's lease.
+ */
+const OWNER_PROBE_EVERY_MS = 2_000;
+/** How long a probe waits for the owner's address to answer (ms); no answer proves nothing. */
+const OWNER_PROBE_TIMEOUT_MS = 1_000;
 
 export class EtcdDirectory implements Directory {
   readonly backend = 'etcd' as const;
@@ -86,6 +96,9 @@ export class EtcdDirectory implements Directory {
   /** A placement refused by a limit: its config key, and the client address it was for (when known). */
   onLimit: ((configKey: string, client: string | undefined) => void) | null = null;
   onUnavailable: ((err: DirectoryUnavailableError) => void) | null = null;
+  onOwnerRevoked: ((id: string) => void) | null = null;
+  /** Registrations (`id@startedAt`) probed lately (ownerUnreachable): when (performance.now()), and a probe to run again once the pause ends. */
+  private readonly probedOwners = new Map<string, { at: number; again: NodeJS.Timeout | null }>();
 
   constructor(private readonly options: EtcdDirectoryOptions) {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
@@ -252,6 +265,67 @@ export class EtcdDirectory implements Directory {
     this.waiters.wakeEveryone();
   }
 
+  /**
+   * A party could not reach `owner`. If nothing listens at its address (the
+   * connection is refused: the process was killed, crashed, or is not back
+   * yet after a restart), its leases are revoked now: its registration and
+   * its mappings go at once, as at the end of its lease, and its sessions
+   * move at the next lookup instead of up to directory.leaseTtlMs later. A
+   * relay that is alive after all (refusing for another reason) finds its
+   * lease gone, ends the sessions it can no longer prove and registers anew,
+   * as after any lost lease: no session is served in two places.
+   */
+  ownerUnreachable(owner: RouteOwner): void {
+    if (!this.options.revokeRefusingOwners || this.closed || owner.id === this.selfId) return;
+    const live = this.cache.instances.get(owner.id);
+    if (!live || live.startedAt !== owner.startedAt || live.draining) return;
+    const key = `${owner.id}@${owner.startedAt}`;
+    const now = performance.now();
+    const last = this.probedOwners.get(key);
+    if (last) {
+      const pause = last.at + OWNER_PROBE_EVERY_MS - now;
+      if (pause > 0) {
+        last.again ??= setTimeout(() => {
+          last.again = null;
+          this.ownerUnreachable(owner);
+        }, pause).unref();
+        return;
+      }
+      this.probedOwners.delete(key);
+    }
+    this.probedOwners.set(key, { at: now, again: null });
+    if (this.probedOwners.size > MAX_KNOWN_INSTANCES) {
+      const [oldest, state] = this.probedOwners.entries().next().value as [string, { again: NodeJS.Timeout | null }];
+      if (state.again) clearTimeout(state.again);
+      this.probedOwners.delete(oldest);
+    }
+    void this.revokeIfRefusing(owner, live.address).catch((err: unknown) => {
+      this.options.logger.warn({ instance: owner.id, err: message(err) }, 'directory: could not revoke the leases of an instance refusing connections');
+    });
+  }
+
+  private async revokeIfRefusing(owner: RouteOwner, address: string): Promise<void> {
+    if ((await probeListening(address, OWNER_PROBE_TIMEOUT_MS)) !== 'refused') return;
+    // The record in etcd, not our view: its lease, and proof that it is still the registration that refused.
+    const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(instanceKey(this.layout, owner.id)) }, o));
+    const kv = res.kvs[0];
+    const record = kv ? parseInstance(kv.value.toString()) : null;
+    if (!kv || !record || record.startedAt !== owner.startedAt || record.draining) return;
+    const leases = new Set<string>([kv.lease]);
+    if (record.sessionLease !== '0') leases.add(leaseDecimal(record.sessionLease));
+    for (const lease of this.cache.leasesOf(owner.id)) leases.add(leaseDecimal(lease));
+    leases.delete('0');
+    const revoked = await Promise.allSettled(
+      [...leases].map((lease) => this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: lease }, o))),
+    );
+    // Info, not warn: the cluster healing itself; the relay's death shows in its own absence and in the metric.
+    this.options.logger.info(
+      { instance: owner.id, address, leases: leases.size, failed: revoked.filter((r) => r.status === 'rejected').length },
+      'directory: an owner refused connections at its address; revoked its leases, its sessions move now',
+    );
+    this.onOwnerRevoked?.(owner.id);
+  }
+
   reRegisteredAt(id: string): number | undefined {
     return this.knownInstances.get(id) ?? undefined;
   }
@@ -335,6 +409,8 @@ export class EtcdDirectory implements Directory {
     this.stopHoldingLookups();
     if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
     if (this.loadTimer) clearInterval(this.loadTimer);
+    for (const probe of this.probedOwners.values()) if (probe.again) clearTimeout(probe.again);
+    this.probedOwners.clear();
     this.keeper?.stop();
     this.watcher.stop();
     if (options.revoke && this.keeper) {

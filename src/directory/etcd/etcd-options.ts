@@ -25,6 +25,8 @@ export interface EtcdDirectoryOptions {
   placementQueueMs: number;
   /** directory.maxPlacementShare: the share of that rate one client address may take before it may queue only half as long; 0: none. */
   maxPlacementShare?: number;
+  /** directory.revokeRefusingOwners: a relay a party could not reach, whose address refuses connections, loses its leases at once. */
+  revokeRefusingOwners?: boolean;
   loadPublishIntervalMs: number;
   placement: PlacementPolicy;
   /**
@@ -51,6 +53,7 @@ export function etcdOptionsFromConfig(config: Config, logger: Logger, leaseState
     maxWaitingLookups: d.maxWaitingLookups,
     placementQueueMs: d.placementQueueMs,
     maxPlacementShare: d.maxPlacementShare,
+    revokeRefusingOwners: d.revokeRefusingOwners,
     loadPublishIntervalMs: d.loadPublishIntervalMs,
     placement: d.placement,
     leaseStateFile,
