@@ -7,12 +7,14 @@
  * Each case gets a fresh one-member etcd and three relays: relay A starts
  * alone so that every session is placed on it; B and C join; A is killed
  * with SIGKILL. Two paths:
- *   - ttl:     A stays dead: its sessions move once its lease expires
- *              (directory.leaseTtlMs), at the parties' next lookup.
+ *   - ttl:     A stays dead: its sessions move once its leases go: revoked by a
+ *              live relay that finds A's port refusing connections
+ *              (directory.revokeRefusingOwners), or with --revoke-refusing off
+ *              once they expire (directory.leaseTtlMs), at the parties' next lookup.
  *   - restart: A is restarted at once with the same data directory: it
  *              revokes its old leases at start, so the sessions move at once.
  *
- *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N] [--lookup-spread first|rotate] [--paths ttl,restart]
+ *   node --import tsx bench/rejoin.ts [--sessions 1,2000] [--ttl-ms 10000] [--workers 4] [--lookup-wait-ms N] [--lookup-spread first|rotate] [--paths ttl,restart] [--revoke-refusing on|off]
  * --lookup-spread first (default): every party asks the instances in one order, so the first live one
  * answers every lookup; rotate: each pair starts from the next instance in turn, as parties behind a
  * balanced address would.
@@ -117,9 +119,11 @@ class Worker {
 let lookupWaitMaxMs: number | undefined;
 /** --lookup-spread rotate: each pair starts its lookups from the next instance in turn. */
 let rotateLookups = false;
+/** --revoke-refusing off: directory.revokeRefusingOwners false on every relay (the dead relay's sessions wait for its lease). */
+let revokeRefusingOwners = true;
 
 async function startRelay(etcd: EtcdCluster, ttlMs: number, port: number, dataDir: string | undefined, id: string): Promise<RelayProcess> {
-  const directory = { leaseTtlMs: ttlMs, ...(lookupWaitMaxMs === undefined ? {} : { lookupWaitMaxMs }) };
+  const directory = { leaseTtlMs: ttlMs, revokeRefusingOwners, ...(lookupWaitMaxMs === undefined ? {} : { lookupWaitMaxMs }) };
   return startHashmail({ limits: BENCH_LIMITS, directory }, CURRENT_BUILD, {
     command: 'relay',
     listen: `127.0.0.1:${port}`,
@@ -253,18 +257,21 @@ function render(command: string, ttlMs: number, results: CaseResult[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' }, 'lookup-spread': { type: 'string' }, paths: { type: 'string' } } });
+  const { values } = parseArgs({ options: { sessions: { type: 'string' }, 'ttl-ms': { type: 'string' }, workers: { type: 'string' }, 'lookup-wait-ms': { type: 'string' }, 'lookup-spread': { type: 'string' }, paths: { type: 'string' }, 'revoke-refusing': { type: 'string' } } });
   const paths = (values.paths ?? 'ttl,restart').split(',');
   if (paths.some((x) => x !== 'ttl' && x !== 'restart')) throw new Error('--paths: ttl, restart or both (comma-separated)');
   const lookupSpread = values['lookup-spread'] ?? 'first';
   if (lookupSpread !== 'first' && lookupSpread !== 'rotate') throw new Error('--lookup-spread: first or rotate');
   rotateLookups = lookupSpread === 'rotate';
+  const revoke = values['revoke-refusing'] ?? 'on';
+  if (revoke !== 'on' && revoke !== 'off') throw new Error('--revoke-refusing: on or off');
+  revokeRefusingOwners = revoke === 'on';
   if (values['lookup-wait-ms'] !== undefined) lookupWaitMaxMs = Number(values['lookup-wait-ms']);
   const sizes = (values.sessions ?? '1,2000').split(',').map(Number);
   const ttlMs = Number(values['ttl-ms'] ?? 10_000);
   const workerCount = Number(values.workers ?? 4);
   const waitFlag = `${lookupWaitMaxMs === undefined ? '' : ` --lookup-wait-ms ${lookupWaitMaxMs}`}${rotateLookups ? ' --lookup-spread rotate' : ''}`;
-  const pathFlag = paths.join(',') === 'ttl,restart' ? '' : ` --paths ${paths.join(',')}`;
+  const pathFlag = `${paths.join(',') === 'ttl,restart' ? '' : ` --paths ${paths.join(',')}`}${revokeRefusingOwners ? '' : ' --revoke-refusing off'}`;
   const command = `node --import tsx bench/rejoin.ts --sessions ${sizes.join(',')} --ttl-ms ${ttlMs} --workers ${workerCount}${waitFlag}${pathFlag}`;
   const results: CaseResult[] = [];
   for (const path of paths as Path[]) {
