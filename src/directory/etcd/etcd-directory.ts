@@ -299,12 +299,16 @@ export class EtcdDirectory implements Directory {
       if (state.again) clearTimeout(state.again);
       this.probedOwners.delete(oldest);
     }
-    void this.revokeIfRefusing(owner, live.address).catch((err: unknown) => {
+    // The reported registration's mappings as of now: a restart under the same id that registers while the probe
+    // runs gets leases of its own, which must not be taken with the dead process's.
+    const mappingLeases = this.cache.leasesOf(owner.id);
+    mappingLeases.add(live.sessionLease);
+    void this.revokeIfRefusing(owner, live.address, mappingLeases).catch((err: unknown) => {
       this.options.logger.warn({ instance: owner.id, err: message(err) }, 'directory: could not revoke the leases of an instance refusing connections');
     });
   }
 
-  private async revokeIfRefusing(owner: RouteOwner, address: string): Promise<void> {
+  private async revokeIfRefusing(owner: RouteOwner, address: string, mappingLeases: Set<string>): Promise<void> {
     if ((await probeListening(address, OWNER_PROBE_TIMEOUT_MS)) !== 'refused') return;
     // The record in etcd, not our view: its lease, and proof that it is still the registration that refused.
     const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(instanceKey(this.layout, owner.id)) }, o));
@@ -312,8 +316,7 @@ export class EtcdDirectory implements Directory {
     const record = kv ? parseInstance(kv.value.toString()) : null;
     if (!kv || !record || record.startedAt !== owner.startedAt || record.draining) return;
     const leases = new Set<string>([kv.lease]);
-    if (record.sessionLease !== '0') leases.add(leaseDecimal(record.sessionLease));
-    for (const lease of this.cache.leasesOf(owner.id)) leases.add(leaseDecimal(lease));
+    for (const lease of mappingLeases) if (lease !== '0') leases.add(leaseDecimal(lease));
     leases.delete('0');
     const revoked = await Promise.allSettled(
       [...leases].map((lease) => this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: lease }, o))),
