@@ -18,7 +18,8 @@ export function probeListening(address: string, timeoutMs: number): Promise<Prob
     return Promise.resolve('unknown');
   }
   return new Promise((resolve) => {
-    const socket = connect({ host, port });
+    // One attempt: with a hostname's addresses tried in turn, the error would name the first, refused or not.
+    const socket = connect({ host, port, autoSelectFamily: false });
     const done = (answer: ProbeAnswer): void => {
       socket.destroy();
       resolve(answer);
