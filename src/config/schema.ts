@@ -135,7 +135,7 @@ export const configSchema = z
         revokeRefusingOwners: z
           .boolean()
           .default(true)
-          .describe('When a party reports that it could not reach the relay owning its session (a held lookup naming it), check once whether anything listens at that relay\'s address; if the connection is refused (the host answers, no process holds the port: killed, crashed, or not back yet after a restart), revoke that relay\'s leases at once, so its sessions move at the next lookup instead of after leaseTtlMs. A relay that accepts the connection, or does not answer, keeps them; a draining relay is never checked'),
+          .describe('When a party reports that it could not reach the relay owning its session (a held lookup naming it), or a gateway\'s call to that relay fails, try that relay\'s first advertised address from here (at most once every 2 s per registration); if the connection is refused (nothing listens: killed, crashed, not back yet after a restart) and the relay has missed its keepalives (its lease has under two thirds of leaseTtlMs left, less 1 s; a live relay renews every third), revoke its leases, so its sessions move then instead of when the leases expire. A relay that accepts the connection, does not answer, keeps renewing its lease (a warning then says its address refuses) or is draining keeps them'),
         placementQueueMs: z.number().int().min(0).default(1000).describe('How long a placement over maxPlacementsPerSecond may wait for its turn; one that would wait longer (or past callTimeoutMs) fails at once with UNAVAILABLE, so the queue never holds more than this much of the rate (milliseconds)'),
         lookupWaitMaxMs: z
           .number()
