@@ -109,7 +109,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     core.stats.countDirectoryUnavailable(err.kind);
     logger.debug({ cause: err.kind, reason: err.reason }, 'directory unavailable');
   };
-  // An owner a party could not reach whose address refused connections: its leases were revoked (the warn line says which).
+  // An owner a party could not reach that refused connections and neglected its lease: its leases were revoked (logged).
   directory.onOwnerRevoked = () => core.stats.ownersRevoked++;
   const { stats, table, metrics } = core;
   const addresses = ClientAddressPolicy.fromConfig(config);

@@ -149,9 +149,10 @@ export interface Directory {
   /**
    * A party could not reach `owner`, which this view holds live
    * (directory.revokeRefusingOwners): the backend may check whether anything
-   * listens at the owner's address and, if the connection is refused, end
-   * its registration now, so its sessions move at the next lookup. Never
-   * throws; the memory backend has no other owner.
+   * listens at the owner's address and, if the connection is refused and
+   * the owner has let its registration lapse (missed keepalives), end it now,
+   * so its sessions move at the next lookup. Never throws; the memory backend
+   * has no other owner.
    */
   ownerUnreachable?(owner: RouteOwner): void;
   /** Called with the id of an owner whose leases ownerUnreachable revoked, for the metric; set by the composition. */

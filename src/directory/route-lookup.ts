@@ -113,7 +113,7 @@ export async function lookupHeld(directory: Directory, route: string, ask: Route
     return !wait.unreachableStartedAt || o.startedAt === wait.unreachableStartedAt;
   };
   if (!(owner === null || stillUnreachable(owner)) || wait.signal?.aborted) return owner;
-  // Is anything still listening there? If not, the owner's leases go now and the wait below ends with them.
+  // Is anything still listening there? If not, and its lease is neglected, its leases go and the wait below ends.
   if (owner !== null) directory.ownerUnreachable?.(owner);
   const release = quota && client !== undefined ? quota.take(client) : () => undefined;
   if (!release) return owner;

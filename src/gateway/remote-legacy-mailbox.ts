@@ -153,8 +153,8 @@ export class RemoteLegacyMailbox implements LegacyOperations {
     try {
       return await fn(owner);
     } catch (err) {
-      // The relay that owns the session did not take the call: if nothing listens at its address any more, its
-      // leases go now (directory.revokeRefusingOwners) and the client's next retry lands on the new owner.
+      // The relay that owns the session did not take the call: if nothing listens at its address any more and its
+      // lease is neglected, its leases go (directory.revokeRefusingOwners) and a retry lands on the new owner.
       if (err instanceof HashmailError && err.code === 'RELAY_UNREACHABLE') this.options.directory.ownerUnreachable?.(owner);
       if (!(err instanceof HashmailError) || err.code !== 'SERVED_ELSEWHERE' || !err.relayAddress) throw err;
       // Our view of the mapping was behind; the relay named the owner. A second redirect goes to the client as UNAVAILABLE (it retries).
