@@ -12,7 +12,7 @@ import protobuf from 'protobufjs';
 import {
   CIPHER_INIT_SUCCESS,
   cipherBoxDescField,
-  cipherBoxEncoder,
+  encodeOutgoingCipherBox,
   encodeOutgoingCipherBoxReused,
   decodeCipherBox,
   decodeCipherBoxAuth,
@@ -140,10 +140,10 @@ describe('v1 codec: CipherBox', () => {
   }
 
   for (const len of MSG_LENGTHS) {
-    test(`cipherBoxEncoder (RecvStream path), ${len}-byte msg, equals protobufjs`, () => {
+    test(`encodeOutgoingCipherBox (RecvStream path), ${len}-byte msg, equals protobufjs`, () => {
       for (const streamId of [sid, Buffer.alloc(0), bytes(63)]) {
         const msg = bytes(len, 3);
-        const wire = cipherBoxEncoder({ streamId })(msg);
+        const wire = encodeOutgoingCipherBox({ descField: cipherBoxDescField({ streamId }), msg });
         assert.ok(wire.equals(pbEncode(PbCipherBox, { desc: { streamId }, msg })), `stream_id ${streamId.length} bytes`);
         const back = decodeCipherBox(wire);
         assert.ok(back.desc?.streamId.equals(streamId));

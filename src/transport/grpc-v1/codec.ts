@@ -208,12 +208,6 @@ export function encodeOutgoingCipherBox(box: OutgoingCipherBox): Buffer {
   return writeOutgoing(Buffer.allocUnsafe(outgoingSize(box)), box);
 }
 
-/** Encoder for the CipherBoxes of one RecvStream, each in a buffer of its own (clients, tests). */
-export function cipherBoxEncoder(desc: CipherBoxDesc): (msg: Buffer) => Buffer {
-  const descField = cipherBoxDescField(desc);
-  return (msg) => encodeOutgoingCipherBox({ descField, msg });
-}
-
 /** Largest CipherBox encoded into the reused buffer; a larger one gets a buffer of its own, so the reused one stays small. */
 const REUSED_MAX_BYTES = 256 * 1024;
 let reused = Buffer.allocUnsafe(0);
