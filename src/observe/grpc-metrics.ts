@@ -78,6 +78,15 @@ export interface GrpcCallMetrics {
 export type CallTransport = 'grpc' | 'rest' | 'websocket';
 
 type MethodLabels = 'grpc_type' | 'grpc_service' | 'grpc_method' | 'transport';
+type MessageWay = 'received' | 'sent';
+
+/** Adds the messages counted since the last read (`way`) to each method's counter. */
+function flushPending(methods: Iterable<MethodChildren>, way: MessageWay): void {
+  for (const c of methods) {
+    if (c.pending[way] > 0) c[way].inc(c.pending[way]);
+    c.pending[way] = 0;
+  }
+}
 type HandledLabels = MethodLabels | 'grpc_code';
 
 interface MethodChildren {
@@ -85,8 +94,7 @@ interface MethodChildren {
   received: { inc(value: number): void };
   sent: { inc(value: number): void };
   /** Messages counted since the counters were last read. */
-  pendingReceived: number;
-  pendingSent: number;
+  pending: Record<MessageWay, number>;
   handling: { observe(value: number): void };
   labels: Record<MethodLabels, string>;
   /** grpc_server_handled_total children by numeric code, filled on first use. */
@@ -122,24 +130,14 @@ export class GrpcServerMetrics {
       help: 'Total number of RPC stream messages received on the server.',
       labelNames: methodLabels,
       registers,
-      collect() {
-        for (const c of methods.values()) {
-          if (c.pendingReceived > 0) c.received.inc(c.pendingReceived);
-          c.pendingReceived = 0;
-        }
-      },
+      collect: () => flushPending(methods.values(), 'received'),
     });
     this.sentTotal = new Counter({
       name: 'grpc_server_msg_sent_total',
       help: 'Total number of gRPC stream messages sent by the server.',
       labelNames: methodLabels,
       registers,
-      collect() {
-        for (const c of methods.values()) {
-          if (c.pendingSent > 0) c.sent.inc(c.pendingSent);
-          c.pendingSent = 0;
-        }
-      },
+      collect: () => flushPending(methods.values(), 'sent'),
     });
     this.handlingSeconds = new Histogram({
       name: 'grpc_server_handling_seconds',
@@ -157,8 +155,8 @@ export class GrpcServerMetrics {
     const startedAt = performance.now();
     let finished = false;
     return {
-      received: () => void children.pendingReceived++,
-      sent: () => void children.pendingSent++,
+      received: () => void children.pending.received++,
+      sent: () => void children.pending.sent++,
       done: (code: number) => {
         if (finished) return;
         finished = true;
@@ -186,8 +184,7 @@ export class GrpcServerMetrics {
       started: this.startedTotal.labels(labels),
       received: this.receivedTotal.labels(labels),
       sent: this.sentTotal.labels(labels),
-      pendingReceived: 0,
-      pendingSent: 0,
+      pending: { received: 0, sent: 0 },
       handling: this.handlingSeconds.labels(labels),
       labels,
       handled: new Map(),
