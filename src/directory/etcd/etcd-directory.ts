@@ -21,14 +21,14 @@ import { ChangeWaiters } from '../change-waiters.js';
 import { DirectoryCache } from './directory-cache.js';
 import type { EtcdDirectoryOptions } from './etcd-options.js';
 import { EtcdRpc } from './etcd-rpc.js';
-import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, parseInstance, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
+import { encodeInstance, instanceKey, keyLayout, leaseDecimal, leaseHex, sessionKey, type InstanceValue, type KeyLayout } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { readLeaseState, writeLeaseState } from './lease-state-file.js';
 import { systemClock } from '../../session/clock.js';
 import { PlacementRate } from '../placement-rate.js';
 import { Placer } from './placer.js';
 import { PrefixWatcher } from './prefix-watcher.js';
-import { probeListening } from '../refused-probe.js';
+import { RefusingOwners } from './refusing-owners.js';
 
 /** A session lease is rotated once it holds this share of keysPerLease (placers elsewhere may still add a few). */
 const ROTATE_AT_FRACTION = 0.8;
@@ -47,24 +47,6 @@ function message(err: unknown): string {
 
 /** Instance ids remembered for reRegisteredAt: far more than a cluster has, few enough to be nothing in memory. */
 const MAX_KNOWN_INSTANCES = 10_000;
-/**
- * An owner reported unreachable is probed at most once in this long per
- * registration (ms): a storm of reports costs one connection. A report within
- * it probes once more when it ends, so a party that reports just after a probe
- * found the owner alive does not wait out the owner's lease.
- */
-const OWNER_PROBE_EVERY_MS = 2_000;
-/**
- * Probes of an owner that refused but had renewed its lease lately, each as
- * its lease could have run low: one TTL's worth, then it is taken for alive
- * (and a warning says its address refuses connections).
- */
-const OWNER_RECHECKS = 3;
-/** How late a live owner's keepalive may be before its lease counts as neglected (ms): event-loop stalls under load. */
-const OWNER_KEEPALIVE_SLACK_MS = 1_000;
-/** How long a probe waits for the owner's address to answer (ms); no answer proves nothing. */
-const OWNER_PROBE_TIMEOUT_MS = 1_000;
-
 export class EtcdDirectory implements Directory {
   readonly backend = 'etcd' as const;
   private readonly rpc: EtcdRpc;
@@ -105,8 +87,7 @@ export class EtcdDirectory implements Directory {
   onLimit: ((configKey: string, client: string | undefined) => void) | null = null;
   onUnavailable: ((err: DirectoryUnavailableError) => void) | null = null;
   onOwnerRevoked: ((id: string) => void) | null = null;
-  /** Registrations (`id@startedAt`) probed lately (ownerUnreachable): when (performance.now()), a probe to run later, one running. */
-  private readonly probedOwners = new Map<string, { at: number; again: NodeJS.Timeout | null; busy: boolean }>();
+  private readonly refusingOwners: RefusingOwners;
 
   constructor(private readonly options: EtcdDirectoryOptions) {
     this.rpc = new EtcdRpc(options, options.callTimeoutMs);
@@ -124,6 +105,19 @@ export class EtcdDirectory implements Directory {
       rate: this.placementRate,
     });
     this.waiters = new ChangeWaiters(options.maxWaitingLookups);
+    this.refusingOwners = new RefusingOwners({
+      rpc: this.rpc,
+      layout: this.layout,
+      cache: this.cache,
+      logger: options.logger,
+      reportable: (owner) => {
+        if (this.closed || owner.id === this.selfId) return false;
+        const live = this.cache.instances.get(owner.id);
+        return live !== undefined && live.startedAt === owner.startedAt && !live.draining;
+      },
+      closed: () => this.closed,
+      revoked: (id) => this.onOwnerRevoked?.(id),
+    });
     this.cache.onInstance = (id, record, before) => {
       this.placer.recordPublished();
       // A new registration under a known id, seen live, is a restart: a lookup held against the old process answers now.
@@ -274,111 +268,12 @@ export class EtcdDirectory implements Directory {
   }
 
   /**
-   * A party (or a gateway's call) could not reach `owner`. Its leases are
-   * revoked now, so its sessions move at the next lookup instead of when its
-   * leases expire (directory.leaseTtlMs), when two things hold:
-   * - nothing listens at its address: the connection is refused (killed,
-   *   crashed, not back yet after a restart); a timeout proves nothing;
-   * - it has missed its keepalives: its instance lease has less than two
-   *   thirds of its TTL left, less a second, where a live owner renews it
-   *   every third of the TTL. A live
-   *   relay that only looks refused from here (a proxy, a REJECT rule) is
-   *   never revoked, whoever claims it is unreachable.
-   * Refused but renewed lately: checked again once the lease could have
-   * fallen that low. One probe per registration at a time, at most every
-   * OWNER_PROBE_EVERY_MS; a report in the pause probes when it ends.
+   * A party (or a gateway's call) could not reach `owner`: its leases go now
+   * if it refuses connections and has missed its keepalives
+   * (directory.revokeRefusingOwners; refusing-owners.ts says how).
    */
   ownerUnreachable(owner: RouteOwner): void {
-    if (!this.options.revokeRefusingOwners || !this.reportable(owner)) return;
-    const key = `${owner.id}@${owner.startedAt}`;
-    const state = this.probedOwners.get(key);
-    if (state) {
-      if (state.busy || state.again) return;
-      const pause = state.at + OWNER_PROBE_EVERY_MS - performance.now();
-      if (pause > 0) {
-        this.probeLater(key, owner, pause);
-        return;
-      }
-    }
-    this.probeOwner(key, owner, OWNER_RECHECKS);
-  }
-
-  /** `owner` is still the registration this view holds live, not draining, and not us. */
-  private reportable(owner: RouteOwner): boolean {
-    if (this.closed || owner.id === this.selfId) return false;
-    const live = this.cache.instances.get(owner.id);
-    return live !== undefined && live.startedAt === owner.startedAt && !live.draining;
-  }
-
-  private probeLater(key: string, owner: RouteOwner, ms: number, rechecks = OWNER_RECHECKS): void {
-    const state = this.probedOwners.get(key);
-    if (!state || state.again) return;
-    state.again = setTimeout(() => {
-      state.again = null;
-      if (this.reportable(owner)) this.probeOwner(key, owner, rechecks);
-    }, ms).unref();
-  }
-
-  /** Probes `owner` now; refused but renewed lately, again up to `rechecks` times as its lease could have run low. */
-  private probeOwner(key: string, owner: RouteOwner, rechecks: number): void {
-    const state = { at: performance.now(), again: null as NodeJS.Timeout | null, busy: true };
-    this.probedOwners.delete(key);
-    this.probedOwners.set(key, state);
-    if (this.probedOwners.size > MAX_KNOWN_INSTANCES) {
-      const [oldest, evicted] = this.probedOwners.entries().next().value as [string, { again: NodeJS.Timeout | null }];
-      if (evicted.again) clearTimeout(evicted.again);
-      this.probedOwners.delete(oldest);
-    }
-    this.revokeIfDead(owner).then(
-      (recheckInMs) => {
-        state.busy = false;
-        if (recheckInMs === null || this.closed) return;
-        if (rechecks > 0) this.probeLater(key, owner, recheckInMs, rechecks - 1);
-        else
-          this.options.logger.warn(
-            { instance: owner.id, address: owner.address },
-            'directory: an owner refuses connections at its advertised address but keeps renewing its lease; its leases are kept (check its --advertise, or a firewall between relays)',
-          );
-      },
-      (err: unknown) => {
-        state.busy = false;
-        if (!this.closed) this.options.logger.warn({ instance: owner.id, err: message(err) }, 'directory: could not revoke the leases of an instance refusing connections');
-      },
-    );
-  }
-
-  /** Revokes `owner`'s leases if it refuses connections and missed its keepalives; else null, or when to look again (ms). */
-  private async revokeIfDead(owner: RouteOwner): Promise<number | null> {
-    if ((await probeListening(owner.address, OWNER_PROBE_TIMEOUT_MS)) !== 'refused' || this.closed) return null;
-    // The record in etcd, not our view: its lease, and proof that it is still the registration that refused.
-    const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(instanceKey(this.layout, owner.id)) }, o));
-    const kv = res.kvs[0];
-    const record = kv ? parseInstance(kv.value.toString()) : null;
-    if (!kv || !record || record.startedAt !== owner.startedAt || record.draining) return null;
-    const ttl = await this.rpc.call('lease ttl', (o) => this.rpc.client.leaseClient.leaseTimeToLive({ ID: kv.lease }, o));
-    // Expiring or gone already: etcd removes its keys itself.
-    if (Number(ttl.TTL) <= 0) return null;
-    // A live owner renews every third of the TTL, so its lease never has less than two thirds left, give or take a
-    // late keepalive (OWNER_KEEPALIVE_SLACK_MS). etcd answers in whole seconds, rounded down: under TTL + 1 s left.
-    const missedBelowMs = (Number(ttl.grantedTTL) * 1000 * 2) / 3 - OWNER_KEEPALIVE_SLACK_MS;
-    const leftMs = (Number(ttl.TTL) + 1) * 1000;
-    if (leftMs > missedBelowMs) return leftMs - missedBelowMs;
-    // Etcd says this registration is the one that refused, so no later one holds mappings yet: the cache's are its own.
-    const leases = new Set<string>([kv.lease, leaseDecimal(record.sessionLease)]);
-    for (const lease of this.cache.leasesOf(owner.id)) leases.add(leaseDecimal(lease));
-    leases.delete('0');
-    const outcomes = await Promise.allSettled(
-      [...leases].map((lease) => this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: lease }, o))),
-    );
-    const failed = outcomes.filter((r) => r.status === 'rejected').length;
-    if (failed === leases.size) throw new Error(`every lease revoke failed (${leases.size})`);
-    // Info, not warn: the cluster healing itself; the relay's death shows in its own absence and in the metric.
-    this.options.logger.info(
-      { instance: owner.id, address: owner.address, leases: leases.size, failed },
-      'directory: an owner refused connections at its address and missed its keepalives; revoked its leases, its sessions move now',
-    );
-    this.onOwnerRevoked?.(owner.id);
-    return null;
+    if (this.options.revokeRefusingOwners) this.refusingOwners.report(owner);
   }
 
   reRegisteredAt(id: string): number | undefined {
@@ -464,8 +359,7 @@ export class EtcdDirectory implements Directory {
     this.stopHoldingLookups();
     if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
     if (this.loadTimer) clearInterval(this.loadTimer);
-    for (const probe of this.probedOwners.values()) if (probe.again) clearTimeout(probe.again);
-    this.probedOwners.clear();
+    this.refusingOwners.close();
     this.keeper?.stop();
     this.watcher.stop();
     if (options.revoke && this.keeper) {
