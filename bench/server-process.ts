@@ -151,7 +151,7 @@ function cpuProfileFlags(): string[] {
   return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
 }
 
-/** HASHMAIL_BENCH_NODE_FLAGS: Node/V8 flags (space-separated) for every hashmail process, e.g. `--single-threaded-gc`. */
+/** HASHMAIL_BENCH_NODE_FLAGS: Node/V8 flags (space-separated) for every hashmail process, e.g. `--trace-gc`. */
 function extraNodeFlags(): string[] {
   return (process.env.HASHMAIL_BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
 }
