@@ -17,15 +17,49 @@ const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5_000;
 const HEALTH_POLL_MS = 50;
 
-/** A free loopback TCP port (bound, read, released). */
+/** Ports this process handed out already: the kernel may return a released port again at once. */
+const handedOut = new Set<number>();
+
+/**
+ * `count` distinct free loopback TCP ports, never handed out before in this
+ * process: all are bound together (so none repeats), read, then released.
+ * Another process can still take one before its user binds it (an outgoing
+ * connection's ephemeral port), so starters retry on EADDRINUSE.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const held: net.Server[] = [];
+  const ports: number[] = [];
+  try {
+    // Bounded: a port is skipped only when handed out before, and each try holds a new one.
+    for (let tries = 0; ports.length < count && tries < count + 1000; tries++) {
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '127.0.0.1', resolve);
+      });
+      held.push(server);
+      const { port } = server.address() as net.AddressInfo;
+      if (!handedOut.has(port)) {
+        handedOut.add(port);
+        ports.push(port);
+      }
+    }
+  } finally {
+    await Promise.all(held.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  }
+  if (ports.length < count) throw new Error(`no ${count} free loopback ports`);
+  return ports;
+}
+
+/**
+ * A loopback port nothing listens on, for "refused" addresses: a port
+ * released by freePort may be bound again meanwhile by any process.
+ */
+export const REFUSING_PORT = 1;
+
+/** A free loopback TCP port, as freePorts. */
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const [port] = await freePorts(1);
   return port;
 }
 
@@ -86,12 +120,27 @@ async function waitHealthy(clientUrl: string, output: () => string, child: Child
   throw new Error(`etcd at ${clientUrl} not healthy within ${START_TIMEOUT_MS} ms: ${output().slice(-2000)}`);
 }
 
+/** Tries at starting a cluster whose ports were free a moment before. */
+const PORT_RACE_ATTEMPTS = 3;
+
 /** Starts `size` members (1 or 3 in our tests) and waits until every one is healthy. */
 export async function startEtcd(size = 1): Promise<EtcdCluster> {
+  // A port may be taken between freePorts and etcd's bind: then new ports, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startEtcdOnce(size);
+    } catch (err) {
+      if (attempt >= PORT_RACE_ATTEMPTS || !/address already in use|EADDRINUSE/.test(String(err))) throw err;
+    }
+  }
+}
+
+async function startEtcdOnce(size: number): Promise<EtcdCluster> {
   const root = mkdtempSync(join(tmpdir(), 'hashmail-etcd-'));
+  const ports = await freePorts(2 * size);
   const specs: MemberSpec[] = [];
   for (let i = 0; i < size; i++) {
-    specs.push({ name: `m${i}`, clientPort: await freePort(), peerPort: await freePort(), dataDir: join(root, `m${i}`) });
+    specs.push({ name: `m${i}`, clientPort: ports[2 * i], peerPort: ports[2 * i + 1], dataDir: join(root, `m${i}`) });
   }
   const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peerPort}`).join(',');
   const token = `hashmail-test-${process.pid}-${Date.now()}`;

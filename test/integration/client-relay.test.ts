@@ -17,7 +17,7 @@ import { connect, type ConnectOptions, type MailboxConnection, type ReconnectedI
 import { forgetLookupSupport } from '../../src/client/relay-finder.js';
 import { flipSid } from '../../src/client/bytes.js';
 import { routeOfSid } from '../../src/directory/route.js';
-import { freePort } from '../helpers/etcd.js';
+import { REFUSING_PORT } from '../helpers/etcd.js';
 import { startLookupInstance, type LookupInstance } from '../helpers/lookup-instance.js';
 import { BIN, ROOT, startServer, type RunningServer } from '../helpers/server.js';
 
@@ -122,7 +122,7 @@ describe('client: finding the relay', () => {
 
   test('a server list whose first instance is down: the next one answers the lookup', async () => {
     instance.owner = owner.address;
-    const dead = `127.0.0.1:${await freePort()}`;
+    const dead = `127.0.0.1:${REFUSING_PORT}`;
     const s = new Uint8Array(randomBytes(64));
     const a = await party({ server: [dead, instance.grpcAddress], sid: s, role: 'node', transport: 'grpc' });
     const b = await party({ server: `${dead},${instance.httpAddress}`, sid: flipSid(s), transport: 'websocket' });
@@ -173,7 +173,7 @@ describe('hashmail pipe --protocol v2 --server ANY_INSTANCE', () => {
     test(`${transport}: two pipes given a non-owner instance (one behind a dead one) meet on the owner`, async () => {
       const sid = randomBytes(64);
       const peer = Buffer.from(flipSid(sid));
-      const dead = `127.0.0.1:${await freePort()}`;
+      const dead = `127.0.0.1:${REFUSING_PORT}`;
       const at = lookupAt(instance, transport);
       const common = ['--insecure', '--protocol', 'v2', '--transport', transport, '--create'];
       const a = startPipe(['--server', at, '--sid', sid.toString('hex'), ...common]);

@@ -26,7 +26,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { connect, LinkDropped, type ConnectOptions, type DialInfo, type MailboxConnection, type ReconnectingInfo } from '../../src/client/index.js';
 import { routeOfSid } from '../../src/directory/route.js';
-import { freePort, startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { REFUSING_PORT, startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
 import { grpcLookup, type GrpcLookupAnswer } from '../helpers/lookup.js';
 import { metricSum, sumIn } from '../helpers/metrics.js';
@@ -312,7 +312,7 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
   });
 
   test('a live relay whose advertised address refuses connections keeps its leases, however often a party names it unreachable; a warning says its address refuses', async (t) => {
-    const closedPort = await freePort();
+    const closedPort = REFUSING_PORT;
     const misadvertised = await startRelay({ etcd: etcd.etcdFlag, id: 'relay-misadvertised', config: RELAY_CONFIG, extraArgs: ['--advertise', `127.0.0.1:${closedPort}`] });
     t.after(() => misadvertised.stop());
     const asker = live().find((r) => r !== misadvertised) as RunningServer;

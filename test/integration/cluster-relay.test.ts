@@ -25,7 +25,8 @@ const DRAIN_DEADLINE_MS = 4000;
 /** Longer than a test waits for any answer (DEFAULT_WAIT_MS): a held lookup answers only because the session moved. */
 const HELD_LOOKUP_MS = 30_000;
 const RELAY_CONFIG = {
-  directory: { leaseTtlMs: 3000, callTimeoutMs: 1000, loadPublishIntervalMs: 200, lookupWaitMaxMs: HELD_LOOKUP_MS },
+  // etcd calls get more than the production deadline (2 s): the race tests send 1,000 placements at once.
+  directory: { leaseTtlMs: 3000, callTimeoutMs: 3000, loadPublishIntervalMs: 200, lookupWaitMaxMs: HELD_LOOKUP_MS },
   relay: { drainSpreadMs: 500, drainDeadlineMs: DRAIN_DEADLINE_MS },
 };
 /** Concurrent placements in the race tests. */

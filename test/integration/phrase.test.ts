@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect, type MailboxConnection } from '../../src/client/index.js';
 import { withTimeout } from '../helpers/async-queue.js';
-import { freePort } from '../helpers/etcd.js';
+import { REFUSING_PORT } from '../helpers/etcd.js';
 import { BIN, startServer, type RunningServer } from '../helpers/server.js';
 
 const CLI_TIMEOUT_MS = 20_000;
@@ -160,7 +160,7 @@ describe('client library from a v2 connection phrase', () => {
   });
 
   test('node (gRPC) and app (WebSocket) meet on the phrase; a dead first mailbox is skipped', async () => {
-    const dead = await freePort();
+    const dead = REFUSING_PORT;
     const { url } = await json('new', '--mailbox', `127.0.0.1:${dead}`, '--mailbox', server.address);
     const phrase = url as string;
     // `server` is the app's default for legacy phrases: a v2 phrase's own mailboxes win.

@@ -37,7 +37,8 @@ describe('placement rate cap, one etcd member', () => {
     const prefix = '/cap/';
     const relay = await member(etcd.endpoints, 'r0', { prefix });
     t.after(() => relay.close({ revoke: true }));
-    const gateway = await member(etcd.endpoints, null, { prefix, maxPlacementsPerSecond: RATE_PER_SECOND, placementQueueMs: QUEUE_MS });
+    // A generous etcd deadline: the 30 placements the cap lets through must not fail on a loaded machine.
+    const gateway = await member(etcd.endpoints, null, { prefix, maxPlacementsPerSecond: RATE_PER_SECOND, placementQueueMs: QUEUE_MS, callTimeoutMs: 5000 });
     t.after(() => gateway.close());
     await until(() => gateway.instances().length === 1, 5000, 'the gateway sees the relay');
     const limitHits: string[] = [];
@@ -56,7 +57,8 @@ describe('placement rate cap, one etcd member', () => {
     const atMost = RATE_PER_SECOND + Math.ceil((elapsed * RATE_PER_SECOND) / 1000) + 1;
     assert.ok(placed >= atLeast && placed <= atMost, `placed ${placed}, expected ${atLeast}..${atMost} (${elapsed} ms)`);
     assert.ok(refused.length >= STORM / 2, `most of the storm refused (${refused.length})`);
-    assert.ok(elapsed < QUEUE_MS + 1500, `the storm was answered within the queue bound (${elapsed} ms)`);
+    // Answered within the queue bound plus etcd's round trips on a loaded machine, not held until a deadline.
+    assert.ok(elapsed < QUEUE_MS + 4000, `the storm was answered within the queue bound (${elapsed} ms)`);
     assert.equal(gateway.metrics().placementsRefused, STORM - placed);
     assert.equal(limitHits.length, STORM - placed, 'each refusal reaches the limit metric and refusal log');
     assert.ok(limitHits.every((k) => k === 'directory.maxPlacementsPerSecond'));

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { freePort, startEtcd, type EtcdCluster } from '../helpers/etcd.js';
+import { REFUSING_PORT, startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, randomRoute, until } from '../helpers/etcd-directory.js';
 
 const run = promisify(execFile);
@@ -61,7 +61,7 @@ describe('hashmail status', () => {
   });
 
   test('unreachable etcd: non-zero exit with a clear message, fast', async () => {
-    const port = await freePort();
+    const port = REFUSING_PORT;
     const started = Date.now();
     await assert.rejects(run(process.execPath, [CLI, 'status', '--etcd', `http://127.0.0.1:${port}`, '--json'], { timeout: UNREACHABLE_EXIT_MS * 2 }), (err: unknown) => {
       const e = err as { code: number; stdout: string; stderr: string };

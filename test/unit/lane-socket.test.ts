@@ -131,7 +131,8 @@ test('PING is answered with PONG and neither reaches the halves', async () => {
 });
 
 test('the gateway end pings, and gives up on a peer that stays silent', async () => {
-  const { wire, closed } = open({ pingEveryMs: 20, silenceLimitMs: 60 });
+  // The limit is far above the ping interval: a stalled machine must not see silence before the first ping.
+  const { wire, closed } = open({ pingEveryMs: 20, silenceLimitMs: 500 });
   const err = await withTimeout(closed, WAIT_MS, 'silence noticed');
   assert.equal(err?.code, 'RELAY_UNREACHABLE');
   assert.match(err?.message ?? '', /^hop: lane silent for \d+ ms$/);
@@ -247,11 +248,11 @@ test('a frame trickled a byte per read arrives intact and holds few reads apart'
 });
 
 test('a frame begun and not whole within the silence limit ends the lane, however its bytes trickle', async () => {
-  const { wire, closed, closedWith } = open({ silenceLimitMs: 60 });
+  const { wire, closed, closedWith } = open({ silenceLimitMs: 300 });
   const head = Buffer.alloc(4);
   head.writeUInt32BE(MAX_FRAME, 0);
   wire.feed(head);
-  // A byte every 10 ms keeps the lane from being silent; bounded at 2 s.
+  // A byte every 10 ms keeps the lane from being silent (a stall under 300 ms does not either); bounded at 2 s.
   for (let i = 0; i < 200 && closedWith() === undefined; i++) {
     wire.feed(Buffer.alloc(1));
     await new Promise((resolve) => setTimeout(resolve, 10));

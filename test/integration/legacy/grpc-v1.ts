@@ -515,7 +515,8 @@ export function grpcV1Suite(start: StartTarget): void {
   });
 
   describe('grpc v1, stale timeout', () => {
-    const STALE_MS = 300;
+    // A reader must attach within this after its box is created (a new connection, through a gateway on the cluster target).
+    const STALE_MS = 1000;
     let server: RunningServer;
 
     before(async () => {
