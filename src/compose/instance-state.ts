@@ -11,7 +11,7 @@
  * that got the same pid since (a container restarted on a kept volume).
  */
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { InstanceRole } from '../directory/directory.js';
@@ -19,8 +19,13 @@ import type { InstanceRole } from '../directory/directory.js';
 const GENERATED_ID_BYTES = 6;
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const LOCK_FILE = 'lock';
-/** Rounds of create / take over before giving up (only other starts racing can use them up). */
-const LOCK_ATTEMPTS = 5;
+/** Taken by the one start removing a stale lock file. */
+const TAKEOVER_FILE = 'lock.takeover';
+/** Rounds of create / take over before giving up (only other starts racing can use them up), within LOCK_WAIT_MS. */
+const LOCK_ATTEMPTS = 200;
+const LOCK_WAIT_MS = 2000;
+/** Between rounds while another start takes a stale lock over. */
+const LOCK_RETRY_MS = 5;
 
 export class InstanceStateInUseError extends Error {}
 
@@ -79,42 +84,51 @@ export class InstanceState {
   /**
    * Takes the lock file: created whole in one step (a link of a file already
    * holding our pid: never seen empty), or taken over from a holder that is
-   * gone by moving it aside first (one rename wins; a loser that moved a
-   * fresh lock puts it back).
+   * gone. A takeover runs under a second lock file (`lock.takeover`, created
+   * the same way), so only one start at a time may remove a stale lock: a
+   * start that moved or removed the lock by name without it could remove a
+   * fresh lock another start had just taken, and two would hold it.
    */
   private lock(listen: string): void {
     const file = join(this.dir, LOCK_FILE);
-    for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
+    const guard = join(this.dir, TAKEOVER_FILE);
+    const giveUpAt = Date.now() + LOCK_WAIT_MS;
+    for (let attempt = 0; attempt < LOCK_ATTEMPTS && Date.now() < giveUpAt; attempt++) {
       if (createWhole(file, lockText(process.pid))) {
         this.locked = true;
         return;
       }
       const holder = readHolder(file);
-      if (holder === undefined) continue; // moved aside meanwhile
+      if (holder === undefined) continue; // removed meanwhile: try to create it again
       if (holder !== null && holder.pid !== process.pid && holderAlive(holder)) {
         throw new InstanceStateInUseError(
           `${this.dir} is in use by process ${holder.pid} (another ${this.role} with --listen ${listen}?): give each instance its own --listen or --data-dir`,
         );
       }
-      const aside = `${file}.stale-${process.pid}`;
+      if (!createWhole(guard, lockText(process.pid))) {
+        // Another start is taking over (a few file operations), or died doing it (its guard is removed; two
+        // starts finding that at once is a second fault, not guarded against).
+        const taking = readHolder(guard);
+        if (taking === null || (taking !== undefined && !holderAlive(taking))) rmSync(guard, { force: true });
+        else pause(LOCK_RETRY_MS);
+        continue;
+      }
       try {
-        renameSync(file, aside);
-      } catch {
-        continue; // another start moved it first
+        // Under the guard nobody else removes the lock, and nobody creates it while it exists:
+        // if it still names the holder we judged gone, it is ours to remove.
+        const now = readHolder(file);
+        if (now !== undefined && now?.pid === holder?.pid && now?.started === holder?.started) rmSync(file, { force: true });
+      } finally {
+        rmSync(guard, { force: true });
       }
-      const moved = readHolder(aside);
-      if (moved?.pid !== holder?.pid || moved?.started !== holder?.started) {
-        // A fresh lock taken between our read and our move: its owner keeps it.
-        try {
-          linkSync(aside, file);
-        } catch {
-          // A third start took the place meanwhile; it holds the lock now.
-        }
-      }
-      rmSync(aside, { force: true });
     }
     throw new InstanceStateInUseError(`${this.dir}: could not take its lock file (other starts racing for it)`);
   }
+}
+
+/** Blocks the thread for `ms` (a start waiting for another start's takeover; nothing else runs yet). */
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 /** Ephemeral state dirs (`...-0-pidN`) beside ours that a killed process left: its lock names a dead process. */
