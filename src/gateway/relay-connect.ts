@@ -1,8 +1,9 @@
 /**
  * A gateway's connections to a relay (hop lanes and passed-through v2
- * WebSockets) open with the hop preamble: a PROXY v2 header carrying the hop
- * token and the client the connection is for, or nobody for a lane
- * (docs/gateway-hop.md, Connection preamble). It goes first, before TLS and
+ * WebSockets) open with the hop preamble: a PROXY v2 header naming the client
+ * the connection is for, or nobody for a lane, with a proof that the gateway
+ * holds the hop token (never the token: the preamble is sent in plain text;
+ * docs/gateway-hop.md, Connection preamble). It goes first, before TLS and
  * HTTP, so the relay counts the connection as its client's from its first
  * byte: a burst of tunnels in flight never fills the gateway's own
  * per-address budget at the relay.
@@ -12,7 +13,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import { encodeHopPreamble } from '../transport/proxy-protocol.js';
+import { encodeHopPreamble } from '../transport/hop/preamble-proof.js';
 import type { RelayTlsOptions } from './relay-trust.js';
 
 /**
@@ -21,8 +22,9 @@ import type { RelayTlsOptions } from './relay-trust.js';
  * a CA or a pinned certificate); null: plain text.
  */
 export function preambleConnector(client: string | null, hopToken: string, tlsOptions: RelayTlsOptions | null): (options: http.ClientRequestArgs) => Duplex {
-  const preamble = encodeHopPreamble(client, hopToken);
   return (options) => {
+    // A proof is taken once: each connection gets its own.
+    const preamble = encodeHopPreamble(client, hopToken);
     const raw = net.connect({
       host: options.host ?? options.hostname ?? 'localhost',
       port: Number(options.port),

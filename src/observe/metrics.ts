@@ -8,6 +8,7 @@
  * label value comes from a fixed set in the code (transport, half kind,
  * error code, config key, gRPC method of our own services).
  */
+import { REFUSED_PROOFS } from '../transport/hop/preamble-proof.js';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../session/clock.js';
 import type { SessionTable } from '../session/session-table.js';
@@ -185,6 +186,16 @@ export class Metrics {
       collect() {
         this.reset();
         for (const reason of ['timeout', 'error'] as const) this.inc({ reason }, stats.tlsHandshakeFailures[reason]);
+      },
+    });
+    new Counter<'reason'>({
+      name: 'hashmail_hop_preamble_proofs_refused_total',
+      help: 'Relay: gateway connection preambles whose proof of the hop token was not taken, by reason: wrong (not made with the token), outside_window (time over 60 s off this clock), replayed (taken before), too_many (over 100,000 taken within a minute).',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const reason of REFUSED_PROOFS) this.inc({ reason }, stats.preambleProofsRefused[reason]);
       },
     });
     new Gauge<'version' | 'node_version'>({

@@ -50,6 +50,8 @@ export class RelayStats {
   connectionAddresses = 0;
   /** TLS handshakes that failed, by `timeout` (server.tlsHandshakeTimeoutMs) or `error` (anything else). */
   readonly tlsHandshakeFailures = { timeout: 0, error: 0 };
+  /** Gateway preamble proofs a relay did not take, by why (src/transport/hop/preamble-proof.ts). */
+  readonly preambleProofsRefused = { wrong: 0, outside_window: 0, replayed: 0, too_many: 0 };
   /**
    * Where bad requests are logged, summarized (RefusalLog), so that every
    * transport reporting through report-error.ts shares one bound on warn

@@ -21,7 +21,8 @@ import type { ClientAddressPolicy, ProxyHeaderRule } from './client-address.js';
 import { endWithin } from './end-within.js';
 import { encodeGrpcMessage } from './grpc-message.js';
 import { openFileLimit } from './open-file-limit.js';
-import { parseProxyHeader } from './proxy-protocol.js';
+import { parseProxyHeader, type HopProofTlv } from './proxy-protocol.js';
+import { PreambleProofs, type RefusedProof } from './hop/preamble-proof.js';
 
 /** A connection that sends nothing decisive within this is closed (slowloris guard). */
 export const PREFACE_TIMEOUT_MS = 10_000;
@@ -42,6 +43,14 @@ const TLS_HANDSHAKE_TIMEOUT_CODE = 'ERR_TLS_HANDSHAKE_TIMEOUT';
 const REFUSAL_HEADROOM = 1000;
 /** Descriptors kept free of public sockets: admin listener, etcd, logs, files. */
 const RESERVED_FDS = 256;
+
+/** What the log line of a refused preamble proof says. */
+const PROOF_HINTS: Record<RefusedProof, string> = {
+  wrong: 'not made with this cluster\'s hop token',
+  outside_window: 'made with the hop token, but its time is more than a minute off this clock: check the clocks of gateways and relays',
+  replayed: 'a proof taken once already (a preamble sent again)',
+  too_many: 'more proofs within a minute than this relay remembers: the connection counts as its TCP peer\'s until its upgrade',
+};
 
 export interface PublicListenerOptions {
   listen: string;
@@ -91,9 +100,12 @@ export class PublicListener {
   /** The refusal text of the connection being handed to `refusals` (read synchronously by its 'session' event). */
   private refusalText = '';
   private readonly prefaceTimeoutMs: number;
+  /** Checks gateways' preamble proofs, each taken once; null without a hop token (serve). */
+  private readonly proofs: PreambleProofs | null;
 
   constructor(private readonly options: PublicListenerOptions) {
     this.prefaceTimeoutMs = options.prefaceTimeoutMs ?? PREFACE_TIMEOUT_MS;
+    this.proofs = options.hopToken ? new PreambleProofs(options.hopToken.value) : null;
     // handshakeTimeout applies to sockets emitted to the server too (it arms the TLSSocket's own timer).
     this.tlsServer = options.tls
       ? tls.createServer({
@@ -196,7 +208,7 @@ export class PublicListener {
         if (proxy.kind === 'more' && buffered.length < MAX_PREFACE_BYTES) return;
         headerPending = false;
         const reason = proxy.kind === 'invalid' ? proxy.reason : proxy.kind === 'more' ? 'PROXY header too long' : null;
-        const verdict = proxy.kind === 'header' ? this.judgeHeader(proxy.hopToken, proxyRule) : 'none';
+        const verdict = proxy.kind === 'header' ? this.judgeHeader(proxy.hopToken, proxy.hopProof, proxyRule) : 'none';
         // Debug, not warn: anyone can send these, one line each would let them fill the log.
         if (reason !== null || verdict === 'refused') {
           this.options.logger.debug({ reason: reason ?? 'PROXY header from a peer not trusted to send one' }, 'bad PROXY header, connection closed');
@@ -227,15 +239,23 @@ export class PublicListener {
   }
 
   /**
-   * Whose PROXY header this is: a gateway's (it carries our hop token), a
+   * Whose PROXY header this is: a gateway's (a proof of our hop token taken
+   * now, or the token itself from a gateway of an earlier release), a
    * trusted balancer's (whatever TLVs of its own it adds), a forged preamble
-   * (a wrong token from anyone else: ignored), or one to refuse (no token,
-   * from a peer not trusted to send a header).
+   * (a wrong or spent proof or token from anyone else: ignored), or one to
+   * refuse (neither, from a peer not trusted to send a header).
    */
-  private judgeHeader(token: string | null, rule: ProxyHeaderRule): 'gateway' | 'balancer' | 'forged' | 'refused' {
+  private judgeHeader(token: string | null, proof: HopProofTlv | null, rule: ProxyHeaderRule): 'gateway' | 'balancer' | 'forged' | 'refused' {
+    if (proof !== null && this.proofs !== null) {
+      const verdict = this.proofs.check(proof);
+      if (verdict === 'taken') return 'gateway';
+      // Counted and logged summarized: anyone can send these. A right proof out of the window is a clock that is off.
+      this.options.stats.preambleProofsRefused[verdict]++;
+      this.options.stats.badRequestLog?.badRequest(`HOP_PREAMBLE_${verdict.toUpperCase()}`, { transport: 'hop preamble', hint: PROOF_HINTS[verdict] });
+    }
     if (token !== null && this.options.hopToken?.matches(token)) return 'gateway';
     if (rule === 'believe') return 'balancer';
-    return token !== null ? 'forged' : 'refused';
+    return token !== null || proof !== null ? 'forged' : 'refused';
   }
 
   private closed(socket: net.Socket): void {

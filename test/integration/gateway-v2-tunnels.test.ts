@@ -15,7 +15,8 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
-import { encodeHopPreamble } from '../../src/transport/proxy-protocol.js';
+import { encodeHopPreamble } from '../../src/transport/hop/preamble-proof.js';
+import { encodeProxyV2Header, PP2_TYPE_HOP_TOKEN } from '../../src/transport/proxy-protocol.js';
 import { rawHttpExchange } from '../helpers/raw-http.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { clusterHopToken, openRawLane, type RawLane } from '../helpers/hop.js';
@@ -115,7 +116,7 @@ const UPGRADE = [
   '',
 ].join('\r\n');
 
-test('the gateway preamble counts a connection as its client from its first byte: with the sending address over its limit (tunnels in flight), a preambled tunnel and a lane are taken; without it, or with a wrong token, 429', async () => {
+test('the gateway preamble counts a connection as its client from its first byte: with the sending address over its limit (tunnels in flight), a preambled tunnel and a lane are taken; without it, with a wrong token or a preamble sent again, 429', async () => {
   const token = (await clusterHopToken(etcd.endpoints)).value;
   const gatewayAddress = '127.0.0.40';
   // Connections that have sent nothing yet: what a burst of tunnels looks like at the relay before their first bytes.
@@ -146,6 +147,25 @@ test('the gateway preamble counts a connection as its client from its first byte
     inFlight.push(forged);
     forged.write(encodeHopPreamble('10.20.30.41', 'not-the-token'));
     assert.match(await rawHttpExchange(forged, UPGRADE), /^HTTP\/1\.1 429 [^]*limits\.maxConnectionsPerAddress/, 'a preamble with a wrong token was believed');
+
+    // A preamble read on the wire and sent again (the proof was taken once): believed from nobody.
+    const seen = encodeHopPreamble('10.20.30.42', token);
+    const original = await connectFrom(gatewayAddress);
+    inFlight.push(original);
+    original.write(seen);
+    assert.match(await rawHttpExchange(original, UPGRADE), /^HTTP\/1\.1 101 /, 'the original preamble was refused');
+    const replay = await connectFrom(gatewayAddress);
+    inFlight.push(replay);
+    replay.write(seen);
+    assert.match(await rawHttpExchange(replay, UPGRADE), /^HTTP\/1\.1 429 [^]*limits\.maxConnectionsPerAddress/, 'a replayed preamble was believed');
+    assert.equal(await relay.metric('hashmail_hop_preamble_proofs_refused_total{reason="replayed"}'), 1);
+    assert.equal(await relay.metric('hashmail_hop_preamble_proofs_refused_total{reason="wrong"}'), 1);
+
+    // A gateway of an earlier release sends the token itself: still believed (relays upgrade first).
+    const earlier = await connectFrom(gatewayAddress);
+    inFlight.push(earlier);
+    earlier.write(encodeProxyV2Header('10.20.30.43', [[PP2_TYPE_HOP_TOKEN, Buffer.from(token)]]));
+    assert.match(await rawHttpExchange(earlier, UPGRADE), /^HTTP\/1\.1 101 /, 'a preamble with the token itself was refused');
   } finally {
     for (const socket of inFlight) socket.destroy();
   }
@@ -192,7 +212,7 @@ test('a trusted PROXY-protocol balancer whose header carries a TLV of the hop to
   const sockets: net.Socket[] = [];
   try {
     for (const client of ['10.7.0.1', '10.7.0.2', '10.7.0.3']) {
-      const header = encodeHopPreamble(client, 'the-balancers-own-connection-id');
+      const header = encodeProxyV2Header(client, [[PP2_TYPE_HOP_TOKEN, Buffer.from('the-balancers-own-connection-id')]]);
       const socket = net.connect({ host: '127.0.0.1', port: balanced.port });
       socket.on('error', () => undefined);
       sockets.push(socket);

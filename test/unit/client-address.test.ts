@@ -5,7 +5,7 @@ import { Metadata } from '@grpc/grpc-js';
 import { loadConfig } from '../../src/config/load.js';
 import { ClientAddressPolicy, hostOfPeer, MAX_FORWARDED_HOPS, type ClientAddressOptions } from '../../src/transport/client-address.js';
 import { formatIp, maskIp, parseCidr, parseIp } from '../../src/transport/ip-address.js';
-import { encodeHopPreamble, parseProxyHeader } from '../../src/transport/proxy-protocol.js';
+import { encodeProxyV2Header, parseProxyHeader, PP2_TYPE_HOP_TOKEN } from '../../src/transport/proxy-protocol.js';
 
 function policy(options: Partial<ClientAddressOptions> = {}): ClientAddressPolicy {
   return new ClientAddressPolicy({ trustProxy: true, clientAddressFrom: 'x-forwarded-for', trustedProxies: [], ipv6PrefixLength: 64, ...options });
@@ -174,30 +174,28 @@ test('config: each trustedProxies entry is checked at start, naming the key; fla
 });
 
 test('PROXY v1: the source must be an address of the family the line names', () => {
-  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP4 10.1.2.3 10.0.0.1 4000 443\r\n')), { kind: 'header', address: '10.1.2.3', length: 39, hopToken: null });
+  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP4 10.1.2.3 10.0.0.1 4000 443\r\n')), { kind: 'header', address: '10.1.2.3', length: 39, hopToken: null, hopProof: null });
   assert.equal(parseProxyHeader(Buffer.from('PROXY TCP4 evil 10.0.0.1 4000 443\r\n')).kind, 'invalid');
   assert.equal(parseProxyHeader(Buffer.from('PROXY TCP4 2001:db8::1 10.0.0.1 4000 443\r\n')).kind, 'invalid');
   assert.equal(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::1 ::1 4000 443\r\n')).kind, 'header');
 });
 
-test('gateway preamble: a PROXY v2 header naming the client (IPv4, IPv6) or nobody (LOCAL), the hop token in its TLV, read back whole', () => {
+test('PROXY v2 with TLVs: naming a client (IPv4, IPv6) or nobody (LOCAL), a hop token TLV (gateways of earlier releases) read back whole', () => {
   const token = 'a-hop-token-of-the-cluster-ünïcode';
   for (const client of ['10.1.2.3', '2001:db8::7', null]) {
-    const header = encodeHopPreamble(client, token);
+    const header = encodeProxyV2Header(client, [[PP2_TYPE_HOP_TOKEN, Buffer.from(token)]]);
     const parsed = parseProxyHeader(Buffer.concat([header, Buffer.from('GET / HTTP/1.1\r\n')]));
-    assert.deepEqual(parsed, { kind: 'header', address: client, length: header.length, hopToken: token }, String(client));
+    assert.deepEqual(parsed, { kind: 'header', address: client, length: header.length, hopToken: token, hopProof: null }, String(client));
     // Cut anywhere before its end, the header asks for more bytes.
     for (const cut of [1, 12, 16, header.length - 1]) assert.equal(parseProxyHeader(header.subarray(0, cut)).kind, 'more', `${String(client)} cut at ${cut}`);
   }
-  assert.throws(() => encodeHopPreamble('not-an-ip', token), /by IP address/);
-  // A balancer's v2 header without the TLV reads as before: no token.
-  const plain = encodeHopPreamble('10.1.2.3', token).subarray(0, 28);
-  plain.writeUInt16BE(12, 14);
-  assert.deepEqual(parseProxyHeader(plain), { kind: 'header', address: '10.1.2.3', length: 28, hopToken: null });
+  assert.throws(() => encodeProxyV2Header('not-an-ip', []), /by IP address/);
+  // A balancer's v2 header without TLVs: no token, no proof.
+  assert.deepEqual(parseProxyHeader(encodeProxyV2Header('10.1.2.3', [])), { kind: 'header', address: '10.1.2.3', length: 28, hopToken: null, hopProof: null });
 });
 
 test('PROXY v2: a TLV running past the header, or an address block longer than the header, is invalid', () => {
-  const header = encodeHopPreamble('10.1.2.3', 'token');
+  const header = encodeProxyV2Header('10.1.2.3', [[PP2_TYPE_HOP_TOKEN, Buffer.from('token')]]);
   const overrun = Buffer.from(header);
   overrun.writeUInt16BE(100, 29); // the TLV claims 100 bytes
   assert.equal(parseProxyHeader(overrun).kind, 'invalid');
