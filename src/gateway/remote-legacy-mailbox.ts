@@ -166,6 +166,8 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   /** Starts one half to `owner` on a pool connection's lane, tracked until it is over. */
   private carry<H extends Carried & { readonly isOver: boolean }>(owner: RouteOwner, call: CallInfo, start: (lane: HopLane, ctx: HalfContext) => H): H {
+    // Stop may have begun while the lookup was in flight: shutdown() fails only the calls already carried.
+    if (this.shuttingDown) throw new HashmailError('SERVER_SHUTTING_DOWN');
     const pooled = this.options.pool.acquire(owner.address, call.address);
     let half: H | null = null;
     const ctx: HalfContext = {
@@ -209,6 +211,7 @@ export class RemoteLegacyMailbox implements LegacyOperations {
 
   /** NewCipherBox or DelCipherBox at `owner`: one frame on a pool connection's lane, answered by END. */
   private boxCall(kind: typeof FrameKind.CREATE_BOX | typeof FrameKind.DELETE_BOX, owner: RouteOwner, sid: Buffer, call: CallInfo): Promise<void> {
+    if (this.shuttingDown) return Promise.reject(new HashmailError('SERVER_SHUTTING_DOWN'));
     const pooled = this.options.pool.acquire(owner.address, call.address);
     return new Promise<void>((resolve, reject) => {
       let settled = false;

@@ -127,6 +127,34 @@ describe('etcd directory, one etcd member', () => {
     assert.equal(lost[5], routes[5]);
   });
 
+  test('release deletes only the mappings our view holds: one placed anew on another instance while our watch lagged is kept', async (t) => {
+    const prefix = '/release-stale/';
+    const a = own(t, await member(etcd.endpoints, 'a', { prefix }));
+    const raw = new Etcd3({ hosts: etcd.endpoints });
+    t.after(() => raw.close());
+    const routes = Array.from({ length: 3 }, () => randomRoute());
+    for (const r of routes) assert.equal((await a.lookup(r, { place: true }))?.id, 'a');
+    const b = own(t, await member(etcd.endpoints, 'b', { prefix }));
+    await until(() => b.instances().some((i) => i.id === 'b') && a.instances().length === 2, 3000, 'both registered');
+    // a's view lags (its watch held down); its mapping of routes[0] goes (an expiry, say) and b places that route anew.
+    a.holdWatch(true);
+    await raw.delete().key(`${prefix}sessions/${routes[0]}`);
+    let seen: unknown = 'a';
+    for (let i = 0; i < 150 && seen !== null; i++) {
+      seen = await b.lookup(routes[0], { place: false });
+      if (seen !== null) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(seen, null, 'b sees the mapping gone');
+    await a.setDraining(); // so b places the route on itself
+    await until(() => b.instances().find((i) => i.id === 'a')?.draining === true, 3000, 'b sees a draining');
+    await b.lookup(routes[0], { place: true });
+    assert.equal((await b.lookup(routes[0], { place: false }))?.id, 'b');
+    assert.equal(await a.release(routes), 2, 'only its own two mappings released');
+    assert.equal((await raw.get(`${prefix}sessions/${routes[0]}`).string()) !== null, true, 'b\'s mapping kept');
+    for (const r of routes.slice(1)) assert.equal(await raw.get(`${prefix}sessions/${r}`).string(), null, 'a\'s mapping released');
+    a.holdWatch(false);
+  });
+
   test('a cached lookup makes no etcd call', async (t) => {
     const prefix = '/cached/';
     const a = own(t, await member(etcd.endpoints, 'a', { prefix }));

@@ -316,6 +316,41 @@ describe('the gateway hop: two relays, the gateway end in process', () => {
     await gw.mailbox.delCipherBox(boxAuth(sid), call);
   });
 
+  test('a call whose lookup is in flight when the gateway stops gets "server shutting down", not a half carried to the relay', async () => {
+    const call = freshCall();
+    const sid = randomSid();
+    await gw.mailbox.newCipherBox(boxAuth(sid), call);
+    await gw.mailbox.newCipherBox(boxAuth(peerSid(sid)), call);
+    // Lookups answer only when let go: stop begins while each is in flight.
+    let letGo: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const stopping = await testGateway(etcd.endpoints, {}, undefined, (d) =>
+      new Proxy(d, {
+        get(target, key, receiver) {
+          if (key === 'lookup') return async (...args: Parameters<typeof d.lookup>) => gate.then(() => target.lookup(...args));
+          const v = Reflect.get(target, key, receiver) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+    );
+    try {
+      const receive = stopping.mailbox.openReceive(sid, call);
+      const send = stopping.mailbox.openSend({ streamId: peerSid(sid) }, call);
+      const create = stopping.mailbox.newCipherBox(boxAuth(randomSid()), call);
+      stopping.mailbox.shutdown();
+      letGo();
+      for (const pending of [receive, send, create]) {
+        await assert.rejects(pending, (err: HashmailError) => err.code === 'SERVER_SHUTTING_DOWN' && err.message === 'server shutting down');
+      }
+      assert.equal(stopping.mailbox.carriedCalls, 0);
+      assert.equal(stopping.pool.connectionsTo((await ownerOf(sid)).address), 0, 'nothing dialled to the relay');
+    } finally {
+      await stopping.close();
+    }
+    await gw.mailbox.delCipherBox(boxAuth(sid), call);
+    await gw.mailbox.delCipherBox(boxAuth(peerSid(sid)), call);
+  });
+
   test('a gateway whose view has not seen a new session reads etcd before answering "stream not found", which comes at once for a session nowhere', async () => {
     const call = freshCall();
     const sid = randomSid();

@@ -24,6 +24,7 @@ import { EtcdLeaseInvalidError } from 'etcd3';
 import type { EtcdRpc } from '../../src/directory/etcd/etcd-rpc.js';
 import { Placer } from '../../src/directory/etcd/placer.js';
 import { TxnGate } from '../../src/directory/etcd/txn-gate.js';
+import { CreateBatcher } from '../../src/directory/etcd/create-batcher.js';
 
 const layout = keyLayout('/hm');
 
@@ -222,6 +223,27 @@ test('placer: a storm of placements behind a full gate shares transactions; a ke
   const settled = await outcomes;
   assert.ok(kv.txns > txnsBefore + 2);
   for (const [i, o] of settled.entries()) assert.equal(o.status, 'fulfilled', `Y${i}: placed on a, the lease that still lives`);
+});
+
+test('create batcher: creates queued while other transactions held every slot go out when those end, with no new create to wake them', async () => {
+  const kv = new FakeKv();
+  const gate = new TxnGate(2);
+  const batcher = new CreateBatcher(fakeRpc(kv), gate, 10_000);
+  // Two other transactions (replaces, say) take both slots through run().
+  const ends: (() => void)[] = [];
+  const others = [0, 1].map(() => gate.run(10_000, () => new Promise<void>((resolve) => ends.push(resolve))));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(gate.active, 2);
+  const created = Promise.all(['Q0', 'Q1', 'Q2'].map((route) => batcher.create({ key: Buffer.from(sessionKey(layout, route)), value: Buffer.from('v'), lease: '1' })));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(batcher.waiting, 3, 'queued behind the full gate');
+  for (const end of ends) end();
+  await Promise.all(others);
+  const outcomes = await created;
+  assert.equal(outcomes.length, 3);
+  assert.equal(batcher.waiting, 0);
+  assert.equal(batcher.txns, 1, 'the queue went out in one transaction once a slot was free');
+  assert.equal(gate.active, 0);
 });
 
 test('placer: a cached mapping whose key etcd already deleted (lease revoked) is placed anew, not retried against its old revision', async () => {

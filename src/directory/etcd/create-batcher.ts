@@ -57,7 +57,10 @@ export class CreateBatcher {
     private readonly rpc: EtcdRpc,
     private readonly gate: TxnGate,
     private readonly queueTimeoutMs: number,
-  ) {}
+  ) {
+    // A slot freed by anyone (a replace, a release, another batch) may be the one the queue waits for.
+    gate.onFree(() => this.pump());
+  }
 
   get waiting(): number {
     return this.queue.length;
@@ -84,10 +87,7 @@ export class CreateBatcher {
   private pump(): void {
     while (this.queue.length > 0 && this.gate.tryAcquire()) {
       const batch = this.take();
-      void this.send(batch).finally(() => {
-        this.gate.release();
-        this.pump();
-      });
+      void this.send(batch).finally(() => this.gate.release());
     }
   }
 

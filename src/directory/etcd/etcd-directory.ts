@@ -308,15 +308,42 @@ export class EtcdDirectory implements Directory {
   async release(routes: readonly string[]): Promise<number> {
     const me = this.selfId;
     if (me === null) return 0;
-    const ours = routes.filter((r) => this.cache.sessions.get(r)?.id === me).map((r) => sessionKey(this.layout, r));
-    for (let i = 0; i < ours.length; i += MAX_TXN_OPS) {
-      const batch = ours.slice(i, i + MAX_TXN_OPS);
-      const res = await this.rpc.call('release', (o) => this.rpc.client.kv.txn({ success: batch.map((key) => ({ request_delete_range: { key: Buffer.from(key) } })) }, o));
-      // Our view first-hand, before the watch echoes it: a Hello for a released route is placed anew, not admitted here.
-      const revision = BigInt(res.header.revision);
-      for (const key of batch) this.cache.delete(key, revision);
+    const ours: { key: string; modRevision: bigint }[] = [];
+    for (const route of routes) {
+      const mapping = this.cache.sessions.get(route);
+      if (mapping?.id === me) ours.push({ key: sessionKey(this.layout, route), modRevision: mapping.modRevision });
     }
-    return ours.length;
+    let released = 0;
+    for (let i = 0; i < ours.length; i += MAX_TXN_OPS) released += await this.releaseBatch(ours.slice(i, i + MAX_TXN_OPS));
+    return released;
+  }
+
+  /**
+   * Deletes the mappings of `batch` that are still the ones our cache holds
+   * (same mod revision): our view may lag (a fence, a slow watch), and a
+   * route placed anew on another instance meanwhile is that one's to keep.
+   * If one changed, the others go one by one.
+   */
+  private async releaseBatch(batch: readonly { key: string; modRevision: bigint }[]): Promise<number> {
+    const res = await this.rpc.call('release', (o) =>
+      this.rpc.client.kv.txn(
+        {
+          compare: batch.map(({ key, modRevision }) => ({ key: Buffer.from(key), target: 'Mod' as const, result: 'Equal' as const, mod_revision: modRevision.toString() })),
+          success: batch.map(({ key }) => ({ request_delete_range: { key: Buffer.from(key) } })),
+        },
+        o,
+      ),
+    );
+    if (!res.succeeded) {
+      if (batch.length === 1) return 0;
+      let released = 0;
+      for (const one of batch) released += await this.releaseBatch([one]);
+      return released;
+    }
+    // Our view first-hand, before the watch echoes it: a Hello for a released route is placed anew, not admitted here.
+    const revision = BigInt(res.header.revision);
+    for (const { key } of batch) this.cache.delete(key, revision);
+    return batch.length;
   }
 
   instances(): InstanceRecord[] {
@@ -436,8 +463,14 @@ export class EtcdDirectory implements Directory {
     if (!current || !keeper || this.rotating || this.fenced) return;
     if (this.cache.mappingsOnLease(current) < this.options.keysPerLease * ROTATE_AT_FRACTION) return;
     this.rotating = true;
+    const generation = this.leases[0];
     (async () => {
       const lease = leaseHex(await keeper.grant());
+      if (this.closed || this.fenced || this.leases[0] !== generation) {
+        // Fenced (or closed) while granting: the lease belongs to no registration; the next claim grants its own.
+        await keeper.drop(leaseDecimal(lease), true);
+        return;
+      }
       this.leases.push(lease);
       this.saveLeaseState();
       await this.publishRecord();

@@ -18,8 +18,14 @@ interface Waiter {
 export class TxnGate {
   private inFlight = 0;
   private readonly queue: Waiter[] = [];
+  /** Told when a slot goes free with nobody queued here (CreateBatcher takes slots only with tryAcquire). */
+  private readonly freeListeners: (() => void)[] = [];
 
   constructor(private readonly limit: number) {}
+
+  onFree(listener: () => void): void {
+    this.freeListeners.push(listener);
+  }
 
   get active(): number {
     return this.inFlight;
@@ -62,6 +68,7 @@ export class TxnGate {
       next.resolve(); // the slot passes straight to the next waiter
     } else {
       this.inFlight--;
+      for (const listener of this.freeListeners) listener();
     }
   }
 
