@@ -4,7 +4,7 @@
  * command has --help; usage errors exit 2.
  */
 import { HASHMAIL_VERSION } from '../observe/version.js';
-import { keepYoungGenerationSmall } from './young-generation.js';
+import { tuneYoungGeneration } from './young-generation.js';
 
 type Run = (argv: string[]) => Promise<number>;
 
@@ -80,8 +80,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`hashmail: unknown command '${name}'\n\n${usage()}`);
     return 2;
   }
-  // Before the command loads its modules: start-up is what grows the young generation.
-  if (command.server) keepYoungGenerationSmall();
+  // Before the command loads its modules (src/cli/young-generation.ts).
+  if (command.server) tuneYoungGeneration();
   return (await command.load())(rest);
 }
 

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { V2WebSocketProxy } from '../../src/gateway/v2-websocket-proxy.js';
 import { RelayStats } from '../../src/observe/stats.js';
@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { routeOfSid } from '../../src/directory/route.js';
 import { HashmailError } from '../../src/session/errors.js';
+import { parseProxyHeader } from '../../src/transport/proxy-protocol.js';
 import { pollUntil } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { boxAuth, peerSid, randomSid } from '../helpers/grpc-v1.js';
@@ -108,6 +109,55 @@ describe('the gateway hop over TLS', () => {
       proxy.close();
       front.closeAllConnections();
       await new Promise<void>((resolve) => front.close(() => resolve()));
+    }
+  });
+
+  test('nothing a gateway sends to a relay over TLS holds the hop token: its preamble carries a proof, the rest is encrypted', async () => {
+    const token = (await clusterHopToken(etcd.endpoints)).value;
+    // A forwarder between gateway and relay records every byte the gateway sends, as anyone on that network could.
+    const sent: Buffer[] = [];
+    const open = new Set<net.Socket>();
+    const forwarder = net.createServer((inbound) => {
+      const outbound = net.connect(relay.port, '127.0.0.1');
+      open.add(inbound).add(outbound);
+      inbound.on('data', (d: Buffer) => sent.push(d));
+      inbound.pipe(outbound).pipe(inbound);
+      inbound.on('error', () => outbound.destroy());
+      outbound.on('error', () => inbound.destroy());
+    });
+    await new Promise<void>((resolve) => forwarder.listen(0, '127.0.0.1', resolve));
+    const proxy = new V2WebSocketProxy({
+      lookup: async () => ({ id: 'tls-relay', address: `127.0.0.1:${(forwarder.address() as AddressInfo).port}`, startedAt: 1 }),
+      logger: pino({ level: 'silent' }),
+      stats: new RelayStats(),
+      insecure: false,
+      trust: new RelayTrust(readFileSync(join(relay.dataDir, 'tls.cert')), null),
+      hopToken: token,
+    });
+    const front = http.createServer();
+    front.on('upgrade', (req, socket, head) => {
+      if (!proxy.handleUpgrade(req, socket, head)) socket.destroy();
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    try {
+      const sid = randomBytes(64);
+      const res = await dialWsV2((front.address() as AddressInfo).port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
+      assert.ok(res.ok, res.ok ? '' : `refused: ${res.status} ${res.body}`);
+      try {
+        assert.ok(await res.party.hello({ sid }), 'no Welcome through the recorded tunnel');
+      } finally {
+        await res.party.close();
+      }
+      const wire = Buffer.concat(sent);
+      const preamble = parseProxyHeader(wire);
+      assert.ok(preamble.kind === 'header' && preamble.hopProof !== null && preamble.hopToken === null, 'the tunnel opened with a preamble carrying a proof');
+      assert.equal(wire.includes(Buffer.from(token)), false, 'the hop token crossed the wire');
+    } finally {
+      proxy.close();
+      front.closeAllConnections();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+      for (const socket of open) socket.destroy();
+      await new Promise<void>((resolve) => forwarder.close(() => resolve()));
     }
   });
 

@@ -2,20 +2,20 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { youngGenerationLeftAlone } from '../../src/cli/young-generation.js';
+import { PIN_SEMI_SPACES, SWEEP_IN_SCAVENGE, youngGenerationFlags } from '../../src/cli/young-generation.js';
 
 const MODULE = fileURLToPath(new URL('../../src/cli/young-generation.ts', import.meta.url));
 
 /**
- * A fresh Node process that (optionally) applies the tuning, allocates enough
- * surviving objects to make V8 grow its young generation, and prints the new
- * space's size in MiB.
+ * A fresh Node process that applies the tuning as a server command does
+ * (with `env`), allocates enough surviving objects to make V8 grow its young
+ * generation, and prints the new space's size in MiB.
  */
-function newSpaceMiBAfterChurn(apply: boolean, env: NodeJS.ProcessEnv = {}): number {
+function newSpaceMiBAfterChurn(env: NodeJS.ProcessEnv): number {
   const script = `
     import v8 from 'node:v8';
-    import { keepYoungGenerationSmall } from ${JSON.stringify(MODULE)};
-    if (${apply}) keepYoungGenerationSmall();
+    import { tuneYoungGeneration } from ${JSON.stringify(MODULE)};
+    tuneYoungGeneration();
     let keep = [];
     for (let i = 0; i < 300000; i++) {
       keep.push({ a: i, b: [i, i + 1], c: 'x' + i });
@@ -33,20 +33,23 @@ function newSpaceMiBAfterChurn(apply: boolean, env: NodeJS.ProcessEnv = {}): num
 }
 
 describe('young generation tuning of the server processes', () => {
-  it('keeps the young generation at its initial size under allocation that grows it otherwise', () => {
-    const grown = newSpaceMiBAfterChurn(false);
-    const kept = newSpaceMiBAfterChurn(true);
-    assert.ok(grown > 4, `without the tuning V8 grows the new space (got ${grown} MiB): the test no longer provokes growth`);
-    assert.ok(kept <= 4, `with the tuning the new space stays small, got ${kept} MiB`);
+  it('keeps the young generation at its initial size by default; HASHMAIL_YOUNG_GENERATION=sweep or grow lets V8 grow it', () => {
+    const kept = newSpaceMiBAfterChurn({});
+    const grown = newSpaceMiBAfterChurn({ HASHMAIL_YOUNG_GENERATION: 'sweep' });
+    assert.ok(kept <= 4, `by default the new space stays small, got ${kept} MiB`);
+    assert.ok(grown > 4, `with sweep V8 grows the new space (got ${grown} MiB): the test no longer provokes growth`);
+    assert.ok(newSpaceMiBAfterChurn({ HASHMAIL_YOUNG_GENERATION: 'grow' }) > 4);
   });
 
-  it('leaves V8 alone when asked to, or when Node was given its own semi-space sizing', () => {
-    assert.equal(newSpaceMiBAfterChurn(true, { HASHMAIL_YOUNG_GENERATION: 'grow' }) > 4, true);
-    assert.equal(youngGenerationLeftAlone([], {}), false);
-    assert.equal(youngGenerationLeftAlone([], { HASHMAIL_YOUNG_GENERATION: 'grow' }), true);
-    assert.equal(youngGenerationLeftAlone(['--max-semi-space-size=8'], {}), true);
-    assert.equal(youngGenerationLeftAlone(['--min_semi_space_size=2'], {}), true);
-    assert.equal(youngGenerationLeftAlone([], { NODE_OPTIONS: '--max-old-space-size=4096 --semi-space-growth-factor=4' }), true);
-    assert.equal(youngGenerationLeftAlone(['--max-old-space-size=4096'], { NODE_OPTIONS: '--enable-source-maps' }), false);
+  it('sweeps dead Buffers in the scavenge unless told grow; Node\'s own semi-space sizing wins over the pinning', () => {
+    assert.deepEqual(youngGenerationFlags([], {}), [SWEEP_IN_SCAVENGE, PIN_SEMI_SPACES]);
+    assert.deepEqual(youngGenerationFlags([], { HASHMAIL_YOUNG_GENERATION: 'small' }), [SWEEP_IN_SCAVENGE, PIN_SEMI_SPACES]);
+    assert.deepEqual(youngGenerationFlags([], { HASHMAIL_YOUNG_GENERATION: 'sweep' }), [SWEEP_IN_SCAVENGE]);
+    assert.deepEqual(youngGenerationFlags([], { HASHMAIL_YOUNG_GENERATION: 'grow' }), []);
+    for (const sized of [['--max-semi-space-size=8'], ['--min_semi_space_size=2']]) {
+      assert.deepEqual(youngGenerationFlags(sized, {}), [SWEEP_IN_SCAVENGE], sized[0]);
+    }
+    assert.deepEqual(youngGenerationFlags([], { NODE_OPTIONS: '--max-old-space-size=4096 --semi-space-growth-factor=4' }), [SWEEP_IN_SCAVENGE]);
+    assert.deepEqual(youngGenerationFlags(['--max-old-space-size=4096'], { NODE_OPTIONS: '--enable-source-maps' }), [SWEEP_IN_SCAVENGE, PIN_SEMI_SPACES]);
   });
 });
