@@ -109,6 +109,14 @@ test('cache: live owner needs a live instance; deletes and stale revisions; per-
   assert.equal(cache.sessions.has('R1'), false);
   cache.delete(instanceKey(layout, 'a'), 14n);
   assert.equal(cache.instances.size, 0);
+  // A read of the instance answered after the watch's delete (read at 11) cannot bring the dead instance back.
+  cache.put(instanceKey(layout, 'a'), encodeInstance(instance('a')), 11n);
+  assert.equal(cache.instances.size, 0);
+  // Registered again later: taken; an older record after a newer one is ignored.
+  cache.put(instanceKey(layout, 'a'), encodeInstance(instance('a', { draining: true })), 16n);
+  cache.put(instanceKey(layout, 'a'), encodeInstance(instance('a')), 15n);
+  assert.equal(cache.instances.get('a')?.draining, true);
+  cache.delete(instanceKey(layout, 'a'), 17n);
   assert.deepEqual(changes, ['R1:->a', 'R1:a>b', 'R1:b>-']);
 
   cache.put(sessionKey(layout, 'R2'), encodeSession({ id: 'a', lease: 'aa' }), 20n);

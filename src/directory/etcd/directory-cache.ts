@@ -25,6 +25,9 @@ export class DirectoryCache {
   private readonly perInstance = new Map<string, number>();
   /** Revision of deletes seen per route, so a late placement answer cannot resurrect a deleted mapping. */
   private readonly deletedAt = new Map<string, bigint>();
+  /** The same for instance records: the revision of each record held, and of deletes seen, by instance id. */
+  private readonly instanceRevisions = new Map<string, bigint>();
+  private readonly instanceDeletedAt = new Map<string, bigint>();
   onMapping: MappingChange = () => undefined;
   onInstance: InstanceChange = () => undefined;
 
@@ -61,6 +64,7 @@ export class DirectoryCache {
     const seenInstances = new Set<string>();
     const seenRoutes = new Set<string>();
     this.deletedAt.clear();
+    this.instanceDeletedAt.clear();
     for (const e of entries) {
       this.put(e.key, e.value, e.modRevision, true);
       if (e.key.startsWith(this.layout.instancesPrefix)) seenInstances.add(e.key.slice(this.layout.instancesPrefix.length));
@@ -75,11 +79,16 @@ export class DirectoryCache {
     if (key.startsWith(this.layout.instancesPrefix)) {
       const id = key.slice(this.layout.instancesPrefix.length);
       const record = parseInstance(value);
-      if (record && record.id === id) {
-        const before = this.instances.get(id);
-        this.instances.set(id, record);
-        this.onInstance(id, record, before);
-      }
+      if (!record || record.id !== id) return;
+      // As for mappings: a read answered after the watch's newer put or delete must not bring back the past
+      // (a dead instance put back would never be deleted again).
+      if (!force && (this.instanceRevisions.get(id) ?? -1n) >= modRevision) return;
+      if (!force && (this.instanceDeletedAt.get(id) ?? -1n) >= modRevision) return;
+      const before = this.instances.get(id);
+      this.instances.set(id, record);
+      this.instanceRevisions.set(id, modRevision);
+      this.instanceDeletedAt.delete(id);
+      this.onInstance(id, record, before);
       return;
     }
     if (!key.startsWith(this.layout.sessionsPrefix)) return;
@@ -99,7 +108,11 @@ export class DirectoryCache {
 
   delete(key: string, modRevision: bigint): void {
     if (key.startsWith(this.layout.instancesPrefix)) {
-      this.dropInstance(key.slice(this.layout.instancesPrefix.length));
+      const id = key.slice(this.layout.instancesPrefix.length);
+      if ((this.instanceRevisions.get(id) ?? -1n) > modRevision) return;
+      if (this.instanceDeletedAt.size >= MAX_REMEMBERED_DELETES) this.instanceDeletedAt.clear();
+      this.instanceDeletedAt.set(id, modRevision);
+      this.dropInstance(id);
       return;
     }
     if (!key.startsWith(this.layout.sessionsPrefix)) return;
@@ -112,6 +125,7 @@ export class DirectoryCache {
   }
 
   private dropInstance(id: string): void {
+    this.instanceRevisions.delete(id);
     const before = this.instances.get(id);
     if (before && this.instances.delete(id)) this.onInstance(id, undefined, before);
   }

@@ -128,7 +128,8 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   }
 
   private async openStream(): Promise<void> {
-    if (this.opening || this.stopped) return;
+    // A keepalive tick may have opened one while a reopen was pending: one stream at a time, never two.
+    if (this.opening || this.stopped || this.stream) return;
     this.opening = true;
     try {
       this.rpc.calls++;
@@ -139,6 +140,8 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
         return;
       }
       this.stream = stream;
+      if (this.reopenTimer) clearTimeout(this.reopenTimer);
+      this.reopenTimer = null;
       this.oldestUnansweredAt = null;
       stream.on('data', (res: ILeaseKeepAliveResponse) => this.onAnswer(res));
       stream.on('error', (err: Error) => {
