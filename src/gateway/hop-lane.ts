@@ -135,6 +135,8 @@ export class HopLane {
   forget(id: number, cancel: boolean): void {
     if (!this.halves.delete(id)) return;
     if (cancel) this.control(id, FrameKind.CANCEL);
+    // A lane that used up its ids was replaced in its pool connection: nobody closes it but its last half.
+    if (this.nextId > MAX_HALF_ID && this.halves.size === 0) this.close(new HashmailError('CANCELLED', 'gateway: hop lane retired (half ids used up)'));
   }
 
   /** Closes the lane: every half on it ends with `err`. */
