@@ -80,9 +80,10 @@ describe('the gateway hop over TLS', () => {
     }
   });
 
-  test('a v2 WebSocket passed through to the relay: the preamble, then TLS to a certificate the gateway trusts', async () => {
+  /** A v2 pass-through front (a gateway's, in process) whose lookups all name `relayAddress`, over TLS to this suite's relay. */
+  async function passThroughFront(relayAddress: string): Promise<{ port: number; proxy: V2WebSocketProxy; close(): Promise<void> }> {
     const proxy = new V2WebSocketProxy({
-      lookup: async () => ({ id: 'tls-relay', address: relay.address, startedAt: 1 }),
+      lookup: async () => ({ id: 'tls-relay', address: relayAddress, startedAt: 1 }),
       logger: pino({ level: 'silent' }),
       stats: new RelayStats(),
       insecure: false,
@@ -94,21 +95,32 @@ describe('the gateway hop over TLS', () => {
       if (!proxy.handleUpgrade(req, socket, head)) socket.destroy();
     });
     await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    return {
+      port: (front.address() as AddressInfo).port,
+      proxy,
+      async close() {
+        proxy.close();
+        front.closeAllConnections();
+        await new Promise<void>((resolve) => front.close(() => resolve()));
+      },
+    };
+  }
+
+  test('a v2 WebSocket passed through to the relay: the preamble, then TLS to a certificate the gateway trusts', async () => {
+    const front = await passThroughFront(relay.address);
     try {
       const sid = randomBytes(64);
-      const res = await dialWsV2((front.address() as AddressInfo).port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
+      const res = await dialWsV2(front.port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
       assert.ok(res.ok, res.ok ? '' : `refused: ${res.status} ${res.body}`);
       try {
         const welcome = await res.party.hello({ sid });
         assert.ok(welcome, 'no Welcome through the TLS tunnel');
-        assert.equal(proxy.openTunnels, 1);
+        assert.equal(front.proxy.openTunnels, 1);
       } finally {
         await res.party.close();
       }
     } finally {
-      proxy.close();
-      front.closeAllConnections();
-      await new Promise<void>((resolve) => front.close(() => resolve()));
+      await front.close();
     }
   });
 
@@ -126,22 +138,10 @@ describe('the gateway hop over TLS', () => {
       outbound.on('error', () => inbound.destroy());
     });
     await new Promise<void>((resolve) => forwarder.listen(0, '127.0.0.1', resolve));
-    const proxy = new V2WebSocketProxy({
-      lookup: async () => ({ id: 'tls-relay', address: `127.0.0.1:${(forwarder.address() as AddressInfo).port}`, startedAt: 1 }),
-      logger: pino({ level: 'silent' }),
-      stats: new RelayStats(),
-      insecure: false,
-      trust: new RelayTrust(readFileSync(join(relay.dataDir, 'tls.cert')), null),
-      hopToken: token,
-    });
-    const front = http.createServer();
-    front.on('upgrade', (req, socket, head) => {
-      if (!proxy.handleUpgrade(req, socket, head)) socket.destroy();
-    });
-    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const front = await passThroughFront(`127.0.0.1:${(forwarder.address() as AddressInfo).port}`);
     try {
       const sid = randomBytes(64);
-      const res = await dialWsV2((front.address() as AddressInfo).port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
+      const res = await dialWsV2(front.port, { path: `/v2/mailbox?route=${routeOfSid(sid)}` });
       assert.ok(res.ok, res.ok ? '' : `refused: ${res.status} ${res.body}`);
       try {
         assert.ok(await res.party.hello({ sid }), 'no Welcome through the recorded tunnel');
@@ -153,9 +153,7 @@ describe('the gateway hop over TLS', () => {
       assert.ok(preamble.kind === 'header' && preamble.hopProof !== null && preamble.hopToken === null, 'the tunnel opened with a preamble carrying a proof');
       assert.equal(wire.includes(Buffer.from(token)), false, 'the hop token crossed the wire');
     } finally {
-      proxy.close();
-      front.closeAllConnections();
-      await new Promise<void>((resolve) => front.close(() => resolve()));
+      await front.close();
       for (const socket of open) socket.destroy();
       await new Promise<void>((resolve) => forwarder.close(() => resolve()));
     }
