@@ -8,10 +8,10 @@
  * label value comes from a fixed set in the code (transport, half kind,
  * error code, config key, gRPC method of our own services).
  */
-import { REFUSED_PROOFS } from '../transport/hop/preamble-proof.js';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../session/clock.js';
 import type { SessionTable } from '../session/session-table.js';
+import { REFUSED_PROOF_MEANING, REFUSED_PROOFS } from '../transport/hop/preamble-proof.js';
 import { GrpcServerMetrics, type CallTransport, type GrpcCallMetrics, type GrpcType } from './grpc-metrics.js';
 import { SessionActivitySampler, type SessionActivityCounts } from './session-activity.js';
 
@@ -190,7 +190,7 @@ export class Metrics {
     });
     new Counter<'reason'>({
       name: 'hashmail_hop_preamble_proofs_refused_total',
-      help: 'Relay: gateway connection preambles whose proof of the hop token was not taken, by reason: wrong (not made with the token), outside_window (time over 60 s off this clock), replayed (taken before), too_many (over 100,000 taken within a minute).',
+      help: `Relay: gateway connection preambles whose proof of the hop token was not taken, by reason: ${REFUSED_PROOFS.map((r) => `${r} (${REFUSED_PROOF_MEANING[r]})`).join('; ')}.`,
       labelNames: ['reason'],
       registers,
       collect() {

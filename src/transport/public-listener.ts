@@ -22,7 +22,7 @@ import { endWithin } from './end-within.js';
 import { encodeGrpcMessage } from './grpc-message.js';
 import { openFileLimit } from './open-file-limit.js';
 import { parseProxyHeader, type HopProofTlv } from './proxy-protocol.js';
-import { PreambleProofs, type RefusedProof } from './hop/preamble-proof.js';
+import { PreambleProofs, REFUSED_PROOF_MEANING } from './hop/preamble-proof.js';
 
 /** A connection that sends nothing decisive within this is closed (slowloris guard). */
 export const PREFACE_TIMEOUT_MS = 10_000;
@@ -43,14 +43,6 @@ const TLS_HANDSHAKE_TIMEOUT_CODE = 'ERR_TLS_HANDSHAKE_TIMEOUT';
 const REFUSAL_HEADROOM = 1000;
 /** Descriptors kept free of public sockets: admin listener, etcd, logs, files. */
 const RESERVED_FDS = 256;
-
-/** What the log line of a refused preamble proof says. */
-const PROOF_HINTS: Record<RefusedProof, string> = {
-  wrong: 'not made with this cluster\'s hop token',
-  outside_window: 'made with the hop token, but its time is more than a minute off this clock: check the clocks of gateways and relays',
-  replayed: 'a proof taken once already (a preamble sent again)',
-  too_many: 'more proofs within a minute than this relay remembers: the connection counts as its TCP peer\'s until its upgrade',
-};
 
 export interface PublicListenerOptions {
   listen: string;
@@ -251,7 +243,7 @@ export class PublicListener {
       if (verdict === 'taken') return 'gateway';
       // Counted and logged summarized: anyone can send these. A right proof out of the window is a clock that is off.
       this.options.stats.preambleProofsRefused[verdict]++;
-      this.options.stats.badRequestLog?.badRequest(`HOP_PREAMBLE_${verdict.toUpperCase()}`, { transport: 'hop preamble', hint: PROOF_HINTS[verdict] });
+      this.options.stats.badRequestLog?.badRequest(`HOP_PREAMBLE_${verdict.toUpperCase()}`, { transport: 'hop preamble', hint: REFUSED_PROOF_MEANING[verdict] });
     }
     if (token !== null && this.options.hopToken?.matches(token)) return 'gateway';
     if (rule === 'believe') return 'balancer';

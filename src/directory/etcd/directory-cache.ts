@@ -23,11 +23,13 @@ export class DirectoryCache {
   readonly sessions = new Map<string, CachedMapping>();
   private readonly perLease = new Map<string, number>();
   private readonly perInstance = new Map<string, number>();
-  /** Revision of deletes seen per route, so a late placement answer cannot resurrect a deleted mapping. */
+  /**
+   * Revision of deletes seen per etcd key (mappings and instance records), so
+   * a late read or placement answer cannot bring back what was deleted.
+   */
   private readonly deletedAt = new Map<string, bigint>();
-  /** The same for instance records: the revision of each record held, and of deletes seen, by instance id. */
+  /** Revision of each instance record held (a mapping keeps its own, CachedMapping.modRevision). */
   private readonly instanceRevisions = new Map<string, bigint>();
-  private readonly instanceDeletedAt = new Map<string, bigint>();
   onMapping: MappingChange = () => undefined;
   onInstance: InstanceChange = () => undefined;
 
@@ -64,7 +66,6 @@ export class DirectoryCache {
     const seenInstances = new Set<string>();
     const seenRoutes = new Set<string>();
     this.deletedAt.clear();
-    this.instanceDeletedAt.clear();
     for (const e of entries) {
       this.put(e.key, e.value, e.modRevision, true);
       if (e.key.startsWith(this.layout.instancesPrefix)) seenInstances.add(e.key.slice(this.layout.instancesPrefix.length));
@@ -82,12 +83,11 @@ export class DirectoryCache {
       if (!record || record.id !== id) return;
       // As for mappings: a read answered after the watch's newer put or delete must not bring back the past
       // (a dead instance put back would never be deleted again).
-      if (!force && (this.instanceRevisions.get(id) ?? -1n) >= modRevision) return;
-      if (!force && (this.instanceDeletedAt.get(id) ?? -1n) >= modRevision) return;
+      if (!force && ((this.instanceRevisions.get(id) ?? -1n) >= modRevision || this.deletedSince(key, modRevision))) return;
       const before = this.instances.get(id);
       this.instances.set(id, record);
       this.instanceRevisions.set(id, modRevision);
-      this.instanceDeletedAt.delete(id);
+      this.deletedAt.delete(key);
       this.onInstance(id, record, before);
       return;
     }
@@ -97,12 +97,12 @@ export class DirectoryCache {
     if (!parsed) return;
     const before = this.sessions.get(route);
     if (!force && before && before.modRevision >= modRevision) return;
-    if (!force && (this.deletedAt.get(route) ?? -1n) >= modRevision) return;
+    if (!force && this.deletedSince(key, modRevision)) return;
     const after: CachedMapping = { ...parsed, modRevision };
     if (before) this.count(before, -1);
     this.count(after, 1);
     this.sessions.set(route, after);
-    this.deletedAt.delete(route);
+    this.deletedAt.delete(key);
     if (!before || before.id !== after.id || before.lease !== after.lease) this.onMapping(route, before, after);
   }
 
@@ -110,8 +110,7 @@ export class DirectoryCache {
     if (key.startsWith(this.layout.instancesPrefix)) {
       const id = key.slice(this.layout.instancesPrefix.length);
       if ((this.instanceRevisions.get(id) ?? -1n) > modRevision) return;
-      if (this.instanceDeletedAt.size >= MAX_REMEMBERED_DELETES) this.instanceDeletedAt.clear();
-      this.instanceDeletedAt.set(id, modRevision);
+      this.rememberDelete(key, modRevision);
       this.dropInstance(id);
       return;
     }
@@ -119,9 +118,18 @@ export class DirectoryCache {
     const route = key.slice(this.layout.sessionsPrefix.length);
     const before = this.sessions.get(route);
     if (before && before.modRevision > modRevision) return;
-    if (this.deletedAt.size >= MAX_REMEMBERED_DELETES) this.deletedAt.clear();
-    this.deletedAt.set(route, modRevision);
+    this.rememberDelete(key, modRevision);
     this.dropMapping(route);
+  }
+
+  /** Whether `key` was deleted at or after `modRevision` (as far as we remember). */
+  private deletedSince(key: string, modRevision: bigint): boolean {
+    return (this.deletedAt.get(key) ?? -1n) >= modRevision;
+  }
+
+  private rememberDelete(key: string, modRevision: bigint): void {
+    if (this.deletedAt.size >= MAX_REMEMBERED_DELETES) this.deletedAt.clear();
+    this.deletedAt.set(key, modRevision);
   }
 
   private dropInstance(id: string): void {

@@ -32,7 +32,14 @@ export const MAX_REMEMBERED_PROOFS = 100_000;
 /** How a proof was judged: taken, or why not (the label of hashmail_hop_preamble_proofs_refused_total). */
 export type ProofVerdict = 'taken' | RefusedProof;
 export type RefusedProof = 'wrong' | 'outside_window' | 'replayed' | 'too_many';
-export const REFUSED_PROOFS: readonly RefusedProof[] = ['wrong', 'outside_window', 'replayed', 'too_many'];
+/** What each refusal means, for its log line and the metric's help. */
+export const REFUSED_PROOF_MEANING: Readonly<Record<RefusedProof, string>> = {
+  wrong: 'not made with this cluster\'s hop token',
+  outside_window: 'made with the hop token, but its time is more than a minute off this clock: check the clocks of gateways and relays',
+  replayed: 'a proof taken once already (a preamble sent again)',
+  too_many: `more than ${MAX_REMEMBERED_PROOFS} proofs within a minute, more than a relay remembers`,
+};
+export const REFUSED_PROOFS = Object.keys(REFUSED_PROOF_MEANING) as RefusedProof[];
 
 /** The preamble of one connection to a relay: `client`, or nobody (null: a hop lane), and a fresh proof of `hopToken`. */
 export function encodeHopPreamble(client: string | null, hopToken: string, now = Date.now()): Buffer {
