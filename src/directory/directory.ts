@@ -202,7 +202,7 @@ export interface Directory {
  * `not_converged` a placement kept losing races; `closed` the process is
  * stopping or not started.
  */
-export type UnavailableCause = 'etcd' | 'deadline' | 'txn_queue' | 'rate_cap' | 'share_cap' | 'not_converged' | 'closed';
+export type UnavailableCause = 'etcd' | 'deadline' | 'txn_queue' | 'rate_cap' | 'share_cap' | 'not_converged' | 'lease_lost' | 'closed';
 
 /** The backend cannot answer now: placements fail fast with UNAVAILABLE "directory unavailable". */
 export class DirectoryUnavailableError extends Error {

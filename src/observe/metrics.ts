@@ -151,7 +151,7 @@ export class Metrics {
     labelledCounter('hashmail_limit_hits_total', 'Requests refused by a limit, by config key.', 'limit', () => stats.limitsHit);
     labelledCounter(
       'hashmail_directory_unavailable_total',
-      'Directory lookups and placements that failed as "directory unavailable", by cause (etcd, deadline, txn_queue, rate_cap, share_cap, not_converged, closed).',
+      'Directory lookups and placements that failed as "directory unavailable", by cause (etcd, deadline, txn_queue, rate_cap, share_cap, not_converged, lease_lost, closed).',
       'cause',
       () => stats.directoryUnavailable,
     );

@@ -14,7 +14,7 @@ import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
 import http from 'node:http';
 import { grpcLookup, httpLookup, lookupClient, type GrpcLookupAnswer } from '../helpers/lookup.js';
-import { metricSum } from '../helpers/metrics.js';
+import { metricSum, sumIn } from '../helpers/metrics.js';
 import { startRelay, type RunningServer } from '../helpers/server.js';
 import { closeParties, grpcParty, HelloRefused, wsParty, type V2Party } from '../helpers/v2-peers.js';
 
@@ -316,6 +316,43 @@ describe('hashmail relay: three relays on one etcd', () => {
     } finally {
       await closeParties([...parties, ...otherParties]);
       await watcher.close();
+    }
+  });
+  test('etcd paused past the TTL: every relay turns unready and names no owner from its cache (503 / UNAVAILABLE "directory unavailable"); resumed: ready and placing again by itself', async () => {
+    const live = relays.filter((r) => r.process.exitCode === null && r.process.signalCode === null);
+    assert.ok(live.length >= 2);
+    const route = routeOfSid(randomBytes(64));
+    owner(await grpcLookup(live[0].address, route, true));
+    for (const relay of live) assert.equal((await httpLookup(relay.port, `route=${route}`)).status, 200);
+    const notReady = async (relay: RunningServer): Promise<boolean> => (await relay.admin('/readyz')).status === 503;
+    etcd.members[0].pause();
+    try {
+      for (const relay of live) {
+        // Bounded: the lease is lost within the TTL (3 s) of the last keepalive etcd answered.
+        for (let i = 0; i < 100 && !(await notReady(relay)); i++) await new Promise((r) => setTimeout(r, 100));
+        assert.ok(await notReady(relay), `${relay.address} still ready with etcd paused past the TTL`);
+        const http = await httpLookup(relay.port, `route=${route}`);
+        assert.equal(http.status, 503, http.body);
+        assert.match(http.body, /directory unavailable/);
+        assert.deepEqual(await grpcLookup(relay.address, route), { ok: false, code: UNAVAILABLE, details: 'directory unavailable' });
+      }
+      for (const relay of live) {
+        const { body } = await relay.admin('/metrics');
+        const leaseLost = body.split('\n').filter((l) => l.includes('cause="lease_lost"')).join('\n');
+        assert.ok((sumIn(leaseLost, 'hashmail_directory_unavailable_total') ?? 0) >= 2, 'counted as lease_lost');
+      }
+    } finally {
+      etcd.members[0].resume();
+    }
+    for (const relay of live) {
+      for (let i = 0; i < 150 && (await notReady(relay)); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal((await relay.admin('/readyz')).status, 200, `${relay.address} ready again`);
+      let answer: GrpcLookupAnswer = { ok: false, code: 0, details: '' };
+      for (let i = 0; i < 50 && !answer.ok; i++) {
+        answer = await grpcLookup(relay.address, routeOfSid(randomBytes(64)), true);
+        if (!answer.ok) await new Promise((r) => setTimeout(r, 100));
+      }
+      owner(answer);
     }
   });
 });

@@ -340,6 +340,8 @@ describe('etcd directory: leases, fencing, outages (one etcd member each)', () =
       assert.ok(fencedAt - pausedAt < TEST_TTL_MS, `fenceLost ${fencedAt - pausedAt} ms after the pause, TTL ${TEST_TTL_MS}`);
       assert.equal(relay.servesHere(route), false);
       assert.equal(relay.health().ok, false);
+      // Its cache still holds the mapping, but a fenced instance cannot tell whether it is current.
+      await assert.rejects(relay.lookup(route, { place: false }), (err: unknown) => err instanceof DirectoryUnavailableError && err.kind === 'lease_lost');
       // Stay paused past the TTL.
       await new Promise((r) => setTimeout(r, Math.max(0, pausedAt + TEST_TTL_MS + 200 - Date.now())));
       assert.equal(relay.servesHere(route), false);

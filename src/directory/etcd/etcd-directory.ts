@@ -228,7 +228,12 @@ export class EtcdDirectory implements Directory {
   async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
     if (this.closed || !this.started) throw this.unavailable(new DirectoryUnavailableError(this.closed ? 'closed' : 'not started', 'closed'));
     const live = this.cache.liveOwner(route);
-    if (live) return routeOwnerOf(live.instance);
+    if (live) {
+      // The cache is an answer only while this instance can prove its own lease: past that (etcd away longer than
+      // the TTL) the owner's lease may have run out too and the session moved; a client should ask another instance.
+      if (!this.leaseProvable()) throw this.unavailable(new DirectoryUnavailableError('own lease not provable: the cached view may be stale', 'lease_lost'));
+      return routeOwnerOf(live.instance);
+    }
     try {
       if (options.place) return await this.placeThroughElection(route, options.client);
       // The watch-fed cache is authoritative while the watch is healthy (but may lag a placement made
@@ -362,9 +367,8 @@ export class EtcdDirectory implements Directory {
 
   health(): DirectoryHealth {
     const registered = this.self !== null;
-    const leaseOk = registered ? !this.fenced && this.keeper !== null && this.keeper.allProvable() : true;
     return {
-      ok: !this.closed && this.started && leaseOk && (registered || this.watcher.watching),
+      ok: !this.closed && this.started && this.leaseProvable() && (registered || this.watcher.watching),
       detail: {
         backend: 'etcd',
         endpoints: this.options.endpoints,
@@ -496,6 +500,12 @@ export class EtcdDirectory implements Directory {
     this.saveLeaseState();
     for (const l of empty) keeper.drop(leaseDecimal(l), true).catch(() => this.abandoned.push(l));
     this.options.logger.debug({ leases: empty.length }, 'directory: revoked session leases left with no mapping');
+  }
+
+  /** Whether this instance can prove its lease (and so that its view of etcd is current); an unregistered one claims nothing. */
+  private leaseProvable(): boolean {
+    if (this.self === null) return true;
+    return !this.fenced && this.keeper !== null && this.keeper.allProvable();
   }
 
   /** Any lost lease fences the whole instance: end every session, then register anew by ourselves. */
