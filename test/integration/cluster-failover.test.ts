@@ -26,6 +26,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { connect, LinkDropped, type ConnectOptions, type DialInfo, type MailboxConnection, type ReconnectingInfo } from '../../src/client/index.js';
 import { routeOfSid } from '../../src/directory/route.js';
+import { leaseDecimal, type SessionValue } from '../../src/directory/etcd/keys.js';
 import { REFUSING_PORT, startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, until } from '../helpers/etcd-directory.js';
 import { grpcLookup, type GrpcLookupAnswer } from '../helpers/lookup.js';
@@ -50,6 +51,8 @@ const STREAM_FROM = 10_000;
 const STREAM_PACE_MS = 5;
 /** Library pairs on the cluster in the drain-under-load test. */
 const LOAD_PAIRS = 24;
+/** The restart test's TTL: far beyond its bounds, so a session that moved was moved by the revocation. */
+const RESTART_TTL_MS = 60_000;
 /** The drain's default relay.drainDeadlineMs (30 s) bounds both the moves and the exit. */
 const DRAIN_REJOIN_MS = 35_000;
 /** Sent before the kill. */
@@ -91,6 +94,21 @@ async function leaderOf(cluster: EtcdCluster): Promise<EtcdCluster['members'][nu
 function ownerOf(answer: GrpcLookupAnswer): { id: string; address: string; startedAt?: number } {
   assert.ok(answer.ok, `lookup failed: ${JSON.stringify(answer)}`);
   return answer.owner;
+}
+
+/** The lease (decimal id) the session mapping of `route` is bound to. */
+async function mappingLease(client: Etcd3, route: string): Promise<string> {
+  const all = await client.getAll().prefix('').strings();
+  const key = Object.keys(all).find((k) => k.endsWith(`sessions/${route}`));
+  assert.ok(key, 'the session is mapped in etcd');
+  const value = JSON.parse(all[key]) as SessionValue;
+  return leaseDecimal(value.lease);
+}
+
+/** etcd's remaining TTL of a lease in seconds; -1 once it is revoked or expired. */
+async function leaseTtlSeconds(client: Etcd3, lease: string): Promise<number> {
+  const answer = await client.leaseClient.leaseTimeToLive({ ID: lease });
+  return Number(answer.TTL);
 }
 
 /** A connected pair of library parties on one session: node over gRPC, app over WebSocket. */
@@ -229,9 +247,9 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     await pair.exchange(MESSAGES + 1, 2 * MESSAGES);
   });
 
-  test('a relay restarted with the same data dir revokes its old leases: its session moves before the TTL', async (t) => {
-    // A fresh relay whose data dir we keep, with a TTL long enough to tell "at once" from "after the TTL".
-    const longTtl = { directory: { ...RELAY_CONFIG.directory, leaseTtlMs: 20_000 } };
+  test('a relay restarted with the same data dir revokes its old leases before it serves: its session moves at once, not after the TTL', async (t) => {
+    // A fresh relay whose data dir we keep, with a TTL the test never waits out: "at once" cannot be an expiry.
+    const longTtl = { directory: { ...RELAY_CONFIG.directory, leaseTtlMs: RESTART_TTL_MS } };
     const dataDir = mkdtempSync(join(tmpdir(), 'hashmail-relay-keep-'));
     t.after(() => rmSync(dataDir, { recursive: true, force: true }));
     const first = await startRelay({ etcd: etcd.etcdFlag, id: 'relay-restart', dataDir, config: longTtl });
@@ -248,17 +266,23 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     assert.ok(pair, 'a session landed on the restarting relay');
     pairs.push(pair);
     await pair.exchange(1, 10);
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    t.after(() => client.close());
+    const oldLease = await mappingLease(client, routeOfSid(pair.sid));
 
     const rejoined = pair.rejoined();
     const killedAt = Date.now();
     first.process.kill('SIGKILL');
     await first.exited;
+    assert.ok((await leaseTtlSeconds(client, oldLease)) > 0, 'the killed relay\'s lease outlives it');
     const second = await startRelay({ etcd: etcd.etcdFlag, id: 'relay-restart', dataDir, config: longTtl });
     relays.push(second);
+    // Healthy means registered, and registering comes after the revocation of the previous run's leases.
+    assert.equal(await leaseTtlSeconds(client, oldLease), -1, 'the previous run\'s lease is gone once the restarted relay serves');
     await bounded(rejoined, 'both parties re-joined after the restart', 15_000);
     const took = Date.now() - killedAt;
-    t.diagnostic(`re-joined ${took} ms after kill -9 with a restart (TTL 20000 ms)`);
-    assert.ok(took < 20_000, `took ${took} ms: the old leases were not revoked`);
+    t.diagnostic(`re-joined ${took} ms after kill -9 with a restart (TTL ${RESTART_TTL_MS} ms)`);
+    assert.ok(took < RESTART_TTL_MS, `took ${took} ms: the old leases were not revoked`);
     await pair.exchange(11, 20);
     // The later tests count on the short TTL everywhere: this relay leaves (a drain, exit 0).
     await pair.close();
@@ -360,18 +384,30 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     }
     // Its streams end: it cannot prove it owns the session.
     for (const party of parties) await party.expectError(UNAVAILABLE, /look up the session again/, { skipPresence: true });
-    // And it never serves the session again: a Hello there is sent to the new owner.
+    // And it never serves the session again: until it has registered anew it cannot prove its view current and
+    // names no owner ("directory unavailable", or the new owner if it registered already); then it sends a Hello
+    // to the new owner.
     const movedTo = ownerOf(await grpcLookup(live().find((r) => r !== owner)!.address, route)).address;
-    const late = grpcParty(owner.address);
-    parties.push(late);
-    const refused = await late.hello({ sid: a }).then(
-      () => assert.fail('the stalled relay served a session it no longer owns'),
-      (err: unknown) => err as HelloRefused,
-    );
-    assert.ok(refused instanceof HelloRefused);
-    assert.equal(refused.error?.code, UNAVAILABLE);
-    assert.equal(refused.error?.relayAddress, movedTo);
+    const lateHello = async (): Promise<HelloRefused> => {
+      const late = grpcParty(owner.address);
+      parties.push(late);
+      const refused = await late.hello({ sid: a }).then(
+        () => assert.fail('the stalled relay served a session it no longer owns'),
+        (err: unknown) => err as HelloRefused,
+      );
+      assert.ok(refused instanceof HelloRefused);
+      assert.equal(refused.error?.code, UNAVAILABLE);
+      return refused;
+    };
+    const early = await lateHello();
+    assert.ok(early.error?.relayAddress === movedTo || (early.error?.relayAddress ?? '') === '', `named ${early.error?.relayAddress}`);
     await until(() => watcher.instances().some((i) => i.id === ownerId), STEP_MS, 'the stalled relay registered anew');
+    let redirected = '';
+    for (let i = 0; i < 50 && redirected !== movedTo; i++) {
+      redirected = (await lateHello()).error?.relayAddress ?? '';
+      if (redirected !== movedTo) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(redirected, movedTo, 'registered anew, it sends a Hello for the moved session to its new owner');
     let ready = 0;
     for (let i = 0; i < 100 && ready !== 200; i++) {
       ready = (await owner.admin('/readyz')).status;
