@@ -5,6 +5,7 @@
  * process, and stopping (a relay draining first) on SIGTERM or SIGINT.
  */
 import type { RunningNode } from '../compose/node.js';
+import { DirectoryUnavailableError } from '../directory/directory.js';
 import { createLogger, type Logger } from '../observe/logger.js';
 import { HASHMAIL_VERSION } from '../observe/version.js';
 
@@ -30,9 +31,20 @@ async function startLogged(logger: Logger, start: () => Promise<RunningNode>): P
   try {
     return await start();
   } catch (err) {
-    logFatal(logger, err instanceof Error ? err.message : String(err));
-    throw err;
+    const text = startFailureText(err);
+    logFatal(logger, text);
+    throw new Error(text, { cause: err });
   }
+}
+
+/**
+ * Why a start failed, in words an operator can act on: "directory
+ * unavailable" alone (the text clients get) hides whether etcd was down, the
+ * certificate refused or the password wrong, so its reason is added.
+ */
+function startFailureText(err: unknown): string {
+  if (err instanceof DirectoryUnavailableError) return `${err.message}: ${err.reason}`;
+  return err instanceof Error ? err.message : String(err);
 }
 
 /**

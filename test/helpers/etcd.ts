@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,7 +66,7 @@ export async function freePort(): Promise<number> {
 
 export interface EtcdMember {
   readonly name: string;
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (https:// with EtcdOptions.tls) */
   readonly clientUrl: string;
   readonly peerUrl: string;
   readonly running: boolean;
@@ -91,6 +92,22 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
+/** Clients over https with mutual TLS; peers stay plain (one member in our TLS tests). */
+export interface EtcdTls {
+  /** etcd's own certificate and key (PEM files). */
+  certFile: string;
+  keyFile: string;
+  /** PEM bundle of what signs the client certificates etcd accepts (`--client-cert-auth`). */
+  clientCaFile: string;
+  /** What the harness's health probe trusts and presents: it must pass etcd's client check too. */
+  probe: { ca: Buffer; cert: Buffer; key: Buffer };
+}
+
+export interface EtcdOptions {
+  /** Serve clients on https:// URLs with client-certificate auth; default plain http. */
+  tls?: EtcdTls;
+}
+
 interface MemberSpec {
   name: string;
   clientPort: number;
@@ -98,9 +115,10 @@ interface MemberSpec {
   dataDir: string;
 }
 
-function healthy(clientUrl: string): Promise<boolean> {
+function healthy(clientUrl: string, probe?: EtcdTls['probe']): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.get(`${clientUrl}/health`, { agent: false, timeout: 1000 }, (res) => {
+    const get = probe ? https.get : http.get;
+    const req = get(`${clientUrl}/health`, { agent: false, timeout: 1000, ...probe }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve(res.statusCode === 200 && body.includes('"health":"true"')));
@@ -110,11 +128,11 @@ function healthy(clientUrl: string): Promise<boolean> {
   });
 }
 
-async function waitHealthy(clientUrl: string, output: () => string, child: ChildProcess): Promise<void> {
+async function waitHealthy(clientUrl: string, output: () => string, child: ChildProcess, probe?: EtcdTls['probe']): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited (${child.exitCode ?? child.signalCode}): ${output().slice(-2000)}`);
-    if (await healthy(clientUrl)) return;
+    if (await healthy(clientUrl, probe)) return;
     await new Promise((r) => setTimeout(r, HEALTH_POLL_MS));
   }
   throw new Error(`etcd at ${clientUrl} not healthy within ${START_TIMEOUT_MS} ms: ${output().slice(-2000)}`);
@@ -124,18 +142,18 @@ async function waitHealthy(clientUrl: string, output: () => string, child: Child
 const PORT_RACE_ATTEMPTS = 3;
 
 /** Starts `size` members (1 or 3 in our tests) and waits until every one is healthy. */
-export async function startEtcd(size = 1): Promise<EtcdCluster> {
+export async function startEtcd(size = 1, options: EtcdOptions = {}): Promise<EtcdCluster> {
   // A port may be taken between freePorts and etcd's bind: then new ports, a few times.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startEtcdOnce(size);
+      return await startEtcdOnce(size, options);
     } catch (err) {
       if (attempt >= PORT_RACE_ATTEMPTS || !/address already in use|EADDRINUSE/.test(String(err))) throw err;
     }
   }
 }
 
-async function startEtcdOnce(size: number): Promise<EtcdCluster> {
+async function startEtcdOnce(size: number, options: EtcdOptions): Promise<EtcdCluster> {
   const root = mkdtempSync(join(tmpdir(), 'hashmail-etcd-'));
   const ports = await freePorts(2 * size);
   const specs: MemberSpec[] = [];
@@ -144,11 +162,13 @@ async function startEtcdOnce(size: number): Promise<EtcdCluster> {
   }
   const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peerPort}`).join(',');
   const token = `hashmail-test-${process.pid}-${Date.now()}`;
+  const { tls } = options;
+  const tlsArgs = tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, '--client-cert-auth', '--trusted-ca-file', tls.clientCaFile] : [];
 
   const members = specs.map((spec) => {
     let child: ChildProcess | null = null;
     let output = '';
-    const clientUrl = `http://127.0.0.1:${spec.clientPort}`;
+    const clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${spec.clientPort}`;
     const peerUrl = `http://127.0.0.1:${spec.peerPort}`;
     const launch = (): ChildProcess => {
       output = '';
@@ -167,6 +187,7 @@ async function startEtcdOnce(size: number): Promise<EtcdCluster> {
           // Tests run many puts; keep the WAL small and never spill to disk sync stalls.
           '--snapshot-count', '10000',
           '--log-level', 'warn',
+          ...tlsArgs,
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
@@ -196,7 +217,7 @@ async function startEtcdOnce(size: number): Promise<EtcdCluster> {
         if (wait) await member.waitHealthy();
       },
       async waitHealthy() {
-        if (child) await waitHealthy(clientUrl, () => output, child);
+        if (child) await waitHealthy(clientUrl, () => output, child, tls?.probe);
       },
       async kill() {
         if (!child) return;
