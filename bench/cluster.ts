@@ -2,6 +2,7 @@
  * The cluster phases of `npm run bench` (issue 8), each its own script run
  * as a child process (each starts and stops its own etcd and relays):
  *   cluster-directory: bench/directory-latency.ts (lookup and placement latency)
+ *   cluster-balance:   bench/placement-balance.ts (max/mean sessions per relay, random vs load-aware)
  *   cluster-rejoin:    bench/rejoin.ts (relay death to both parties re-joined, 1 and 2,000 sessions)
  *   cluster-scale:     bench/cluster-scale.ts (100,000 idle v2 sessions over 12 relays; about 15 minutes)
  * They run only when named (`npm run bench -- --only=cluster`): together they
@@ -13,13 +14,14 @@ import { join } from 'node:path';
 import { track } from './children.js';
 import { ROOT } from './server-process.js';
 
-export const CLUSTER_PHASES = ['cluster-directory', 'cluster-rejoin', 'cluster-scale'] as const;
+export const CLUSTER_PHASES = ['cluster-directory', 'cluster-balance', 'cluster-rejoin', 'cluster-scale'] as const;
 /** Issue 9 (bench/gateway.ts), also only when named: `--only=gateway` runs the three. */
 export const GATEWAY_PHASES = ['gateway-cost', 'gateway-memory', 'gateway-storm'] as const;
 export type ClusterPhase = (typeof CLUSTER_PHASES)[number] | (typeof GATEWAY_PHASES)[number];
 
 const SCRIPTS: Record<ClusterPhase, { file: string; title: string; args?: string[] }> = {
   'cluster-directory': { file: 'bench/directory-latency.ts', title: 'Directory lookup latency (local etcd)' },
+  'cluster-balance': { file: 'bench/placement-balance.ts', title: 'Placement balance: random against load-aware' },
   'cluster-rejoin': { file: 'bench/rejoin.ts', title: 'Re-join after a relay is killed' },
   'cluster-scale': { file: 'bench/cluster-scale.ts', title: '100,000 idle v2 sessions over a cluster on this machine' },
   'gateway-cost': { file: 'bench/gateway.ts', title: 'Gateway cost: latency and throughput against serve and the relay direct', args: ['--part', 'cost'] },

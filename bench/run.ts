@@ -14,8 +14,8 @@
  * v2-sessions-ws (idle memory, then the 1 msg/s load, on 9,000 v2 WebSocket
  * sessions), v2-sessions-grpc (idle memory of 9,000 v2 gRPC sessions),
  * v1-ramp, hardening (issue 7, before/after builds: bench/hardening.ts); and,
- * only when named, cluster-directory, cluster-rejoin, cluster-scale (issue 8:
- * bench/cluster.ts; `--only=cluster` runs the three), gateway-cost,
+ * only when named, cluster-directory, cluster-balance, cluster-rejoin, cluster-scale (issue 8:
+ * bench/cluster.ts; `--only=cluster` runs the four), gateway-cost,
  * gateway-memory, gateway-storm (issue 9: bench/gateway.ts; `--only=gateway`
  * runs the three, each under ten minutes).
  * Example: `npm run bench -- --only=v2`.
