@@ -158,6 +158,41 @@ class LibraryPair {
     }
   }
 
+  /**
+   * Traffic in flight across a move: the node sends numbers every STREAM_PACE_MS until STREAM_AFTER_REJOIN
+   * went after `rejoined`. `underway` resolves once STREAM_BEFORE_KILL went; `check()` then reads what the
+   * app got and asserts what may be asked of a move: what was in flight may be lost (no Go-Back-N here), what
+   * arrives is never duplicated or reordered, and everything sent after the re-join arrives. Returns how many
+   * arrived of how many were sent.
+   */
+  stream(rejoined: Promise<void>): { underway: Promise<void>; check(): Promise<{ arrived: number; sent: number }> } {
+    let back = false;
+    void rejoined.then(() => (back = true));
+    let streaming!: () => void;
+    const underway = new Promise<void>((resolve) => (streaming = resolve));
+    const sending = (async (): Promise<number> => {
+      let n = STREAM_FROM;
+      let after = 0;
+      while (after < STREAM_AFTER_REJOIN && n < STREAM_FROM + STREAM_MAX) {
+        await this.node.send(Buffer.from(String(n++)));
+        if (n === STREAM_FROM + STREAM_BEFORE_KILL) streaming();
+        if (back) after++;
+        await new Promise((r) => setTimeout(r, STREAM_PACE_MS));
+      }
+      return n - 1;
+    })();
+    const check = async (): Promise<{ arrived: number; sent: number }> => {
+      const lastSent = await bounded(sending, 'the node to send across the move');
+      const streamed: number[] = [];
+      while (streamed.length === 0 || (streamed.at(-1) as number) < lastSent) streamed.push(await this.next(this.app));
+      assert.ok(streamed.every((n, i) => i === 0 || n > streamed[i - 1]), 'a number came twice or out of order');
+      const tail = streamed.slice(-STREAM_AFTER_REJOIN);
+      assert.deepEqual(tail, Array.from({ length: STREAM_AFTER_REJOIN }, (_, i) => lastSent - STREAM_AFTER_REJOIN + 1 + i), 'what was sent after the re-join arrived whole');
+      return { arrived: streamed.length, sent: lastSent - STREAM_FROM + 1 };
+    };
+    return { underway, check };
+  }
+
   async close(): Promise<void> {
     await Promise.all([this.node.close(), this.app.close()]);
   }
@@ -205,22 +240,8 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     const errors: string[] = [];
     for (const c of [pair.node, pair.app]) c.on('reconnecting', (info: ReconnectingInfo) => errors.push(info.error.name));
     // Traffic in flight across the kill: the node keeps sending numbers (the app reads them once the stream is over).
-    let back = false;
-    void rejoined.then(() => (back = true));
-    let streaming!: () => void;
-    const underway = new Promise<void>((resolve) => (streaming = resolve));
-    const sending = (async (): Promise<number> => {
-      let n = STREAM_FROM;
-      let after = 0;
-      while (after < STREAM_AFTER_REJOIN && n < STREAM_FROM + STREAM_MAX) {
-        await pair.node.send(Buffer.from(String(n++)));
-        if (n === STREAM_FROM + STREAM_BEFORE_KILL) streaming();
-        if (back) after++;
-        await new Promise((r) => setTimeout(r, STREAM_PACE_MS));
-      }
-      return n - 1;
-    })();
-    await bounded(underway, 'the stream under way');
+    const stream = pair.stream(rejoined);
+    await bounded(stream.underway, 'the stream under way');
     const killedAt = Date.now();
     home.process.kill('SIGKILL');
     for (const loss of await losses) assert.ok(loss.error instanceof LinkDropped, `a killed relay is a dropped link over both transports, not ${loss.error.name}`);
@@ -235,15 +256,8 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     assert.ok(lookups <= 4, `${lookups} lookups answered for 2 parties: the parties polled instead of holding one lookup each`);
     assert.notEqual(pair.node.relay, home.address);
     assert.equal(pair.app.relay, pair.node.relay, 'both parties on one relay again');
-    const lastSent = await bounded(sending, 'the node to send across the kill');
-    const streamed: number[] = [];
-    while (streamed.length === 0 || (streamed.at(-1) as number) < lastSent) streamed.push(await pair.next(pair.app));
-    // What was in flight at the kill may be lost (no Go-Back-N here); what arrives is never duplicated or reordered,
-    // and everything sent after the re-join arrives.
-    assert.ok(streamed.every((n, i) => i === 0 || n > streamed[i - 1]), 'a number came twice or out of order');
-    const tail = streamed.slice(-STREAM_AFTER_REJOIN);
-    assert.deepEqual(tail, Array.from({ length: STREAM_AFTER_REJOIN }, (_, i) => lastSent - STREAM_AFTER_REJOIN + 1 + i), 'what was sent after the re-join arrived whole');
-    t.diagnostic(`${streamed.length} of ${lastSent - STREAM_FROM + 1} numbers streamed across the kill arrived`);
+    const { arrived, sent } = await stream.check();
+    t.diagnostic(`${arrived} of ${sent} numbers streamed across the kill arrived`);
     await pair.exchange(MESSAGES + 1, 2 * MESSAGES);
   });
 
@@ -475,6 +489,9 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
     assert.ok(moving.length > 0, 'pairs on the relay to drain');
     const staying = opened.filter((p) => p.node.relay !== drained.address);
     const rejoins = moving.map((p) => p.rejoined());
+    // Under load: every pair that must move keeps streaming across the drain.
+    const streams = moving.map((p, i) => p.stream(rejoins[i]));
+    await bounded(Promise.all(streams.map((s) => s.underway)), 'the streams under way');
     const watcher = await member(etcd.endpoints, null);
     try {
       const sent = Date.now();
@@ -500,9 +517,12 @@ describe('cluster failover: relays die, stall and drain; etcd goes away', () => 
         assert.notEqual(p.node.relay, drained.address);
         assert.equal(p.app.relay, p.node.relay, 'both parties of a session on one relay');
       }
+      const delivered = await Promise.all(streams.map((s) => s.check()));
       const exit = await bounded(exited, 'the drained relay to exit', DRAIN_REJOIN_MS);
       assert.equal(exit.code, 0);
-      t.diagnostic(`${moving.length} of ${LOAD_PAIRS} pairs moved off the drained relay; it exited ${exit.ms} ms after SIGTERM`);
+      const arrived = delivered.reduce((n, d) => n + d.arrived, 0);
+      const sentTotal = delivered.reduce((n, d) => n + d.sent, 0);
+      t.diagnostic(`${moving.length} of ${LOAD_PAIRS} pairs moved off the drained relay, streaming (${arrived} of ${sentTotal} numbers arrived); it exited ${exit.ms} ms after SIGTERM`);
       // Every pair, moved or not, still exchanges.
       for (const [i, p] of [...moving, ...staying].entries()) await p.exchange(1000 + 10 * i, 1000 + 10 * i + 2);
     } finally {
