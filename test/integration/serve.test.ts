@@ -1,7 +1,7 @@
 /**
  * `hashmail serve` as an operator runs it: TLS by default with a certificate
  * kept in the data directory, ALPN h2 and http/1.1 on one port, health,
- * config validation, clean SIGTERM, PROXY protocol and per-address limits.
+ * config validation, clean SIGTERM, the PROXY protocol (the listener's limits: legacy/limits.ts).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,7 +12,6 @@ import net from 'node:net';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { after, test } from 'node:test';
-import * as grpc from '@grpc/grpc-js';
 import WebSocket from 'ws';
 import { BIN, ROOT, startServer } from '../helpers/server.js';
 import { connect, randomSid } from '../helpers/grpc-v1.js';
@@ -158,44 +157,6 @@ test('--trust-proxy: per-address box limits use the PROXY protocol address', asy
   }
 });
 
-test('connections per address over the limit get RESOURCE_EXHAUSTED naming the limit (HTTP/1.1 and gRPC)', async () => {
-  const server = await startServer({ config: { limits: { maxConnectionsPerAddress: 2 } } });
-  try {
-    const held: net.Socket[] = [];
-    for (let i = 0; i < 2; i++) {
-      const socket = await openSocket(server.port);
-      assert.match(await rawHttpExchange(socket, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
-      held.push(socket);
-    }
-    const third = await openSocket(server.port);
-    const refused = await rawHttpExchange(third, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n');
-    assert.match(refused, /^HTTP\/1.1 429/);
-    assert.match(refused, /limit reached: limits\.maxConnectionsPerAddress \(2\)/);
-
-    const client = connect(server.address);
-    const err = await client.newCipherBox({ desc: { streamId: randomSid() }, hasAuth: true }).then(
-      () => null,
-      (e: grpc.ServiceError) => e,
-    );
-    assert.ok(err, 'a gRPC connection over the limit fails');
-    assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED);
-    assert.match(err.details, /limits\.maxConnectionsPerAddress/);
-    client.close();
-
-    for (const s of [...held, third]) s.destroy();
-    // Once the server has seen every earlier connection close, a new one is served again.
-    const deadline = Date.now() + 20_000;
-    while ((await server.metric('hashmail_open_connections')) !== 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const again = await openSocket(server.port);
-    assert.match(await rawHttpExchange(again, 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
-    again.destroy();
-  } finally {
-    await server.stop();
-  }
-});
-
 test('without --trust-proxy a PROXY header is not honoured (bad request), and the server keeps serving', async () => {
   const server = await startServer();
   try {
@@ -209,60 +170,3 @@ test('without --trust-proxy a PROXY header is not honoured (bad request), and th
   }
 });
 
-test('streams per connection over the limit get RESOURCE_EXHAUSTED naming the limit; others on the connection go on', async () => {
-  const server = await startServer({ config: { limits: { maxStreamsPerConnection: 3 } } });
-  const client = connect(server.address);
-  try {
-    const sids = [randomSid(), randomSid(), randomSid(), randomSid()];
-    for (const sid of sids) await client.createBox(sid);
-    const readers = sids.slice(0, 3).map((sid) => client.openReader(sid));
-    // Until the three are open on the server, the fourth might be counted first: wait for the gauge.
-    const deadline = Date.now() + 10_000;
-    while ((await server.metric('hashmail_attached_halves{transport="grpc",kind="read"}')) !== 3 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const fourth = client.openReader(sids[3]);
-    const status = await fourth.ended();
-    assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
-    assert.match(status.details, /limit reached: limits\.maxStreamsPerConnection \(3\)/);
-    // The three open streams still work (written from another connection: this one is full).
-    const other = connect(server.address);
-    const writer = other.openWriter(sids[0]);
-    await writer.write(Buffer.from('still here'));
-    assert.equal((await readers[0].next()).toString(), 'still here');
-    other.close();
-  } finally {
-    client.close();
-    await server.stop();
-  }
-});
-
-test('a request line or headers past Node\'s limit get 431 with a text body a browser can read; a malformed request 400; the server serves on', async () => {
-  const server = await startServer();
-  try {
-    const long = await rawHttpExchange(await openSocket(server.port), `GET /v2/relay?route=${'A'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
-    assert.match(long, /^HTTP\/1.1 431 Request Header Fields Too Large\r\n/);
-    assert.match(long, /access-control-allow-origin: \*/i);
-    assert.match(long, /\r\n\r\n431 Request Header Fields Too Large: request line and headers are limited to \d+ bytes\n$/);
-    const garbage = await rawHttpExchange(await openSocket(server.port), 'GET / HTTP/1.1\r\nHost x\r\n\r\n');
-    assert.match(garbage, /^HTTP\/1.1 400 Bad Request\r\n[\s\S]*\r\n\r\n400 Bad Request: malformed HTTP request\n$/);
-    assert.match(await rawHttpExchange(await openSocket(server.port), 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 404/);
-  } finally {
-    await server.stop();
-  }
-});
-
-test('REST create with a Content-Length over the small-request limit is refused at once (413), not after the body or the request timeout', async () => {
-  const server = await startServer();
-  try {
-    const socket = await openSocket(server.port);
-    // The declared body never comes whole: only its start is sent.
-    const head = 'POST /v1/lightning-node-connect/hashmail HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n';
-    const answer = await rawHttpExchange(socket, `${head}{"desc":${'['.repeat(5000)}`);
-    assert.match(answer, /^HTTP\/1.1 413 /);
-    assert.match(answer, /request body larger than 16384 bytes/);
-    assert.match(await rawHttpExchange(await openSocket(server.port), createBoxRequest(randomSid())), /^HTTP\/1.1 200/, 'the server serves on');
-  } finally {
-    await server.stop();
-  }
-});
