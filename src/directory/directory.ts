@@ -199,8 +199,10 @@ export interface Directory {
  * waited past directory.callTimeoutMs for one of directory.maxTxnsInFlight;
  * `rate_cap` directory.maxPlacementsPerSecond; `share_cap` the asker's
  * address over its directory.maxPlacementShare while placements queue;
- * `not_converged` a placement kept losing races; `closed` the process is
- * stopping or not started.
+ * `not_converged` a placement kept losing races; `lease_lost` this
+ * registered instance cannot prove its own lease (etcd away past the TTL, or
+ * fenced until it registers anew), so its view may be stale; `closed` the
+ * process is stopping or not started.
  */
 export type UnavailableCause = 'etcd' | 'deadline' | 'txn_queue' | 'rate_cap' | 'share_cap' | 'not_converged' | 'lease_lost' | 'closed';
 

@@ -14,6 +14,7 @@ import { DirectoryUnavailableError } from '../../src/directory/directory.js';
 import type { EtcdDirectory } from '../../src/directory/etcd/etcd-directory.js';
 import { allEndpointStatus } from '../../src/directory/etcd/endpoint-status.js';
 import { routeOfSid } from '../../src/directory/route.js';
+import { withTimeout } from '../helpers/async-queue.js';
 import { startEtcd, type EtcdCluster } from '../helpers/etcd.js';
 import { member, randomRoute, TEST_CALL_TIMEOUT_MS, TEST_TTL_MS, until } from '../helpers/etcd-directory.js';
 
@@ -32,6 +33,13 @@ function own(t: TestContext, d: EtcdDirectory): EtcdDirectory {
 
 function once(d: EtcdDirectory, event: 'fenceLost' | 'registered'): Promise<number> {
   return new Promise((resolve) => d.on(event, () => resolve(Date.now())));
+}
+
+/** Lease keepalive streams a member has seen opened (its gRPC server metrics). */
+async function keepaliveStreams(clientUrl: string): Promise<number> {
+  const body = await (await fetch(`${clientUrl}/metrics`)).text();
+  const line = body.split('\n').find((l) => l.startsWith('grpc_server_started_total{') && l.includes('grpc_method="LeaseKeepAlive"'));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
 /** etcd's count of committed raft proposals (every write transaction, whether its compare held or not). */
@@ -346,10 +354,14 @@ describe('etcd directory: leases, fencing, outages (one etcd member each)', () =
     assert.equal(relay.servesHere(route), true);
     const fenced = once(relay, 'fenceLost');
     const registered = once(relay, 'registered');
+    // A lookup held for a change (a party that could not reach the owner) is answered at the fence, not after its wait.
+    const held = relay.waitForChange(route, 'elsewhere', 60_000);
     const pausedAt = Date.now();
     etcd.members[0].pause();
     try {
       const fencedAt = await fenced;
+      // Well before its 60 s: woken by the fence.
+      assert.equal(await withTimeout(held, TEST_TTL_MS, 'the held lookup answered at the fence'), true);
       assert.ok(fencedAt - pausedAt < TEST_TTL_MS, `fenceLost ${fencedAt - pausedAt} ms after the pause, TTL ${TEST_TTL_MS}`);
       assert.equal(relay.servesHere(route), false);
       assert.equal(relay.health().ok, false);
@@ -472,6 +484,37 @@ describe('etcd directory, three etcd members', () => {
 
   // A follower: losing the leader adds one election (~1 s with etcd's defaults), which
   // the default callTimeoutMs (2 s) covers but this test's short deadline would not.
+  test('one member (a follower) paused past the TTL: an instance whose keepalive stream it holds moves the stream and keeps its lease', async (t) => {
+    const prefix = '/stall/';
+    const statuses = await allEndpointStatus({ endpoints: etcd.endpoints, auth: { username: '', password: '' }, tls: { caFile: '', certFile: '', keyFile: '' } }, 2000);
+    const followers = statuses.flatMap((s, i) => (s.reachable && !s.isLeader ? [i] : []));
+    assert.equal(followers.length, 2, JSON.stringify(statuses));
+    // A member's keepalive stream goes to a random endpoint: register until one lands on a follower (p = 2/3 each).
+    let held: { directory: EtcdDirectory; follower: number } | null = null;
+    for (let i = 0; i < 20 && held === null; i++) {
+      const before = await Promise.all(etcd.members.map((m) => keepaliveStreams(m.clientUrl)));
+      const directory = own(t, await member(etcd.endpoints, `s${i}`, { prefix }));
+      const after = await Promise.all(etcd.members.map((m) => keepaliveStreams(m.clientUrl)));
+      const on = after.findIndex((n, m) => n > before[m]);
+      if (followers.includes(on)) held = { directory, follower: on };
+    }
+    assert.ok(held, 'a keepalive stream on a follower');
+    let fenced = false;
+    held.directory.on('fenceLost', () => (fenced = true));
+    const route = randomRoute();
+    const owner = await held.directory.lookup(route, { place: true });
+    etcd.members[held.follower].pause();
+    try {
+      // Past the TTL: unanswered, the lease would be unprovable (and fenced) by now.
+      await new Promise((r) => setTimeout(r, TEST_TTL_MS + 500));
+      assert.equal(fenced, false, 'fenced while two members of three answered');
+      assert.ok(held.directory.health().ok);
+      assert.deepEqual(await held.directory.lookup(route, { place: false }), owner);
+    } finally {
+      etcd.members[held.follower].resume();
+    }
+  });
+
   test('one member (a follower) killed: placements and lookups continue', async (t) => {
     const prefix = '/quorum/';
     const a = own(t, await member(etcd.endpoints, 'a', { prefix }));

@@ -68,6 +68,8 @@ export class EtcdDirectory implements Directory {
   private loadDirty = false;
   private draining = false;
   private fenced = false;
+  /** A first registration went through: from then on, lookups need a provable lease (before it, the fresh listing serves). */
+  private claimedOnce = false;
   private rotating = false;
   private reclaimTimer: NodeJS.Timeout | null = null;
   private loadTimer: NodeJS.Timeout | null = null;
@@ -227,13 +229,12 @@ export class EtcdDirectory implements Directory {
 
   async lookup(route: string, options: LookupOptions): Promise<RouteOwner | null> {
     if (this.closed || !this.started) throw this.unavailable(new DirectoryUnavailableError(this.closed ? 'closed' : 'not started', 'closed'));
+    // Once registered, this instance answers only while it can prove its own lease: past that (etcd away longer
+    // than the TTL, or fenced until it registers anew) an owner in its view may have lost its lease too and the
+    // session moved, or a placement made elsewhere may not have reached it: a client should ask another instance.
+    if (this.claimedOnce && !this.leaseProvable()) throw this.unavailable(new DirectoryUnavailableError('own lease not provable: the view may be stale', 'lease_lost'));
     const live = this.cache.liveOwner(route);
-    if (live) {
-      // The cache is an answer only while this instance can prove its own lease: past that (etcd away longer than
-      // the TTL) the owner's lease may have run out too and the session moved; a client should ask another instance.
-      if (!this.leaseProvable()) throw this.unavailable(new DirectoryUnavailableError('own lease not provable: the cached view may be stale', 'lease_lost'));
-      return routeOwnerOf(live.instance);
-    }
+    if (live) return routeOwnerOf(live.instance);
     try {
       if (options.place) return await this.placeThroughElection(route, options.client);
       // The watch-fed cache is authoritative while the watch is healthy (but may lag a placement made
@@ -417,6 +418,7 @@ export class EtcdDirectory implements Directory {
     }
     this.saveLeaseState();
     this.fenced = false;
+    this.claimedOnce = true;
     this.revokeAbandoned();
     this.options.logger.info({ lease }, 'directory: registered');
     this.events.emit('registered');
@@ -517,6 +519,9 @@ export class EtcdDirectory implements Directory {
     this.leases = [];
     const keeper = this.keeper;
     this.events.emit('fenceLost');
+    // Held lookups are answered now ("directory unavailable" until we register anew), not at the end of their
+    // wait: their clients ask another instance meanwhile.
+    this.waiters.wakeEveryone();
     // The old leases may still live in etcd (we only could not prove it): revoke them so their mappings go now.
     if (keeper) {
       for (const l of old) {

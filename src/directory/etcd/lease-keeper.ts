@@ -15,8 +15,16 @@ import { LeaseProof } from './lease-proof.js';
 const KEEPALIVES_PER_TTL = 3;
 /** Fence checks per TTL: how late after the proof runs out fenceLost may fire, at most. */
 const CHECKS_PER_TTL = 40;
-/** A stream whose oldest keepalive is unanswered this many intervals is replaced. */
-const STALL_INTERVALS = 1.5;
+/**
+ * A stream whose oldest keepalive is unanswered this many intervals is
+ * replaced (checked CHECKS_PER_TTL times a TTL). One: a keepalive sent one
+ * interval after the last answered one, unanswered one interval more, leaves
+ * 0.7 of an interval before the proof runs out (LeaseProof: 0.9 TTL) for the
+ * new stream's at once to be answered. A member that stopped answering
+ * (paused, cut off, stalled on its disk) then costs nothing; one merely slow
+ * is tolerated up to one interval (a third of the TTL).
+ */
+const STALL_INTERVALS = 1;
 /** A broken stream is reopened (on the next endpoint) after this pause, not at the next tick. */
 const REOPEN_PAUSE_MS = 50;
 
@@ -35,6 +43,7 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   /** The next stream goes to the next endpoint (the last one broke or stalled). */
   private moveOn = false;
   private oldestUnansweredAt: number | null = null;
+  private readonly intervalMs: number;
   private readonly keepaliveTimer: NodeJS.Timeout;
   private readonly checkTimer: NodeJS.Timeout;
   private stopped = false;
@@ -46,8 +55,8 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   ) {
     super();
     this.proof = new LeaseProof(ttlMs);
-    const intervalMs = ttlMs / KEEPALIVES_PER_TTL;
-    this.keepaliveTimer = setInterval(() => this.sendKeepalives(intervalMs), intervalMs);
+    this.intervalMs = ttlMs / KEEPALIVES_PER_TTL;
+    this.keepaliveTimer = setInterval(() => this.sendKeepalives(), this.intervalMs);
     this.checkTimer = setInterval(() => this.check(), ttlMs / CHECKS_PER_TTL);
     this.keepaliveTimer.unref();
     this.checkTimer.unref();
@@ -100,7 +109,14 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   }
 
   private check(): void {
-    for (const lease of this.proof.unprovable(this.now())) {
+    const now = this.now();
+    if (this.stream && this.oldestUnansweredAt !== null && now - this.oldestUnansweredAt > this.intervalMs * STALL_INTERVALS) {
+      // etcd (or the path to it) stopped answering: try again at once on a fresh stream on another member.
+      this.closeStream();
+      this.moveOn = true;
+      void this.openStream();
+    }
+    for (const lease of this.proof.unprovable(now)) {
       if (!this.leases.has(lease)) continue;
       this.leases.delete(lease);
       this.proof.forget(lease);
@@ -108,14 +124,9 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     }
   }
 
-  private sendKeepalives(intervalMs: number): void {
+  private sendKeepalives(): void {
     if (this.stopped || this.leases.size === 0) return;
     const now = this.now();
-    if (this.stream && this.oldestUnansweredAt !== null && now - this.oldestUnansweredAt > intervalMs * STALL_INTERVALS) {
-      // etcd (or the path to it) stopped answering: try again on a fresh stream on another member.
-      this.closeStream();
-      this.moveOn = true;
-    }
     if (!this.stream) {
       void this.openStream();
       return;
