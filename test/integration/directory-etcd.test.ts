@@ -484,7 +484,7 @@ describe('etcd directory, three etcd members', () => {
 
   // A follower: losing the leader adds one election (~1 s with etcd's defaults), which
   // the default callTimeoutMs (2 s) covers but this test's short deadline would not.
-  test('one member (a follower) paused past the TTL: an instance whose keepalive stream it holds moves the stream and keeps its lease', async (t) => {
+  test('one member (a follower) paused past the TTL: an instance whose keepalive stream it holds moves the stream and keeps its lease; its calls place through the other members', async (t) => {
     const prefix = '/stall/';
     const statuses = await allEndpointStatus({ endpoints: etcd.endpoints, auth: { username: '', password: '' }, tls: { caFile: '', certFile: '', keyFile: '' } }, 2000);
     const followers = statuses.flatMap((s, i) => (s.reachable && !s.isLeader ? [i] : []));
@@ -510,6 +510,8 @@ describe('etcd directory, three etcd members', () => {
       assert.equal(fenced, false, 'fenced while two members of three answered');
       assert.ok(held.directory.health().ok);
       assert.deepEqual(await held.directory.lookup(route, { place: false }), owner);
+      // Calls too: one that meets the paused member tries the next one within its deadline.
+      for (let i = 0; i < 30; i++) assert.ok(await held.directory.lookup(randomRoute(), { place: true }), `placement ${i} with a member paused`);
     } finally {
       etcd.members[held.follower].resume();
     }

@@ -196,7 +196,7 @@ class FakeKv {
 }
 
 /** Only the calls the Placer makes; the real EtcdRpc adds deadlines and retries around them. */
-const fakeRpc = (kv: FakeKv): EtcdRpc => ({ call: (_what: string, fn: (o: object) => Promise<unknown>) => fn({}), client: { kv } }) as unknown as EtcdRpc;
+const fakeRpc = (kv: FakeKv): EtcdRpc => ({ call: (_what: string, fn: (o: object, client: object) => Promise<unknown>) => fn({}, { kv }) }) as unknown as EtcdRpc;
 
 test('placer: a storm of placements behind a full gate shares transactions; a key that exists is answered with its owner; a batch refused for one lease is retried one by one', async () => {
   const kv = new FakeKv();

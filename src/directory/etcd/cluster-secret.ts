@@ -21,8 +21,8 @@ export function clusterSecretKey(prefix: string, name: string): string {
 export async function ensureClusterSecret(rpc: EtcdRpc, prefix: string, name: string): Promise<string> {
   const key = Buffer.from(clusterSecretKey(prefix, name));
   const fresh = randomBytes(SECRET_BYTES).toString('base64url');
-  const res = await rpc.call('cluster secret', (o) =>
-    rpc.client.kv.txn(
+  const res = await rpc.call('cluster secret', (o, c) =>
+    c.kv.txn(
       {
         compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
         success: [{ request_put: { key, value: Buffer.from(fresh) } }],

@@ -72,7 +72,7 @@ export async function clusterStatus(options: EtcdDirectoryOptions): Promise<Clus
         let ttl: number | null = null;
         let remaining: number | null = null;
         if (lease !== '0') {
-          const res = await rpc.call('lease ttl', (o) => rpc.client.leaseClient.leaseTimeToLive({ ID: lease }, o)).catch(() => null);
+          const res = await rpc.call('lease ttl', (o, c) => c.leaseClient.leaseTimeToLive({ ID: lease }, o)).catch(() => null);
           if (res && Number(res.TTL) >= 0) {
             ttl = Number(res.grantedTTL);
             remaining = Number(res.TTL);

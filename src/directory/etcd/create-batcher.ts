@@ -117,8 +117,8 @@ export class CreateBatcher {
     this.creates += batch.length;
     let res;
     try {
-      res = await this.rpc.call('txn', (o) =>
-        this.rpc.client.kv.txn(
+      res = await this.rpc.call('txn', (o, c) =>
+        c.kv.txn(
           {
             compare: batch.map((p) => ({ key: p.request.key, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 })),
             success: batch.map((p) => ({ request_put: { key: p.request.key, value: p.request.value, lease: p.request.lease } })),

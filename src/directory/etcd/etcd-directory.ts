@@ -331,8 +331,8 @@ export class EtcdDirectory implements Directory {
    * If one changed, the others go one by one.
    */
   private async releaseBatch(batch: readonly { key: string; modRevision: bigint }[]): Promise<number> {
-    const res = await this.rpc.call('release', (o) =>
-      this.rpc.client.kv.txn(
+    const res = await this.rpc.call('release', (o, c) =>
+      c.kv.txn(
         {
           compare: batch.map(({ key, modRevision }) => ({ key: Buffer.from(key), target: 'Mod' as const, result: 'Equal' as const, mod_revision: modRevision.toString() })),
           success: batch.map(({ key }) => ({ request_delete_range: { key: Buffer.from(key) } })),
@@ -449,8 +449,8 @@ export class EtcdDirectory implements Directory {
     if (!self || this.leases.length === 0) return;
     const value = encodeInstance(this.record());
     const key = instanceKey(this.layout, self.id);
-    const res = await this.rpc.call('put instance', (o) =>
-      this.rpc.client.kv.put({ key: Buffer.from(key), value: Buffer.from(value), lease: leaseDecimal(this.leases[0]) }, o),
+    const res = await this.rpc.call('put instance', (o, c) =>
+      c.kv.put({ key: Buffer.from(key), value: Buffer.from(value), lease: leaseDecimal(this.leases[0]) }, o),
     );
     // Our own record first-hand: placements here may land on us before the watch echoes it.
     this.cache.put(key, value, BigInt(res.header.revision));
@@ -537,7 +537,7 @@ export class EtcdDirectory implements Directory {
     const leases = this.abandoned;
     this.abandoned = [];
     for (const l of leases) {
-      this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: leaseDecimal(l) }, o)).catch(() => undefined);
+      this.rpc.call('lease revoke', (o, c) => c.leaseClient.leaseRevoke({ ID: leaseDecimal(l) }, o)).catch(() => undefined);
     }
   }
 
@@ -565,7 +565,7 @@ export class EtcdDirectory implements Directory {
     const old = readLeaseState(this.options.leaseStateFile);
     await Promise.all(
       old.map((lease) =>
-        this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: leaseDecimal(lease) }, o)).catch((err: unknown) => {
+        this.rpc.call('lease revoke', (o, c) => c.leaseClient.leaseRevoke({ ID: leaseDecimal(lease) }, o)).catch((err: unknown) => {
           if (err instanceof DirectoryUnavailableError) throw err;
           // Already expired: nothing left to revoke.
         }),

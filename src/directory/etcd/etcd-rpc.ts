@@ -23,12 +23,13 @@ const RETRY_PAUSE_MS = 25;
  * A call whose tries were all refused (no member listening) fails once it
  * has been refused this many times per endpoint, not at its deadline: with
  * etcd down, placements fail fast (about 0.1 s for one endpoint) instead of
- * each taking callTimeoutMs. Each try goes to an endpoint at random, so a
- * live member among N is missed in 4N tries with odds below (1 - 1/N)^4N
- * (under 0.02 for any N); a try that reaches a member (no answer in time,
- * "leader changed") keeps the call going until its deadline.
+ * each taking callTimeoutMs. The tries of a call go to the endpoints in
+ * turn, so each is tried 4 times; a try that reaches a member (no answer in
+ * time, "leader changed") keeps the call going until its deadline.
  */
 export const REFUSALS_PER_ENDPOINT = 4;
+/** The least one try gets when a call's deadline is shared among several endpoints (ms). */
+const MIN_TRY_MS = 250;
 /** A promise that outlives its gRPC deadline (e.g. stuck in auth) is abandoned this much later. */
 const DEADLINE_SLACK_MS = 50;
 
@@ -78,14 +79,17 @@ function describe(err: unknown): string {
 }
 
 export class EtcdRpc {
-  readonly client: Etcd3;
   /**
-   * One client per endpoint for the long-lived streams: a stream that broke
-   * reconnects to the NEXT endpoint (the pool would pick at random and may
-   * pick the dead member again, and its stream fails only later).
+   * One client per endpoint, for calls and streams alike. The package's pool
+   * picks a member at random for each call, so every try of a call could go
+   * to one member that stopped answering, and a broken stream could reopen
+   * on the dead member again; here a call's tries and a stream's reopenings
+   * go to the NEXT endpoint.
    */
-  private readonly streamClients: Etcd3[];
+  private readonly clients: Etcd3[];
   private streamIndex = Math.floor(Math.random() * 1_000_000);
+  /** Where the next unary call's first try goes: calls start at the endpoints in turn. */
+  private unaryIndex = Math.floor(Math.random() * 1_000_000);
   /** Refused tries after which a call that reached no member gives up (REFUSALS_PER_ENDPOINT per endpoint). */
   private readonly maxRefusals: number;
   /** Unary calls and stream opens sent to etcd (tests and metrics: a cached lookup adds none). */
@@ -97,16 +101,14 @@ export class EtcdRpc {
     options: Pick<EtcdDirectoryOptions, 'endpoints' | 'auth' | 'tls'>,
     private readonly callTimeoutMs: number,
   ) {
-    this.client = new Etcd3(etcd3Options(options, callTimeoutMs));
     this.maxRefusals = REFUSALS_PER_ENDPOINT * Math.max(1, options.endpoints.length);
-    this.streamClients =
-      options.endpoints.length === 1 ? [this.client] : options.endpoints.map((e) => new Etcd3(etcd3Options({ ...options, endpoints: [e] }, callTimeoutMs)));
+    this.clients = options.endpoints.map((e) => new Etcd3(etcd3Options({ ...options, endpoints: [e] }, callTimeoutMs)));
   }
 
   /** The client streams open on; `moveOn` after a stream broke or stalled. */
   streamClient(moveOn = false): Etcd3 {
     if (moveOn) this.streamIndex++;
-    return this.streamClients[this.streamIndex % this.streamClients.length];
+    return this.clients[this.streamIndex % this.clients.length];
   }
 
   /**
@@ -116,17 +118,25 @@ export class EtcdRpc {
    * rejects with DirectoryUnavailableError. etcd's own answers (lease not
    * found, compacted) pass through unchanged.
    */
-  async call<T>(what: string, fn: (options: CallOptions) => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
+  async call<T>(what: string, fn: (options: CallOptions, client: Etcd3) => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
     if (this.closed) throw new DirectoryUnavailableError('closed', 'closed');
     const deadline = Date.now() + timeoutMs;
+    const endpoints = this.clients.length;
+    // With several members, one try gets its share of the deadline: a member that stopped answering (paused, cut
+    // off, stalled on its disk) costs one share, then the next member is asked. The pool's own pick is random and
+    // could send every try of a call to that one member.
+    const tryMs = Math.max(MIN_TRY_MS, timeoutMs / endpoints);
+    let endpoint = this.unaryIndex++;
     // Whether some member was reached but could not answer (no answer in time, or "leader changed"): etcd is
     // there but electing or slow, unlike every try refused at once (no etcd at all).
     let reachedButStuck = false;
     let unreached = 0;
     for (;;) {
       this.calls++;
+      const tryDeadline = endpoints > 1 ? Math.min(deadline, Date.now() + tryMs) : deadline;
+      const client = this.clients[endpoint++ % endpoints];
       try {
-        return await this.withDeadline(fn({ deadline }), deadline);
+        return await this.withDeadline(fn({ deadline: tryDeadline }, client), tryDeadline);
       } catch (err) {
         const transport =
           err instanceof DirectoryUnavailableError ||
@@ -157,7 +167,6 @@ export class EtcdRpc {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.client.close();
-    for (const c of this.streamClients) if (c !== this.client) c.close();
+    for (const c of this.clients) c.close();
   }
 }

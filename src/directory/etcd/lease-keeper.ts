@@ -69,7 +69,7 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   /** Grants a new lease and keeps it alive from now on; rejects (DirectoryUnavailableError) past the deadline. */
   async grant(): Promise<string> {
     const sentAt = this.now();
-    const res = await this.rpc.call('lease grant', (o) => this.rpc.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds }, o));
+    const res = await this.rpc.call('lease grant', (o, c) => c.leaseClient.leaseGrant({ TTL: this.ttlSeconds }, o));
     this.proof.granted(res.ID, sentAt);
     this.leases.add(res.ID);
     return res.ID;
@@ -79,7 +79,7 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   async drop(lease: string, revoke: boolean): Promise<void> {
     this.leases.delete(lease);
     this.proof.forget(lease);
-    if (revoke) await this.rpc.call('lease revoke', (o) => this.rpc.client.leaseClient.leaseRevoke({ ID: lease }, o));
+    if (revoke) await this.rpc.call('lease revoke', (o, c) => c.leaseClient.leaseRevoke({ ID: lease }, o));
   }
 
   provable(lease: string): boolean {

@@ -186,8 +186,8 @@ export class Placer {
   /** Replaces a mapping whose owner is gone, if it is still the one at `modRevision`: a transaction of its own. */
   private async replace(request: { key: Buffer; value: Buffer; lease: string }, modRevision: bigint): Promise<CreateOutcome> {
     const res = await this.gate.run(this.options.callTimeoutMs, () =>
-      this.rpc.call('txn', (o) =>
-        this.rpc.client.kv.txn(
+      this.rpc.call('txn', (o, c) =>
+        c.kv.txn(
           {
             compare: [{ key: request.key, target: 'Mod', result: 'Equal', mod_revision: modRevision.toString() }],
             success: [{ request_put: { key: request.key, value: request.value, lease: request.lease } }],
@@ -215,7 +215,7 @@ export class Placer {
   private async liveInstance(id: string): Promise<InstanceValue | null> {
     const cached = this.cache.instances.get(id);
     if (cached) return cached;
-    const res = await this.rpc.call('range', (o) => this.rpc.client.kv.range({ key: Buffer.from(instanceKey(this.layout, id)) }, o));
+    const res = await this.rpc.call('range', (o, c) => c.kv.range({ key: Buffer.from(instanceKey(this.layout, id)) }, o));
     const kv = res.kvs[0];
     if (!kv || !parseInstance(kv.value.toString())) return null;
     this.cache.put(kv.key.toString(), kv.value.toString(), BigInt(kv.mod_revision));

@@ -40,8 +40,8 @@ export async function listPrefix(rpc: EtcdRpc, prefix: string): Promise<{ entrie
   let from = Buffer.from(prefix);
   let revision: bigint | null = null;
   for (;;) {
-    const res = await rpc.call('range', (o) =>
-      rpc.client.kv.range({ key: from, range_end: end, limit: RANGE_PAGE_KEYS, ...(revision !== null ? { revision: revision.toString() } : {}) }, o),
+    const res = await rpc.call('range', (o, c) =>
+      c.kv.range({ key: from, range_end: end, limit: RANGE_PAGE_KEYS, ...(revision !== null ? { revision: revision.toString() } : {}) }, o),
     );
     revision ??= BigInt(res.header.revision);
     for (const kv of res.kvs) entries.push(toListed(kv));

@@ -76,7 +76,7 @@ export class ReadBatcher {
     this.reads += batch.length;
     // One key read twice in a batch is fine for etcd (only writes must be distinct): no dedup needed here.
     try {
-      const res = await this.rpc.call('range', (o) => this.rpc.client.kv.txn({ success: batch.map((p) => ({ request_range: { key: p.key } })) }, o));
+      const res = await this.rpc.call('range', (o, c) => c.kv.txn({ success: batch.map((p) => ({ request_range: { key: p.key } })) }, o));
       batch.forEach((p, i) => p.resolve(res.responses[i]?.response_range?.kvs[0] ?? null));
     } catch (err) {
       for (const p of batch) p.reject(err);

@@ -131,11 +131,11 @@ export class RefusingOwners {
     const { rpc, layout, cache } = this.deps;
     if ((await probeListening(owner.address, OWNER_PROBE_TIMEOUT_MS)) !== 'refused' || this.deps.closed()) return null;
     // The record in etcd, not our view: its lease, and proof that it is still the registration that refused.
-    const res = await rpc.call('range', (o) => rpc.client.kv.range({ key: Buffer.from(instanceKey(layout, owner.id)) }, o));
+    const res = await rpc.call('range', (o, c) => c.kv.range({ key: Buffer.from(instanceKey(layout, owner.id)) }, o));
     const kv = res.kvs[0];
     const record = kv ? parseInstance(kv.value.toString()) : null;
     if (!kv || !record || record.startedAt !== owner.startedAt || record.draining) return null;
-    const ttl = await rpc.call('lease ttl', (o) => rpc.client.leaseClient.leaseTimeToLive({ ID: kv.lease }, o));
+    const ttl = await rpc.call('lease ttl', (o, c) => c.leaseClient.leaseTimeToLive({ ID: kv.lease }, o));
     // Expiring or gone already: etcd removes its keys itself.
     if (Number(ttl.TTL) <= 0) return null;
     // A live owner renews every third of the TTL, so its lease never has less than two thirds left, give or take a
@@ -147,7 +147,7 @@ export class RefusingOwners {
     const leases = new Set<string>([kv.lease, leaseDecimal(record.sessionLease)]);
     for (const lease of cache.leasesOf(owner.id)) leases.add(leaseDecimal(lease));
     leases.delete('0');
-    const outcomes = await Promise.allSettled([...leases].map((lease) => rpc.call('lease revoke', (o) => rpc.client.leaseClient.leaseRevoke({ ID: lease }, o))));
+    const outcomes = await Promise.allSettled([...leases].map((lease) => rpc.call('lease revoke', (o, c) => c.leaseClient.leaseRevoke({ ID: lease }, o))));
     const failed = outcomes.filter((r) => r.status === 'rejected').length;
     if (failed === leases.size) throw new Error(`every lease revoke failed (${leases.size})`);
     // Info, not warn: the cluster healing itself; the relay's death shows in its own absence and in the metric.
