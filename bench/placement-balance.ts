@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import type { PlacementPolicy } from '../src/directory/placement.js';
 import { freePort, startEtcd, type EtcdCluster } from '../test/helpers/etcd.js';
 import { CURRENT_BUILD, startHashmail, type RelayProcess } from './server-process.js';
-import { fmt, table } from './stats.js';
+import { fmt, median, table } from './stats.js';
 
 /** Keep-alive connections per relay the placing client holds. */
 const SOCKETS_PER_RELAY = 16;
@@ -104,12 +104,6 @@ export async function measureBalance(etcd: EtcdCluster, policy: PlacementPolicy,
     agent.destroy();
     await Promise.all(relays.map((r) => r.stop()));
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 async function main(): Promise<void> {

@@ -35,19 +35,23 @@ function once(d: EtcdDirectory, event: 'fenceLost' | 'registered'): Promise<numb
   return new Promise((resolve) => d.on(event, () => resolve(Date.now())));
 }
 
+/** The value of the first sample on a member's /metrics whose line `matches`; undefined when none does. */
+async function etcdSample(clientUrl: string, matches: (line: string) => boolean): Promise<number | undefined> {
+  const body = await (await fetch(`${clientUrl}/metrics`)).text();
+  const line = body.split('\n').find((l) => !l.startsWith('#') && matches(l));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
 /** Lease keepalive streams a member has seen opened (its gRPC server metrics). */
 async function keepaliveStreams(clientUrl: string): Promise<number> {
-  const body = await (await fetch(`${clientUrl}/metrics`)).text();
-  const line = body.split('\n').find((l) => l.startsWith('grpc_server_started_total{') && l.includes('grpc_method="LeaseKeepAlive"'));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  return (await etcdSample(clientUrl, (l) => l.startsWith('grpc_server_started_total{') && l.includes('grpc_method="LeaseKeepAlive"'))) ?? 0;
 }
 
 /** etcd's count of committed raft proposals (every write transaction, whether its compare held or not). */
-async function committedProposals(endpoint: string): Promise<number> {
-  const body = await (await fetch(`${endpoint}/metrics`)).text();
-  const line = body.split('\n').find((l) => l.startsWith('etcd_server_proposals_committed_total '));
-  assert.ok(line, 'etcd exports etcd_server_proposals_committed_total');
-  return Number(line.slice(line.lastIndexOf(' ') + 1));
+async function committedProposals(clientUrl: string): Promise<number> {
+  const n = await etcdSample(clientUrl, (l) => l.startsWith('etcd_server_proposals_committed_total '));
+  assert.ok(n !== undefined, 'etcd exports etcd_server_proposals_committed_total');
+  return n;
 }
 
 describe('etcd directory, one etcd member', () => {
